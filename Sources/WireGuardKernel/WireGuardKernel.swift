@@ -1,0 +1,1 @@
+// WireGuardKernel module.

@@ -1,0 +1,13 @@
+import ArgumentParser
+
+/// The `wiremesh` command line: every subcommand is a thin shell over the library targets.
+@main
+struct WireMesh: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wiremesh",
+        abstract: "A WireGuard mesh agent: encrypted pod-to-pod traffic between hosts.",
+        subcommands: [
+            GenKey.self, PubKey.self, GenPSK.self,
+        ]
+    )
+}
