@@ -20,18 +20,21 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
 
+        // IP addresses, prefixes and endpoints: pure value types shared by every layer.
+        .target(name: "IPNetwork"),
+
         // Keys, signatures, sealing. Pure computation over libsodium.
         .target(name: "WireMeshCrypto", dependencies: ["CSodium"]),
 
         // libmnl-based netlink: message codec (pure) and a thin socket owner; rtnetlink.
         .target(name: "Netlink", dependencies: [
-            "CMnl",
+            "CMnl", "IPNetwork",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         // WireGuard device model, pure diff, `wg` config format, UAPI backend.
         .target(name: "WireGuard", dependencies: [
-            "WireMeshCrypto",
+            "WireMeshCrypto", "IPNetwork",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
@@ -39,14 +42,14 @@ let package = Package(
         .target(name: "WireGuardKernel", dependencies: ["WireGuard", "Netlink", "CMnl"]),
 
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
-        .target(name: "Membership", dependencies: ["WireMeshCrypto"]),
+        .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork"]),
 
         // Deterministic virtual-time network for the membership core.
         .target(name: "MembershipSimulator", dependencies: ["Membership"]),
 
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
-            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership",
+            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -62,6 +65,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        .testTarget(name: "IPNetworkTests", dependencies: ["IPNetwork"]),
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
