@@ -80,15 +80,13 @@ public struct PeerConfig: Sendable, Equatable {
     public var persistentKeepaliveInterval: UInt16?
     /// Drop the peer's current allowed IPs before adding `allowedIPs`.
     public var replaceAllowedIPs: Bool
-    /// Allowed IPs to add (after the replace, if any).
+    /// Allowed IPs to add (after the replace, if any). Removing one allowed IP is a replace with the
+    /// remaining set: Debian 12's kernel (6.1) has no per-allowed-IP remove flag.
     public var allowedIPs: [IPPrefix]
-    /// Allowed IPs to remove individually (needs kernel ≥ 6.x WGALLOWEDIP_F_REMOVE_ME or UAPI
-    /// support; backends that lack it fall back to replace_allowed_ips with the remaining set).
-    public var removeAllowedIPs: [IPPrefix]
 
     public init(publicKey: Key, remove: Bool = false, updateOnly: Bool = false, presharedKey: Key? = nil,
                 endpoint: Endpoint? = nil, persistentKeepaliveInterval: UInt16? = nil,
-                replaceAllowedIPs: Bool = false, allowedIPs: [IPPrefix] = [], removeAllowedIPs: [IPPrefix] = []) {
+                replaceAllowedIPs: Bool = false, allowedIPs: [IPPrefix] = []) {
         self.publicKey = publicKey
         self.remove = remove
         self.updateOnly = updateOnly
@@ -97,7 +95,6 @@ public struct PeerConfig: Sendable, Equatable {
         self.persistentKeepaliveInterval = persistentKeepaliveInterval
         self.replaceAllowedIPs = replaceAllowedIPs
         self.allowedIPs = allowedIPs
-        self.removeAllowedIPs = removeAllowedIPs
     }
 }
 
