@@ -1,0 +1,267 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// Errors of the control socket a person reads.
+public enum ControlSocketError: Error, Equatable, CustomStringConvertible {
+    /// Nobody listens at the socket path.
+    case agentNotRunning(path: String)
+    /// The socket exists but this user may not use it (it is root-only).
+    case permissionDenied(path: String)
+    /// Another agent already serves this path.
+    case alreadyInUse(path: String)
+    /// The path exists and is not a socket.
+    case notASocket(path: String)
+    case io(path: String, operation: String, errno: Int32)
+    /// The agent answered something that is not a control response.
+    case protocolError(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .agentNotRunning(let path):
+            return "wiremesh agent is not running (no socket at \(path)): start it with 'systemctl start wiremesh' or 'wiremesh agent'"
+        case .permissionDenied(let path):
+            return "permission denied on the control socket \(path): it is root-only, run the command as root (sudo)"
+        case .alreadyInUse(let path):
+            return "another wiremesh agent is already listening on \(path): stop it first, or give this one a different --control-socket"
+        case .notASocket(let path):
+            return "\(path) exists and is not a unix socket: remove it or choose a different --control-socket"
+        case .io(let path, let op, let e):
+            return "control socket \(path): \(op) failed: \(String(cString: strerror(e)))"
+        case .protocolError(let path, let reason):
+            return "control socket \(path): unexpected answer from the agent (\(reason)); is the CLI the same version as the agent?"
+        }
+    }
+}
+
+/// The agent's control socket server: a root-only unix socket where each connection sends request
+/// lines and receives one response line per request, answered by `handler`.
+///
+/// Root-only without a race: the socket is bound inside a fresh 0700 directory, made 0600, and then
+/// renamed into place, so no other user can ever connect to it (a missing parent directory is
+/// created 0700; an existing one is left as it is).
+public final class ControlServer: Service, Sendable {
+    /// Answers one request; runs concurrently for different connections.
+    public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
+
+    /// The socket path served.
+    public let path: String
+    private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let handler: Handler
+    private let inode: UInt64
+
+    private init(path: String, channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, handler: @escaping Handler, inode: UInt64) {
+        self.path = path
+        self.channel = channel
+        self.handler = handler
+        self.inode = inode
+    }
+
+    /// Binds the socket (so "already in use" and permission problems surface before the agent
+    /// reports readiness); call `run()` to serve.
+    public static func bind(path: String, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            handler: @escaping Handler) async throws -> ControlServer {
+        let parent = AtomicFile.parentDirectory(of: path)
+        var st = stat()
+        if stat(parent, &st) != 0 {
+            do { try AtomicFile.makeDirectory(parent, mode: 0o700) } catch let e as FileError {
+                throw ControlSocketError.io(path: path, operation: "create directory \(parent)", errno: e.errno)
+            }
+        }
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw ControlSocketError.notASocket(path: path) }
+            // A live socket belongs to another agent; a dead one is left over from a crash.
+            if (try? ControlClient.connect(path)).map({ Glibc.close($0); return true }) == true {
+                throw ControlSocketError.alreadyInUse(path: path)
+            }
+        }
+        var template = Array("\(parent)/.wiremesh-sock-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw ControlSocketError.io(path: path, operation: "create a private directory in \(parent)", errno: errno)
+        }
+        let privateDir = String(cString: template)
+        let tempPath = privateDir + "/s"
+        defer { unlink(tempPath); rmdir(privateDir) }
+
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(unixDomainSocketPath: tempPath) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLength: ControlCodec.maxLineLength)))
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+                }
+            }
+        do {
+            guard chmod(tempPath, 0o600) == 0 else { throw ControlSocketError.io(path: path, operation: "chmod 0600", errno: errno) }
+            guard rename(tempPath, path) == 0 else { throw ControlSocketError.io(path: path, operation: "rename into place", errno: errno) }
+            guard stat(path, &st) == 0 else { throw ControlSocketError.io(path: path, operation: "stat", errno: errno) }
+        } catch {
+            try? await channel.channel.close()
+            throw error
+        }
+        return ControlServer(path: path, channel: channel, handler: handler, inode: UInt64(st.st_ino))
+    }
+
+    /// Serves until the task is cancelled, `close()` is called, or graceful shutdown (ServiceGroup);
+    /// then removes the socket file if it is still this server's.
+    public func run() async throws {
+        defer { removeSocketFile() }
+        let handler = self.handler
+        try await withGracefulShutdownHandler {
+            try await withTaskCancellationHandler {
+                try await channel.executeThenClose { inbound in
+                    try await withThrowingDiscardingTaskGroup { group in
+                        for try await connection in inbound {
+                            group.addTask { await Self.serve(connection, handler: handler) }
+                        }
+                        // The listener closed: end the open connections too.
+                        group.cancelAll()
+                    }
+                }
+            } onCancel: {
+                self.channel.channel.close(promise: nil)
+            }
+        } onGracefulShutdown: {
+            self.channel.channel.close(promise: nil)
+        }
+    }
+
+    /// Stops accepting connections (`run()` then returns).
+    public func close() {
+        channel.channel.close(promise: nil)
+    }
+
+    private func removeSocketFile() {
+        var st = stat()
+        if stat(path, &st) == 0, UInt64(st.st_ino) == inode { unlink(path) }
+    }
+
+    private static func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, handler: Handler) async {
+        try? await connection.executeThenClose { inbound, outbound in
+            for try await line in inbound {
+                let response: ControlResponse
+                do {
+                    let request = try ControlCodec.decode(ControlRequest.self, from: Array(buffer: line))
+                    response = await handler(request)
+                } catch {
+                    response = ControlCodec.badRequest(error)
+                }
+                try await outbound.write(ByteBuffer(bytes: try ControlCodec.encodeLine(response)))
+            }
+        }
+    }
+}
+
+/// Splits a byte stream into lines (without the newline), refusing lines longer than `maxLength`.
+struct LineFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+    let maxLength: Int
+
+    struct LineTooLong: Error {}
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
+            let length = newline - buffer.readerIndex
+            let line = buffer.readSlice(length: length)!
+            buffer.moveReaderIndex(forwardBy: 1)
+            context.fireChannelRead(Self.wrapInboundOut(line))
+            return .continue
+        }
+        if buffer.readableBytes > maxLength { throw LineTooLong() }
+        return .needMoreData
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // A final request without a newline still counts.
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        if buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
+            context.fireChannelRead(Self.wrapInboundOut(rest))
+        }
+        return .needMoreData
+    }
+}
+
+/// The CLI side of the control socket: plain blocking calls, one request and its response.
+public struct ControlClient: Sendable {
+    public let path: String
+    /// How long to wait for the agent's answer (seconds).
+    public let timeoutSeconds: Int
+
+    public init(path: String = AgentConfig.defaultControlSocket, timeoutSeconds: Int = 60) {
+        self.path = path
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// Sends `request` and returns the agent's response.
+    public func send(_ request: ControlRequest) throws -> ControlResponse {
+        let fd = try Self.connect(path)
+        defer { close(fd) }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let line = try ControlCodec.encodeLine(request)
+        var sent = 0
+        while sent < line.count {
+            let n = line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, line.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ControlSocketError.io(path: path, operation: "send", errno: errno)
+            }
+            sent += n
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !response.contains(0x0A) {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    throw ControlSocketError.protocolError(path: path, reason: "no answer within \(timeoutSeconds) s")
+                }
+                throw ControlSocketError.io(path: path, operation: "receive", errno: errno)
+            }
+            if n == 0 { throw ControlSocketError.protocolError(path: path, reason: "connection closed before an answer") }
+            response.append(contentsOf: buffer[0..<n])
+            if response.count > ControlCodec.maxLineLength {
+                throw ControlSocketError.protocolError(path: path, reason: "answer longer than \(ControlCodec.maxLineLength) bytes")
+            }
+        }
+        let first = Array(response[..<response.firstIndex(of: 0x0A)!])
+        do {
+            return try ControlCodec.decode(ControlResponse.self, from: first)
+        } catch {
+            throw ControlSocketError.protocolError(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Connects a stream socket to `path`; maps "nobody there" to `agentNotRunning`.
+    static func connect(_ path: String) throws -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw ControlSocketError.io(path: path, operation: "connect (path too long)", errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ControlSocketError.io(path: path, operation: "socket", errno: errno) }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            switch e {
+            case ENOENT, ECONNREFUSED, ENOTDIR: throw ControlSocketError.agentNotRunning(path: path)
+            case EACCES, EPERM: throw ControlSocketError.permissionDenied(path: path)
+            default: throw ControlSocketError.io(path: path, operation: "connect", errno: e)
+            }
+        }
+        return fd
+    }
+}
