@@ -157,6 +157,13 @@ public struct ConfigLayer: Sendable, Equatable {
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
+        } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
+            // Name the line of the repeated key, not the start of the mapping Yams points at.
+            let key = duplicates.sorted().first ?? "?"
+            let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+            let hits = lines.indices.filter { lines[$0].hasPrefix(key) && lines[$0].dropFirst(key.count).trimmingCharacters(in: .whitespaces).hasPrefix(":") }
+            let line = hits.count > 1 ? hits[1] + 1 : context.mark.line
+            throw ConfigError(key: key, source: "config file \(file) line \(line)", message: "set twice")
         } catch {
             throw ConfigError(key: nil, source: "config file \(file)", message: "not valid YAML: \(Self.yamlProblem(error))")
         }
@@ -173,7 +180,7 @@ public struct ConfigLayer: Sendable, Equatable {
                 throw ConfigError(key: name, source: source,
                                   message: "unknown key; known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            guard seen.insert(name).inserted else { throw ConfigError(key: name, source: source, message: "set twice") }
+            guard seen.insert(name).inserted else { throw ConfigError(key: name, source: source, message: "set twice") }  // Yams catches most
             guard let scalar = valueNode.scalar else {
                 throw ConfigError(key: name, source: source, message: "wrong type: expected a single value, not a list or mapping")
             }

@@ -55,7 +55,7 @@ public enum AtomicFile {
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw FileError(path: path, operation: "create a temporary file for", errno: errno) }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        let tempPath = String(cString: template)
+        let tempPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var committed = false
         defer {
             if !committed { unlink(tempPath) }

@@ -82,7 +82,7 @@ public final class ControlServer: Service, Sendable {
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw ControlSocketError.io(path: path, operation: "create a private directory in \(parent)", errno: errno)
         }
-        let privateDir = String(cString: template)
+        let privateDir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         let tempPath = privateDir + "/s"
         defer { unlink(tempPath); rmdir(privateDir) }
 
@@ -185,6 +185,8 @@ struct LineFrameDecoder: ByteToMessageDecoder {
 }
 
 /// The CLI side of the control socket: plain blocking calls, one request and its response.
+/// Blocking on purpose (the CLI has nothing else to do); call it from a thread of its own, not from
+/// Swift's cooperative pool inside a process that also serves the socket.
 public struct ControlClient: Sendable {
     public let path: String
     /// How long to wait for the agent's answer (seconds).

@@ -125,13 +125,13 @@ public struct IPAM: Sendable, Equatable {
         }
         live.sort { ($0.claimedAt, $0.node, $0.block) < ($1.claimedAt, $1.node, $1.block) }
         var winners: [String: BlockClaim] = [:]
-        var accepted: [BlockClaim] = []
+        var accepted = BlockSet(nodePrefixLength: nodePrefixLength)
         var losers: [BlockClaim] = []
         for c in live {
-            if accepted.contains(where: { $0.block.network.overlaps(c.block.network) }) {
+            if accepted.overlaps(c.block.network) {
                 losers.append(c)
             } else {
-                accepted.append(c)
+                accepted.insert(c.block.network)
                 winners[c.node] = c
             }
         }
@@ -153,7 +153,8 @@ public struct IPAM: Sendable, Equatable {
     public func allocate(for node: String, claims: [BlockClaim], now: UInt64) throws -> IPPrefix {
         let resolution = resolve(claims, now: now)
         if let mine = resolution.winners[node], isValidBlock(mine.block) { return mine.block.network }
-        let taken = resolution.winners.values.filter { $0.node != node }.map { $0.block.network }
+        var taken = BlockSet(nodePrefixLength: nodePrefixLength)
+        for c in resolution.winners.values where c.node != node { taken.insert(c.block.network) }
         let count = blockCount
         let start = startIndex(for: node) % count
         // At most `taken.count + 1` probes are needed before a free block shows up (or all are taken).
@@ -161,7 +162,7 @@ public struct IPAM: Sendable, Equatable {
         var index = start
         for _ in 0..<probes {
             let candidate = block(at: index)
-            if !taken.contains(where: { $0.overlaps(candidate) }) { return candidate }
+            if !taken.overlaps(candidate) { return candidate }
             index = (index + 1) % count
         }
         // Fall back to a full scan: taken blocks may not be aligned to our grid (operator-given).
@@ -169,7 +170,7 @@ public struct IPAM: Sendable, Equatable {
             var i = (start + probes) % count
             for _ in 0..<(count - probes) {
                 let candidate = block(at: i)
-                if !taken.contains(where: { $0.overlaps(candidate) }) { return candidate }
+                if !taken.overlaps(candidate) { return candidate }
                 i = (i + 1) % count
             }
         }
@@ -196,5 +197,30 @@ public struct IPAM: Sendable, Equatable {
     /// A stable position in the range derived from the node's name (BLAKE2b, first 8 bytes).
     func startIndex(for node: String) -> UInt64 {
         KeyDerivation.genericHash(Array(node.utf8), outputLength: 16).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+}
+
+/// Blocks already taken: grid-sized blocks in a hash set (the common case, O(1) per check), any
+/// other size (an operator's or a malformed claim) checked by overlap.
+struct BlockSet {
+    let nodePrefixLength: Int
+    private var exact = Set<IPPrefix>()
+    private var other: [IPPrefix] = []
+
+    init(nodePrefixLength: Int) { self.nodePrefixLength = nodePrefixLength }
+
+    var count: Int { exact.count + other.count }
+
+    mutating func insert(_ block: IPPrefix) {
+        if block.length == nodePrefixLength { exact.insert(block) } else { other.append(block) }
+    }
+
+    func overlaps(_ block: IPPrefix) -> Bool {
+        if block.length == nodePrefixLength {
+            if exact.contains(block) { return true }
+        } else if exact.contains(where: { $0.overlaps(block) }) {
+            return true
+        }
+        return other.contains { $0.overlaps(block) }
     }
 }
