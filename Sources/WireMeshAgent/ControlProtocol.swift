@@ -174,6 +174,21 @@ public struct ControlFailure: Codable, Sendable, Equatable, Error, CustomStringC
     }
 
     public var description: String { message }
+
+    /// The failure to report for an error raised while handling a request: the error's own text,
+    /// and a code from its kind (join errors use the `JoinRejection` codes).
+    public init(_ error: Error) {
+        let code: String
+        switch error {
+        case is JoinError: code = JoinRejection(error).code
+        case is IPAMError: code = "ipam"
+        case is StateError, is FileError: code = "state"
+        case is ConfigError: code = "config"
+        case let failure as ControlFailure: code = failure.code
+        default: code = "internal"
+        }
+        self.init(code: code, message: "\(error)")
+    }
 }
 
 /// The agent's answer to one `ControlRequest`.

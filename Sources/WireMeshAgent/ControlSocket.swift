@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// Errors of the control socket a person reads.
 public enum ControlSocketError: Error, Equatable, CustomStringConvertible {
@@ -38,25 +39,29 @@ public enum ControlSocketError: Error, Equatable, CustomStringConvertible {
 }
 
 /// The agent's control socket server: a root-only unix socket where each connection sends request
-/// lines and receives one response line per request, answered by `handler`.
+/// lines and receives one response line per request (in order), answered by `handler`.
 ///
 /// Root-only without a race: the socket is bound inside a fresh 0700 directory, made 0600, and then
 /// renamed into place, so no other user can ever connect to it (a missing parent directory is
 /// created 0700; an existing one is left as it is).
+///
+/// Connections use a plain channel handler feeding one task per connection (rather than
+/// `NIOAsyncChannel` children, which must never be dropped unconsumed: a connection accepted
+/// while the server closes would trap).
 public final class ControlServer: Service, Sendable {
     /// Answers one request; runs concurrently for different connections.
     public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
 
     /// The socket path served.
     public let path: String
-    private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
-    private let handler: Handler
+    private let channel: Channel
+    private let connections: ConnectionRegistry
     private let inode: UInt64
 
-    private init(path: String, channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, handler: @escaping Handler, inode: UInt64) {
+    private init(path: String, channel: Channel, connections: ConnectionRegistry, inode: UInt64) {
         self.path = path
         self.channel = channel
-        self.handler = handler
+        self.connections = connections
         self.inode = inode
     }
 
@@ -86,72 +91,133 @@ public final class ControlServer: Service, Sendable {
         let tempPath = privateDir + "/s"
         defer { unlink(tempPath); rmdir(privateDir) }
 
+        let connections = ConnectionRegistry()
         let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(unixDomainSocketPath: tempPath) { child in
+            .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLength: ControlCodec.maxLineLength)))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+                    try child.pipeline.syncOperations.addHandler(ControlConnectionHandler(handler: handler, connections: connections))
                 }
             }
+            .bind(unixDomainSocketPath: tempPath).get()
         do {
             guard chmod(tempPath, 0o600) == 0 else { throw ControlSocketError.io(path: path, operation: "chmod 0600", errno: errno) }
             guard rename(tempPath, path) == 0 else { throw ControlSocketError.io(path: path, operation: "rename into place", errno: errno) }
             guard stat(path, &st) == 0 else { throw ControlSocketError.io(path: path, operation: "stat", errno: errno) }
         } catch {
-            try? await channel.channel.close()
+            try? await channel.close()
             throw error
         }
-        return ControlServer(path: path, channel: channel, handler: handler, inode: UInt64(st.st_ino))
+        return ControlServer(path: path, channel: channel, connections: connections, inode: UInt64(st.st_ino))
     }
 
     /// Serves until the task is cancelled, `close()` is called, or graceful shutdown (ServiceGroup);
-    /// then removes the socket file if it is still this server's.
+    /// then closes open connections and removes the socket file if it is still this server's.
     public func run() async throws {
         defer { removeSocketFile() }
-        let handler = self.handler
         try await withGracefulShutdownHandler {
             try await withTaskCancellationHandler {
-                try await channel.executeThenClose { inbound in
-                    try await withThrowingDiscardingTaskGroup { group in
-                        for try await connection in inbound {
-                            group.addTask { await Self.serve(connection, handler: handler) }
-                        }
-                        // The listener closed: end the open connections too.
-                        group.cancelAll()
-                    }
-                }
+                try await channel.closeFuture.get()
             } onCancel: {
-                self.channel.channel.close(promise: nil)
+                self.close()
             }
         } onGracefulShutdown: {
-            self.channel.channel.close(promise: nil)
+            self.close()
         }
     }
 
-    /// Stops accepting connections (`run()` then returns).
+    /// Stops accepting connections and closes the open ones (`run()` then returns).
     public func close() {
-        channel.channel.close(promise: nil)
+        channel.close(promise: nil)
+        connections.closeAll()
     }
 
     private func removeSocketFile() {
         var st = stat()
         if stat(path, &st) == 0, UInt64(st.st_ino) == inode { unlink(path) }
     }
+}
 
-    private static func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, handler: Handler) async {
-        try? await connection.executeThenClose { inbound, outbound in
-            for try await line in inbound {
+/// The open control connections, so that stopping the server also ends them.
+final class ConnectionRegistry: Sendable {
+    private let state = Mutex<(closed: Bool, channels: [ObjectIdentifier: Channel])>((false, [:]))
+
+    /// Registers an accepted connection; returns false (and the caller closes it) once closing.
+    func add(_ channel: Channel) -> Bool {
+        state.withLock { s in
+            if s.closed { return false }
+            s.channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func remove(_ channel: Channel) {
+        _ = state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    func closeAll() {
+        let open = state.withLock { s in
+            s.closed = true
+            defer { s.channels.removeAll() }
+            return Array(s.channels.values)
+        }
+        for c in open { c.close(promise: nil) }
+    }
+}
+
+/// Feeds a connection's request lines, in order, to one task that answers them.
+final class ControlConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let handler: ControlServer.Handler
+    private let connections: ConnectionRegistry
+    private var lines: AsyncStream<[UInt8]>.Continuation?
+
+    init(handler: @escaping ControlServer.Handler, connections: ConnectionRegistry) {
+        self.handler = handler
+        self.connections = connections
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        guard connections.add(channel) else {
+            context.close(promise: nil)
+            return
+        }
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        lines = continuation
+        let handler = self.handler
+        Task {
+            for await line in stream {
                 let response: ControlResponse
                 do {
-                    let request = try ControlCodec.decode(ControlRequest.self, from: Array(buffer: line))
-                    response = await handler(request)
+                    response = await handler(try ControlCodec.decode(ControlRequest.self, from: line))
                 } catch {
                     response = ControlCodec.badRequest(error)
                 }
-                try await outbound.write(ByteBuffer(bytes: try ControlCodec.encodeLine(response)))
+                guard let bytes = try? ControlCodec.encodeLine(response) else { break }
+                // A client that went away makes this fail; nothing to do about it.
+                try? await channel.writeAndFlush(ByteBuffer(bytes: bytes))
             }
         }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lines?.yield(Array(buffer: unwrapInboundIn(data)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        lines?.finish()
+        lines = nil
+        connections.remove(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A line over the limit or a socket error: drop the connection.
+        context.close(promise: nil)
     }
 }
 

@@ -48,6 +48,17 @@ struct ControlProtocolTests {
         }
     }
 
+    @Test func failuresCarryTheErrorTextAndAKindCode() {
+        let revoked = ControlFailure(JoinError.revoked(id: "00aa"))
+        #expect(revoked.code == "revoked")
+        #expect(revoked.message == "join token 00aa was revoked: create a new one with 'wiremesh token create'")
+        #expect(ControlFailure(JoinError.unknownToken(id: "x")).code == "unknown")
+        #expect(ControlFailure(StateError.notInitialised(directory: "/d")).code == "state")
+        #expect(ControlFailure(ConfigError(key: "mtu", source: "flag --mtu", message: "bad")).message == "invalid mtu in flag --mtu: bad")
+        struct Other: Error {}
+        #expect(ControlFailure(Other()).code == "internal")
+    }
+
     @Test func unknownOpIsABadRequest() {
         #expect(throws: DecodingError.self) { try ControlCodec.decode(ControlRequest.self, from: Array("{\"op\":\"reboot\"}".utf8)) }
     }
@@ -121,6 +132,32 @@ struct ControlSocketTests {
             #expect(try ControlCodec.decode(ControlResponse.self, from: Array(parts[1].utf8)) == .done("ok"))
             server.close()
             try await serving.value
+        }
+    }
+
+    @Test func closingTheServerEndsOpenConnections() async throws {
+        try await withTemporaryDirectory { (dir: String) async throws in
+            let path = dir + "/s.sock"
+            let server = try await ControlServer.bind(path: path) { _ in .done("ok") }
+            let serving = Task { try await server.run() }
+            defer { serving.cancel() }
+            let fd = try ControlClient.connect(path)
+            defer { close(fd) }
+            // One answered request proves the connection is established and registered.
+            let ask = Array("{\"op\":\"status\"}\n".utf8)
+            _ = ask.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            let (first, eof) = try await onThread { () -> (String, Int) in
+                var buf = [UInt8](repeating: 0, count: 4096)
+                let n = recv(fd, &buf, buf.count, 0)
+                let line = String(decoding: buf[0..<max(n, 0)], as: UTF8.self)
+                server.close()
+                // After close the server hangs up: recv sees end of stream.
+                return (line, recv(fd, &buf, buf.count, 0))
+            }
+            #expect(first == "{\"message\":\"ok\",\"type\":\"done\"}\n")
+            #expect(eof == 0)
+            try await serving.value
+            #expect(AtomicFile.mode(of: path) == nil)
         }
     }
 
