@@ -140,18 +140,19 @@ public enum AtomicFile {
             return
         }
         let parent = parentDirectory(of: path)
-        if parent != path && parent != "/" && parent != "." { try makeDirectory(parent, mode: 0o755, tightenExisting: false) }
+        if parent != path && parent != "/" && parent != "." { try makeParents(parent) }
         guard mkdir(path, mode) == 0 || errno == EEXIST else { throw FileError(path: path, operation: "create directory", errno: errno) }
         // mkdir applies the umask; set the exact mode explicitly.
         guard chmod(path, mode) == 0 else { throw FileError(path: path, operation: "set the mode of", errno: errno) }
     }
 
-    private static func makeDirectory(_ path: String, mode: mode_t, tightenExisting: Bool) throws {
+    /// Creates missing parent directories 0755 (like `mkdir -p`), leaving existing ones alone.
+    private static func makeParents(_ path: String) throws {
         var st = stat()
         if stat(path, &st) == 0 { return }
         let parent = parentDirectory(of: path)
-        if parent != path && parent != "/" && parent != "." { try makeDirectory(parent, mode: mode, tightenExisting: false) }
-        guard mkdir(path, mode) == 0 || errno == EEXIST else { throw FileError(path: path, operation: "create directory", errno: errno) }
+        if parent != path && parent != "/" && parent != "." { try makeParents(parent) }
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw FileError(path: path, operation: "create directory", errno: errno) }
     }
 
     static func syncDirectory(_ directory: String) throws {
