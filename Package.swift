@@ -74,6 +74,10 @@ let package = Package(
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
-        .testTarget(name: "WireMeshAgentTests", dependencies: ["WireMeshAgent", "WireMeshCrypto", "IPNetwork"]),
+        .testTarget(name: "WireMeshAgentTests", dependencies: [
+            "WireMeshAgent", "WireMeshCrypto", "IPNetwork",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import ServiceLifecycle
 import Testing
 @testable import WireMeshAgent
 #if canImport(Glibc)
@@ -158,6 +160,21 @@ struct ControlSocketTests {
             #expect(eof == 0)
             try await serving.value
             #expect(AtomicFile.mode(of: path) == nil)
+        }
+    }
+
+    @Test func gracefulShutdownOfTheServiceGroupStopsTheServer() async throws {
+        try await withTemporaryDirectory { (dir: String) async throws in
+            let path = dir + "/s.sock"
+            let server = try await ControlServer.bind(path: path) { _ in .done("ok") }
+            let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+            let running = Task { try await group.run() }
+            defer { running.cancel() }
+            #expect(try await onThread { try ControlClient(path: path).send(.leave) } == .done("ok"))
+            await group.triggerGracefulShutdown()
+            try await running.value
+            #expect(AtomicFile.mode(of: path) == nil)
+            #expect(throws: ControlSocketError.agentNotRunning(path: path)) { try ControlClient(path: path).send(.status) }
         }
     }
 

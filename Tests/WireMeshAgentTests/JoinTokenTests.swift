@@ -128,6 +128,31 @@ struct JoinTokenTests {
         #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.buffer)) }
     }
 
+    /// Random damage to a valid token never crashes the parser: it parses (the damage hit nothing
+    /// the checksum covers, which cannot happen) or throws a `garbled` error.
+    @Test func randomDamageIsAlwaysAGarbledError() throws {
+        let text = try JoinFixture().token.text
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ")
+        for _ in 0..<2000 {
+            var chars = Array(text)
+            switch Int.random(in: 0..<3, using: &rng) {
+            case 0: chars[Int.random(in: 0..<chars.count, using: &rng)] = alphabet.randomElement(using: &rng)!
+            case 1: chars.removeLast(Int.random(in: 1..<chars.count, using: &rng))
+            default: chars.insert(alphabet.randomElement(using: &rng)!, at: Int.random(in: 0...chars.count, using: &rng))
+            }
+            let damaged = String(chars)
+            if damaged == text { continue }
+            do {
+                let parsed = try JoinToken(parsing: damaged)
+                // Only whitespace-equivalent damage (e.g. a trailing space) may still parse, to the same token.
+                #expect(parsed.text == text, "damaged token \(damaged) parsed to something else")
+            } catch let e as JoinError {
+                guard case .garbled = e else { Issue.record("unexpected \(e)"); continue }
+            }
+        }
+    }
+
     @Test func issueRejectsBadParameters() throws {
         let pk = SigningIdentity.generate().publicKey
         let ep = [try Endpoint("10.0.0.1:7946")]
