@@ -32,6 +32,7 @@ public struct AgentConfig: Sendable, Equatable {
     /// Where Prometheus metrics are served (nil: not served).
     public var metricsAddress: Endpoint?
 
+    /// The default control socket (inside the unit's RuntimeDirectory).
     public static let defaultControlSocket = "/run/wiremesh/wiremesh.sock"
     /// The config file read when none is given and it exists.
     public static let defaultConfigFile = "/etc/wiremesh/config.yaml"
@@ -144,8 +145,9 @@ public struct ConfigLayer: Sendable, Equatable {
     public var logLevel: Logger.Level?
     public var metricsAddress: Endpoint?
 
-    /// Environment variables with the WIREMESH_ prefix that are not settings but are allowed.
+    /// The environment variable naming the config file (for containers).
     public static let configFileVariable = "WIREMESH_CONFIG"
+    /// `WIREMESH_` variables that are read elsewhere (config file path, join token) and so are not typos.
     public static let otherEnvironmentVariables: Set<String> = [configFileVariable, "WIREMESH_TOKEN"]
 
     public init() {}

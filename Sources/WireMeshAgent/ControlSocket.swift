@@ -254,6 +254,7 @@ struct LineFrameDecoder: ByteToMessageDecoder {
 /// Blocking on purpose (the CLI has nothing else to do); call it from a thread of its own, not from
 /// Swift's cooperative pool inside a process that also serves the socket.
 public struct ControlClient: Sendable {
+    /// The agent's control socket.
     public let path: String
     /// How long to wait for the agent's answer (seconds).
     public let timeoutSeconds: Int

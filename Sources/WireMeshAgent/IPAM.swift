@@ -59,7 +59,9 @@ public enum IPAMError: Error, Equatable, CustomStringConvertible {
 ///   WireGuard interface. flannel does the same: it leaves `.1` to the CNI bridge gateway, and the
 ///   address lies inside the block already routed to the node, so no extra allowed IP is needed.
 public struct IPAM: Sendable, Equatable {
+    /// The cluster pod range blocks are carved from.
     public let clusterRange: IPPrefix
+    /// Prefix length of each node's block.
     public let nodePrefixLength: Int
     /// How long a dead node keeps its block (milliseconds).
     public let gracePeriod: UInt64
@@ -67,6 +69,7 @@ public struct IPAM: Sendable, Equatable {
     /// The largest number of blocks a range may be split into (2^32), to keep indexes in 64 bits.
     public static let maxBlockBits = 32
 
+    /// Validates the settings: an aligned range, node blocks inside it with room for pods, at most 2^32 blocks.
     public init(clusterRange: IPPrefix, nodePrefixLength: Int, gracePeriod: UInt64 = 24 * 3600 * 1000) throws {
         let width = clusterRange.address.bitWidth
         guard clusterRange.address == clusterRange.network.address else {

@@ -22,6 +22,7 @@ import WireMeshCrypto
 /// The token never carries a cluster key: it only authenticates the join exchange (`JoinExchange`),
 /// whose answer is sealed under a key derived from the secret and both sides' nonces.
 public struct JoinToken: Sendable, Equatable {
+    /// The text every token starts with (format version 1).
     public static let prefix = "wmj1."
     static let version: UInt8 = 1
     static let idLength = 8
@@ -326,6 +327,7 @@ public struct JoinRejection: Codable, Sendable, Equatable {
 /// because Ks depends on the joiner's fresh nonce. A token thief who is not a member cannot
 /// impersonate the cluster to a joiner: the answer must be signed by the join-signing key.
 public enum JoinExchange {
+    /// Length of the joiner's and the member's nonces.
     public static let nonceLength = 24
     static let kdfContext = "wmjoin01"
 

@@ -120,6 +120,7 @@ public struct StateStore: Sendable {
     /// The state directory this store reads and writes.
     public let directory: String
 
+    /// A store over `directory` (trailing slashes ignored); nothing is touched until a read or write.
     public init(directory: String = StateStore.defaultDirectory) {
         var d = directory
         while d.count > 1 && d.hasSuffix("/") { d.removeLast() }
