@@ -251,7 +251,7 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
         case .unknownToken(let id):
             return "join token \(id) is unknown to this member: it was not created in this cluster or has been pruned; create a new one with 'wiremesh token create'"
         case .otherCluster(let token, let member):
-            return "join token is for cluster \(token), but the member belongs to cluster \(member): use a token created in cluster \(token)'s members, or point the token at them"
+            return "join token is for cluster \(token), but the answering member belongs to cluster \(member): create the token with 'wiremesh token create' on a member of the cluster to join"
         case .exhausted(let id):
             return "join token \(id) has no uses left: create a new one with 'wiremesh token create --uses N'"
         case .authenticationFailed(let id):
