@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The netlink bus a socket talks to.
@@ -94,8 +94,9 @@ public final class NetlinkSocket {
             } catch DumpInterrupted.interrupted {
                 attempts += 1
                 if attempts >= 8 {
-                    throw NetlinkError.kernel(operation: operation, errno: EINTR,
-                                              message: "dump kept changing while it was read; retry later")
+                    throw NetlinkError.kernel(
+                        operation: operation, errno: EINTR,
+                        message: "dump kept changing while it was read; retry later")
                 }
             }
         }
@@ -139,7 +140,9 @@ public final class NetlinkSocket {
             case .interrupted:
                 // The rest of the dump may still be on its way; read it off unless this very
                 // buffer already ended it, so the retry starts on a clean socket.
-                if !NetlinkReplyCollector.endsReply(buffer, sequence: seq) { try drain(sequence: seq, operation: operation) }
+                if !NetlinkReplyCollector.endsReply(buffer, sequence: seq) {
+                    try drain(sequence: seq, operation: operation)
+                }
                 throw DumpInterrupted.interrupted(seq)
             }
         }
@@ -153,7 +156,9 @@ public final class NetlinkSocket {
                 if errno == EINTR { continue }
                 throw NetlinkError.system(call: "recvfrom (\(operation))", errno: errno)
             }
-            if NetlinkReplyCollector.endsReply(UnsafeRawBufferPointer(start: receiveBuffer, count: n), sequence: seq) { return }
+            if NetlinkReplyCollector.endsReply(UnsafeRawBufferPointer(start: receiveBuffer, count: n), sequence: seq) {
+                return
+            }
         }
     }
 }
@@ -165,7 +170,8 @@ public func parseNetlinkError(_ view: NetlinkMessageView) -> (errno: Int32, mess
     guard view.type == UInt16(NLMSG_ERROR), view.payload.count >= 4 + inner else { return nil }
     let code = view.payload.loadUnaligned(as: Int32.self)
     // The echoed request is capped to its header when NETLINK_CAP_ACK is on.
-    let echoed = view.flags & UInt16(NLM_F_CAPPED) != 0
+    let echoed =
+        view.flags & UInt16(NLM_F_CAPPED) != 0
         ? inner : Int(view.payload.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
     return (-code, extendedAckMessage(view, tlvOffset: 4 + echoed))
 }

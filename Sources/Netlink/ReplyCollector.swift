@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Collects the kernel's answer to one request from the buffers `recv` returns, through libmnl's
@@ -48,8 +48,9 @@ public final class NetlinkReplyCollector {
         errno = 0
         let ret = withExtendedLifetime(self) {
             callbacks.withUnsafeMutableBufferPointer { ctl in
-                mnl_cb_run2(base, buffer.count, sequence, portID, Self.dataCallback, data,
-                            ctl.baseAddress, UInt32(ctl.count))
+                mnl_cb_run2(
+                    base, buffer.count, sequence, portID, Self.dataCallback, data,
+                    ctl.baseAddress, UInt32(ctl.count))
             }
         }
         if ret == wm_mnl_cb_error() {

@@ -6,7 +6,7 @@ import WireGuard
 import WireGuardKernel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real netlink against the host kernel, inside network namespaces each test creates and removes.
@@ -83,10 +83,11 @@ import Glibc
         defer { ns.remove() }
         let rt = RouteNetlink(socket: try NetlinkSocket.open(.route, inNetworkNamespaceAt: ns.path))
         try rt.createLink(name: "wma0", kind: "veth")
-        let v4 = try IPPrefix("10.9.0.1/24"), v6 = try IPPrefix("fd00:9::1/64")
+        let v4 = try IPPrefix("10.9.0.1/24")
+        let v6 = try IPPrefix("fd00:9::1/64")
         try rt.addAddress(v4, interface: "wma0")
         try rt.addAddress(v6, interface: "wma0")
-        try rt.addAddress(v4, interface: "wma0")           // again: no error, no duplicate
+        try rt.addAddress(v4, interface: "wma0")  // again: no error, no duplicate
 
         let mine = try rt.addresses(interface: "wma0")
         #expect(mine.filter { $0 == v4 }.count == 1)
@@ -94,7 +95,8 @@ import Glibc
         func reference() throws -> Set<String> {
             let entries = try jsonArray(try ns.ip("-j", "addr", "show", "dev", "wma0"))
             let infos = entries.first?["addr_info"] as? [[String: Any]] ?? []
-            return Set(infos.compactMap { i in (i["local"] as? String).map { "\($0)/\(i["prefixlen"] as? Int ?? -1)" } })
+            return Set(
+                infos.compactMap { i in (i["local"] as? String).map { "\($0)/\(i["prefixlen"] as? Int ?? -1)" } })
         }
         #expect(try reference().isSuperset(of: ["10.9.0.1/24", "fd00:9::1/64"]))
         #expect(Set(mine.map(\.description)) == (try reference()))
@@ -151,8 +153,12 @@ import Glibc
     }
 
     @Test func socketsInDifferentNamespacesAreIsolated() throws {
-        let a = try TestNamespace(), b = try TestNamespace()
-        defer { a.remove(); b.remove() }
+        let a = try TestNamespace()
+        let b = try TestNamespace()
+        defer {
+            a.remove()
+            b.remove()
+        }
         let ra = RouteNetlink(socket: try NetlinkSocket.open(.route, inNetworkNamespaceAt: a.path))
         let rb = RouteNetlink(socket: try NetlinkSocket.open(.route, inNetworkNamespaceAt: b.path))
         try ra.createLink(name: "wmiso0", kind: "veth")
@@ -206,7 +212,8 @@ import Glibc
             #expect(try wiremesh(ns, "link", "del", "wg0").status == 0)
         }
 
-        #expect(try wiremesh(ns, "link", "set", "wmc0", "--mtu", "1380", "--address", "10.7.0.1/24", "--up").status == 0)
+        #expect(
+            try wiremesh(ns, "link", "set", "wmc0", "--mtu", "1380", "--address", "10.7.0.1/24", "--up").status == 0)
         let link = try jsonArray(try ns.ip("-j", "addr", "show", "dev", "wmc0")).first
         #expect(link?["mtu"] as? Int == 1380)
         #expect(((link?["addr_info"] as? [[String: Any]]) ?? []).contains { $0["local"] as? String == "10.7.0.1" })
@@ -245,8 +252,10 @@ import Glibc
         }
         let ns = try TestNamespace()
         defer { ns.remove() }
-        let r = try run(["ip", "netns", "exec", ns.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                         "--inh-caps=-all", "--bounding-set=-all", binary, "route", "add", "10.5.0.0/16", "--dev", "lo"])
+        let r = try run([
+            "ip", "netns", "exec", ns.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", binary, "route", "add", "10.5.0.0/16", "--dev", "lo",
+        ])
         #expect(r.status == 1)
         #expect(r.err.contains("CAP_NET_ADMIN"))
         #expect(try ns.ip("route", "show", "proto", "87").isEmpty)

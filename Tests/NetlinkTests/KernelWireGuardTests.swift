@@ -24,11 +24,13 @@ import WireMeshCrypto
         // Bytes 2 and 3: X25519 clamping rewrites the low bits of byte 0.
         b[2] = UInt8(i & 0xFF)
         b[3] = UInt8(i >> 8)
-        return try! Key(bytes: b).publicKey()   // a valid curve point, like a real peer key
+        return try! Key(bytes: b).publicKey()  // a valid curve point, like a real peer key
     }
 
     /// Parses `wg show IFACE dump` into peer lines keyed by public key.
-    private static func wgDump(_ ns: TestNamespace, _ iface: String) throws -> (device: [String], peers: [String: [String]]) {
+    private static func wgDump(_ ns: TestNamespace, _ iface: String) throws -> (
+        device: [String], peers: [String: [String]]
+    ) {
         let r = try run(["ip", "netns", "exec", ns.name, "wg", "show", iface, "dump"])
         guard r.status == 0 else { throw TestFailure("wg show \(iface) dump: \(r.err)") }
         let lines = r.out.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
@@ -53,7 +55,8 @@ import WireMeshCrypto
             PeerConfig(
                 publicKey: Self.key(i, tag: 0x42),
                 presharedKey: i % 3 == 0 ? psk : nil,
-                endpoint: i % 2 == 0 ? Endpoint(address: .v4(0xC633_6400 | UInt32(i & 0xFF)), port: UInt16(10000 + i))
+                endpoint: i % 2 == 0
+                    ? Endpoint(address: .v4(0xC633_6400 | UInt32(i & 0xFF)), port: UInt16(10000 + i))
                     : Endpoint(address: .v6(0x2001_0db8_0000_0000, UInt64(i)), port: 51820),
                 persistentKeepaliveInterval: i % 5 == 0 ? 25 : nil,
                 allowedIPs: [
@@ -62,8 +65,10 @@ import WireMeshCrypto
                     try! IPPrefix(address: .v6(0xfd00_0000_0000_0000 | UInt64(i) << 16, 0), length: 64),
                 ])
         }
-        let report = try backend.configure(device: "wmk0", DeviceConfig(
-            privateKey: privateKey, listenPort: 51999, fwmark: 0x51, replacePeers: true, peers: peers))
+        let report = try backend.configure(
+            device: "wmk0",
+            DeviceConfig(
+                privateKey: privateKey, listenPort: 51999, fwmark: 0x51, replacePeers: true, peers: peers))
         #expect(report.messages > 10)
 
         let device = try backend.device(named: "wmk0")
@@ -93,15 +98,19 @@ import WireMeshCrypto
 
         // A delta removing one peer is one small message and leaves the other 999 alone.
         let gone = peers[500].publicKey
-        let delta = try backend.configure(device: "wmk0", DeviceConfig(peers: [PeerConfig(publicKey: gone, remove: true)]))
+        let delta = try backend.configure(
+            device: "wmk0", DeviceConfig(peers: [PeerConfig(publicKey: gone, remove: true)]))
         #expect(delta.messages == 1 && delta.bytes < 100)
         let after = try Self.wgDump(ns, "wmk0")
         #expect(after.peers.count == 999 && after.peers[gone.base64] == nil)
         #expect(after.peers.keys.allSatisfy { dump.peers[$0] != nil })
 
         // UPDATE_ONLY never creates a peer.
-        _ = try backend.configure(device: "wmk0", DeviceConfig(peers: [
-            PeerConfig(publicKey: gone, updateOnly: true, allowedIPs: prefixesForUpdateOnly)]))
+        _ = try backend.configure(
+            device: "wmk0",
+            DeviceConfig(peers: [
+                PeerConfig(publicKey: gone, updateOnly: true, allowedIPs: prefixesForUpdateOnly)
+            ]))
         #expect(try Self.wgDump(ns, "wmk0").peers[gone.base64] == nil)
     }
 
@@ -117,13 +126,19 @@ import WireMeshCrypto
         try rt.createLink(name: "wmk1", kind: "wireguard")
         let peer = Self.key(1, tag: 0x77)
         let first = (0..<600).map { try! IPPrefix(address: .v4(0x0B00_0000 | UInt32($0) << 8), length: 24) }
-        let second = (0..<300).map { try! IPPrefix(address: .v6(0xfd77_0000_0000_0000 | UInt64($0) << 16, 0), length: 64) }
-        let r1 = try backend.configure(device: "wmk1", DeviceConfig(peers: [PeerConfig(publicKey: peer, allowedIPs: first)]))
+        let second = (0..<300).map {
+            try! IPPrefix(address: .v6(0xfd77_0000_0000_0000 | UInt64($0) << 16, 0), length: 64)
+        }
+        let r1 = try backend.configure(
+            device: "wmk1", DeviceConfig(peers: [PeerConfig(publicKey: peer, allowedIPs: first)]))
         #expect(r1.messages > 2)
         #expect(Set(try backend.device(named: "wmk1").peers.first?.allowedIPs ?? []) == Set(first))
         // REPLACE_ALLOWEDIPS in the first fragment only: the result is exactly the new list.
-        _ = try backend.configure(device: "wmk1", DeviceConfig(peers: [
-            PeerConfig(publicKey: peer, replaceAllowedIPs: true, allowedIPs: second)]))
+        _ = try backend.configure(
+            device: "wmk1",
+            DeviceConfig(peers: [
+                PeerConfig(publicKey: peer, replaceAllowedIPs: true, allowedIPs: second)
+            ]))
         let d = try backend.device(named: "wmk1")
         #expect(d.peers.count == 1)
         #expect(Set(d.peers[0].allowedIPs) == Set(second))

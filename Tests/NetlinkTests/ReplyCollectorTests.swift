@@ -3,11 +3,13 @@ import Netlink
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A reply message as the kernel writes it: type, flags, sequence, port and a payload.
-private func message(type: Int32, flags: Int32 = 0, seq: UInt32 = 7, port: UInt32 = 99, payload: [UInt8] = []) -> [UInt8] {
+private func message(type: Int32, flags: Int32 = 0, seq: UInt32 = 7, port: UInt32 = 99, payload: [UInt8] = [])
+    -> [UInt8]
+{
     var m = [UInt8](repeating: 0, count: 16) + payload
     while m.count % 4 != 0 { m.append(0) }
     m.withUnsafeMutableBytes { raw in
@@ -53,11 +55,14 @@ private func feed(_ c: NetlinkReplyCollector, _ buffer: [UInt8]) throws -> Netli
         // NLMSG_ERROR -EOPNOTSUPP, capped echo, then NLMSGERR_ATTR_MSG "Unknown device type".
         let text = Array("Unknown device type".utf8) + [0]
         let tlv: [UInt8] = [UInt8(4 + text.count), 0, 1, 0] + text
-        let err = message(type: NLMSG_ERROR, flags: 0x300, payload: le32(-95) + message(type: 16, seq: 7, port: 99) + tlv)
+        let err = message(
+            type: NLMSG_ERROR, flags: 0x300, payload: le32(-95) + message(type: 16, seq: 7, port: 99) + tlv)
         #expect {
             _ = try feed(c, err)
         } throws: { e in
-            guard case NetlinkError.kernel(let op, 95, "Unknown device type")? = e as? NetlinkError else { return false }
+            guard case NetlinkError.kernel(let op, 95, "Unknown device type")? = e as? NetlinkError else {
+                return false
+            }
             return op.contains("wg0") && "\(e)".contains("Unknown device type")
         }
     }
