@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
@@ -56,6 +57,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Yams", package: "Yams"),
         ]),
 
         // The executable: argument-parser commands only.
@@ -72,5 +74,10 @@ let package = Package(
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
+        .testTarget(name: "WireMeshAgentTests", dependencies: [
+            "WireMeshAgent", "WireMeshCrypto", "IPNetwork",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )
