@@ -9,6 +9,9 @@ public struct MembershipConfig: Sendable, Equatable {
     public var probeTimeout: Duration
     /// How many members are asked to probe indirectly (SWIM k).
     public var indirectChecks: Int
+    /// Independent suspicions (beyond the first) that shrink a suspicion timeout to its floor
+    /// (Lifeguard k; memberlist uses suspicionMultiplier − 2). Treated as 0 below k + 2 members.
+    public var suspicionConfirmations: Int
     /// Suspicion timeout floor = suspicionMultiplier × max(1, log10(N)) × probeInterval.
     public var suspicionMultiplier: Double
     /// Suspicion timeout ceiling = suspicionMaxMultiplier × the floor (Lifeguard dogpile start).
@@ -42,7 +45,7 @@ public struct MembershipConfig: Sendable, Equatable {
     public var nackFraction: Double
 
     /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.
-    public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionMultiplier: Double,
+    public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionConfirmations: Int, suspicionMultiplier: Double,
                 suspicionMaxMultiplier: Double, retransmitMultiplier: Int, gossipInterval: Duration, gossipNodes: Int,
                 antiEntropyInterval: Duration, scaleAntiEntropyWithClusterSize: Bool, antiEntropyDeadProbability: Double,
                 digestBuckets: Int, gossipToTheDead: Duration, reapTime: Duration, tombstoneTime: Duration,
@@ -50,6 +53,7 @@ public struct MembershipConfig: Sendable, Equatable {
         self.probeInterval = probeInterval
         self.probeTimeout = probeTimeout
         self.indirectChecks = indirectChecks
+        self.suspicionConfirmations = suspicionConfirmations
         self.suspicionMultiplier = suspicionMultiplier
         self.suspicionMaxMultiplier = suspicionMaxMultiplier
         self.retransmitMultiplier = retransmitMultiplier
@@ -73,7 +77,7 @@ public struct MembershipConfig: Sendable, Equatable {
     public static var wiremeshDefaults: MembershipConfig {
         MembershipConfig(
             probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
-            suspicionMultiplier: 1.5, suspicionMaxMultiplier: 4, retransmitMultiplier: 4,
+            suspicionConfirmations: 3, suspicionMultiplier: 1.5, suspicionMaxMultiplier: 4, retransmitMultiplier: 4,
             gossipInterval: .milliseconds(200), gossipNodes: 3,
             antiEntropyInterval: .seconds(5), scaleAntiEntropyWithClusterSize: false, antiEntropyDeadProbability: 0.5,
             digestBuckets: 32, gossipToTheDead: .seconds(30), reapTime: .seconds(3600), tombstoneTime: .seconds(86_400))
@@ -85,7 +89,7 @@ public struct MembershipConfig: Sendable, Equatable {
     public static var memberlistLAN: MembershipConfig {
         MembershipConfig(
             probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
-            suspicionMultiplier: 4, suspicionMaxMultiplier: 6, retransmitMultiplier: 4,
+            suspicionConfirmations: 2, suspicionMultiplier: 4, suspicionMaxMultiplier: 6, retransmitMultiplier: 4,
             gossipInterval: .milliseconds(200), gossipNodes: 3,
             antiEntropyInterval: .seconds(30), scaleAntiEntropyWithClusterSize: true, antiEntropyDeadProbability: 0.5,
             digestBuckets: 64, gossipToTheDead: .seconds(30), reapTime: .seconds(86_400), tombstoneTime: .seconds(86_400))
