@@ -21,6 +21,7 @@ struct Options {
     var updates = 3
     var crashes = 2
     var partitionSeconds: Double = 120
+    var steady: Double = 0
 }
 
 func usage() -> Never {
@@ -33,6 +34,7 @@ func usage() -> Never {
       --updates         record updates measured per run (default 3)
       --crashes         crashes measured per run (default 2)
       --partition       seconds of the 50/50 partition before the heal (default 120)
+      --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
     """
     eprint(text)
@@ -73,6 +75,7 @@ func parseOptions() -> Options {
         case "--updates": o.updates = Int(number(a))
         case "--crashes": o.crashes = Int(number(a))
         case "--partition": o.partitionSeconds = number(a)
+        case "--steady": o.steady = number(a)
         case "-h", "--help": usage()
         default:
             eprint("wiremesh-membership-bench: unknown option '\(a)'\n")
@@ -143,6 +146,14 @@ func perNodeRates(_ before: [NodeTraffic], _ after: [NodeTraffic], seconds: Doub
     return (o, i)
 }
 
+nonisolated(unsafe) var lastProgress = cpuTime()
+nonisolated(unsafe) var verbose = false
+func progress(_ what: String) {
+    let t = cpuTime()
+    if verbose { eprint("    \(what): \(format(t - lastProgress, 1)) s CPU\n") }
+    lastProgress = t
+}
+
 func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: Options, into s: inout Samples) throws {
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
@@ -171,6 +182,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
+    progress("quiet LAN")
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
     do {
         let network = NetworkModel(loss: 0.10)
@@ -187,6 +199,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         s.lossDuration = elapsed
     }
 
+    progress("10% loss")
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
     do {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
@@ -206,6 +219,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
+    progress("partition")
 }
 
 struct Result {
@@ -251,10 +265,30 @@ func format(_ v: Double, _ digits: Int = 2) -> String {
 
 func jsonObject(_ r: Result) -> String {
     let items = [("nodes", Double(r.nodes)), ("seeds", Double(r.seeds))] + r.fields
-    return "{" + items.map { "\"\($0.0)\": \(format($0.1, 4))" }.joined(separator: ", ")
+    let integral: Set<String> = ["nodes", "seeds", "false_dead_loss10", "timeouts"]
+    return "{" + items.map { integral.contains($0.0) ? "\"\($0.0)\": \(Int($0.1))" : "\"\($0.0)\": \(format($0.1, 4))" }
+        .joined(separator: ", ")
 }
 
 let options = parseOptions()
+verbose = !options.json
+if options.steady > 0 {
+    for nodes in options.nodes {
+        for (label, config) in [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)] {
+            let c0 = cpuTime()
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 1))
+            let c1 = cpuTime()
+            sim.run(for: .nanoseconds(Int64(options.steady * 1e9)))
+            let c2 = cpuTime()
+            let datagrams = sim.traffic.reduce(0) { $0 + $1.datagramsSent }
+            let bytes = sim.traffic.reduce(0) { $0 + $1.bytesSent }
+            print("N=\(nodes) \(label): setup \(format(c1 - c0)) s CPU, \(format(options.steady, 0)) simulated s in \(format(c2 - c1)) s CPU, "
+                + "\(sim.eventsProcessed) events, \(datagrams) datagrams (\(format(Double(datagrams) / Double(nodes) / options.steady)) per node per s, "
+                + "\(format(Double(bytes) / Double(nodes) / options.steady)) B/s per node)")
+        }
+    }
+    exit(0)
+}
 var results: [(ours: Result, baseline: Result)] = []
 for nodes in options.nodes {
     var pair: [Result] = []
