@@ -80,6 +80,8 @@ let package = Package(
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
+        // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
+        .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
     ]
 )
