@@ -41,22 +41,24 @@ canon_dump() {
 # conf2dump CONF: the `wg show IFACE dump` text a device configured from CONF (wg config format) shows
 # before any traffic, in CONF's order. Needs `wg pubkey` for the interface line.
 conf2dump() {
-  priv=$(awk -F' *= *' '$1 == "PrivateKey" {print $2; exit}' "$1")
+  priv=$(awk 'match($0, / *= */) && substr($0, 1, RSTART - 1) == "PrivateKey" { print substr($0, RSTART + RLENGTH); exit }' "$1")
   pub=$(echo "$priv" | wg pubkey)
-  awk -F' *= *' -v pub="$pub" '
+  awk -v pub="$pub" '
     function flush() { if (pk != "") print pk "\t" (psk == "" ? "(none)" : psk) "\t" (ep == "" ? "(none)" : ep) "\t" (ips == "" ? "(none)" : ips) "\t0\t0\t0\t" (ka == "" || ka == 0 ? "off" : ka); pk = psk = ep = ips = ka = "" }
     /^\[Interface\]/ { sec = "i"; next }
     /^\[Peer\]/ { flush(); sec = "p"; next }
-    sec == "i" && $1 == "PrivateKey" { priv = $2 }
-    sec == "i" && $1 == "ListenPort" { port = $2 }
-    sec == "i" && $1 == "FwMark" { fw = $2 }
-    sec == "p" && $1 == "PublicKey" { pk = $2 }
-    sec == "p" && $1 == "PresharedKey" { psk = $2 }
-    sec == "p" && $1 == "Endpoint" { ep = $2 }
-    sec == "p" && $1 == "AllowedIPs" { gsub(/ /, "", $2); ips = (ips == "" ? $2 : ips "," $2) }
-    sec == "p" && $1 == "PersistentKeepalive" { ka = $2 }
-    END { flush_i = priv "\t" pub "\t" (port == "" ? 0 : port) "\t" (fw == "" || fw == 0 ? "off" : sprintf("0x%x", fw));
-          print flush_i > "/dev/stderr" }' "$1" 2>/tmp/conf2dump.head >/tmp/conf2dump.peers
+    # Split "Key = Value" at the first "=" only: base64 values end in "=".
+    match($0, / *= */) { k = substr($0, 1, RSTART - 1); v = substr($0, RSTART + RLENGTH) }
+    !match($0, /=/) { next }
+    sec == "i" && k == "PrivateKey" { priv = v }
+    sec == "i" && k == "ListenPort" { port = v }
+    sec == "i" && k == "FwMark" { fw = v }
+    sec == "p" && k == "PublicKey" { pk = v }
+    sec == "p" && k == "PresharedKey" { psk = v }
+    sec == "p" && k == "Endpoint" { ep = v }
+    sec == "p" && k == "AllowedIPs" { gsub(/ /, "", v); ips = (ips == "" ? v : ips "," v) }
+    sec == "p" && k == "PersistentKeepalive" { ka = v }
+    END { flush(); print priv "\t" pub "\t" (port == "" ? 0 : port) "\t" (fw == "" || fw == 0 ? "off" : sprintf("0x%x", fw)) > "/dev/stderr" }' "$1" 2>/tmp/conf2dump.head >/tmp/conf2dump.peers
   cat /tmp/conf2dump.head /tmp/conf2dump.peers
 }
 
