@@ -9,6 +9,7 @@ struct WireMesh: AsyncParsableCommand {
         subcommands: [
             GenKey.self, PubKey.self, GenPSK.self,
             LinkCommand.self, RouteCommand.self,
+            DeviceCommand.self,
         ]
     )
 }
