@@ -46,12 +46,15 @@ let package = Package(
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
         .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork"]),
 
+        // Pure planning: member view + local node → desired WireGuard peers and routes.
+        .target(name: "MeshPlan", dependencies: ["Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
+
         // Deterministic virtual-time network for the membership core.
         .target(name: "MembershipSimulator", dependencies: ["Membership"]),
 
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
-            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork",
+            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -78,6 +81,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .testTarget(name: "MeshPlanTests", dependencies: ["MeshPlan", "Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
         .testTarget(name: "IPNetworkTests", dependencies: ["IPNetwork"]),
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
