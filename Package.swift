@@ -66,7 +66,7 @@ let package = Package(
 
         // The executable: argument-parser commands only.
         .executableTarget(name: "wiremesh", dependencies: [
-            "WireMeshAgent", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink",
+            "WireMeshAgent", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "IPNetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -7,6 +7,8 @@ struct WireMesh: AsyncParsableCommand {
         commandName: "wiremesh",
         abstract: "A WireGuard mesh agent: encrypted pod-to-pod traffic between hosts.",
         subcommands: [
+            InitCommand.self, JoinCommand.self, AgentCommand.self, StatusCommand.self, PeersCommand.self,
+            TokenCommand.self, LeaveCommand.self,
             GenKey.self, PubKey.self, GenPSK.self,
             DeviceCommand.self,
             LinkCommand.self, RouteCommand.self,

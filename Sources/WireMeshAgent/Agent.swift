@@ -1,0 +1,268 @@
+import Foundation
+import IPNetwork
+import Logging
+import Membership
+import MeshPlan
+import Netlink
+import ServiceLifecycle
+import WireGuard
+import WireMeshCrypto
+
+/// Why the agent could not start, phrased for an operator.
+public struct AgentError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The running node: membership in, WireGuard and routes out, control and join requests answered.
+///
+/// The reconciler is the only place that turns the member view into kernel state; it is idempotent
+/// (a second run with nothing changed sends nothing) and runs on every membership event plus a
+/// periodic resync that repairs drift (a peer removed by hand comes back, a foreign one goes).
+public actor Agent {
+    let config: AgentConfig
+    let store: StateStore
+    var state: NodeState
+    let link: LinkManager
+    let advertise: IPAddress
+    let logger: Logger
+    var transport: GossipTransport?
+    var interfaceIndex: Int32
+    /// Blocks handed to nodes admitted by this member whose records have not arrived yet.
+    var pendingAssignments: [String: IPPrefix] = [:]
+    var lastSavedMembers: [UInt8] = []
+    /// Set by `leave`: the services stop once the leave has been gossiped.
+    var leaving = false
+    let startedAt = Date()
+
+    init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
+         interfaceIndex: Int32, logger: Logger) {
+        self.config = config
+        self.store = store
+        self.state = state
+        self.link = link
+        self.advertise = advertise
+        self.interfaceIndex = interfaceIndex
+        self.logger = logger
+    }
+
+    /// This node's record as it is announced.
+    func localRecord(version: UInt64) -> NodeRecord {
+        NodeRecord(name: state.node.name, identity: state.identity.publicKey, version: version,
+                   wireguardKey: state.wireGuardKey.publicKey(), pendingWireguardKey: state.pendingWireGuardKey?.publicKey(),
+                   wireguardEndpoints: [Endpoint(address: advertise, port: config.wireGuardPort)],
+                   gossipAddress: Endpoint(address: advertise, port: config.gossipPort),
+                   podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress)
+    }
+
+    var settings: MeshSettings {
+        MeshSettings(interface: config.interface, interfaceIndex: interfaceIndex, listenPort: config.wireGuardPort,
+                     persistentKeepalive: UInt16(clamping: (config.persistentKeepalive?.components.seconds ?? 0)),
+                     clusterCIDRs: [state.settings.podRange])
+    }
+
+    /// One reconciliation pass: plan from the view, diff against the device and routes, apply the delta.
+    func reconcile() async {
+        let members = (try? await transport?.members()) ?? []
+        let record = localRecord(version: 0)
+        do {
+            interfaceIndex = try link.interfaceIndex()
+            let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings)
+            for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
+            let actual = try link.backend.device(named: config.interface)
+            let change = diff(actual: actual, desired: plan.device)
+            if !change.isEmpty {
+                let report = try link.backend.configure(device: config.interface, change)
+                logger.info("reconciled WireGuard", metadata: [
+                    "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
+            }
+            let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
+            if !routes.isEmpty {
+                try link.apply((routes.add, routes.remove))
+                logger.info("reconciled routes", metadata: ["added": "\(routes.add.count)", "removed": "\(routes.remove.count)"])
+            }
+        } catch {
+            logger.error("reconcile failed: \(error)")
+        }
+        saveMembers(members)
+        for (name, _) in pendingAssignments where members.contains(where: { $0.name == name }) {
+            pendingAssignments[name] = nil
+        }
+    }
+
+    /// Persists the active members so a restart rejoins without a token.
+    func saveMembers(_ members: [Member]) {
+        let blob = MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record))
+        guard blob != lastSavedMembers else { return }
+        do {
+            try store.saveMembers(blob)
+            lastSavedMembers = blob
+        } catch {
+            logger.error("could not save members: \(error)")
+        }
+    }
+
+    // MARK: Control requests
+
+    func handle(_ request: ControlRequest) async -> ControlResponse {
+        do {
+            switch request {
+            case .status:
+                let members = (try? await transport?.members()) ?? []
+                return .status(StatusInfo(
+                    nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
+                    overlayAddress: state.node.overlayAddress.description, interface: config.interface,
+                    wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
+                    gossipPort: config.gossipPort, backend: link.backend.kind,
+                    livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
+                    keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nil))
+            case .peers:
+                return .peers(try await peers())
+            case .tokenCreate(let ttl, let uses):
+                let (token, record) = try JoinToken.issue(
+                    clusterID: state.clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
+                    joinSigning: state.joinSigning.publicKey, ttl: TimeInterval(ttl ?? 86_400), uses: uses, now: Date())
+                try store.saveTokens(TokenRecords.pruned(try store.loadTokens(), now: Date()) + [record])
+                return .tokenCreated(token: token.text, info: TokenInfo(record, now: Date()))
+            case .tokenList:
+                return .tokens(try store.loadTokens().map { TokenInfo($0, now: Date()) })
+            case .tokenRevoke(let id):
+                try store.saveTokens(try TokenRecords.revoke(id, in: try store.loadTokens()))
+                return .done("token \(id) revoked")
+            case .leave:
+                leaving = true
+                try await transport?.leave()
+                return .done("left the cluster; the agent stops")
+            case .rotateKey, .clusterKeyRotate:
+                return .failure(ControlFailure(code: "unsupported", message: "\(request.op) is not available in this version"))
+            }
+        } catch {
+            return ControlCodec.badRequest(error)
+        }
+    }
+
+    func peers() async throws -> [PeerInfo] {
+        let members = (try? await transport?.members()) ?? []
+        let device = try? link.backend.device(named: config.interface)
+        let now = Date().timeIntervalSince1970
+        return members.filter { $0.name != state.node.name }.sorted { $0.name < $1.name }.map { member in
+            let record = member.record.record
+            let peer = device?.peers.first { $0.publicKey == record.wireguardKey }
+            let since = peer?.lastHandshake.flatMap { $0.seconds > 0 ? Int(now) - Int($0.seconds) : nil }
+            return PeerInfo(name: member.name, state: Self.stateName(member.status),
+                            podCIDRs: record.podCIDRs.map(\.description), publicKey: record.wireguardKey.base64,
+                            endpoint: (peer?.endpoint ?? record.wireguardEndpoints.first)?.description,
+                            secondsSinceHandshake: since)
+        }
+    }
+
+    static func stateName(_ status: MemberStatus) -> String {
+        switch status {
+        case .alive: return "alive"
+        case .suspect: return "suspect"
+        case .dead: return "dead"
+        case .left: return "left"
+        }
+    }
+
+    // MARK: Join requests
+
+    /// Answers one join request line with one reply line.
+    func admit(_ line: [UInt8]) async -> [UInt8] {
+        do {
+            let request = try JSONDecoder().decode(JoinRequest.self, from: Data(line))
+            let members = (try? await transport?.members()) ?? []
+            let now = Date()
+            let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
+            var claims = members.filter { $0.name != state.node.name }.flatMap { m in
+                m.record.record.podCIDRs.map {
+                    BlockClaim(node: m.name, block: $0, claimedAt: m.record.record.version,
+                               deadSince: m.status.isActive ? nil : UInt64(m.since.nanoseconds / 1_000_000))
+                }
+            }
+            claims.append(BlockClaim(node: state.node.name, block: state.node.podCIDR, claimedAt: 0))
+            claims += pendingAssignments.map { BlockClaim(node: $0.key, block: $0.value, claimedAt: nowMs) }
+            let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
+            guard !members.contains(where: { $0.name == request.nodeName && $0.status.isActive }),
+                  request.nodeName != state.node.name else {
+                throw JoinError.invalidRequest("a live member is already named '\(request.nodeName)': pick another --name")
+            }
+            let context = JoinExchange.MemberContext(
+                clusterID: state.clusterID, settings: state.settings, keyring: state.keyring,
+                joinSigning: state.joinSigning,
+                members: MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record)
+                    + [try await transport?.localRecord()].compactMap { $0 }))
+            let admission = try JoinExchange.admit(
+                request, records: try store.loadTokens(), member: context, now: now,
+                memberNonce: secureRandomBytes(JoinExchange.nonceLength)) { req in
+                let block: IPPrefix
+                if let wanted = req.requestedPodCIDR {
+                    try ipam.validate(wanted, for: req.nodeName, claims: claims, now: nowMs)
+                    block = wanted.network
+                } else {
+                    block = try ipam.allocate(for: req.nodeName, claims: claims, now: nowMs)
+                }
+                return NodeAssignment(name: req.nodeName, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block))
+            }
+            var tokens = try store.loadTokens()
+            if let i = tokens.firstIndex(where: { $0.id == admission.updatedRecord.id }) { tokens[i] = admission.updatedRecord }
+            try store.saveTokens(tokens)
+            pendingAssignments[request.nodeName] = admission.assignment.podCIDR
+            logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
+            return try JoinReply.encodeLine(JoinReply(response: admission.response))
+        } catch {
+            logger.notice("refused join: \(error)")
+            return (try? JoinReply.encodeLine(JoinReply(rejection: JoinRejection(error)))) ?? Array("{}\n".utf8)
+        }
+    }
+}
+
+/// The reply on the join port: exactly one of the two.
+struct JoinReply: Codable {
+    var response: JoinResponse?
+    var rejection: JoinRejection?
+
+    init(response: JoinResponse? = nil, rejection: JoinRejection? = nil) {
+        self.response = response
+        self.rejection = rejection
+    }
+
+    static func encodeLine(_ reply: JoinReply) throws -> [UInt8] {
+        Array(try JSONEncoder().encode(reply)) + [UInt8(ascii: "\n")]
+    }
+}
+
+/// The saved member list: signed records, length-prefixed, so it can be verified again on load.
+public enum MemberBlob {
+    public static func encode(_ records: [SignedNodeRecord]) -> [UInt8] {
+        var out: [UInt8] = []
+        for r in records {
+            let bytes = r.encode()
+            let n = UInt32(bytes.count)
+            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
+            out += bytes
+        }
+        return out
+    }
+
+    /// Records that decode and verify; anything damaged is skipped (the cluster re-sends it).
+    public static func decode(_ blob: [UInt8]) -> [SignedNodeRecord] {
+        var out: [SignedNodeRecord] = []
+        var i = 0
+        while i + 4 <= blob.count {
+            let n = Int(blob[i]) << 24 | Int(blob[i + 1]) << 16 | Int(blob[i + 2]) << 8 | Int(blob[i + 3])
+            i += 4
+            guard n >= 0, i + n <= blob.count else { break }
+            if let r = try? SignedNodeRecord.decode(Array(blob[i..<i + n])), r.verify() { out.append(r) }
+            i += n
+        }
+        return out
+    }
+}
+
+extension GossipTransport {
+    /// Leaves the cluster gracefully (a signed leave, gossiped).
+    func leave() async throws {
+        try await withHandler { $0.leave() }
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import IPNetwork
+import Logging
+import Membership
+import Netlink
+import ServiceLifecycle
+import WireMeshCrypto
+
+/// What `init` and `join` need besides the agent configuration.
+public struct NodeOptions: Sendable {
+    public var name: String
+    /// Operator-given pod CIDR (e.g. from Kubernetes); nil = assigned by IPAM.
+    public var podCIDR: IPPrefix?
+
+    public init(name: String, podCIDR: IPPrefix? = nil) {
+        self.name = name
+        self.podCIDR = podCIDR
+    }
+}
+
+/// Cluster lifecycle: create a cluster, join one, run the agent.
+public enum Lifecycle {
+    /// Creates a new cluster in an empty state directory and returns the first join token.
+    public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
+                                   tokenTTL: TimeInterval = 86_400) throws -> String {
+        let store = StateStore(directory: config.stateDirectory)
+        try refuseInitialised(store)
+        let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
+        let block: IPPrefix
+        if let wanted = node.podCIDR {
+            try ipam.validate(wanted, for: node.name, claims: [], now: 0)
+            block = wanted.network
+        } else {
+            block = try ipam.allocate(for: node.name, claims: [], now: 0)
+        }
+        let advertise = try advertiseAddress(config)
+        let joinSigning = SigningIdentity.generate()
+        let clusterID = secureRandomBytes(8).map { String(format: "%02x", $0) }.joined()
+        let state = InitialState(
+            clusterID: clusterID, settings: ClusterSettings(podRange: clusterCIDR.network, nodePrefixLength: nodePrefix),
+            node: NodeAssignment(name: node.name, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
+            identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
+            joinSigning: joinSigning)
+        let (token, record) = try JoinToken.issue(
+            clusterID: clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
+            joinSigning: joinSigning.publicKey, ttl: tokenTTL, uses: nil, now: Date())
+        try store.initialise(state)
+        try store.saveTokens([record])
+        return token.text
+    }
+
+    /// Joins the cluster a token names: the exchange hands this node the cluster key and its pod CIDR.
+    public static func join(token text: String, config: AgentConfig, node: NodeOptions) throws {
+        let token = try JoinToken(parsing: text)
+        let store = StateStore(directory: config.stateDirectory)
+        try refuseInitialised(store)
+        let identity = SigningIdentity.generate()
+        let wireGuardKey = Key.generatePrivate()
+        let request = JoinExchange.makeRequest(
+            token: token, nodeName: node.name, identity: identity.publicKey, wireGuardPublicKey: wireGuardKey.publicKey(),
+            requestedPodCIDR: node.podCIDR, nonce: secureRandomBytes(JoinExchange.nonceLength))
+        let line = Array(try JSONEncoder().encode(request)) + [UInt8(ascii: "\n")]
+        var lastError: Error = AgentError("the token names no member to contact")
+        for endpoint in token.endpoints {
+            let replyLine: [UInt8]
+            do { replyLine = try JoinClient.exchange(line, with: endpoint) } catch { lastError = error; continue }
+            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(replyLine))
+            if let rejection = reply.rejection { throw AgentError("join refused by \(endpoint): \(rejection.message)") }
+            guard let response = reply.response else { throw AgentError("\(endpoint) sent an empty join reply") }
+            let grant = try JoinExchange.accept(response, for: request, token: token)
+            try store.initialise(InitialState(
+                clusterID: grant.clusterID, settings: grant.settings, node: grant.assignment, identity: identity,
+                wireGuardKey: wireGuardKey, keyring: grant.keyring, joinSigning: grant.joinSigning, members: grant.members))
+            return
+        }
+        throw lastError
+    }
+
+    static func refuseInitialised(_ store: StateStore) throws {
+        if store.isInitialised {
+            let id = (try? store.recordedClusterID()).flatMap { $0 } ?? "unknown"
+            throw StateError.alreadyInitialised(directory: store.directory, clusterID: id)
+        }
+    }
+
+    /// The configured advertise address, or the first global IPv4 address of this network namespace.
+    static func advertiseAddress(_ config: AgentConfig) throws -> IPAddress {
+        if let a = config.advertiseAddress { return a }
+        let rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
+        for link in try rtnl.links() where link.name != "lo" && link.name != config.interface && link.isUp {
+            if let v4 = try rtnl.addresses(interface: link.name).first(where: { $0.address.isIPv4 }) { return v4.address }
+        }
+        throw AgentError("no address to advertise: give --advertise-address IP")
+    }
+
+    /// Runs the agent until SIGTERM/SIGINT or `wiremesh leave`. The interface, its peers and the
+    /// routes stay when the agent stops, so traffic keeps flowing across restarts.
+    public static func runAgent(config: AgentConfig, logger: Logger, extraSeeds: [Endpoint] = []) async throws {
+        let store = StateStore(directory: config.stateDirectory)
+        let state = try store.load()
+        let link = try LinkManager(interface: config.interface, logDirectory: config.stateDirectory, logger: logger)
+        let advertise = try advertiseAddress(config)
+        let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
+        let overlay = try IPPrefix(address: state.node.overlayAddress, length: state.node.overlayAddress.bitWidth)
+        try link.configureLink(mtu: mtu, address: overlay)
+
+        let agent = Agent(config: config, store: store, state: state, link: link, advertise: advertise,
+                          interfaceIndex: try link.interfaceIndex(), logger: logger)
+        // Private key, port and the fail-closed routes go in before any gossip.
+        await agent.reconcile()
+
+        let saved = MemberBlob.decode(try store.loadMembers()).filter { $0.record.name != state.node.name }
+        let version = UInt64(Date().timeIntervalSince1970 * 1000)
+        let gossip = GossipSettings(
+            identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
+            clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: advertise, port: config.gossipPort),
+            seeds: saved.map(\.record.gossipAddress) + extraSeeds, savedView: saved)
+        let transport = try await GossipTransport.bind(gossip, logger: logger)
+        await agent.setTransport(transport)
+        // A saved or granted view is installed without events: program it now, not at the first resync.
+        await agent.reconcile()
+        let control = try await ControlServer.bind(path: config.controlSocket) { request in await agent.handle(request) }
+        let join = try await JoinServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { line in
+            await agent.admit(line)
+        }
+        let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: transport), .init(service: control), .init(service: join),
+                       .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        logger.info("agent running", metadata: [
+            "node": "\(state.node.name)", "interface": "\(config.interface)", "backend": "\(link.backend.kind)",
+            "pod_cidr": "\(state.node.podCIDR)", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])
+        _ = try? SystemdNotify.notify("READY=1", environment: ProcessInfo.processInfo.environment)
+        try await group.run()
+    }
+}
+
+extension Agent {
+    func setTransport(_ t: GossipTransport) { transport = t }
+    var isLeaving: Bool { leaving }
+}
+
+/// Reconciles on every membership event and every `resync`; ends after a leave.
+struct ReconcileLoop: Service {
+    let agent: Agent
+    let events: AsyncStream<MemberEvent>
+    let resync: Duration
+
+    func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in events.cancelOnGracefulShutdown() {
+                    // Coalesce bursts: one pass covers every event that arrived meanwhile.
+                    try? await Task.sleep(for: .milliseconds(20))
+                    await agent.reconcile()
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await Task.sleep(for: resync)
+                    if await agent.isLeaving {
+                        try? await Task.sleep(for: .seconds(1))
+                        return
+                    }
+                    await agent.reconcile()
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,287 @@
+import ArgumentParser
+import Foundation
+import IPNetwork
+import Logging
+import WireMeshAgent
+
+/// Flags every agent-facing command takes, so several agents can share one machine.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .customLong("state-dir"), help: "State directory (default /var/lib/wiremesh).")
+    var stateDir: String?
+    @Option(name: .customLong("control-socket"), help: "Control socket (default /run/wiremesh/wiremesh.sock).")
+    var controlSocket: String?
+    @Option(name: .customLong("config"), help: "Config file (YAML; default /etc/wiremesh/config.yaml if present).")
+    var configFile: String?
+
+    var flags: [ConfigKey: String] {
+        var f: [ConfigKey: String] = [:]
+        if let stateDir { f[.stateDir] = stateDir }
+        if let controlSocket { f[.controlSocket] = controlSocket }
+        return f
+    }
+}
+
+/// Flags of the commands that start a node.
+struct NodeFlags: ParsableArguments {
+    @Option(help: "WireGuard interface name (default wm0).") var interface: String?
+    @Option(name: .customLong("advertise-address"), help: "Address other nodes reach this one at.") var advertiseAddress: String?
+    @Option(name: .customLong("gossip-port"), help: "Membership UDP port and join TCP port (default 7946).") var gossipPort: String?
+    @Option(name: .customLong("wireguard-port"), help: "WireGuard UDP port (default 51820).") var wireGuardPort: String?
+    @Option(help: "Interface MTU (default: underlay MTU - 80).") var mtu: String?
+    @Option(name: .customLong("persistent-keepalive"), help: "WireGuard keepalive, e.g. 25s (default off).") var keepalive: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+
+    var flags: [ConfigKey: String] {
+        var f: [ConfigKey: String] = [:]
+        if let interface { f[.interface] = interface }
+        if let advertiseAddress { f[.advertiseAddress] = advertiseAddress }
+        if let gossipPort { f[.gossipPort] = gossipPort }
+        if let wireGuardPort { f[.wireGuardPort] = wireGuardPort }
+        if let mtu { f[.mtu] = mtu }
+        if let keepalive { f[.persistentKeepalive] = keepalive }
+        if let logLevel { f[.logLevel] = logLevel }
+        return f
+    }
+}
+
+/// Loads file + environment + flags; bad config exits 2 with the key named.
+func loadConfig(_ common: CommonOptions, _ node: NodeFlags? = nil) throws -> AgentConfig {
+    do {
+        let flags = common.flags.merging(node?.flags ?? [:]) { a, _ in a }
+        let file = common.configFile ?? (FileManager.default.fileExists(atPath: AgentConfig.defaultConfigFile) ? AgentConfig.defaultConfigFile : nil)
+        return try AgentConfig.load(configFile: file, environment: ProcessInfo.processInfo.environment,
+                                    flags: try ConfigLayer(flags: flags))
+    } catch {
+        printError("\(error)")
+        throw ExitCode(ExitStatus.usage)
+    }
+}
+
+func makeLogger(_ config: AgentConfig) -> Logger {
+    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    var logger = Logger(label: "wiremesh")
+    logger.logLevel = config.logLevel
+    return logger
+}
+
+/// Runs `body`, turning any error into one line on stderr and exit code `code`.
+func failing<T>(_ code: Int32 = 1, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as ExitCode { throw e } catch {
+        printError("\(error)")
+        throw ExitCode(code)
+    }
+}
+
+/// Exit code for an error: 2 for bad input (tokens, config, state dir in use), 1 otherwise.
+func statusCode(for error: Error) -> Int32 {
+    switch error {
+    case is JoinError, is ConfigError, is StateError, is IPAMError, is IPParseError: return ExitStatus.usage
+    default: return 1
+    }
+}
+
+func hostName() -> String {
+    var buf = [CChar](repeating: 0, count: 256)
+    gethostname(&buf, buf.count)
+    return String(cString: buf)
+}
+
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Create a new cluster on this node, print a join token, then run the agent.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var node: NodeFlags
+    @Option(name: .customLong("cluster-cidr"), help: "The cluster's pod range.") var clusterCIDR = "10.244.0.0/16"
+    @Option(name: .customLong("node-prefix"), help: "Prefix length of each node's pod block.") var nodePrefix = 24
+    @Option(help: "This node's name (default: host name).") var name: String?
+    @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of assigning one.") var podCIDR: String?
+    @Option(name: .customLong("token-ttl"), help: "Lifetime of the first join token, e.g. 24h.") var tokenTTL = "24h"
+    @Flag(name: .customLong("prepare-only"), help: "Create the state and print the token; do not run the agent.")
+    var prepareOnly = false
+
+    func run() async throws {
+        let config = try loadConfig(common, node)
+        let token: String
+        do {
+            let cidr = try IPPrefix(clusterCIDR)
+            let pod = try podCIDR.map { try IPPrefix($0) }
+            let ttl = try parseDuration(tokenTTL)
+            token = try Lifecycle.initCluster(config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod),
+                                              clusterCIDR: cidr, nodePrefix: nodePrefix,
+                                              tokenTTL: Double(ttl.components.seconds))
+        } catch {
+            printError("init: \(error)")
+            throw ExitCode(statusCode(for: error))
+        }
+        // Unbuffered: scripts read the token while the agent keeps running.
+        FileHandle.standardOutput.write(Data((token + "\n").utf8))
+        if !prepareOnly { try await runAgent(config) }
+    }
+}
+
+struct JoinCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "join", abstract: "Join the cluster a token names, then run the agent.")
+
+    @Argument(help: "The join token ('wiremesh token create' on any member).") var token: String
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var node: NodeFlags
+    @Option(help: "This node's name (default: host name).") var name: String?
+    @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of the one the cluster assigns.") var podCIDR: String?
+    @Flag(name: .customLong("prepare-only"), help: "Join and save the state; do not run the agent.") var prepareOnly = false
+
+    func run() async throws {
+        let config = try loadConfig(common, node)
+        do {
+            let pod = try podCIDR.map { try IPPrefix($0) }
+            try Lifecycle.join(token: token, config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod))
+        } catch {
+            printError("join: \(error)")
+            throw ExitCode(statusCode(for: error))
+        }
+        if !prepareOnly { try await runAgent(config) }
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Run the agent (what systemd runs); rejoins from the saved member list.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var node: NodeFlags
+
+    func run() async throws {
+        try await runAgent(try loadConfig(common, node))
+    }
+}
+
+func runAgent(_ config: AgentConfig) async throws {
+    let logger = makeLogger(config)
+    do {
+        try await Lifecycle.runAgent(config: config, logger: logger)
+    } catch {
+        printError("agent: \(error)")
+        throw ExitCode(statusCode(for: error))
+    }
+}
+
+/// Sends one request to the agent and returns its answer; failures become one line and exit 1.
+func ask(_ common: CommonOptions, _ request: ControlRequest) throws -> ControlResponse {
+    let config = try loadConfig(common)
+    let response: ControlResponse
+    do {
+        response = try ControlClient(path: config.controlSocket).send(request)
+    } catch {
+        printError("\(error)")
+        throw ExitCode(1)
+    }
+    if case .failure(let failure) = response {
+        printError(failure.message)
+        throw ExitCode(1)
+    }
+    return response
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.dateEncodingStrategy = .iso8601
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show this node.")
+    @OptionGroup var common: CommonOptions
+    @Flag var json = false
+
+    func run() throws {
+        guard case .status(let s) = try ask(common, .status) else { return }
+        if json { return try printJSON(s) }
+        print("node:        \(s.nodeName) (cluster \(s.clusterID))")
+        print("interface:   \(s.interface) (\(s.backend)), WireGuard port \(s.wireGuardPort), gossip port \(s.gossipPort)")
+        print("public key:  \(s.wireGuardPublicKey)")
+        print("pod CIDRs:   \(s.podCIDRs.joined(separator: ", ")), overlay \(s.overlayAddress)")
+        print("live peers:  \(s.livePeers)")
+        let age = Int(Date().timeIntervalSince(s.keyCreatedAt))
+        print("key age:     \(age / 3600)h\(age % 3600 / 60)m")
+    }
+}
+
+struct PeersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "peers", abstract: "List the other nodes.")
+    @OptionGroup var common: CommonOptions
+    @Flag var json = false
+
+    func run() throws {
+        guard case .peers(let peers) = try ask(common, .peers) else { return }
+        if json { return try printJSON(peers) }
+        let header = ["NAME", "STATE", "POD CIDRS", "ENDPOINT", "HANDSHAKE", "PUBLIC KEY"]
+        let rows = peers.map { p in
+            [p.name, p.state, p.podCIDRs.joined(separator: ","), p.endpoint ?? "-",
+             p.secondsSinceHandshake.map { "\($0)s ago" } ?? "never", p.publicKey]
+        }
+        let widths = (0..<header.count).map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(row.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        }
+    }
+}
+
+struct LeaveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "leave", abstract: "Leave the cluster and stop the agent.")
+    @OptionGroup var common: CommonOptions
+
+    func run() throws {
+        if case .done(let message) = try ask(common, .leave) { print(message) }
+    }
+}
+
+struct TokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Create, list and revoke join tokens.",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a new join token (only the token, on stdout).")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Lifetime, e.g. 24h, 30m.") var ttl = "24h"
+        @Option(help: "How many joins it admits (default: unlimited until it expires).") var uses: Int?
+
+        func run() throws {
+            let seconds: Int64
+            do { seconds = try parseDuration(ttl).components.seconds } catch {
+                printError("token create: \(error)")
+                throw ExitCode(ExitStatus.usage)
+            }
+            if case .tokenCreated(let token, _) = try ask(common, .tokenCreate(ttlSeconds: seconds, uses: uses)) {
+                print(token)
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the tokens this member issued.")
+        @OptionGroup var common: CommonOptions
+        @Flag var json = false
+
+        func run() throws {
+            guard case .tokens(let tokens) = try ask(common, .tokenList) else { return }
+            if json { return try printJSON(tokens) }
+            for t in tokens {
+                print("\(t.id)  \(t.state.rawValue)  expires \(t.expiresAt)  uses left \(t.usesLeft.map(String.init) ?? "unlimited")")
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by id.")
+        @OptionGroup var common: CommonOptions
+        @Argument var id: String
+
+        func run() throws {
+            if case .done(let message) = try ask(common, .tokenRevoke(id: id)) { print(message) }
+        }
+    }
+}
