@@ -90,6 +90,8 @@ let package = Package(
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
         .testTarget(name: "KernelE2ETests"),
+        // Hitless key rotation under a ping flood and a TCP stream: runs scripts/e2e/rotation.sh.
+        .testTarget(name: "RotationE2ETests"),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
             "WireMeshAgent", "WireMeshCrypto", "IPNetwork",

@@ -34,6 +34,8 @@ public actor Agent {
     /// Set by `leave`: the services stop once the leave has been gossiped.
     var leaving = false
     let startedAt = Date()
+    /// Key switches announced by peers and this node's own rotation (Rotation.swift).
+    var rotation = RotationState()
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
          interfaceIndex: Int32, logger: Logger) {
@@ -67,7 +69,7 @@ public actor Agent {
         let record = localRecord(version: 0)
         do {
             interfaceIndex = try link.interfaceIndex()
-            let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings)
+            let plan = planMesh(record: record, members: members)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
             let actual = try link.backend.device(named: config.interface)
             let change = diff(actual: actual, desired: plan.device)
@@ -133,7 +135,11 @@ public actor Agent {
                 leaving = true
                 try await transport?.leave()
                 return .done("left the cluster; the agent stops")
-            case .rotateKey, .clusterKeyRotate:
+            case .rotateKey:
+                do { return .done(try await rotateKey().message) } catch {
+                    return .failure(ControlFailure(code: "rotation", message: "rotate-key failed: \(error)"))
+                }
+            case .clusterKeyRotate:
                 return .failure(ControlFailure(code: "unsupported", message: "\(request.op) is not available in this version"))
             }
         } catch {

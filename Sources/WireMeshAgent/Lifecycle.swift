@@ -121,7 +121,7 @@ public enum Lifecycle {
         await agent.reconcile()
         let control = try await ControlServer.bind(path: config.controlSocket) { request in await agent.handle(request) }
         let join = try await JoinServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { line in
-            await agent.admit(line)
+            await agent.answerLine(line)
         }
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         let group = ServiceGroup(configuration: .init(

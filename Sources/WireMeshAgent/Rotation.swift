@@ -1,0 +1,206 @@
+import Dispatch
+import Foundation
+import IPNetwork
+import Logging
+import Membership
+import MeshPlan
+import WireGuard
+import WireMeshCrypto
+
+/// The agent's key-rotation bookkeeping (held by the `Agent` actor).
+struct RotationState: Sendable {
+    /// Switches peers announced directly, by member name, until the gossiped records catch up.
+    var switches: [String: KeySwitch] = [:]
+    /// True while this node runs `rotate-key` (one at a time).
+    var inProgress = false
+    var timing = RotationTiming()
+    /// Give members' pending keys a peer entry ahead of the switch. Off: see `MeshPlanner.plan(...preinstallPending:)`.
+    /// WIREMESH_ROTATION_PREINSTALL=1 turns it on, to compare the two orders in the benchmark.
+    var preinstallPending = ProcessInfo.processInfo.environment["WIREMESH_ROTATION_PREINSTALL"] == "1"
+    /// How long the rotating node waits for each peer's answer.
+    var peerTimeoutSeconds = 3
+}
+
+/// What one `rotate-key` did, for the operator.
+struct RotationOutcome: Sendable {
+    var newKey: Key
+    var livePeers: [String]
+    var prepared: [String]
+    var switched: [String]
+    var failures: [String]
+
+    var message: String {
+        var text = "new public key \(newKey.base64); \(switched.count) of \(livePeers.count) live peers switched directly"
+        if prepared.count != livePeers.count { text += ", \(prepared.count) confirmed the announcement" }
+        let missing = Set(livePeers).subtracting(switched).sorted()
+        if !missing.isEmpty {
+            text += "; \(missing.joined(separator: ", ")) will follow from the gossiped record"
+        }
+        return text
+    }
+}
+
+extension Agent {
+    /// The desired mesh with the key switches peers announced directly; forgets settled switches.
+    func planMesh(record: NodeRecord, members: [Member]) -> DesiredMesh {
+        let now = Date().timeIntervalSince1970
+        for (name, s) in rotation.switches where s.isSettled(member: members.first { $0.name == name }, now: now,
+                                                              timing: rotation.timing) {
+            rotation.switches[name] = nil
+            logger.debug("key switch settled", metadata: ["node": "\(name)"])
+        }
+        return MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
+                                switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
+                                timing: rotation.timing)
+    }
+
+    /// One line on the TCP line port: a rotation message from a peer, or a join request.
+    func answerLine(_ line: [UInt8]) async -> [UInt8] {
+        guard let message = RotationMessage.decode(line: line) else { return await admit(line) }
+        do {
+            try await handleRotation(message)
+            return RotationAck(ok: true, node: state.node.name).line()
+        } catch {
+            logger.notice("refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
+            return RotationAck(ok: false, node: state.node.name, error: "\(error)").line()
+        }
+    }
+
+    /// A peer's prepare or switch. The switch moves the peer's allowed IPs to its new key in one
+    /// device operation (adding a prefix to another peer moves it: allowed IPs are unique per
+    /// interface), so no packet finds the prefix without an owner.
+    func handleRotation(_ message: RotationMessage) async throws {
+        let members = (try? await transport?.members()) ?? []
+        guard let member = members.first(where: { $0.name == message.node }), member.status.isActive,
+              message.node != state.node.name else {
+            throw RotationRefusal("'\(message.node)' is not a live member here: wait for it to be gossiped, then retry")
+        }
+        let record = member.record.record
+        let keys = try message.verified(by: record.identity, nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+        switch message.rotation {
+        case .prepare:
+            guard record.wireguardKey == keys.old || record.wireguardKey == keys.new else {
+                throw RotationRefusal("'\(message.node)' announces a rotation from a key this node does not know it by")
+            }
+        case .switch:
+            if record.wireguardKey == keys.new { return } // gossip was faster: the reconciler has it
+            if rotation.switches[message.node]?.newKey == keys.new { return } // a retry
+            guard record.wireguardKey == keys.old else {
+                throw RotationRefusal("'\(message.node)' switches from a key this node does not know it by")
+            }
+            // From here to the end no suspension point: a reconcile cannot interleave.
+            rotation.switches[message.node] = KeySwitch(node: message.node, oldKey: keys.old, newKey: keys.new,
+                                                        appliedAt: Date().timeIntervalSince1970)
+            let plan = planMesh(record: localRecord(version: 0), members: members)
+            guard let entry = plan.device.peers.first(where: { $0.publicKey == keys.new }) else {
+                rotation.switches[message.node] = nil
+                throw RotationRefusal("'\(message.node)' switches to a key another member holds")
+            }
+            // Only the new entry: its prefixes leave the old entry as they are added here.
+            let move = DeviceConfig(peers: [PeerConfig(
+                publicKey: keys.new, endpoint: entry.endpoint,
+                persistentKeepaliveInterval: entry.persistentKeepaliveInterval == 0 ? nil : entry.persistentKeepaliveInterval,
+                allowedIPs: entry.allowedIPs)])
+            do {
+                try link.backend.configure(device: config.interface, move)
+            } catch {
+                rotation.switches[message.node] = nil
+                throw error
+            }
+            // The old entry goes once the record names the new key and the grace has passed; reconcile
+            // then rather than waiting for the periodic resync.
+            let grace = rotation.timing.grace
+            Task { [weak self] in
+                try? await Task.sleep(for: .milliseconds(Int(grace * 1000) + 500))
+                await self?.reconcile()
+            }
+            logger.info("peer switched its WireGuard key", metadata: [
+                "node": "\(message.node)", "new_key": "\(keys.new.base64)", "allowed_ips": "\(entry.allowedIPs.count)"])
+        }
+    }
+
+    /// `wiremesh rotate-key`: new key announced, peers asked, device switched, peers told, record published.
+    ///
+    /// Order: (1) the new key is saved as pending (crash-safe) and announced in the record;
+    /// (2) every live peer is asked directly and answers; (3) the key is promoted in the state store
+    /// (the old private key is forgotten: this node never needs it again) and set on the device;
+    /// (4) every live peer is told directly and moves this node's allowed IPs to the new key;
+    /// (5) the record names the new key. Between (3) and (4) packets wait in WireGuard's queues
+    /// rather than being dropped: this node's sessions need a new handshake, which the peer can
+    /// complete only once it has the new entry (see bench/rotation.md).
+    func rotateKey() async throws -> RotationOutcome {
+        guard let transport else { throw AgentError("the agent is still starting: retry in a moment") }
+        guard !rotation.inProgress else { throw AgentError("a key rotation is already running on this node: wait for it to finish") }
+        rotation.inProgress = true
+        defer { rotation.inProgress = false }
+
+        let next = state.pendingWireGuardKey ?? Key.generatePrivate()
+        let oldPublic = state.wireGuardKey.publicKey(), newPublic = next.publicKey()
+        try store.savePendingWireGuardKey(next)
+        state.pendingWireGuardKey = next
+        try await transport.updateLocalRecord { $0.pendingWireguardKey = newPublic }
+
+        let members = try await transport.members()
+        let peers = members.filter { MeshPlanner.isPeer($0, localName: state.node.name) }
+            .map { (name: $0.name, endpoint: $0.record.record.gossipAddress) }
+        func message(_ phase: RotationMessage.Phase) -> [UInt8] {
+            let m = RotationMessage(phase: phase, node: state.node.name, oldKey: oldPublic, newKey: newPublic,
+                                    issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: state.identity)
+            return ((try? JSONEncoder().encode(m)).map(Array.init) ?? []) + [0x0A]
+        }
+        let timeout = rotation.peerTimeoutSeconds
+        let prepared = await Self.tell(peers, message(.prepare), timeoutSeconds: timeout)
+
+        let now = Date()
+        try store.promotePendingWireGuardKey(now: now)
+        state.wireGuardKey = next
+        state.pendingWireGuardKey = nil
+        state.wireGuardKeyCreatedAt = now
+        do {
+            try link.backend.configure(device: config.interface, DeviceConfig(privateKey: next))
+        } catch {
+            // The state already names the new key: the next reconcile sets it.
+            logger.error("setting the new private key failed (the reconciler retries): \(error)")
+        }
+        let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
+        try await transport.updateLocalRecord {
+            $0.wireguardKey = newPublic
+            $0.pendingWireguardKey = nil
+        }
+        let outcome = RotationOutcome(
+            newKey: newPublic, livePeers: peers.map(\.name).sorted(),
+            prepared: prepared.filter { $0.value == nil }.keys.sorted(),
+            switched: switched.filter { $0.value == nil }.keys.sorted(),
+            failures: (prepared.merging(switched) { _, b in b }).compactMap { k, v in v.map { "\(k): \($0)" } }.sorted())
+        for failure in outcome.failures { logger.warning("rotation: peer did not answer: \(failure)") }
+        logger.info("rotated WireGuard key", metadata: [
+            "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)"])
+        return outcome
+    }
+
+    /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.
+    /// The exchanges block, so they run on Dispatch threads, not on the cooperative pool.
+    static func tell(_ peers: [(name: String, endpoint: Endpoint)], _ line: [UInt8],
+                     timeoutSeconds: Int) async -> [String: String?] {
+        await withTaskGroup(of: (String, String?).self) { group in
+            for peer in peers {
+                group.addTask {
+                    await withCheckedContinuation { continuation in
+                        DispatchQueue.global().async {
+                            do {
+                                let reply = try JoinClient.exchange(line, with: peer.endpoint, timeoutSeconds: timeoutSeconds)
+                                let ack = try JSONDecoder().decode(RotationAck.self, from: Data(reply))
+                                continuation.resume(returning: (peer.name, ack.ok ? nil : (ack.error ?? "refused")))
+                            } catch {
+                                continuation.resume(returning: (peer.name, "\(error)"))
+                            }
+                        }
+                    }
+                }
+            }
+            var out: [String: String?] = [:]
+            for await (name, result) in group { out[name] = result }
+            return out
+        }
+    }
+}

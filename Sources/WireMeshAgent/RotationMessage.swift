@@ -1,0 +1,99 @@
+import Foundation
+import WireMeshCrypto
+
+/// A direct message of a WireGuard key rotation, sent by the rotating node to each live peer over the
+/// TCP line port (the join port). One JSON line in, one `RotationAck` line out.
+///
+/// Signed with the sender's identity key; the receiver verifies it with the identity in the sender's
+/// gossiped record, so only the node itself can move its own allowed IPs to a new key.
+public struct RotationMessage: Codable, Sendable, Equatable {
+    /// What the receiver should do.
+    public enum Phase: String, Codable, Sendable {
+        /// "I am about to switch to `newKey`": the receiver checks it could, and answers.
+        case prepare
+        /// "My device now uses `newKey`": move my allowed IPs to it now.
+        case `switch`
+    }
+
+    public var rotation: Phase
+    /// The sender's member name.
+    public var node: String
+    /// WireGuard public keys, base64.
+    public var oldKey: String
+    public var newKey: String
+    /// Milliseconds since the epoch; messages far from the receiver's clock are refused (replay).
+    public var issuedAt: Int64
+    /// Ed25519 over `signedBytes`, base64.
+    public var signature: String
+
+    enum CodingKeys: String, CodingKey {
+        case rotation, node, oldKey = "old_key", newKey = "new_key", issuedAt = "issued_at", signature
+    }
+
+    /// How far `issuedAt` may be from the receiver's clock.
+    public static let maxSkewMs: Int64 = 120_000
+
+    /// Domain-separated bytes the signature covers.
+    public static func signedBytes(phase: Phase, node: String, oldKey: String, newKey: String, issuedAt: Int64) -> [UInt8] {
+        Array("wiremesh-rotation-v1\n\(phase.rawValue)\n\(node)\n\(oldKey)\n\(newKey)\n\(issuedAt)".utf8)
+    }
+
+    /// A signed message.
+    public init(phase: Phase, node: String, oldKey: Key, newKey: Key, issuedAt: Int64, identity: SigningIdentity) {
+        rotation = phase
+        self.node = node
+        self.oldKey = oldKey.base64
+        self.newKey = newKey.base64
+        self.issuedAt = issuedAt
+        let bytes = Self.signedBytes(phase: phase, node: node, oldKey: self.oldKey, newKey: self.newKey, issuedAt: issuedAt)
+        signature = Data(identity.sign(bytes).bytes).base64EncodedString()
+    }
+
+    /// The keys, if the signature verifies with `identity` and the message is fresh; otherwise a reason.
+    public func verified(by identity: IdentityPublicKey, nowMs: Int64) throws(RotationRefusal) -> (old: Key, new: Key) {
+        guard let raw = Data(base64Encoded: signature), let sig = try? Signature(bytes: Array(raw)),
+              identity.verify(sig, over: Self.signedBytes(phase: rotation, node: node, oldKey: oldKey, newKey: newKey,
+                                                          issuedAt: issuedAt)) else {
+            throw RotationRefusal("rotation message from '\(node)' has a bad signature")
+        }
+        guard abs(nowMs - issuedAt) <= Self.maxSkewMs else {
+            throw RotationRefusal("rotation message from '\(node)' is \(abs(nowMs - issuedAt) / 1000) s off this node's clock (replayed, or clocks differ): check NTP")
+        }
+        guard let old = try? Key(base64: oldKey), let new = try? Key(base64: newKey), old != new else {
+            throw RotationRefusal("rotation message from '\(node)' names invalid keys")
+        }
+        return (old, new)
+    }
+
+    /// Decodes a line if it is a rotation message (join requests on the same port are not).
+    public static func decode(line: [UInt8]) -> RotationMessage? {
+        guard line.count < 4096 else { return nil }
+        return try? JSONDecoder().decode(RotationMessage.self, from: Data(line))
+    }
+}
+
+/// Why a peer refused a rotation message.
+public struct RotationRefusal: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A peer's answer to a `RotationMessage`.
+public struct RotationAck: Codable, Sendable, Equatable {
+    /// True when the peer did what the message asked (or had already).
+    public var ok: Bool
+    /// The peer's name, for the rotating node's report.
+    public var node: String
+    /// Why not, when `ok` is false.
+    public var error: String?
+
+    public init(ok: Bool, node: String, error: String? = nil) {
+        self.ok = ok
+        self.node = node
+        self.error = error
+    }
+
+    public func line() -> [UInt8] {
+        ((try? JSONEncoder().encode(self)).map(Array.init) ?? Array("{\"ok\":false,\"node\":\"\"}".utf8)) + [0x0A]
+    }
+}
