@@ -149,7 +149,10 @@ extension Agent {
             return ((try? JSONEncoder().encode(m)).map(Array.init) ?? []) + [0x0A]
         }
         let timeout = rotation.peerTimeoutSeconds
+        let clock = ContinuousClock()
+        let started = clock.now
         let prepared = await Self.tell(peers, message(.prepare), timeoutSeconds: timeout)
+        let switchAt = clock.now
 
         let now = Date()
         try store.promotePendingWireGuardKey(now: now)
@@ -163,6 +166,7 @@ extension Agent {
             logger.error("setting the new private key failed (the reconciler retries): \(error)")
         }
         let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
+        let toldAt = clock.now
         try await transport.updateLocalRecord {
             $0.wireguardKey = newPublic
             $0.pendingWireguardKey = nil
@@ -174,7 +178,8 @@ extension Agent {
             failures: (prepared.merging(switched) { _, b in b }).compactMap { k, v in v.map { "\(k): \($0)" } }.sorted())
         for failure in outcome.failures { logger.warning("rotation: peer did not answer: \(failure)") }
         logger.info("rotated WireGuard key", metadata: [
-            "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)"])
+            "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)",
+            "prepare_ms": "\((switchAt - started).milliseconds)", "switch_ms": "\((toldAt - switchAt).milliseconds)"])
         return outcome
     }
 
@@ -203,4 +208,9 @@ extension Agent {
             return out
         }
     }
+}
+
+extension Duration {
+    /// Whole milliseconds, for logs.
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }
