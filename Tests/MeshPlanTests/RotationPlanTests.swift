@@ -110,7 +110,7 @@ private func peer(_ plan: DesiredMesh, _ key: Key) -> Peer? { plan.device.peers.
     }
 
     @Test func switchedPlanAppliesAsOneNewPeerWithItsPrefixes() throws {
-        // What the reconciler sends once the move was made directly: nothing (idempotent).
+        // The plan change is one new peer carrying the prefixes; applied once, it plans nothing more.
         let (me, key) = try local()
         let s = KeySwitch(node: "a", oldKey: old, newKey: new, appliedAt: 0)
         let members = [try rotating(key: old)]
