@@ -23,7 +23,9 @@ import WireMeshCrypto
 public func diff(actual: Device, desired: Device) -> DeviceConfig {
     var config = DeviceConfig()
 
-    if let key = desired.privateKey, actual.privateKey != key {
+    // Devices clamp the private key they are given (RFC 7748), so compare clamped forms: a
+    // file holding an unclamped key must not be re-sent on every apply.
+    if let key = desired.privateKey, actual.privateKey.map(clamped) != clamped(key) {
         config.privateKey = key
     }
     if desired.listenPort != 0, desired.listenPort != actual.listenPort {
@@ -109,6 +111,14 @@ func uniqueNetworks(_ prefixes: [IPPrefix]) -> [IPPrefix] {
         if seen.insert(n).inserted { out.append(n) }
     }
     return out
+}
+
+/// `key` as X25519 uses it: low 3 bits of the first byte cleared, top bit cleared, bit 254 set.
+func clamped(_ key: Key) -> Key {
+    var b = key.bytes
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return try! Key(bytes: b)
 }
 
 private func nonZero(_ key: Key?) -> Key? {

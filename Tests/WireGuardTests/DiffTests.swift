@@ -141,6 +141,16 @@ import WireMeshCrypto
         #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k)])).isEmpty)
     }
 
+    @Test func privateKeysCompareClampedLikeTheDeviceStoresThem() {
+        // 0x01-filled is not clamped; a device reports it as clamped(0x01…).
+        var reported = [UInt8](repeating: 1, count: 32)
+        reported[0] = 0
+        reported[31] = 0x41
+        let actual = Device(name: "w", privateKey: try! Key(bytes: reported))
+        #expect(diff(actual: actual, desired: Device(name: "w", privateKey: fixedKey(1))).isEmpty)
+        #expect(diff(actual: actual, desired: Device(name: "w", privateKey: fixedKey(2))) == DeviceConfig(privateKey: fixedKey(2)))
+    }
+
     @Test func deviceFieldsOnlyWhenDifferent() {
         let actual = Device(name: "w", privateKey: fixedKey(1), listenPort: 4321, fwmark: 7)
         // Unset private key and port 0 keep what the device has; fwmark is applied as given.
