@@ -91,7 +91,8 @@ public enum UAPI {
                 return n
             }
             func key32() throws -> Key {
-                do { return try Key(hex: text()) } catch { throw bad() }
+                guard let k = TextParsing.hexKey(value) else { throw bad() }
+                return k
             }
             let k = String(decoding: key, as: UTF8.self)
             switch k {
@@ -115,13 +116,21 @@ public enum UAPI {
                 peer!.presharedKey = psk.isZero ? nil : psk
             case "endpoint":
                 guard peer != nil else { throw bad() }
-                do { peer!.endpoint = try Endpoint(text()) } catch { throw bad() }
+                if let e = TextParsing.endpoint(value) {
+                    peer!.endpoint = e
+                } else {
+                    do { peer!.endpoint = try Endpoint(text()) } catch { throw bad() }
+                }
             case "persistent_keepalive_interval":
                 guard peer != nil else { throw bad() }
                 peer!.persistentKeepaliveInterval = try number(UInt16.self)
             case "allowed_ip":
                 guard peer != nil else { throw bad() }
-                do { peer!.allowedIPs.append(try IPPrefix(text())) } catch { throw bad() }
+                if let p = TextParsing.prefix(value) {
+                    peer!.allowedIPs.append(p)
+                } else {
+                    do { peer!.allowedIPs.append(try IPPrefix(text())) } catch { throw bad() }
+                }
             case "last_handshake_time_sec":
                 guard peer != nil else { throw bad() }
                 handshakeSeconds = try number(Int64.self)
