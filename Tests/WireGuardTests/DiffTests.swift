@@ -106,6 +106,17 @@ import WireMeshCrypto
             publicKey: ks[1], replaceAllowedIPs: true, allowedIPs: [prefix("10.0.1.0/24"), prefix("10.200.0.0/16")])]))
     }
 
+    @Test func peersWithManyAllowedIPsUseTheSameRules() {
+        let k = fixedKey(2)
+        let many = (0..<40).map { prefix("10.\($0).0.0/16") }
+        let actual = Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many)])
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many.reversed())])).isEmpty)
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many + [prefix("10.99.0.0/16")])]))
+                == DeviceConfig(peers: [PeerConfig(publicKey: k, allowedIPs: [prefix("10.99.0.0/16")])]))
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: Array(many.dropFirst()))]))
+                == DeviceConfig(peers: [PeerConfig(publicKey: k, replaceAllowedIPs: true, allowedIPs: Array(many.dropFirst()))]))
+    }
+
     @Test func removingEveryAllowedIPReplacesWithNothing() {
         let k = fixedKey(2)
         let actual = Device(name: "wg0", peers: [Peer(publicKey: k, allowedIPs: [prefix("10.0.0.0/24")])])
