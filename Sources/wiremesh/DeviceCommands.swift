@@ -66,7 +66,10 @@ struct DeviceSet: ParsableCommand {
         discussion: """
             FILE uses the 'wg' format: [Interface] PrivateKey/ListenPort/FwMark and [Peer] PublicKey/
             PresharedKey/Endpoint/AllowedIPs/PersistentKeepalive. Peers not in FILE are removed; what
-            already matches is not touched. A bad FILE leaves the device untouched (exit 2).
+            already matches is not touched. FILE is the whole desired state, except that a missing
+            PrivateKey, a ListenPort of 0 (or none) and a peer without Endpoint keep what the device
+            has; a missing PresharedKey or PersistentKeepalive turns it off.
+            A bad FILE leaves the device untouched (exit 2); a missing or refusing device exits 1.
             """)
 
     @Argument(help: "The WireGuard interface, e.g. wg0.")
