@@ -9,6 +9,7 @@ struct WireMesh: AsyncParsableCommand {
         subcommands: [
             GenKey.self, PubKey.self, GenPSK.self,
             DeviceCommand.self,
+            LinkCommand.self, RouteCommand.self,
         ]
     )
 }
