@@ -60,13 +60,21 @@ public final class NetlinkMessageBuilder {
     }
 
     /// Appends a u8 attribute.
-    @discardableResult public func putU8(_ type: UInt16, _ v: UInt8) -> Bool { mnl_attr_put_u8_check(header, capacity, type, v) }
+    @discardableResult public func putU8(_ type: UInt16, _ v: UInt8) -> Bool {
+        mnl_attr_put_u8_check(header, capacity, type, v)
+    }
     /// Appends a u16 attribute (host order).
-    @discardableResult public func putU16(_ type: UInt16, _ v: UInt16) -> Bool { mnl_attr_put_u16_check(header, capacity, type, v) }
+    @discardableResult public func putU16(_ type: UInt16, _ v: UInt16) -> Bool {
+        mnl_attr_put_u16_check(header, capacity, type, v)
+    }
     /// Appends a u32 attribute (host order).
-    @discardableResult public func putU32(_ type: UInt16, _ v: UInt32) -> Bool { mnl_attr_put_u32_check(header, capacity, type, v) }
+    @discardableResult public func putU32(_ type: UInt16, _ v: UInt32) -> Bool {
+        mnl_attr_put_u32_check(header, capacity, type, v)
+    }
     /// Appends a u64 attribute (host order).
-    @discardableResult public func putU64(_ type: UInt16, _ v: UInt64) -> Bool { mnl_attr_put_u64_check(header, capacity, type, v) }
+    @discardableResult public func putU64(_ type: UInt16, _ v: UInt64) -> Bool {
+        mnl_attr_put_u64_check(header, capacity, type, v)
+    }
 
     /// Appends a NUL-terminated string attribute (mnl_attr_put_strz_check).
     @discardableResult
@@ -142,8 +150,10 @@ public struct NetlinkAttribute {
 
     /// Visits every well-formed attribute in `region` in order (mnl_attr_ok / mnl_attr_next);
     /// stops at the first truncated one.
-    public static func forEach(in region: UnsafeRawBufferPointer,
-                               _ body: (NetlinkAttribute) throws -> Void) rethrows {
+    public static func forEach(
+        in region: UnsafeRawBufferPointer,
+        _ body: (NetlinkAttribute) throws -> Void
+    ) rethrows {
         guard let base = region.baseAddress, region.count > 0 else { return }
         var attr = base.assumingMemoryBound(to: nlattr.self)
         var rest = region.count
@@ -152,8 +162,10 @@ public struct NetlinkAttribute {
             let len = Int(attr.pointee.nla_len)
             let raw = attr.pointee.nla_type
             let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(attr) + hdr, count: len - hdr)
-            try body(NetlinkAttribute(type: raw & wm_nla_type_mask(), isNested: raw & wm_nla_f_nested() != 0,
-                                      payload: payload))
+            try body(
+                NetlinkAttribute(
+                    type: raw & wm_nla_type_mask(), isNested: raw & wm_nla_f_nested() != 0,
+                    payload: payload))
             rest -= Int(wm_mnl_align(len))
             attr = UnsafePointer(mnl_attr_next(attr)!)
         }
@@ -191,8 +203,10 @@ public struct NetlinkMessageView {
     }
 
     /// Visits the attributes following a family header of `extraHeaderSize` bytes (aligned).
-    public func forEachAttribute(afterExtraHeader extraHeaderSize: Int,
-                                 _ body: (NetlinkAttribute) throws -> Void) rethrows {
+    public func forEachAttribute(
+        afterExtraHeader extraHeaderSize: Int,
+        _ body: (NetlinkAttribute) throws -> Void
+    ) rethrows {
         let start = Int(wm_mnl_align(extraHeaderSize))
         guard payload.count >= start else { return }
         try NetlinkAttribute.forEach(in: UnsafeRawBufferPointer(rebasing: payload[start...]), body)

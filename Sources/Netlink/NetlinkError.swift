@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A netlink failure, phrased for an operator: what was attempted, the errno, and the kernel's own

@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The netlink bus a socket talks to.
@@ -91,12 +91,12 @@ public final class NetlinkSocket {
         while true {
             do {
                 return try exchange(message, operation: operation, collect: true)
-            } catch DumpInterrupted.interrupted(let seq) {
+            } catch DumpInterrupted.interrupted {
                 attempts += 1
-                try drain(sequence: seq, operation: operation)
                 if attempts >= 8 {
-                    throw NetlinkError.kernel(operation: operation, errno: EINTR,
-                                              message: "dump kept changing while it was read; retry later")
+                    throw NetlinkError.kernel(
+                        operation: operation, errno: EINTR,
+                        message: "dump kept changing while it was read; retry later")
                 }
             }
         }
@@ -126,34 +126,29 @@ public final class NetlinkSocket {
 
     private func exchange(_ message: [UInt8], operation: String, collect: Bool) throws -> [[UInt8]] {
         let seq = try send(message, operation: operation)
-        let context = ReceiveContext(collect: collect)
-        let data = Unmanaged.passUnretained(context).toOpaque()
-        return try withExtendedLifetime(context) {
-            while true {
-                let n = mnl_socket_recvfrom(nl, receiveBuffer, Self.receiveCapacity)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw NetlinkError.system(call: "recvfrom (\(operation))", errno: errno)
+        let collector = NetlinkReplyCollector(sequence: seq, portID: portID, operation: operation, collect: collect)
+        while true {
+            let n = mnl_socket_recvfrom(nl, receiveBuffer, Self.receiveCapacity)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw NetlinkError.system(call: "recvfrom (\(operation))", errno: errno)
+            }
+            let buffer = UnsafeRawBufferPointer(start: receiveBuffer, count: n)
+            switch try collector.consume(buffer) {
+            case .needMore: continue
+            case .complete: return collector.messages
+            case .interrupted:
+                // The rest of the dump may still be on its way; read it off unless this very
+                // buffer already ended it, so the retry starts on a clean socket.
+                if !NetlinkReplyCollector.endsReply(buffer, sequence: seq) {
+                    try drain(sequence: seq, operation: operation)
                 }
-                var callbacks = Self.controlCallbacks
-                let ret = callbacks.withUnsafeMutableBufferPointer { ctl in
-                    mnl_cb_run2(receiveBuffer, n, seq, portID, Self.dataCallback, data,
-                                ctl.baseAddress, UInt32(ctl.count))
-                }
-                if ret == wm_mnl_cb_error() {
-                    let e = errno
-                    if let failure = context.failure {
-                        throw NetlinkError.kernel(operation: operation, errno: failure.errno, message: failure.message)
-                    }
-                    if e == EINTR { throw DumpInterrupted.interrupted(seq) }
-                    throw NetlinkError.system(call: "recvfrom (\(operation))", errno: e)
-                }
-                if ret == wm_mnl_cb_stop() { return context.messages }
+                throw DumpInterrupted.interrupted(seq)
             }
         }
     }
 
-    /// Reads and drops what is left of an interrupted dump, so the retry starts on a clean socket.
+    /// Reads and drops what is left of an interrupted dump.
     private func drain(sequence seq: UInt32, operation: String) throws {
         while true {
             let n = mnl_socket_recvfrom(nl, receiveBuffer, Self.receiveCapacity)
@@ -161,64 +156,11 @@ public final class NetlinkSocket {
                 if errno == EINTR { continue }
                 throw NetlinkError.system(call: "recvfrom (\(operation))", errno: errno)
             }
-            var rest = Int32(n)
-            var nlh = UnsafePointer(receiveBuffer.assumingMemoryBound(to: nlmsghdr.self))
-            while mnl_nlmsg_ok(nlh, rest) {
-                let t = Int32(nlh.pointee.nlmsg_type)
-                if nlh.pointee.nlmsg_seq == seq && (t == NLMSG_DONE || t == NLMSG_ERROR) { return }
-                nlh = UnsafePointer(mnl_nlmsg_next(nlh, &rest))
+            if NetlinkReplyCollector.endsReply(UnsafeRawBufferPointer(start: receiveBuffer, count: n), sequence: seq) {
+                return
             }
         }
     }
-
-    private final class ReceiveContext {
-        let collect: Bool
-        var messages: [[UInt8]] = []
-        var failure: (errno: Int32, message: String?)?
-        init(collect: Bool) { self.collect = collect }
-    }
-
-    private static let dataCallback: mnl_cb_t = { nlh, data in
-        let context = Unmanaged<ReceiveContext>.fromOpaque(data!).takeUnretainedValue()
-        if context.collect, let nlh {
-            context.messages.append(Array(UnsafeRawBufferPointer(start: nlh, count: Int(nlh.pointee.nlmsg_len))))
-        }
-        return wm_mnl_cb_ok()
-    }
-
-    /// NLMSG_ERROR: 0 is the ACK (stop), anything else is kept with its extended-ACK text.
-    private static let errorCallback: mnl_cb_t = { nlh, data in
-        let context = Unmanaged<ReceiveContext>.fromOpaque(data!).takeUnretainedValue()
-        guard let nlh, let view = NetlinkMessageView(UnsafeRawBufferPointer(start: nlh, count: Int(nlh.pointee.nlmsg_len))),
-              let parsed = parseNetlinkError(view) else {
-            context.failure = (EBADMSG, "truncated NLMSG_ERROR")
-            return wm_mnl_cb_error()
-        }
-        if parsed.errno == 0 { return wm_mnl_cb_stop() }
-        context.failure = parsed
-        return wm_mnl_cb_error()
-    }
-
-    /// NLMSG_DONE: ends a dump; a negative code in it is an error that happened mid-dump.
-    private static let doneCallback: mnl_cb_t = { nlh, data in
-        let context = Unmanaged<ReceiveContext>.fromOpaque(data!).takeUnretainedValue()
-        if let nlh, let view = NetlinkMessageView(UnsafeRawBufferPointer(start: nlh, count: Int(nlh.pointee.nlmsg_len))),
-           view.payload.count >= 4 {
-            let code = view.payload.loadUnaligned(as: Int32.self)
-            if code < 0 {
-                context.failure = (-code, extendedAckMessage(view, tlvOffset: 4))
-                return wm_mnl_cb_error()
-            }
-        }
-        return wm_mnl_cb_stop()
-    }
-
-    private static let controlCallbacks: [mnl_cb_t?] = {
-        var table = [mnl_cb_t?](repeating: nil, count: Int(NLMSG_MIN_TYPE))
-        table[Int(NLMSG_ERROR)] = errorCallback
-        table[Int(NLMSG_DONE)] = doneCallback
-        return table
-    }()
 }
 
 /// Decodes an NLMSG_ERROR message: the positive errno (0 for an ACK) and the kernel's
@@ -228,7 +170,8 @@ public func parseNetlinkError(_ view: NetlinkMessageView) -> (errno: Int32, mess
     guard view.type == UInt16(NLMSG_ERROR), view.payload.count >= 4 + inner else { return nil }
     let code = view.payload.loadUnaligned(as: Int32.self)
     // The echoed request is capped to its header when NETLINK_CAP_ACK is on.
-    let echoed = view.flags & UInt16(NLM_F_CAPPED) != 0
+    let echoed =
+        view.flags & UInt16(NLM_F_CAPPED) != 0
         ? inner : Int(view.payload.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
     return (-code, extendedAckMessage(view, tlvOffset: 4 + echoed))
 }

@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs `body` on a dedicated thread that first joins the network namespace at `path` (setns(2)),
@@ -12,11 +12,13 @@ public func runInNetworkNamespace<T>(path: String, _ body: () throws -> T) throw
         let job = NamespaceJob<T>(path: path, body: body)
         let unmanaged = Unmanaged.passRetained(job)
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let job = Unmanaged<NamespaceJobBase>.fromOpaque(raw!).takeRetainedValue()
-            job.run()
-            return nil
-        }, unmanaged.toOpaque())
+        let rc = pthread_create(
+            &thread, nil,
+            { raw in
+                let job = Unmanaged<NamespaceJobBase>.fromOpaque(raw!).takeRetainedValue()
+                job.run()
+                return nil
+            }, unmanaged.toOpaque())
         guard rc == 0 else {
             unmanaged.release()
             throw NetlinkError.system(call: "pthread_create", errno: rc)

@@ -2,7 +2,7 @@ import CMnl
 import IPNetwork
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The route protocol number (rtm_protocol) wiremesh stamps on every route it installs, so it only
@@ -12,14 +12,18 @@ public let WireMeshRouteProtocol: UInt8 = 87
 
 /// A network interface as rtnetlink reports it.
 public struct LinkInfo: Sendable, Equatable {
+    /// ifindex.
     public var index: Int32
+    /// Interface name.
     public var name: String
+    /// MTU in bytes.
     public var mtu: UInt32
     /// IFF_UP (administratively up).
     public var isUp: Bool
     /// IFLA_INFO_KIND ("wireguard", "veth", …); nil for devices without one (lo, TUN shows "tun").
     public var kind: String?
 
+    /// Describes one interface.
     public init(index: Int32, name: String, mtu: UInt32, isUp: Bool, kind: String?) {
         self.index = index
         self.name = name
@@ -31,10 +35,12 @@ public struct LinkInfo: Sendable, Equatable {
 
 /// An address assigned to an interface.
 public struct InterfaceAddress: Sendable, Hashable {
+    /// ifindex of the interface holding the address.
     public var interfaceIndex: Int32
     /// The address with the prefix length of its subnet, e.g. 10.0.0.1/24.
     public var prefix: IPPrefix
 
+    /// An address on interface `interfaceIndex`.
     public init(interfaceIndex: Int32, prefix: IPPrefix) {
         self.interfaceIndex = interfaceIndex
         self.prefix = prefix
@@ -43,10 +49,13 @@ public struct InterfaceAddress: Sendable, Hashable {
 
 /// rtm_type values wiremesh uses.
 public enum RouteType: UInt8, Sendable {
+    /// Forward out of an interface or via a gateway.
     case unicast = 1
+    /// Drop silently.
     case blackhole = 6
     /// Fail closed: packets to a missing peer get ICMP unreachable instead of leaking.
     case unreachable = 7
+    /// Drop with ICMP administratively prohibited.
     case prohibit = 8
 }
 
@@ -56,19 +65,25 @@ public struct Route: Sendable, Hashable, CustomStringConvertible {
     public var destination: IPPrefix
     /// Output interface (RTA_OIF); nil for unreachable/blackhole routes.
     public var interfaceIndex: Int32?
+    /// Next hop (RTA_GATEWAY); nil for a device route.
     public var gateway: IPAddress?
     /// Routing table; 254 is `main`.
     public var table: UInt32
+    /// Unicast, or a fail-closed type (unreachable, blackhole, prohibit).
     public var type: RouteType
     /// RTA_PRIORITY, nil for the kernel default (0).
     public var metric: UInt32?
+    /// Source address for locally generated packets (RTA_PREFSRC).
     public var preferredSource: IPAddress?
     /// rtm_protocol; `WireMeshRouteProtocol` unless read back from someone else's route.
     public var routeProtocol: UInt8
 
-    public init(destination: IPPrefix, interfaceIndex: Int32? = nil, gateway: IPAddress? = nil,
-                table: UInt32 = 254, type: RouteType = .unicast, metric: UInt32? = nil,
-                preferredSource: IPAddress? = nil, routeProtocol: UInt8 = WireMeshRouteProtocol) {
+    /// A route; defaults: main table, unicast, tagged `WireMeshRouteProtocol`.
+    public init(
+        destination: IPPrefix, interfaceIndex: Int32? = nil, gateway: IPAddress? = nil,
+        table: UInt32 = 254, type: RouteType = .unicast, metric: UInt32? = nil,
+        preferredSource: IPAddress? = nil, routeProtocol: UInt8 = WireMeshRouteProtocol
+    ) {
         self.destination = destination
         self.interfaceIndex = interfaceIndex
         self.gateway = gateway
@@ -93,8 +108,10 @@ public struct Route: Sendable, Hashable, CustomStringConvertible {
 public enum RouteMessages {
     static let requestAck = UInt16(NLM_F_REQUEST | NLM_F_ACK)
 
-    private static func linkMessage(type: Int, flags: UInt16, index: Int32 = 0,
-                                    up: Bool? = nil) -> NetlinkMessageBuilder {
+    private static func linkMessage(
+        type: Int, flags: UInt16, index: Int32 = 0,
+        up: Bool? = nil
+    ) -> NetlinkMessageBuilder {
         let b = NetlinkMessageBuilder(type: UInt16(type), flags: flags)
         var ifi = ifinfomsg()
         ifi.ifi_family = UInt8(AF_UNSPEC)
@@ -181,7 +198,8 @@ public enum RouteMessages {
 
     /// RTM_NEWROUTE / RTM_DELROUTE for `route`.
     public static func route(_ operation: RouteOperation, _ route: Route) -> [UInt8] {
-        let type: Int, flags: UInt16
+        let type: Int
+        let flags: UInt16
         switch operation {
         case .add: (type, flags) = (RTM_NEWROUTE, requestAck | UInt16(NLM_F_CREATE | NLM_F_EXCL))
         case .replace: (type, flags) = (RTM_NEWROUTE, requestAck | UInt16(NLM_F_CREATE | NLM_F_REPLACE))
@@ -226,9 +244,11 @@ public enum RouteMessages {
     public static func parseLink(_ message: [UInt8]) -> LinkInfo? {
         message.withUnsafeBytes { raw -> LinkInfo? in
             guard let view = NetlinkMessageView(raw), view.type == UInt16(RTM_NEWLINK),
-                  let ifi = view.extraHeader(as: ifinfomsg.self) else { return nil }
-            var info = LinkInfo(index: ifi.ifi_index, name: "", mtu: 0,
-                                isUp: ifi.ifi_flags & UInt32(IFF_UP) != 0, kind: nil)
+                let ifi = view.extraHeader(as: ifinfomsg.self)
+            else { return nil }
+            var info = LinkInfo(
+                index: ifi.ifi_index, name: "", mtu: 0,
+                isUp: ifi.ifi_flags & UInt32(IFF_UP) != 0, kind: nil)
             view.forEachAttribute(afterExtraHeader: MemoryLayout<ifinfomsg>.size) { attr in
                 switch Int(attr.type) {
                 case IFLA_IFNAME: info.name = attr.string
@@ -248,8 +268,10 @@ public enum RouteMessages {
     public static func parseAddress(_ message: [UInt8]) -> InterfaceAddress? {
         message.withUnsafeBytes { raw -> InterfaceAddress? in
             guard let view = NetlinkMessageView(raw), view.type == UInt16(RTM_NEWADDR),
-                  let ifa = view.extraHeader(as: ifaddrmsg.self) else { return nil }
-            var local: IPAddress?, address: IPAddress?
+                let ifa = view.extraHeader(as: ifaddrmsg.self)
+            else { return nil }
+            var local: IPAddress?
+            var address: IPAddress?
             view.forEachAttribute(afterExtraHeader: MemoryLayout<ifaddrmsg>.size) { attr in
                 switch Int(attr.type) {
                 case IFA_LOCAL: local = IPAddress(bytes: attr.payload)
@@ -259,7 +281,8 @@ public enum RouteMessages {
             }
             // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
             guard let a = local ?? address,
-                  let prefix = try? IPPrefix(address: a, length: Int(ifa.ifa_prefixlen)) else { return nil }
+                let prefix = try? IPPrefix(address: a, length: Int(ifa.ifa_prefixlen))
+            else { return nil }
             return InterfaceAddress(interfaceIndex: Int32(bitPattern: ifa.ifa_index), prefix: prefix)
         }
     }
@@ -268,10 +291,15 @@ public enum RouteMessages {
     public static func parseRoute(_ message: [UInt8]) -> Route? {
         message.withUnsafeBytes { raw -> Route? in
             guard let view = NetlinkMessageView(raw), view.type == UInt16(RTM_NEWROUTE),
-                  let rtm = view.extraHeader(as: rtmsg.self),
-                  Int32(rtm.rtm_family) == AF_INET || Int32(rtm.rtm_family) == AF_INET6 else { return nil }
-            var dst: IPAddress?, oif: Int32?, gw: IPAddress?, table = UInt32(rtm.rtm_table)
-            var metric: UInt32?, src: IPAddress?
+                let rtm = view.extraHeader(as: rtmsg.self),
+                Int32(rtm.rtm_family) == AF_INET || Int32(rtm.rtm_family) == AF_INET6
+            else { return nil }
+            var dst: IPAddress?
+            var oif: Int32?
+            var gw: IPAddress?
+            var table = UInt32(rtm.rtm_table)
+            var metric: UInt32?
+            var src: IPAddress?
             view.forEachAttribute(afterExtraHeader: MemoryLayout<rtmsg>.size) { attr in
                 switch UInt32(attr.type) {
                 case RTA_DST.rawValue: dst = IPAddress(bytes: attr.payload)
@@ -285,9 +313,10 @@ public enum RouteMessages {
             }
             let zero: IPAddress = Int32(rtm.rtm_family) == AF_INET ? .v4(0) : .v6(0, 0)
             guard let prefix = try? IPPrefix(address: dst ?? zero, length: Int(rtm.rtm_dst_len)) else { return nil }
-            return Route(destination: prefix, interfaceIndex: oif, gateway: gw, table: table,
-                         type: RouteType(rawValue: rtm.rtm_type) ?? .unicast, metric: metric,
-                         preferredSource: src, routeProtocol: rtm.rtm_protocol)
+            return Route(
+                destination: prefix, interfaceIndex: oif, gateway: gw, table: table,
+                type: RouteType(rawValue: rtm.rtm_type) ?? .unicast, metric: metric,
+                preferredSource: src, routeProtocol: rtm.rtm_protocol)
         }
     }
 }
@@ -309,8 +338,11 @@ public final class RouteNetlink {
     /// Checks an interface name the way the kernel will (1–15 bytes, no '/', ':' or whitespace), so
     /// bad input fails before anything is sent.
     public static func validateInterfaceName(_ name: String) throws {
-        let ok = !name.isEmpty && name.utf8.count < Int(IF_NAMESIZE) && name != "." && name != ".."
-            && !name.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 32 || $0 >= 127 })
+        let ok =
+            !name.isEmpty && name.utf8.count < Int(IF_NAMESIZE) && name != "." && name != ".."
+            && !name.utf8.contains(where: {
+                $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 32 || $0 >= 127
+            })
         if !ok { throw NetlinkInputError.invalidInterfaceName(name) }
     }
 
@@ -318,8 +350,9 @@ public final class RouteNetlink {
     /// EOPNOTSUPP ("Unknown device type") if the kernel lacks that kind.
     public func createLink(name: String, kind: String, mtu: UInt32? = nil) throws {
         try Self.validateInterfaceName(name)
-        try socket.request(RouteMessages.newLink(name: name, kind: kind, mtu: mtu),
-                           operation: "creating \(kind) interface '\(name)'")
+        try socket.request(
+            RouteMessages.newLink(name: name, kind: kind, mtu: mtu),
+            operation: "creating \(kind) interface '\(name)'")
     }
 
     /// Deletes interface `name`.
@@ -333,7 +366,8 @@ public final class RouteNetlink {
         try Self.validateInterfaceName(name)
         let replies: [[UInt8]]
         do {
-            replies = try socket.transact(RouteMessages.getLink(name: name), operation: "looking up interface '\(name)'")
+            replies = try socket.transact(
+                RouteMessages.getLink(name: name), operation: "looking up interface '\(name)'")
         } catch let e as NetlinkError where e.errno == ENODEV {
             throw NetlinkError.noSuchInterface(name)
         }
@@ -356,22 +390,25 @@ public final class RouteNetlink {
     /// Changes MTU and/or up/down state of interface `name`; nil leaves that property alone.
     public func setLink(name: String, mtu: UInt32? = nil, up: Bool? = nil) throws {
         let index = try interfaceIndex(named: name)
-        try socket.request(RouteMessages.setLink(index: index, mtu: mtu, up: up),
-                           operation: "changing interface '\(name)'")
+        try socket.request(
+            RouteMessages.setLink(index: index, mtu: mtu, up: up),
+            operation: "changing interface '\(name)'")
     }
 
     /// Assigns `prefix` (address/subnet length) to interface `name`; assigning it again is harmless.
     public func addAddress(_ prefix: IPPrefix, interface name: String) throws {
         let index = try interfaceIndex(named: name)
-        try socket.request(RouteMessages.address(add: true, index: index, prefix: prefix),
-                           operation: "adding address \(prefix) to '\(name)'")
+        try socket.request(
+            RouteMessages.address(add: true, index: index, prefix: prefix),
+            operation: "adding address \(prefix) to '\(name)'")
     }
 
     /// Removes `prefix` from interface `name`.
     public func deleteAddress(_ prefix: IPPrefix, interface name: String) throws {
         let index = try interfaceIndex(named: name)
-        try socket.request(RouteMessages.address(add: false, index: index, prefix: prefix),
-                           operation: "removing address \(prefix) from '\(name)'")
+        try socket.request(
+            RouteMessages.address(add: false, index: index, prefix: prefix),
+            operation: "removing address \(prefix) from '\(name)'")
     }
 
     /// Addresses of interface `name` (both families), in kernel order.

@@ -2,7 +2,7 @@ import Netlink
 import WireGuard
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Kernel WireGuard over generic netlink (the `wireguard` family), through this project's own
@@ -50,8 +50,9 @@ public final class KernelBackend: WireGuardBackend {
         try validate(name)
         let socket = try mapped(name) { try Self.openSocket(networkNamespacePath) }
         let replies = try mapped(name) {
-            try socket.dump(WireGuardNetlinkCodec.getDeviceRequest(family: familyID, device: name),
-                            operation: "reading WireGuard device '\(name)'")
+            try socket.dump(
+                WireGuardNetlinkCodec.getDeviceRequest(family: familyID, device: name),
+                operation: "reading WireGuard device '\(name)'")
         }
         var device = try WireGuardNetlinkCodec.decodeDevice(replies)
         if device.name.isEmpty { device.name = name }

@@ -5,7 +5,7 @@ import WireGuard
 import WireMeshCrypto
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Pure encoder/decoder for the kernel's `wireguard` generic netlink family (uapi/linux/wireguard.h).
@@ -28,8 +28,10 @@ public enum WireGuardNetlinkCodec {
 
     /// The WG_CMD_SET_DEVICE messages applying `config` to device `name`, in sending order.
     /// Always at least one message (an empty config still checks the device exists).
-    public static func setDeviceMessages(family: UInt16, device name: String, config: DeviceConfig,
-                                         maxMessageSize: Int = maxMessageSize) -> [[UInt8]] {
+    public static func setDeviceMessages(
+        family: UInt16, device name: String, config: DeviceConfig,
+        maxMessageSize: Int = maxMessageSize
+    ) -> [[UInt8]] {
         var messages: [[UInt8]] = []
         let peers = config.peers
         var peerIndex = 0
@@ -38,9 +40,10 @@ public enum WireGuardNetlinkCodec {
         var allowedIndex = 0
         var first = true
         repeat {
-            let b = GenericNetlink.message(family: family, command: UInt8(WG_CMD_SET_DEVICE.rawValue),
-                                           version: familyVersion, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK),
-                                           capacity: maxMessageSize)
+            let b = GenericNetlink.message(
+                family: family, command: UInt8(WG_CMD_SET_DEVICE.rawValue),
+                version: familyVersion, flags: UInt16(NLM_F_REQUEST | NLM_F_ACK),
+                capacity: maxMessageSize)
             b.putString(t(WGDEVICE_A_IFNAME), name)
             if first {
                 if let key = config.privateKey { key.withUnsafeBytes { b.put(t(WGDEVICE_A_PRIVATE_KEY), $0) } }
@@ -138,8 +141,9 @@ public enum WireGuardNetlinkCodec {
 
     /// The WG_CMD_GET_DEVICE dump request for device `name`.
     public static func getDeviceRequest(family: UInt16, device name: String) -> [UInt8] {
-        let b = GenericNetlink.message(family: family, command: UInt8(WG_CMD_GET_DEVICE.rawValue),
-                                       version: familyVersion, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP))
+        let b = GenericNetlink.message(
+            family: family, command: UInt8(WG_CMD_GET_DEVICE.rawValue),
+            version: familyVersion, flags: UInt16(NLM_F_REQUEST | NLM_F_DUMP))
         b.putString(t(WGDEVICE_A_IFNAME), name)
         return b.bytes
     }
@@ -152,14 +156,14 @@ public enum WireGuardNetlinkCodec {
         var failure: String?
         for message in messages {
             message.withUnsafeBytes { raw in
-                guard failure == nil, let view = NetlinkMessageView(raw), view.type >= UInt16(NLMSG_MIN_TYPE) else { return }
+                guard failure == nil, let view = NetlinkMessageView(raw), view.type >= UInt16(NLMSG_MIN_TYPE) else {
+                    return
+                }
                 view.forEachAttribute(afterExtraHeader: MemoryLayout<genlmsghdr>.size) { attr in
                     switch attr.type {
                     case t(WGDEVICE_A_IFNAME): device.name = attr.string
-                    case t(WGDEVICE_A_PRIVATE_KEY):
-                        if let k = try? Key(bytes: attr.payload), !k.isZero { device.privateKey = k }
-                    case t(WGDEVICE_A_PUBLIC_KEY):
-                        if let k = try? Key(bytes: attr.payload), !k.isZero { device.publicKey = k }
+                    case t(WGDEVICE_A_PRIVATE_KEY): device.privateKey = nonZeroKey(attr.payload)
+                    case t(WGDEVICE_A_PUBLIC_KEY): device.publicKey = nonZeroKey(attr.payload)
                     case t(WGDEVICE_A_LISTEN_PORT): device.listenPort = attr.u16 ?? 0
                     case t(WGDEVICE_A_FWMARK): device.fwmark = attr.u32 ?? 0
                     case t(WGDEVICE_A_PEERS):
@@ -167,7 +171,8 @@ public enum WireGuardNetlinkCodec {
                             guard failure == nil else { return }
                             do {
                                 let (peer, isContinuation) = try decodePeer(peerAttr)
-                                if let last = device.peers.indices.last, device.peers[last].publicKey == peer.publicKey {
+                                if let last = device.peers.indices.last, device.peers[last].publicKey == peer.publicKey
+                                {
                                     if isContinuation {
                                         device.peers[last].allowedIPs += peer.allowedIPs
                                         return
@@ -207,8 +212,7 @@ public enum WireGuardNetlinkCodec {
             default:
                 onlyKeyAndIPs = false
                 switch a.type {
-                case t(WGPEER_A_PRESHARED_KEY):
-                    if let k = try? Key(bytes: a.payload), !k.isZero { peer.presharedKey = k }
+                case t(WGPEER_A_PRESHARED_KEY): peer.presharedKey = nonZeroKey(a.payload)
                 case t(WGPEER_A_ENDPOINT): peer.endpoint = decodeEndpoint(a.payload)
                 case t(WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL): peer.persistentKeepaliveInterval = a.u16 ?? 0
                 case t(WGPEER_A_LAST_HANDSHAKE_TIME):
@@ -231,11 +235,13 @@ public enum WireGuardNetlinkCodec {
     }
 
     private static func decodeAllowedIP(_ nest: NetlinkAttribute) -> IPPrefix? {
-        var family: UInt16?, address: IPAddress?, cidr: UInt8?
+        var family: UInt16?
+        var address: IPAddress?
+        var cidr: UInt8?
         nest.forEachNested { a in
             switch a.type {
             case t(WGALLOWEDIP_A_FAMILY): family = a.u16
-            case t(WGALLOWEDIP_A_IPADDR): address = IPAddress(bytes: a.payload)
+            case t(WGALLOWEDIP_A_IPADDR): address = loadAddress(a.payload)
             case t(WGALLOWEDIP_A_CIDR_MASK): cidr = a.u8
             default: break
             }
@@ -247,15 +253,37 @@ public enum WireGuardNetlinkCodec {
     private static func decodeEndpoint(_ payload: UnsafeRawBufferPointer) -> Endpoint? {
         guard payload.count >= 2 else { return nil }
         let family = Int32(payload.loadUnaligned(as: sa_family_t.self))
+        let port = UInt16(bigEndian: payload.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
         if family == AF_INET, payload.count == MemoryLayout<sockaddr_in>.size {
-            let sin = payload.loadUnaligned(as: sockaddr_in.self)
-            return Endpoint(address: .v4(UInt32(bigEndian: sin.sin_addr.s_addr)), port: UInt16(bigEndian: sin.sin_port))
+            return loadAddress(UnsafeRawBufferPointer(rebasing: payload[4..<8])).map {
+                Endpoint(address: $0, port: port)
+            }
         }
         if family == AF_INET6, payload.count == MemoryLayout<sockaddr_in6>.size {
-            let sin6 = payload.loadUnaligned(as: sockaddr_in6.self)
-            let addr = withUnsafeBytes(of: sin6.sin6_addr) { IPAddress(bytes: $0) }
-            return addr.map { Endpoint(address: $0, port: UInt16(bigEndian: sin6.sin6_port)) }
+            return loadAddress(UnsafeRawBufferPointer(rebasing: payload[8..<24])).map {
+                Endpoint(address: $0, port: port)
+            }
         }
         return nil
+    }
+
+    /// An IPv4 or IPv6 address from 4 or 16 network-order bytes, without intermediate arrays
+    /// (a 5000-peer dump holds tens of thousands of them).
+    private static func loadAddress(_ p: UnsafeRawBufferPointer) -> IPAddress? {
+        switch p.count {
+        case 4: return .v4(UInt32(bigEndian: p.loadUnaligned(as: UInt32.self)))
+        case 16:
+            return .v6(
+                UInt64(bigEndian: p.loadUnaligned(as: UInt64.self)),
+                UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        default: return nil
+        }
+    }
+
+    /// A key from a 32-byte payload; nil when the size is wrong or every byte is zero (the
+    /// kernel's way of saying "none").
+    private static func nonZeroKey(_ p: UnsafeRawBufferPointer) -> Key? {
+        guard p.count == Key.length, p.contains(where: { $0 != 0 }) else { return nil }
+        return try? Key(bytes: p)
     }
 }

@@ -3,7 +3,7 @@ import IPNetwork
 import Netlink
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // `wiremesh link …` and `wiremesh route …`: thin shells over the Netlink module (rtnetlink).
@@ -69,12 +69,14 @@ struct LinkAdd: ParsableCommand {
         do {
             try rt.createLink(name: iface, kind: "wireguard", mtu: mtu)
         } catch let e as NetlinkError where e.errno == EOPNOTSUPP {
-            throw failure("cannot create WireGuard interface '\(iface)': the kernel has no WireGuard support"
-                + " (\(e.kernelMessage ?? "unknown device type")); load it with 'modprobe wireguard'"
-                + " or use the userspace backend (wireguard-go \(iface))")
+            throw failure(
+                "cannot create WireGuard interface '\(iface)': the kernel has no WireGuard support"
+                    + " (\(e.kernelMessage ?? "unknown device type")); load it with 'modprobe wireguard'"
+                    + " or use the userspace backend (wireguard-go \(iface))")
         } catch let e as NetlinkError where e.errno == EEXIST {
-            throw failure("interface '\(iface)' already exists: delete it with 'wiremesh link del \(iface)'"
-                + " or change it with 'wiremesh link set \(iface)'")
+            throw failure(
+                "interface '\(iface)' already exists: delete it with 'wiremesh link del \(iface)'"
+                    + " or change it with 'wiremesh link set \(iface)'")
         } catch let e as NetlinkError {
             throw failure("\(e)")
         }
@@ -189,8 +191,10 @@ struct RouteList: ParsableCommand {
         }
         if json {
             let items = routes.map { r -> String in
-                var fields = ["\"destination\":\"\(r.destination)\"", "\"type\":\"\(r.type)\"", "\"table\":\(r.table)",
-                              "\"protocol\":\(r.routeProtocol)"]
+                var fields = [
+                    "\"destination\":\"\(r.destination)\"", "\"type\":\"\(r.type)\"", "\"table\":\(r.table)",
+                    "\"protocol\":\(r.routeProtocol)",
+                ]
                 if let i = r.interfaceIndex { fields.append("\"dev\":\(jsonString(names[i] ?? "\(i)"))") }
                 if let g = r.gateway { fields.append("\"gateway\":\"\(g)\"") }
                 if let m = r.metric { fields.append("\"metric\":\(m)") }

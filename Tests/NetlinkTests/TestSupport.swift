@@ -43,9 +43,10 @@ func attributes(of message: [UInt8], extra: Int, isNest: ([UInt16]) -> Bool) -> 
 @discardableResult
 func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: args[0].hasPrefix("/") ? args[0] : "/usr/bin/env")
-    p.arguments = args[0].hasPrefix("/") ? Array(args.dropFirst()) : args
-    let out = Pipe(), err = Pipe()
+    p.executableURL = URL(fileURLWithPath: resolveProgram(args[0]))
+    p.arguments = Array(args.dropFirst())
+    let out = Pipe()
+    let err = Pipe()
     p.standardOutput = out
     p.standardError = err
     try p.run()
@@ -53,6 +54,16 @@ func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// `name` looked up in PATH (minimal VM images have no /usr/bin/env).
+func resolveProgram(_ name: String) -> String {
+    if name.hasPrefix("/") { return name }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+    for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+        return "\(dir)/\(name)"
+    }
+    return "/usr/bin/\(name)"
 }
 
 /// A network namespace with a unique name, removed by `remove()` (call it in a defer).

@@ -57,7 +57,9 @@ private func allowedCount(_ p: AttrNode) -> Int { p.children.first { $0.type == 
 
 /// Checks the chunking rules shared by every SET: size, IFNAME everywhere, device attributes only
 /// first, NLA_F_NESTED on every nest, peer attributes only in a peer's first fragment.
-private func checkChunkingRules(_ messages: [[UInt8]], config: DeviceConfig, sourceLocation: SourceLocation = #_sourceLocation) {
+private func checkChunkingRules(
+    _ messages: [[UInt8]], config: DeviceConfig, sourceLocation: SourceLocation = #_sourceLocation
+) {
     var seenPeers = Set<[UInt8]>()
     var lastKey: [UInt8]?
     for (i, raw) in messages.enumerated() {
@@ -71,7 +73,9 @@ private func checkChunkingRules(_ messages: [[UInt8]], config: DeviceConfig, sou
             #expect(!m.has(t), "device attribute \(t) repeated in message \(i)", sourceLocation: sourceLocation)
         }
         func checkNested(_ n: AttrNode, path: [UInt16]) {
-            if wgNestPaths(path) { #expect(n.nestedFlag, "nest \(path) without NLA_F_NESTED", sourceLocation: sourceLocation) }
+            if wgNestPaths(path) {
+                #expect(n.nestedFlag, "nest \(path) without NLA_F_NESTED", sourceLocation: sourceLocation)
+            }
             for c in n.children { checkNested(c, path: path + [c.type]) }
         }
         for n in m.top { checkNested(n, path: [n.type]) }
@@ -81,8 +85,9 @@ private func checkChunkingRules(_ messages: [[UInt8]], config: DeviceConfig, sou
             if continuation {
                 // Only the peer that was cut at the end of the previous message may continue.
                 #expect(j == 0 && lastKey == k, sourceLocation: sourceLocation)
-                #expect(p.children.allSatisfy { $0.type == 1 || $0.type == 9 || ($0.type == 3 && peerFlags(p) == 4) },
-                        "continuation carries only key, allowed IPs (and UPDATE_ONLY)", sourceLocation: sourceLocation)
+                #expect(
+                    p.children.allSatisfy { $0.type == 1 || $0.type == 9 || ($0.type == 3 && peerFlags(p) == 4) },
+                    "continuation carries only key, allowed IPs (and UPDATE_ONLY)", sourceLocation: sourceLocation)
             }
             seenPeers.insert(k)
             lastKey = k
@@ -105,19 +110,27 @@ private func carriedAllowedIPs(_ messages: [[UInt8]]) -> [[UInt8]: Int] {
 /// Turns SET messages into what a GET dump looks like (same layout, GET command), to check that
 /// the decoder reads back what the encoder wrote.
 private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
-    messages.map { var m = $0; m[16] = UInt8(WG_CMD_GET_DEVICE.rawValue); return m }
+    messages.map {
+        var m = $0
+        m[16] = UInt8(WG_CMD_GET_DEVICE.rawValue)
+        return m
+    }
 }
 
 @Suite struct WireGuardCodecTests {
     @Test func singlePeerSetGolden() throws {
         let config = DeviceConfig(
             privateKey: key(0x01), listenPort: 51820, fwmark: 0x42, replacePeers: true,
-            peers: [PeerConfig(publicKey: key(0x02), presharedKey: key(0x03),
-                               endpoint: try Endpoint("192.0.2.1:51820"), persistentKeepaliveInterval: 25,
-                               replaceAllowedIPs: true, allowedIPs: [try IPPrefix("10.0.0.0/24")])])
+            peers: [
+                PeerConfig(
+                    publicKey: key(0x02), presharedKey: key(0x03),
+                    endpoint: try Endpoint("192.0.2.1:51820"), persistentKeepaliveInterval: 25,
+                    replaceAllowedIPs: true, allowedIPs: [try IPPrefix("10.0.0.0/24")])
+            ])
         let messages = WireGuardNetlinkCodec.setDeviceMessages(family: family, device: "wg0", config: config)
         let k = { (b: String) in String(repeating: b, count: 32) }
-        let expected = bytes("""
+        let expected = bytes(
+            """
             ec000000 1500 0500 00000000 00000000
             01010000
             08000200 77673000
@@ -149,17 +162,18 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
         let m = SetMessage(messages[0])
         #expect(!m.has(3) && !m.has(5) && !m.has(6) && !m.has(7))
         let removed = m.peers[0]
-        #expect(peerFlags(removed) == 1)                           // REMOVE_ME
-        #expect(removed.children.map(\.type) == [1, 3])           // nothing else for a removed peer
+        #expect(peerFlags(removed) == 1)  // REMOVE_ME
+        #expect(removed.children.map(\.type) == [1, 3])  // nothing else for a removed peer
         let v6 = m.peers[1].children.first { $0.type == 4 }!.payload
         #expect(hex(v6) == hex(bytes("0a00ca6c 00000000 20010db8000000000000000000000001 00000000")))
         #expect(peerFlags(m.peers[1]) == nil)
     }
 
     @Test func onePeerWith300AllowedIPsSplitsAcrossMessages() throws {
-        let peer = PeerConfig(publicKey: key(0x09), presharedKey: key(0x0A), endpoint: try Endpoint("192.0.2.9:1"),
-                              persistentKeepaliveInterval: 5, replaceAllowedIPs: true,
-                              allowedIPs: prefixes(300, v6Every: 7))
+        let peer = PeerConfig(
+            publicKey: key(0x09), presharedKey: key(0x0A), endpoint: try Endpoint("192.0.2.9:1"),
+            persistentKeepaliveInterval: 5, replaceAllowedIPs: true,
+            allowedIPs: prefixes(300, v6Every: 7))
         let config = DeviceConfig(privateKey: key(0x08), listenPort: 1, replacePeers: true, peers: [peer])
         let messages = WireGuardNetlinkCodec.setDeviceMessages(family: family, device: "wg7", config: config)
         #expect(messages.count >= 3)
@@ -184,10 +198,13 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
 
     @Test func twoHundredPeersSplitAcrossMessages() throws {
         let peers = (0..<200).map { i in
-            PeerConfig(publicKey: key(index: i), endpoint: Endpoint(address: .v4(0xC000_0200 | UInt32(i)), port: 51820),
-                       persistentKeepaliveInterval: 25,
-                       allowedIPs: [try! IPPrefix(address: .v4(0x0AF4_0000 | UInt32(i) << 8), length: 24),
-                                    try! IPPrefix(address: .v6(0xfd00_0000_0000_0000 | UInt64(i), 0), length: 64)])
+            PeerConfig(
+                publicKey: key(index: i), endpoint: Endpoint(address: .v4(0xC000_0200 | UInt32(i)), port: 51820),
+                persistentKeepaliveInterval: 25,
+                allowedIPs: [
+                    try! IPPrefix(address: .v4(0x0AF4_0000 | UInt32(i) << 8), length: 24),
+                    try! IPPrefix(address: .v6(0xfd00_0000_0000_0000 | UInt64(i), 0), length: 64),
+                ])
         }
         let config = DeviceConfig(privateKey: key(0x01), listenPort: 51820, peers: peers)
         let messages = WireGuardNetlinkCodec.setDeviceMessages(family: family, device: "wg7", config: config)
@@ -205,8 +222,9 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
 
     @Test func thousandPeersTimesThreeAllowedIPsRoundTrip() throws {
         let peers = (0..<1000).map { i in
-            PeerConfig(publicKey: key(index: i), updateOnly: i % 97 == 0, replaceAllowedIPs: true,
-                       allowedIPs: prefixes(3).map { try! IPPrefix(address: $0.address.adding(UInt64(i) << 16), length: 24) })
+            PeerConfig(
+                publicKey: key(index: i), updateOnly: i % 97 == 0, replaceAllowedIPs: true,
+                allowedIPs: prefixes(3).map { try! IPPrefix(address: $0.address.adding(UInt64(i) << 16), length: 24) })
         }
         let config = DeviceConfig(replacePeers: true, peers: peers)
         let messages = WireGuardNetlinkCodec.setDeviceMessages(family: family, device: "wg7", config: config)
@@ -226,19 +244,20 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
     @Test func peerWithManyAllowedIPsAfterOthersContinuesInNextMessage() throws {
         // Small peers fill most of the first message, then a big one must be cut and continued.
         var peers = (0..<20).map { PeerConfig(publicKey: key(index: $0), allowedIPs: prefixes(1)) }
-        peers.append(PeerConfig(publicKey: key(0xEE), presharedKey: .zero, replaceAllowedIPs: true, allowedIPs: prefixes(500)))
+        peers.append(
+            PeerConfig(publicKey: key(0xEE), presharedKey: .zero, replaceAllowedIPs: true, allowedIPs: prefixes(500)))
         peers.append(PeerConfig(publicKey: key(0xEF), allowedIPs: prefixes(2)))
         let config = DeviceConfig(peers: peers)
         let messages = WireGuardNetlinkCodec.setDeviceMessages(family: family, device: "wg7", config: config)
         checkChunkingRules(messages, config: config)
         let first = SetMessage(messages[0]).peers
         #expect(first.count == 21)
-        #expect(peerFlags(first[20]) == 2)                          // REPLACE_ALLOWEDIPS only here
+        #expect(peerFlags(first[20]) == 2)  // REPLACE_ALLOWEDIPS only here
         #expect(allowedCount(first[20]) > 0)
         let decoded = try WireGuardNetlinkCodec.decodeDevice(asDump(messages))
         #expect(decoded.peers.count == 22)
         #expect(decoded.peers[20].allowedIPs.count == 500)
-        #expect(decoded.peers[20].presharedKey == nil)              // zero PSK reads back as none
+        #expect(decoded.peers[20].presharedKey == nil)  // zero PSK reads back as none
         #expect(decoded.peers[21].allowedIPs == prefixes(2))
     }
 
@@ -268,10 +287,10 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
             b.endNest(n)
         }
         let m1 = GenericNetlink.message(family: family, command: 0, version: 1, flags: 2)
-        m1.putU32(1, 12)                                    // IFINDEX
+        m1.putU32(1, 12)  // IFINDEX
         m1.putString(2, "wg0")
-        key(0x11).withUnsafeBytes { _ = m1.put(3, $0) }     // private key
-        key(0x12).withUnsafeBytes { _ = m1.put(4, $0) }     // public key
+        key(0x11).withUnsafeBytes { _ = m1.put(3, $0) }  // private key
+        key(0x12).withUnsafeBytes { _ = m1.put(4, $0) }  // public key
         m1.putU16(6, 51820)
         m1.putU32(7, 0)
         var peers = m1.beginNest(8)!
@@ -280,8 +299,8 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
         m1.put(2, bytes: [UInt8](repeating: 0, count: 32))  // no PSK: all zeros
         m1.put(6, value: (Int64(1_700_000_000), Int64(123)))
         m1.putU16(5, 25)
-        m1.putU64(7, 1000)                                  // rx
-        m1.putU64(8, 2000)                                  // tx
+        m1.putU64(7, 1000)  // rx
+        m1.putU64(8, 2000)  // tx
         m1.putU32(10, 1)
         var sin6 = bytes("0a00ca6c 00000000 20010db8000000000000000000000002 00000000")
         m1.put(4, bytes: sin6)
@@ -324,7 +343,7 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
         let m = GenericNetlink.message(family: family, command: 0, version: 1, flags: 2)
         let peers = m.beginNest(8)!
         let p = m.beginNest(0)!
-        m.putU16(5, 25)                                     // keepalive but no public key
+        m.putU16(5, 25)  // keepalive but no public key
         m.endNest(p)
         m.endNest(peers)
         #expect(throws: WireGuardError.self) { try WireGuardNetlinkCodec.decodeDevice([m.bytes]) }
