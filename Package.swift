@@ -71,6 +71,8 @@ let package = Package(
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
         // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
         .testTarget(name: "KernelE2ETests"),
+        // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
+        .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
     ]
 )

@@ -27,18 +27,19 @@ public final class UserspaceLauncher: @unchecked Sendable {
     /// `timeout` seconds until the UAPI socket answers `get=1`.
     ///
     /// `wrapper` is prepended to the command line (e.g. `["ip", "netns", "exec", "ns1"]` in tests,
-    /// which need the child in another namespace). Throws if the binary cannot be started, exits
+    /// which need the child in another namespace). The child's stdout and stderr go to `logFile`
+    /// (appended) when given, else to this process's. Throws if the binary cannot be started, exits
     /// early, or never answers; the child is killed in those cases.
     public init(interface: String, executable: String = "wireguard-go", wrapper: [String] = [],
                 socketDirectory: String = UserspaceBackend.defaultSocketDirectory,
-                timeout: Double = 10) throws {
+                logFile: String? = nil, timeout: Double = 10) throws {
         guard isValidInterfaceName(interface) else {
             throw UserspaceLaunchError(description: "invalid interface name '\(interface)': 1-15 characters, no '/' or spaces")
         }
         self.interface = interface
         self.backend = UserspaceBackend(socketDirectory: socketDirectory)
         let argv = wrapper + [executable, "-f", interface]
-        pid = try spawn(argv)
+        pid = try spawn(argv, logFile: logFile)
 
         let deadline = monotonicSeconds() + timeout
         while true {
@@ -97,13 +98,21 @@ private final class Mutex: @unchecked Sendable {
     }
 }
 
-/// posix_spawnp(3): starts argv[0] from PATH with the given arguments and this environment.
-private func spawn(_ argv: [String]) throws -> pid_t {
+/// posix_spawnp(3): starts argv[0] from PATH with the given arguments and this environment,
+/// stdout and stderr appended to `logFile` if given.
+private func spawn(_ argv: [String], logFile: String?) throws -> pid_t {
     var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
     cArgs.append(nil)
     defer { for p in cArgs { free(p) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if let logFile {
+        posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
     var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], nil, nil, cArgs, environ)
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environ)
     guard rc == 0 else {
         throw UserspaceLaunchError(description: "cannot start '\(argv[0])': \(String(cString: strerror(rc))); install wireguard-go or give its path")
     }

@@ -47,7 +47,7 @@ import WireMeshCrypto
         #expect(text(UAPI.encodeSet(DeviceConfig())) == "set=1\n\n")
     }
 
-    /// A reply captured from wireguard-go 0.0.20230223 (Debian 12), keys replaced.
+    /// A reply captured from wireguard-go v0.0.20220316 (Debian 12), keys replaced.
     var capturedGet: String {
         """
         private_key=\(h1)
