@@ -22,6 +22,7 @@ struct Options {
     var crashes = 2
     var partitionSeconds: Double = 120
     var steady: Double = 0
+    var only: String?
 }
 
 func usage() -> Never {
@@ -34,6 +35,8 @@ func usage() -> Never {
       --updates         record updates measured per run (default 3)
       --crashes         crashes measured per run (default 2)
       --partition       seconds of the 50/50 partition before the heal (default 120)
+      --only NAME       run only one configuration (wiremesh or memberlist); its table column and
+                        JSON object are then reported for both
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
     """
@@ -76,6 +79,13 @@ func parseOptions() -> Options {
         case "--crashes": o.crashes = Int(number(a))
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
+        case "--only":
+            let v = value(a)
+            guard v == "wiremesh" || v == "memberlist" else {
+                eprint("wiremesh-membership-bench: --only expects wiremesh or memberlist, got '\(v)'\n")
+                usage()
+            }
+            o.only = v
         case "-h", "--help": usage()
         default:
             eprint("wiremesh-membership-bench: unknown option '\(a)'\n")
@@ -182,7 +192,8 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
-    progress("quiet LAN")
+    progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
+             + "out \(format(mean(s.bytesOut))) B/s")
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
     do {
         let network = NetworkModel(loss: 0.10)
@@ -199,7 +210,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         s.lossDuration = elapsed
     }
 
-    progress("10% loss")
+    progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)")
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
     do {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
@@ -219,7 +230,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
-    progress("partition")
+    progress("partition: heal \(s.heal.map { format($0) }) s")
 }
 
 struct Result {
@@ -292,7 +303,9 @@ if options.steady > 0 {
 var results: [(ours: Result, baseline: Result)] = []
 for nodes in options.nodes {
     var pair: [Result] = []
-    for (label, config) in [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)] {
+    var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+    if let only = options.only { configs = configs.filter { $0.0 == only } }
+    for (label, config) in configs {
         var samples = Samples()
         let cpuStart = cpuTime()
         for seed in 1...options.seeds {
@@ -307,7 +320,7 @@ for nodes in options.nodes {
         samples.cpuSeconds = cpuTime() - cpuStart
         pair.append(Result(nodes: nodes, seeds: options.seeds, samples: samples))
     }
-    results.append((pair[0], pair[1]))
+    results.append((pair[0], pair.count > 1 ? pair[1] : pair[0]))
 }
 
 if options.json {

@@ -12,14 +12,18 @@ public let WireMeshRouteProtocol: UInt8 = 87
 
 /// A network interface as rtnetlink reports it.
 public struct LinkInfo: Sendable, Equatable {
+    /// ifindex.
     public var index: Int32
+    /// Interface name.
     public var name: String
+    /// MTU in bytes.
     public var mtu: UInt32
     /// IFF_UP (administratively up).
     public var isUp: Bool
     /// IFLA_INFO_KIND ("wireguard", "veth", …); nil for devices without one (lo, TUN shows "tun").
     public var kind: String?
 
+    /// Describes one interface.
     public init(index: Int32, name: String, mtu: UInt32, isUp: Bool, kind: String?) {
         self.index = index
         self.name = name
@@ -31,10 +35,12 @@ public struct LinkInfo: Sendable, Equatable {
 
 /// An address assigned to an interface.
 public struct InterfaceAddress: Sendable, Hashable {
+    /// ifindex of the interface holding the address.
     public var interfaceIndex: Int32
     /// The address with the prefix length of its subnet, e.g. 10.0.0.1/24.
     public var prefix: IPPrefix
 
+    /// An address on interface `interfaceIndex`.
     public init(interfaceIndex: Int32, prefix: IPPrefix) {
         self.interfaceIndex = interfaceIndex
         self.prefix = prefix
@@ -43,10 +49,13 @@ public struct InterfaceAddress: Sendable, Hashable {
 
 /// rtm_type values wiremesh uses.
 public enum RouteType: UInt8, Sendable {
+    /// Forward out of an interface or via a gateway.
     case unicast = 1
+    /// Drop silently.
     case blackhole = 6
     /// Fail closed: packets to a missing peer get ICMP unreachable instead of leaking.
     case unreachable = 7
+    /// Drop with ICMP administratively prohibited.
     case prohibit = 8
 }
 
@@ -56,16 +65,20 @@ public struct Route: Sendable, Hashable, CustomStringConvertible {
     public var destination: IPPrefix
     /// Output interface (RTA_OIF); nil for unreachable/blackhole routes.
     public var interfaceIndex: Int32?
+    /// Next hop (RTA_GATEWAY); nil for a device route.
     public var gateway: IPAddress?
     /// Routing table; 254 is `main`.
     public var table: UInt32
+    /// Unicast, or a fail-closed type (unreachable, blackhole, prohibit).
     public var type: RouteType
     /// RTA_PRIORITY, nil for the kernel default (0).
     public var metric: UInt32?
+    /// Source address for locally generated packets (RTA_PREFSRC).
     public var preferredSource: IPAddress?
     /// rtm_protocol; `WireMeshRouteProtocol` unless read back from someone else's route.
     public var routeProtocol: UInt8
 
+    /// A route; defaults: main table, unicast, tagged `WireMeshRouteProtocol`.
     public init(
         destination: IPPrefix, interfaceIndex: Int32? = nil, gateway: IPAddress? = nil,
         table: UInt32 = 254, type: RouteType = .unicast, metric: UInt32? = nil,

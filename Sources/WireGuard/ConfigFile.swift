@@ -31,6 +31,12 @@ public enum ConfigFile {
     /// peer no preshared key, no endpoint, keepalive off, no allowed IPs (see `diff` for what those
     /// mean as desired state). Throws `ConfigFileError` for the first bad line.
     public static func parse(_ text: String, deviceName name: String = "") throws -> Device {
+        try parse(bytes: Array(text.utf8), deviceName: name)
+    }
+
+    /// Parses the raw bytes of a file (no String round trip for files of thousands of peers);
+    /// same rules as `parse(_:deviceName:)`.
+    public static func parse(bytes: [UInt8], deviceName name: String = "") throws -> Device {
         var device = Device(name: name)
         var section = Section.none
         var peer: Peer? = nil
@@ -49,7 +55,7 @@ public enum ConfigFile {
         }
 
         var lineNumber = 0
-        var utf8 = Array(text.utf8)
+        var utf8 = bytes
         if utf8.last != UInt8(ascii: "\n") { utf8.append(UInt8(ascii: "\n")) }
         var start = 0
         var cleaned: [UInt8] = []
@@ -65,99 +71,104 @@ public enum ConfigFile {
             }
             start = i + 1
             if cleaned.isEmpty { continue }
-            let line = String(decoding: cleaned, as: UTF8.self)
+            let line = cleaned[...]
 
-            if cleaned.first == UInt8(ascii: "[") {
-                switch line.lowercased() {
-                case "[interface]":
+            if line.first == UInt8(ascii: "[") {
+                if TextParsing.equalsLowercase(line, "[interface]") {
                     try finishPeer()
                     if sawInterface {
                         throw ConfigFileError(line: lineNumber, problem: "second [Interface] section: a file describes one device")
                     }
                     sawInterface = true
                     section = .interface
-                case "[peer]":
+                } else if TextParsing.equalsLowercase(line, "[peer]") {
                     try finishPeer()
                     section = .peer
                     peer = Peer(publicKey: .zero)
                     peerLine = lineNumber
-                default:
-                    throw ConfigFileError(line: lineNumber, problem: "unknown section '\(line)': expected [Interface] or [Peer]")
+                } else {
+                    throw ConfigFileError(line: lineNumber, problem: "unknown section '\(string(line))': expected [Interface] or [Peer]")
                 }
                 continue
             }
 
-            guard let eq = line.firstIndex(of: "=") else {
-                throw ConfigFileError(line: lineNumber, problem: "expected 'Key = Value', got '\(line)'")
+            guard let eq = line.firstIndex(of: UInt8(ascii: "=")) else {
+                throw ConfigFileError(line: lineNumber, problem: "expected 'Key = Value', got '\(string(line))'")
             }
             let key = line[..<eq]
-            let value = String(line[line.index(after: eq)...])
-            let lowerKey = key.lowercased()
+            let value = line[(eq + 1)...]
 
             func fail(_ problem: String) -> ConfigFileError {
-                ConfigFileError(line: lineNumber, problem: "\(key): \(problem)")
+                ConfigFileError(line: lineNumber, problem: "\(string(key)): \(problem)")
+            }
+            /// The fast byte parser, else the String one for the authoritative error.
+            func parsed<T>(_ fast: (ArraySlice<UInt8>) -> T?, _ slow: (String) throws -> T,
+                           _ problem: (String, Error) -> String) throws -> T {
+                if let v = fast(value) { return v }
+                do { return try slow(string(value)) } catch { throw fail(problem(string(value), error)) }
+            }
+            func key32() throws -> Key {
+                try parsed(TextParsing.base64Key, { try Key(base64: $0) }, { _, e in "\(e)" })
             }
 
             switch section {
             case .none:
-                throw ConfigFileError(line: lineNumber, problem: "'\(key)' outside a section: put it under [Interface] or [Peer]")
+                throw ConfigFileError(line: lineNumber, problem: "'\(string(key))' outside a section: put it under [Interface] or [Peer]")
             case .interface:
-                switch lowerKey {
-                case "privatekey":
-                    do { device.privateKey = try Key(base64: value) } catch { throw fail("\(error)") }
+                if TextParsing.equalsLowercase(key, "privatekey") {
+                    device.privateKey = try key32()
                     device.publicKey = device.privateKey?.publicKey()
-                case "listenport":
-                    guard let port = UInt16(value), !value.hasPrefix("+") else {
-                        throw fail("invalid port '\(value)': expected a number 0-65535")
+                } else if TextParsing.equalsLowercase(key, "listenport") {
+                    guard let port = UAPI.parseDecimal(value, as: UInt16.self) else {
+                        throw fail("invalid port '\(string(value))': expected a number 0-65535")
                     }
                     device.listenPort = port
-                case "fwmark":
-                    guard let mark = parseFwMark(value) else {
-                        throw fail("invalid fwmark '\(value)': expected 'off', a number or 0x-hex up to 32 bits")
+                } else if TextParsing.equalsLowercase(key, "fwmark") {
+                    guard let mark = parseFwMark(string(value)) else {
+                        throw fail("invalid fwmark '\(string(value))': expected 'off', a number or 0x-hex up to 32 bits")
                     }
                     device.fwmark = mark
-                default:
-                    throw ConfigFileError(line: lineNumber, problem: "unknown key '\(key)' in [Interface]: expected PrivateKey, ListenPort or FwMark")
+                } else {
+                    throw ConfigFileError(line: lineNumber, problem: "unknown key '\(string(key))' in [Interface]: expected PrivateKey, ListenPort or FwMark")
                 }
             case .peer:
-                switch lowerKey {
-                case "publickey":
-                    let k: Key
-                    do { k = try Key(base64: value) } catch { throw fail("\(error)") }
+                if TextParsing.equalsLowercase(key, "publickey") {
+                    let k = try key32()
                     if !peer!.publicKey.isZero {
                         throw fail("this [Peer] already has a PublicKey (line \(peerLine) starts it)")
                     }
-                    if let first = seen[k] {
-                        throw fail("duplicate peer \(value): already defined at line \(first)")
+                    if let first = seen.updateValue(lineNumber, forKey: k) {
+                        throw fail("duplicate peer \(string(value)): already defined at line \(first)")
                     }
-                    seen[k] = lineNumber
                     peer!.publicKey = k
-                case "presharedkey":
-                    do {
-                        let k = try Key(base64: value)
-                        peer!.presharedKey = k.isZero ? nil : k
-                    } catch { throw fail("\(error)") }
-                case "endpoint":
-                    do { peer!.endpoint = try Endpoint(value) } catch {
-                        throw fail("invalid endpoint '\(value)': expected a literal IPv4 ADDRESS:PORT or [IPv6]:PORT such as 192.0.2.1:51820 or [2001:db8::1]:51820")
-                    }
-                case "allowedips":
-                    for item in value.split(separator: ",", omittingEmptySubsequences: false) {
-                        if item.isEmpty && value.isEmpty { break }  // "AllowedIPs =" means none
-                        do { peer!.allowedIPs.append(try IPPrefix(String(item))) } catch {
-                            throw fail("invalid CIDR '\(item)': expected ADDRESS/LENGTH such as 10.244.1.0/24 or fd00::/64")
+                } else if TextParsing.equalsLowercase(key, "presharedkey") {
+                    let k = try key32()
+                    peer!.presharedKey = k.isZero ? nil : k
+                } else if TextParsing.equalsLowercase(key, "endpoint") {
+                    peer!.endpoint = try parsed(TextParsing.endpoint, { try Endpoint($0) }, { v, _ in
+                        "invalid endpoint '\(v)': expected a literal IPv4 ADDRESS:PORT or [IPv6]:PORT such as 192.0.2.1:51820 or [2001:db8::1]:51820"
+                    })
+                } else if TextParsing.equalsLowercase(key, "allowedips") {
+                    if value.isEmpty { continue }  // "AllowedIPs =" means none
+                    for item in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+                        if let p = TextParsing.prefix(item) {
+                            peer!.allowedIPs.append(p)
+                            continue
+                        }
+                        do { peer!.allowedIPs.append(try IPPrefix(string(item))) } catch {
+                            throw fail("invalid CIDR '\(string(item))': expected ADDRESS/LENGTH such as 10.244.1.0/24 or fd00::/64")
                         }
                     }
-                case "persistentkeepalive":
-                    if value.lowercased() == "off" {
+                } else if TextParsing.equalsLowercase(key, "persistentkeepalive") {
+                    if TextParsing.equalsLowercase(value, "off") {
                         peer!.persistentKeepaliveInterval = 0
-                    } else if let s = UInt16(value), !value.hasPrefix("+") {
+                    } else if let s = UAPI.parseDecimal(value, as: UInt16.self) {
                         peer!.persistentKeepaliveInterval = s
                     } else {
-                        throw fail("invalid interval '\(value)': expected 'off' or seconds 0-65535")
+                        throw fail("invalid interval '\(string(value))': expected 'off' or seconds 0-65535")
                     }
-                default:
-                    throw ConfigFileError(line: lineNumber, problem: "unknown key '\(key)' in [Peer]: expected PublicKey, PresharedKey, Endpoint, AllowedIPs or PersistentKeepalive")
+                } else {
+                    throw ConfigFileError(line: lineNumber, problem: "unknown key '\(string(key))' in [Peer]: expected PublicKey, PresharedKey, Endpoint, AllowedIPs or PersistentKeepalive")
                 }
             }
         }
@@ -186,6 +197,8 @@ public enum ConfigFile {
     }
 
     private enum Section { case none, interface, peer }
+
+    private static func string(_ bytes: ArraySlice<UInt8>) -> String { String(decoding: bytes, as: UTF8.self) }
 
     /// "off", decimal, or 0x-prefixed hex (what `wg` accepts in practice).
     static func parseFwMark(_ value: String) -> UInt32? {

@@ -23,7 +23,9 @@ import WireMeshCrypto
 public func diff(actual: Device, desired: Device) -> DeviceConfig {
     var config = DeviceConfig()
 
-    if let key = desired.privateKey, actual.privateKey != key {
+    // Devices clamp the private key they are given (RFC 7748), so compare clamped forms: a
+    // file holding an unclamped key must not be re-sent on every apply.
+    if let key = desired.privateKey, actual.privateKey.map(clamped) != clamped(key) {
         config.privateKey = key
     }
     if desired.listenPort != 0, desired.listenPort != actual.listenPort {
@@ -37,19 +39,12 @@ public func diff(actual: Device, desired: Device) -> DeviceConfig {
     actualIndex.reserveCapacity(actual.peers.count)
     for (i, p) in actual.peers.enumerated() { actualIndex[p.publicKey] = i }
 
-    var desiredKeys = Set<Key>()
-    desiredKeys.reserveCapacity(desired.peers.count)
-    for p in desired.peers { desiredKeys.insert(p.publicKey) }
-
-    // Removals first, so a prefix that moves from a removed peer to another one is never
-    // briefly claimed by both.
-    for p in actual.peers where !desiredKeys.contains(p.publicKey) {
-        config.peers.append(PeerConfig(publicKey: p.publicKey, remove: true))
-    }
-
+    // One pass over the desired peers; actual peers never matched are the ones to remove.
+    var matched = [Bool](repeating: false, count: actual.peers.count)
+    var changes: [PeerConfig] = []
     for want in desired.peers {
         guard let i = actualIndex[want.publicKey] else {
-            config.peers.append(PeerConfig(
+            changes.append(PeerConfig(
                 publicKey: want.publicKey,
                 presharedKey: nonZero(want.presharedKey),
                 endpoint: want.endpoint,
@@ -57,10 +52,18 @@ public func diff(actual: Device, desired: Device) -> DeviceConfig {
                 allowedIPs: uniqueNetworks(want.allowedIPs)))
             continue
         }
+        matched[i] = true
         if let change = peerDelta(actual: actual.peers[i], desired: want) {
-            config.peers.append(change)
+            changes.append(change)
         }
     }
+
+    // Removals first, so a prefix that moves from a removed peer to another one is never
+    // briefly claimed by both.
+    for (i, p) in actual.peers.enumerated() where !matched[i] {
+        config.peers.append(PeerConfig(publicKey: p.publicKey, remove: true))
+    }
+    config.peers.append(contentsOf: changes)
     return config
 }
 
@@ -84,15 +87,16 @@ func peerDelta(actual: Peer, desired: Peer) -> PeerConfig? {
     }
 
     let want = uniqueNetworks(desired.allowedIPs)
-    let have = Set(actual.allowedIPs.lazy.map(\.network))
-    let wantSet = Set(want)
-    if wantSet != have {
-        if have.isSubset(of: wantSet) {
-            change.allowedIPs = want.filter { !have.contains($0) }
-        } else {
-            change.replaceAllowedIPs = true
-            change.allowedIPs = want
-        }
+    let have = PrefixLookup(actual.allowedIPs.map(\.network))
+    let wanted = PrefixLookup(want)
+    let added = want.filter { !have.contains($0) }
+    let removedAny = have.items.contains { !wanted.contains($0) }
+    if removedAny {
+        change.replaceAllowedIPs = true
+        change.allowedIPs = want
+        changed = true
+    } else if !added.isEmpty {
+        change.allowedIPs = added
         changed = true
     }
     return changed ? change : nil
@@ -100,15 +104,46 @@ func peerDelta(actual: Peer, desired: Peer) -> PeerConfig? {
 
 /// Masked prefixes in their first-seen order, without duplicates.
 func uniqueNetworks(_ prefixes: [IPPrefix]) -> [IPPrefix] {
-    var seen = Set<IPPrefix>()
-    seen.reserveCapacity(prefixes.count)
     var out: [IPPrefix] = []
     out.reserveCapacity(prefixes.count)
+    if prefixes.count <= PrefixLookup.linearLimit {
+        for p in prefixes {
+            let n = p.network
+            if !out.contains(n) { out.append(n) }
+        }
+        return out
+    }
+    var seen = Set<IPPrefix>()
+    seen.reserveCapacity(prefixes.count)
     for p in prefixes {
         let n = p.network
         if seen.insert(n).inserted { out.append(n) }
     }
     return out
+}
+
+/// Membership test over a peer's prefixes: a linear scan for the usual handful (cheaper than
+/// hashing thousands of tiny sets on a 5000-peer device), a Set beyond that so a peer with
+/// thousands of prefixes stays linear overall.
+struct PrefixLookup {
+    static let linearLimit = 8
+    let items: [IPPrefix]
+    private let set: Set<IPPrefix>?
+
+    init(_ items: [IPPrefix]) {
+        self.items = items
+        set = items.count > PrefixLookup.linearLimit ? Set(items) : nil
+    }
+
+    func contains(_ p: IPPrefix) -> Bool { set?.contains(p) ?? items.contains(p) }
+}
+
+/// `key` as X25519 uses it: low 3 bits of the first byte cleared, top bit cleared, bit 254 set.
+func clamped(_ key: Key) -> Key {
+    var b = key.bytes
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return try! Key(bytes: b)
 }
 
 private func nonZero(_ key: Key?) -> Key? {

@@ -91,54 +91,62 @@ public enum UAPI {
                 return n
             }
             func key32() throws -> Key {
-                do { return try Key(hex: text()) } catch { throw bad() }
+                guard let k = TextParsing.hexKey(value) else { throw bad() }
+                return k
             }
-            let k = String(decoding: key, as: UTF8.self)
-            switch k {
-            case "errno":
+            switch Field(key) {
+            case .errno:
                 guard let n = Int32(text()) else { throw bad() }
                 errno = n
-            case "public_key":
+            case .publicKey:
                 flush()
                 peer = Peer(publicKey: try key32())
-            case "private_key" where peer == nil:
+            case .privateKey where peer == nil:
                 let pk = try key32()
                 device.privateKey = pk.isZero ? nil : pk
                 device.publicKey = device.privateKey?.publicKey()
-            case "listen_port" where peer == nil:
+            case .listenPort where peer == nil:
                 device.listenPort = try number(UInt16.self)
-            case "fwmark" where peer == nil:
+            case .fwmark where peer == nil:
                 device.fwmark = try number(UInt32.self)
-            case "preshared_key":
+            case .presharedKey:
                 guard peer != nil else { throw bad() }
                 let psk = try key32()
                 peer!.presharedKey = psk.isZero ? nil : psk
-            case "endpoint":
+            case .endpoint:
                 guard peer != nil else { throw bad() }
-                do { peer!.endpoint = try Endpoint(text()) } catch { throw bad() }
-            case "persistent_keepalive_interval":
+                if let e = TextParsing.endpoint(value) {
+                    peer!.endpoint = e
+                } else {
+                    do { peer!.endpoint = try Endpoint(text()) } catch { throw bad() }
+                }
+            case .persistentKeepaliveInterval:
                 guard peer != nil else { throw bad() }
                 peer!.persistentKeepaliveInterval = try number(UInt16.self)
-            case "allowed_ip":
+            case .allowedIP:
                 guard peer != nil else { throw bad() }
-                do { peer!.allowedIPs.append(try IPPrefix(text())) } catch { throw bad() }
-            case "last_handshake_time_sec":
+                if let p = TextParsing.prefix(value) {
+                    peer!.allowedIPs.append(p)
+                } else {
+                    do { peer!.allowedIPs.append(try IPPrefix(text())) } catch { throw bad() }
+                }
+            case .lastHandshakeSec:
                 guard peer != nil else { throw bad() }
                 handshakeSeconds = try number(Int64.self)
-            case "last_handshake_time_nsec":
+            case .lastHandshakeNsec:
                 guard peer != nil else { throw bad() }
                 handshakeNanos = try number(Int64.self)
-            case "rx_bytes":
+            case .rxBytes:
                 guard peer != nil else { throw bad() }
                 peer!.receiveBytes = try number(UInt64.self)
-            case "tx_bytes":
+            case .txBytes:
                 guard peer != nil else { throw bad() }
                 peer!.transmitBytes = try number(UInt64.self)
-            case "protocol_version":
+            case .protocolVersion:
                 guard peer != nil else { throw bad() }
                 peer!.protocolVersion = try number(UInt32.self)
             default:
-                break
+                break  // unknown keys, and device keys inside a peer
             }
         }
         flush()
@@ -150,6 +158,34 @@ public enum UAPI {
                                           message: "reading the device failed")
         }
         return device
+    }
+
+    /// The keys of a `get=1` reply, recognised from bytes without building Strings.
+    enum Field {
+        case errno, privateKey, listenPort, fwmark, publicKey, presharedKey, endpoint
+        case persistentKeepaliveInterval, allowedIP, lastHandshakeSec, lastHandshakeNsec
+        case rxBytes, txBytes, protocolVersion
+
+        init?(_ k: ArraySlice<UInt8>) {
+            func is_(_ s: StaticString) -> Bool { TextParsing.equalsLowercase(k, s) }
+            switch k.count {
+            case 5 where is_("errno"): self = .errno
+            case 6 where is_("fwmark"): self = .fwmark
+            case 8 where is_("endpoint"): self = .endpoint
+            case 8 where is_("rx_bytes"): self = .rxBytes
+            case 8 where is_("tx_bytes"): self = .txBytes
+            case 10 where is_("public_key"): self = .publicKey
+            case 10 where is_("allowed_ip"): self = .allowedIP
+            case 11 where is_("private_key"): self = .privateKey
+            case 11 where is_("listen_port"): self = .listenPort
+            case 13 where is_("preshared_key"): self = .presharedKey
+            case 16 where is_("protocol_version"): self = .protocolVersion
+            case 23 where is_("last_handshake_time_sec"): self = .lastHandshakeSec
+            case 24 where is_("last_handshake_time_nsec"): self = .lastHandshakeNsec
+            case 29 where is_("persistent_keepalive_interval"): self = .persistentKeepaliveInterval
+            default: return nil
+            }
+        }
     }
 
     /// Calls `body` with the key and value bytes of every `key=value` line up to the first blank line.

@@ -157,13 +157,20 @@ struct ReconcileLoop: Service {
                 }
             }
             group.addTask {
+                // Checks often for a leave (the agent stops about a second after it), reconciles every `resync`.
+                var sinceResync = Duration.zero
+                let step = Duration.milliseconds(250)
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: resync)
+                    try? await Task.sleep(for: step)
                     if await agent.isLeaving {
                         try? await Task.sleep(for: .seconds(1))
                         return
                     }
-                    await agent.reconcile()
+                    sinceResync += step
+                    if sinceResync >= resync {
+                        sinceResync = .zero
+                        await agent.reconcile()
+                    }
                 }
             }
             await group.next()

@@ -63,8 +63,12 @@ enum KernelVM {
             .deletingLastPathComponent()
     }
 
-    /// The `wiremesh` binary of this build: it sits next to the test bundle in .build/<triple>/<config>/.
+    /// The `wiremesh` binary under test: $WIREMESH_BIN, else the one of this build, which sits next to
+    /// the test bundle in .build/<triple>/<config>/.
     static func projectBinary() -> String? {
+        if let path = ProcessInfo.processInfo.environment["WIREMESH_BIN"] {
+            return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+        }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()
         // The test bundle may be a directory (…/wiremeshPackageTests.xctest/…); walk up to .build/<triple>/<config>.
@@ -86,7 +90,7 @@ enum KernelVM {
         guard let binary = projectBinary() else {
             return VMRun(
                 cases: [:], console: "", finished: false,
-                problem: "the wiremesh binary was not found next to the tests: run 'swift build' before 'swift test'")
+                problem: "the wiremesh binary was not found next to the tests (or at $WIREMESH_BIN): run 'swift build' before 'swift test'")
         }
         let script = repository.appendingPathComponent("vm/kernel-e2e").path
         let log = FileManager.default.temporaryDirectory

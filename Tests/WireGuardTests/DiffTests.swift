@@ -106,6 +106,17 @@ import WireMeshCrypto
             publicKey: ks[1], replaceAllowedIPs: true, allowedIPs: [prefix("10.0.1.0/24"), prefix("10.200.0.0/16")])]))
     }
 
+    @Test func peersWithManyAllowedIPsUseTheSameRules() {
+        let k = fixedKey(2)
+        let many = (0..<40).map { prefix("10.\($0).0.0/16") }
+        let actual = Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many)])
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many.reversed())])).isEmpty)
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: many + [prefix("10.99.0.0/16")])]))
+                == DeviceConfig(peers: [PeerConfig(publicKey: k, allowedIPs: [prefix("10.99.0.0/16")])]))
+        #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k, allowedIPs: Array(many.dropFirst()))]))
+                == DeviceConfig(peers: [PeerConfig(publicKey: k, replaceAllowedIPs: true, allowedIPs: Array(many.dropFirst()))]))
+    }
+
     @Test func removingEveryAllowedIPReplacesWithNothing() {
         let k = fixedKey(2)
         let actual = Device(name: "wg0", peers: [Peer(publicKey: k, allowedIPs: [prefix("10.0.0.0/24")])])
@@ -139,6 +150,16 @@ import WireMeshCrypto
         let k = fixedKey(2)
         let actual = Device(name: "w", peers: [Peer(publicKey: k, endpoint: endpoint("192.0.2.7:4000"))])
         #expect(diff(actual: actual, desired: Device(name: "w", peers: [Peer(publicKey: k)])).isEmpty)
+    }
+
+    @Test func privateKeysCompareClampedLikeTheDeviceStoresThem() {
+        // 0x01-filled is not clamped; a device reports it as clamped(0x01…).
+        var reported = [UInt8](repeating: 1, count: 32)
+        reported[0] = 0
+        reported[31] = 0x41
+        let actual = Device(name: "w", privateKey: try! Key(bytes: reported))
+        #expect(diff(actual: actual, desired: Device(name: "w", privateKey: fixedKey(1))).isEmpty)
+        #expect(diff(actual: actual, desired: Device(name: "w", privateKey: fixedKey(2))) == DeviceConfig(privateKey: fixedKey(2)))
     }
 
     @Test func deviceFieldsOnlyWhenDifferent() {
