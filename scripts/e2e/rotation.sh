@@ -32,6 +32,7 @@ done
 [ "$NODES" -ge 2 ] || { echo "rotation: --nodes must be at least 2" >&2; exit 2; }
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
+unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
 [ -x "$WM" ] || { echo "rotation: $WM not found; run 'swift build' first" >&2; exit 1; }
 for tool in ip wg ping iperf3 jq; do
   command -v "$tool" >/dev/null || { echo "rotation: '$tool' is missing: run scripts/setup" >&2; exit 1; }
