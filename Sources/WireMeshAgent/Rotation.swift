@@ -125,7 +125,8 @@ extension Agent {
     /// Order: (1) the new key is saved as pending (crash-safe) and announced in the record;
     /// (2) every live peer is asked directly and answers; (3) the key is promoted in the state store
     /// (the old private key is forgotten: this node never needs it again) and set on the device;
-    /// (4) every live peer is told directly and moves this node's allowed IPs to the new key;
+    /// (4) every live peer is told directly and moves this node's allowed IPs to the new key
+    /// (and starts the handshake with it);
     /// (5) the record names the new key. Between (3) and (4) packets wait in WireGuard's queues
     /// rather than being dropped: this node's sessions need a new handshake, which the peer can
     /// complete only once it has the new entry (see bench/rotation.md).
@@ -161,11 +162,13 @@ extension Agent {
         state.pendingWireGuardKey = nil
         state.wireGuardKeyCreatedAt = now
         do {
-            try link.backend.configure(device: config.interface, DeviceConfig(privateKey: next))
+            try link.backend.configure(device: config.interface, switchConfig(privateKey: next))
         } catch {
             // The state already names the new key: the next reconcile sets it.
             logger.error("setting the new private key failed (the reconciler retries): \(error)")
         }
+        // The kernel sends the initiations from a work queue: let them leave before any peer moves.
+        try? await Task.sleep(for: .milliseconds(5))
         let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
         let toldAt = clock.now
         try await transport.updateLocalRecord {
@@ -182,6 +185,24 @@ extension Agent {
             "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)",
             "prepare_ms": "\((switchAt - started).milliseconds)", "switch_ms": "\((toldAt - switchAt).milliseconds)"])
         return outcome
+    }
+
+    /// The private-key change plus, for every peer that routes something, keepalive turned off and on
+    /// again in the same operation: turning it on makes WireGuard send at once, so this node's
+    /// handshake initiation with the new key leaves now, before any peer has an entry for the key,
+    /// and is dropped there. That is the point: WireGuard then sends no other initiation to that peer
+    /// for 5 s, so the initiation the peer sends once it moved (its own traffic, or the keepalive it
+    /// turns on) cannot cross one of ours. Two initiations in flight at once make each side drop the
+    /// other's response, and traffic stops until the 5 s retry (measured: ~1 rotation in 4 without
+    /// this). The reconciler puts the configured keepalive back.
+    func switchConfig(privateKey: Key) -> DeviceConfig {
+        var change = DeviceConfig(privateKey: privateKey)
+        let kick = settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive
+        for peer in (try? link.backend.device(named: config.interface))?.peers ?? [] where !peer.allowedIPs.isEmpty {
+            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true, persistentKeepaliveInterval: 0))
+            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true, persistentKeepaliveInterval: kick))
+        }
+        return change
     }
 
     /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.
