@@ -110,3 +110,19 @@ extension MeshPlanner {
         return mesh
     }
 }
+
+extension MeshPlanner {
+    /// The device operation that switches this node to `privateKey`: the key plus, for every peer that
+    /// routes something, keepalive off and on again (`kick` seconds) so WireGuard sends a handshake
+    /// initiation with the new key at once. Peers with no allowed IPs (old entries in their grace) are
+    /// left alone. `updateOnly` so a peer removed meanwhile is not re-created.
+    public static func keySwitchConfig(privateKey: Key, peers: [Peer], kick: UInt16) -> DeviceConfig {
+        var change = DeviceConfig(privateKey: privateKey)
+        for peer in peers where !peer.allowedIPs.isEmpty {
+            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true, persistentKeepaliveInterval: 0))
+            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true,
+                                           persistentKeepaliveInterval: max(kick, 1)))
+        }
+        return change
+    }
+}

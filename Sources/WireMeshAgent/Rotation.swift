@@ -196,13 +196,9 @@ extension Agent {
     /// other's response, and traffic stops until the 5 s retry (measured: ~1 rotation in 4 without
     /// this). The reconciler puts the configured keepalive back.
     func switchConfig(privateKey: Key) -> DeviceConfig {
-        var change = DeviceConfig(privateKey: privateKey)
         let kick = settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive
-        for peer in (try? link.backend.device(named: config.interface))?.peers ?? [] where !peer.allowedIPs.isEmpty {
-            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true, persistentKeepaliveInterval: 0))
-            change.peers.append(PeerConfig(publicKey: peer.publicKey, updateOnly: true, persistentKeepaliveInterval: kick))
-        }
-        return change
+        return MeshPlanner.keySwitchConfig(privateKey: privateKey,
+                                           peers: (try? link.backend.device(named: config.interface))?.peers ?? [], kick: kick)
     }
 
     /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.

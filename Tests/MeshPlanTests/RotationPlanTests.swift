@@ -137,4 +137,20 @@ private func peer(_ plan: DesiredMesh, _ key: Key) -> Peer? { plan.device.peers.
         #expect(s.isSettled(member: dead, now: 101, timing: timing))
         #expect(s.isSettled(member: nil, now: 101, timing: timing))
     }
+
+    @Test func keySwitchConfigSetsTheKeyAndKicksEveryRoutingPeerOnce() throws {
+        let next = Key.generatePrivate()
+        let routing = Peer(publicKey: old, allowedIPs: [pod])
+        let graceEntry = Peer(publicKey: new, allowedIPs: [])
+        let change = MeshPlanner.keySwitchConfig(privateKey: next, peers: [routing, graceEntry], kick: 0)
+        #expect(change.privateKey == next)
+        #expect(!change.replacePeers)
+        // Off, then on (never 0: turning it on is what makes WireGuard send).
+        #expect(change.peers == [
+            PeerConfig(publicKey: old, updateOnly: true, persistentKeepaliveInterval: 0),
+            PeerConfig(publicKey: old, updateOnly: true, persistentKeepaliveInterval: 1),
+        ])
+        let configured = MeshPlanner.keySwitchConfig(privateKey: next, peers: [routing], kick: 25)
+        #expect(configured.peers.last?.persistentKeepaliveInterval == 25)
+    }
 }
