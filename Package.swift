@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "wiremesh", targets: ["wiremesh"]),
+        .executable(name: "wiremesh-membership-bench", targets: ["MembershipBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -14,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
@@ -44,18 +46,22 @@ let package = Package(
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
         .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork"]),
 
+        // Pure planning: member view + local node → desired WireGuard peers and routes.
+        .target(name: "MeshPlan", dependencies: ["Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
+
         // Deterministic virtual-time network for the membership core.
         .target(name: "MembershipSimulator", dependencies: ["Membership"]),
 
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
-            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork",
+            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Yams", package: "Yams"),
         ]),
 
         // The executable: argument-parser commands only.
@@ -65,14 +71,30 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Membership benchmark in the simulator (./scripts/bench membership).
+        .executableTarget(name: "MembershipBench", dependencies: ["MembershipSimulator", "Membership"]),
+
+        .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
+        .testTarget(name: "GossipTransportTests", dependencies: [
+            "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "MeshPlanTests", dependencies: ["MeshPlan", "Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
         .testTarget(name: "IPNetworkTests", dependencies: ["IPNetwork"]),
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
-        // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
-        .testTarget(name: "KernelE2ETests"),
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
+        // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
+        .testTarget(name: "KernelE2ETests"),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
+        .testTarget(name: "WireMeshAgentTests", dependencies: [
+            "WireMeshAgent", "WireMeshCrypto", "IPNetwork",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

@@ -8,8 +8,8 @@ struct WireMesh: AsyncParsableCommand {
         abstract: "A WireGuard mesh agent: encrypted pod-to-pod traffic between hosts.",
         subcommands: [
             GenKey.self, PubKey.self, GenPSK.self,
-            LinkCommand.self, RouteCommand.self,
             DeviceCommand.self,
+            LinkCommand.self, RouteCommand.self,
         ]
     )
 }

@@ -1,0 +1,146 @@
+/// Every timing and knob of the membership protocol.
+///
+/// Durations that Lifeguard scales by the local health multiplier (probe interval, probe timeout)
+/// are the healthy values; the node stretches them itself when it believes it is slow.
+public struct MembershipConfig: Sendable, Equatable {
+    /// How often a node probes one member (SWIM protocol period).
+    public var probeInterval: Duration
+    /// How long to wait for a direct ack before asking `indirectChecks` members to probe.
+    public var probeTimeout: Duration
+    /// How many members are asked to probe indirectly (SWIM k).
+    public var indirectChecks: Int
+    /// Independent suspicions (beyond the first) that shrink a suspicion timeout to its floor
+    /// (Lifeguard k; memberlist uses suspicionMultiplier − 2). Treated as 0 below k + 2 members.
+    public var suspicionConfirmations: Int
+    /// Suspicion timeout floor = suspicionMultiplier × max(1, log10(N)) × probeInterval.
+    public var suspicionMultiplier: Double
+    /// Suspicion timeout ceiling = suspicionMaxMultiplier × the floor (Lifeguard dogpile start).
+    public var suspicionMaxMultiplier: Double
+    /// Per-update piggyback limit = retransmitMultiplier × ceil(log10(N + 1)).
+    public var retransmitMultiplier: Int
+    /// How often pending updates are pushed to `gossipNodes` random members.
+    public var gossipInterval: Duration
+    /// How many members each gossip round reaches.
+    public var gossipNodes: Int
+    /// How often a digest summary is sent to a random member (anti-entropy).
+    public var antiEntropyInterval: Duration
+    /// When true, the anti-entropy interval grows like memberlist's push/pull: × ceil(log2(N/32)+1) above 32 nodes.
+    public var scaleAntiEntropyWithClusterSize: Bool
+    /// Probability that an anti-entropy round targets a dead member instead of a live one, so that
+    /// both sides of a healed partition find each other (Serf's "reconnect").
+    public var antiEntropyDeadProbability: Double
+    /// Number of hash buckets in a digest summary (power of two, 1...64).
+    public var digestBuckets: Int
+    /// Dead members keep receiving gossip this long after being declared dead.
+    public var gossipToTheDead: Duration
+    /// Dead or left members stay in the view this long, then become tombstones.
+    public var reapTime: Duration
+    /// Tombstones (identity + last version) are kept this long, then forgotten.
+    public var tombstoneTime: Duration
+    /// Largest UDP payload ever produced, after sealing (1200 never fragments on IPv6 paths).
+    public var maxDatagram: Int
+    /// Upper bound of the Lifeguard local health multiplier (memberlist AwarenessMaxMultiplier).
+    public var awarenessMaxMultiplier: Int
+    /// An intermediary sends a nack after this fraction of the probe timeout without an ack.
+    public var nackFraction: Double
+
+    /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.
+    public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionConfirmations: Int, suspicionMultiplier: Double,
+                suspicionMaxMultiplier: Double, retransmitMultiplier: Int, gossipInterval: Duration, gossipNodes: Int,
+                antiEntropyInterval: Duration, scaleAntiEntropyWithClusterSize: Bool, antiEntropyDeadProbability: Double,
+                digestBuckets: Int, gossipToTheDead: Duration, reapTime: Duration, tombstoneTime: Duration,
+                maxDatagram: Int = 1200, awarenessMaxMultiplier: Int = 8, nackFraction: Double = 0.8) {
+        self.probeInterval = probeInterval
+        self.probeTimeout = probeTimeout
+        self.indirectChecks = indirectChecks
+        self.suspicionConfirmations = suspicionConfirmations
+        self.suspicionMultiplier = suspicionMultiplier
+        self.suspicionMaxMultiplier = suspicionMaxMultiplier
+        self.retransmitMultiplier = retransmitMultiplier
+        self.gossipInterval = gossipInterval
+        self.gossipNodes = gossipNodes
+        self.antiEntropyInterval = antiEntropyInterval
+        self.scaleAntiEntropyWithClusterSize = scaleAntiEntropyWithClusterSize
+        self.antiEntropyDeadProbability = antiEntropyDeadProbability
+        self.digestBuckets = digestBuckets
+        self.gossipToTheDead = gossipToTheDead
+        self.reapTime = reapTime
+        self.tombstoneTime = tombstoneTime
+        self.maxDatagram = maxDatagram
+        self.awarenessMaxMultiplier = awarenessMaxMultiplier
+        self.nackFraction = nackFraction
+    }
+
+    /// wiremesh's defaults: memberlist's LAN probing, a shorter suspicion window (a dead peer costs
+    /// traffic, so it is detected within seconds) and frequent small digest exchanges instead of rare
+    /// full push/pulls, so partitions heal in seconds at a fraction of the bandwidth.
+    public static var wiremeshDefaults: MembershipConfig {
+        MembershipConfig(
+            probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
+            suspicionConfirmations: 3, suspicionMultiplier: 1.5, suspicionMaxMultiplier: 4, retransmitMultiplier: 4,
+            gossipInterval: .milliseconds(200), gossipNodes: 3,
+            antiEntropyInterval: .seconds(5), scaleAntiEntropyWithClusterSize: false, antiEntropyDeadProbability: 0.5,
+            digestBuckets: 32, gossipToTheDead: .seconds(30), reapTime: .seconds(3600), tombstoneTime: .seconds(86_400))
+    }
+
+    /// hashicorp/memberlist `DefaultLANConfig` (with Serf's reconnect of failed members for 24 h):
+    /// probe 1 s, timeout 500 ms, 3 indirect, suspicion ×4 (log10 N) up to ×6, retransmit ×4,
+    /// push/pull 30 s scaled with cluster size, gossip every 200 ms to 3 nodes, dead gossip 30 s.
+    public static var memberlistLAN: MembershipConfig {
+        MembershipConfig(
+            probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
+            suspicionConfirmations: 2, suspicionMultiplier: 4, suspicionMaxMultiplier: 6, retransmitMultiplier: 4,
+            gossipInterval: .milliseconds(200), gossipNodes: 3,
+            antiEntropyInterval: .seconds(30), scaleAntiEntropyWithClusterSize: true, antiEntropyDeadProbability: 0.5,
+            digestBuckets: 64, gossipToTheDead: .seconds(30), reapTime: .seconds(86_400), tombstoneTime: .seconds(86_400))
+    }
+
+    /// Retransmit limit for one update in a cluster of `n` members.
+    public func retransmitLimit(clusterSize n: Int) -> Int {
+        retransmitMultiplier * ceilLog10(n + 1)
+    }
+
+    /// Lifeguard/memberlist suspicion floor for a cluster of `n` members.
+    public func suspicionMinimum(clusterSize n: Int) -> Duration {
+        let scale = max(1.0, log10Double(Double(max(1, n))))
+        return probeInterval.wmScaled(suspicionMultiplier * scale)
+    }
+
+    /// Anti-entropy interval for a cluster of `n` members (memberlist's pushPullScale when enabled).
+    public func antiEntropyInterval(clusterSize n: Int) -> Duration {
+        guard scaleAntiEntropyWithClusterSize, n > 32 else { return antiEntropyInterval }
+        let multiplier = (log2Double(Double(n)) - log2Double(32)).rounded(.up) + 1
+        return antiEntropyInterval.wmScaled(multiplier)
+    }
+}
+
+/// ceil(log10(x)) for x ≥ 1, exact (the smallest d with 10^d ≥ x).
+func ceilLog10(_ x: Int) -> Int {
+    var d = 0
+    var p = 1
+    while p < x { p = p.multipliedReportingOverflow(by: 10).overflow ? Int.max : p * 10; d += 1 }
+    return d
+}
+
+/// log10 without Foundation.
+func log10Double(_ x: Double) -> Double { lnDouble(x) / 2.302585092994046 }
+func log2Double(_ x: Double) -> Double { lnDouble(x) / 0.6931471805599453 }
+
+/// Natural logarithm (argument reduction to [1, 2) plus an atanh series): the core stays free of
+/// Foundation and libm differences between platforms.
+func lnDouble(_ x: Double) -> Double {
+    guard x > 0, x.isFinite else { return x == 0 ? -.infinity : .nan }
+    let e = Double(x.exponent)
+    let m = x.significand            // in [1, 2)
+    let y = (m - 1) / (m + 1)
+    let y2 = y * y
+    var term = y
+    var sum = 0.0
+    var k = 1.0
+    for _ in 0..<30 {
+        sum += term / k
+        term *= y2
+        k += 2
+    }
+    return 2 * sum + e * 0.6931471805599453
+}

@@ -1,0 +1,177 @@
+import IPNetwork
+import WireMeshCrypto
+
+/// The liveness of a member as this node believes it, within one record version.
+///
+/// The merge order (`<`) follows SWIM/memberlist: alive(n) < suspect(n) < dead(n) < alive(n+1), so a
+/// node refutes a suspicion or a death by announcing a higher incarnation. `left` is signed by the
+/// member itself and is final for its record version: only a record with a higher version (a rejoin)
+/// replaces it. Claims about different record versions are ordered by the version first.
+public enum MemberStatus: Sendable, Hashable, Comparable, CustomStringConvertible {
+    case alive(incarnation: UInt64)
+    case suspect(incarnation: UInt64)
+    case dead(incarnation: UInt64)
+    case left(incarnation: UInt64)
+
+    /// The SWIM incarnation number the status was claimed at.
+    public var incarnation: UInt64 {
+        switch self {
+        case .alive(let i), .suspect(let i), .dead(let i), .left(let i): return i
+        }
+    }
+
+    /// 0 alive, 1 suspect, 2 dead, 3 left (the wire encoding too).
+    var rank: UInt8 {
+        switch self {
+        case .alive: return 0
+        case .suspect: return 1
+        case .dead: return 2
+        case .left: return 3
+        }
+    }
+
+    init?(rank: UInt8, incarnation: UInt64) {
+        switch rank {
+        case 0: self = .alive(incarnation: incarnation)
+        case 1: self = .suspect(incarnation: incarnation)
+        case 2: self = .dead(incarnation: incarnation)
+        case 3: self = .left(incarnation: incarnation)
+        default: return nil
+        }
+    }
+
+    /// True for alive and suspect: the member is still probed and still gets traffic.
+    public var isActive: Bool { rank <= 1 }
+
+    public static func < (a: MemberStatus, b: MemberStatus) -> Bool {
+        if a.rank == 3 || b.rank == 3 {
+            // left beats every incarnation of the same version.
+            if a.rank == 3 && b.rank == 3 { return a.incarnation < b.incarnation }
+            return b.rank == 3
+        }
+        if a.incarnation != b.incarnation { return a.incarnation < b.incarnation }
+        return a.rank < b.rank
+    }
+
+    public var description: String {
+        switch self {
+        case .alive(let i): return "alive(\(i))"
+        case .suspect(let i): return "suspect(\(i))"
+        case .dead(let i): return "dead(\(i))"
+        case .left(let i): return "left(\(i))"
+        }
+    }
+}
+
+/// Orders two claims about one member: record version first, then the status merge order.
+func claimPrecedes(_ a: (version: UInt64, status: MemberStatus), _ b: (version: UInt64, status: MemberStatus)) -> Bool {
+    if a.version != b.version { return a.version < b.version }
+    return a.status < b.status
+}
+
+/// One member of the cluster as this node sees it.
+public struct Member: Sendable, Equatable {
+    /// The member's owner-signed record.
+    public var record: SignedNodeRecord
+    /// Its liveness.
+    public var status: MemberStatus
+    /// When this node last changed `status` or `record`.
+    public var since: Instant
+
+    public init(record: SignedNodeRecord, status: MemberStatus, since: Instant) {
+        self.record = record
+        self.status = status
+        self.since = since
+    }
+
+    /// The member's node name.
+    public var name: String { record.record.name }
+}
+
+/// A change in this node's view of the cluster, for the agent (reconciler) and for tests.
+public struct MemberEvent: Sendable, Equatable {
+    /// What changed.
+    public enum Kind: Sendable, Equatable {
+        /// A member appeared (first record accepted).
+        case joined
+        /// A member's record changed (higher version).
+        case updated
+        /// A member became suspect.
+        case suspect
+        /// A suspect or dead member was confirmed alive again.
+        case alive
+        /// A member was declared dead.
+        case dead
+        /// A member left gracefully (signed by itself).
+        case left
+        /// A dead or left member was removed from the view (a tombstone remains).
+        case reaped
+    }
+
+    public var kind: Kind
+    /// The member after the change (for `.reaped`, its last state).
+    public var member: Member
+
+    public init(kind: Kind, member: Member) {
+        self.kind = kind
+        self.member = member
+    }
+}
+
+/// What the shell (transport or simulator) must do after a call into the core.
+public enum Directive: Sendable {
+    /// Send this datagram (already sealed, at most `config.maxDatagram` bytes) to this endpoint.
+    case send(datagram: [UInt8], to: Endpoint)
+    /// Call `tick(now:)` no later than this instant. A new wake-up replaces an earlier request only
+    /// if it is earlier; calling `tick` early is harmless.
+    case wakeUp(at: Instant)
+    /// The view changed.
+    case changed(MemberEvent)
+}
+
+/// Counters for operators and tests: traffic and every reason a datagram or message was refused.
+public struct MembershipCounters: Sendable, Equatable {
+    public var datagramsSent = 0
+    public var datagramsReceived = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    /// Datagrams shorter than a version byte plus the AEAD overhead.
+    public var droppedTruncated = 0
+    /// Datagrams larger than `maxDatagram`.
+    public var droppedOversized = 0
+    /// Datagrams with a protocol version this node does not speak.
+    public var droppedBadVersion = 0
+    /// Datagrams no installed cluster key opens (wrong key, tampered, or garbage).
+    public var droppedAuthFailed = 0
+    /// Authenticated datagrams whose messages do not parse (the rest of the datagram is dropped).
+    public var droppedMalformed = 0
+    /// Messages of a type this version does not know (skipped, not fatal).
+    public var unknownMessagesSkipped = 0
+    /// Records or leaves whose signature does not verify.
+    public var rejectedBadSignature = 0
+    /// Records whose name is bound to another identity.
+    public var rejectedIdentityConflict = 0
+    /// Records or claims older than what this node has (including replays).
+    public var ignoredStale = 0
+    /// Acks/nacks whose sequence number is not pending (late or replayed).
+    public var ignoredUnexpectedAck = 0
+    /// Pings addressed to another node name.
+    public var ignoredMisdirected = 0
+    /// Signature verifications performed.
+    public var signaturesVerified = 0
+
+    public init() {}
+}
+
+/// Why the local node could not be created or its record changed.
+public enum MembershipError: Error, Equatable, Sendable, CustomStringConvertible {
+    case record(RecordError)
+    case invalidConfig(String)
+
+    public var description: String {
+        switch self {
+        case .record(let e): return e.description
+        case .invalidConfig(let why): return "invalid membership configuration: \(why)"
+        }
+    }
+}

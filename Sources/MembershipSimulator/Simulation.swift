@@ -1,0 +1,571 @@
+import IPNetwork
+import Membership
+import WireMeshCrypto
+
+/// What a simulation run looks like: cluster size, protocol configuration, network and seed.
+public struct SimulationOptions: Sendable {
+    /// Number of simulated nodes.
+    public var nodes: Int
+    /// The protocol configuration every node runs.
+    public var membership: MembershipConfig
+    /// Delay and loss of the simulated network.
+    public var network: NetworkModel
+    /// The seed of everything random: keys, network, protocol generators.
+    public var seed: UInt64
+    /// Start from a converged view (every node seeded with every record) instead of joining through seeds.
+    public var startConverged: Bool
+    /// How many of the first nodes serve as join seeds for nodes that start (or restart) empty.
+    public var seedNodes: Int
+    /// Datagrams a stalled node buffers (its socket receive queue); further ones are dropped.
+    public var backlogLimit: Int
+
+    /// A run of `nodes` nodes with the given configuration.
+    public init(nodes: Int, membership: MembershipConfig = .wiremeshDefaults, network: NetworkModel = .lan,
+                seed: UInt64 = 1, startConverged: Bool = true, seedNodes: Int = 3, backlogLimit: Int = 512) {
+        self.nodes = nodes
+        self.membership = membership
+        self.network = network
+        self.seed = seed
+        self.startConverged = startConverged
+        self.seedNodes = seedNodes
+        self.backlogLimit = backlogLimit
+    }
+}
+
+/// Bytes and datagrams one simulated node sent and received, counting the 28-byte UDP/IPv4 header
+/// on top of each datagram (which already includes the version byte, nonce and AEAD tag).
+public struct NodeTraffic: Sendable, Equatable {
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var datagramsSent = 0
+    public var datagramsReceived = 0
+    /// Datagrams addressed to this node that the network lost (loss, partition, one-way block).
+    public var datagramsLostInbound = 0
+    /// Datagrams dropped because this node was stalled with a full receive queue.
+    public var datagramsOverflowed = 0
+}
+
+/// Per-datagram header bytes on the wire that the core does not see: IPv4 (20) + UDP (8).
+public let udpIPv4HeaderBytes = 28
+
+/// A deterministic, virtual-time network of `MembershipNode`s in one process.
+///
+/// Events (datagram deliveries, node wake-ups, stall ends) sit in one queue ordered by (time,
+/// sequence); the simulation pops them in order and feeds them to the nodes, then turns the nodes'
+/// directives into new events. Nothing reads a real clock, and all randomness comes from `seed`, so a
+/// seed and a scenario always produce the same trace (`traceHash`). Datagram bytes themselves differ
+/// between runs (sealing draws random nonces), so the trace records sizes, not bytes.
+public final class Simulation {
+    enum Event {
+        case deliver(to: Int32, from: Int32, datagram: [UInt8])
+        case wake(node: Int32, generation: UInt32)
+        case stallEnd(node: Int32, generation: UInt32)
+    }
+
+    struct Host {
+        var up = true
+        var left = false
+        var generation: UInt32 = 0
+        var wakeAt: Int64 = .max
+        var stalledUntil: Int64 = .min
+        var backlog: [(from: Int32, datagram: [UInt8])] = []
+        /// The record the node (re)starts with when it has no saved state.
+        var initialRecord: NodeRecord
+        /// State saved at the last crash, for a restart with saved state.
+        var savedLocal: SignedNodeRecord?
+        var savedView: [SignedNodeRecord] = []
+        var burstBad = false
+        var partitionGroup: Int = 0
+        var inboundBlocked = false
+        var outboundBlocked = false
+    }
+
+    /// The options the simulation was created with.
+    public let options: SimulationOptions
+    /// Current virtual time.
+    public private(set) var now: Instant = .zero
+    /// The cluster id every node seals with.
+    public let clusterID: [UInt8]
+    /// The cluster keyring every node (and the adversary) holds.
+    public let keyring: Keyring
+    /// Node names, by index.
+    public let names: [String]
+    /// Gossip endpoints (virtual 10.x.y.z:7946), by index.
+    public let endpoints: [Endpoint]
+    /// The identity public keys, by index.
+    public var identityKeys: [IdentityPublicKey] { identities.map(\.publicKey) }
+
+    var rng: SimRandom
+    var queue = EventQueue<Event>()
+    var cores: [MembershipNode?]
+    var hosts: [Host]
+    let identities: [SigningIdentity]
+    let endpointIndex: [Endpoint: Int32]
+    let nameIndex: [String: Int32]
+    var blockedLinks: Set<UInt64> = []
+
+    /// Traffic per node since the start.
+    public private(set) var traffic: [NodeTraffic]
+    /// Datagrams sent to an endpoint no simulated node owns.
+    public private(set) var unroutable = 0
+    /// Wake-ups a node requested at or before the instant it was ticked (clamped to 1 ms later).
+    public private(set) var immediateWakeups = 0
+    /// Events processed so far.
+    public private(set) var eventsProcessed = 0
+
+    // Observation state.
+    var trace = TraceHash()
+    let n: Int
+    /// Version and status rank (0 alive, 1 suspect, 2 dead, 3 left, 254 reaped, 255 unknown) of
+    /// subject s in observer o's view, at o * n + s.
+    var viewVersion: [UInt64]
+    var viewRank: [UInt8]
+    var recordWatches: [RecordWatch] = []
+    var deathWatches: [DeathWatch] = []
+    /// Healthy (up, reachable, not stalled) nodes that some node declared dead.
+    public internal(set) var healthyDeclaredDead: Set<Int> = []
+    /// Number of (observer, healthy subject) dead declarations.
+    public internal(set) var healthyDeadDeclarations = 0
+    /// Nodes that some node believes left although they never left.
+    public internal(set) var falselyLeft: Set<Int> = []
+    /// Times an observer's view of a subject went to a lower record version (must stay 0).
+    public internal(set) var versionRegressions = 0
+    /// Every member event, if `recordEvents` is on (for tests).
+    public internal(set) var eventLog: [(at: Instant, observer: Int, event: MemberEvent)] = []
+    /// Keep every member event in `eventLog`.
+    public var recordEvents = false
+    /// Keep every datagram sent in `captured` (for replay attacks).
+    public var captureTraffic = false
+    /// Datagrams captured while `captureTraffic` was on.
+    public private(set) var captured: [CapturedDatagram] = []
+
+    /// Builds the nodes (deterministic keys from the seed) and, if `startConverged`, seeds every node
+    /// with every record; otherwise every node joins through the first `seedNodes` nodes.
+    public init(_ options: SimulationOptions) throws {
+        precondition(options.nodes >= 1 && options.nodes < 1 << 22, "between 1 and 4M nodes")
+        self.options = options
+        self.n = options.nodes
+        var rng = SimRandom(seed: options.seed)
+        clusterID = Array("sim-cluster".utf8)
+        keyring = Keyring(primary: ClusterKey(key: try Key(bytes: rng.bytes(32))))
+        var names: [String] = [], endpoints: [Endpoint] = [], identities: [SigningIdentity] = [], hosts: [Host] = []
+        var endpointIndex: [Endpoint: Int32] = [:], nameIndex: [String: Int32] = [:]
+        for i in 0..<options.nodes {
+            let name = "node-\(i)"
+            let a = UInt32(i + 1)
+            let ip = IPAddress.v4(0x0A00_0000 | a)
+            let gossip = Endpoint(address: ip, port: 7946)
+            let identity = SigningIdentity(seed: try Key(bytes: rng.bytes(32)))
+            let pod = try IPPrefix(address: .v4(0x6400_0000 &+ (UInt32(i) << 8)), length: 24)
+            let record = NodeRecord(name: name, identity: identity.publicKey, version: 1,
+                                    wireguardKey: try Key(bytes: rng.bytes(32)),
+                                    wireguardEndpoints: [Endpoint(address: ip, port: 51820)], gossipAddress: gossip,
+                                    podCIDRs: [pod], labels: ["zone": "z\(i % 3)"])
+            names.append(name)
+            endpoints.append(gossip)
+            identities.append(identity)
+            endpointIndex[gossip] = Int32(i)
+            nameIndex[name] = Int32(i)
+            hosts.append(Host(initialRecord: record))
+        }
+        self.names = names
+        self.endpoints = endpoints
+        self.identities = identities
+        self.endpointIndex = endpointIndex
+        self.nameIndex = nameIndex
+        self.hosts = hosts
+        self.traffic = Array(repeating: NodeTraffic(), count: options.nodes)
+        self.viewVersion = Array(repeating: 0, count: options.nodes * options.nodes)
+        self.viewRank = Array(repeating: 255, count: options.nodes * options.nodes)
+        self.cores = []
+        self.cores.reserveCapacity(options.nodes)
+        self.rng = rng
+        for i in 0..<options.nodes {
+            cores.append(try makeCore(i, record: hosts[i].initialRecord))
+        }
+        if options.startConverged {
+            var signed: [SignedNodeRecord] = []
+            for i in 0..<n { signed.append(cores[i]!.localRecord) }
+            for i in 0..<n {
+                cores[i]!.seed(with: signed, now: now)
+                for s in 0..<n where s != i {
+                    viewVersion[i * n + s] = 1
+                    viewRank[i * n + s] = 0
+                }
+            }
+            for i in 0..<n { tick(Int32(i)) }
+        } else {
+            for i in 0..<n { tick(Int32(i)) }
+            for i in 0..<n {
+                let directives = cores[i]!.join(seeds: seedEndpoints(excluding: i), now: now)
+                execute(Int32(i), directives, fromTick: false)
+            }
+        }
+    }
+
+    func makeCore(_ i: Int, record: NodeRecord) throws -> MembershipNode {
+        try MembershipNode(config: options.membership, identity: identities[i], record: record, keyring: keyring,
+                           clusterID: clusterID, seed: rng.next(), now: now)
+    }
+
+    func seedEndpoints(excluding i: Int) -> [Endpoint] {
+        (0..<min(options.seedNodes, n)).filter { $0 != i }.map { endpoints[$0] }
+    }
+
+    // MARK: - Running
+
+    /// Processes every event up to and including `deadline`, then sets the clock to it.
+    public func run(until deadline: Instant) {
+        let limit = deadline.nanoseconds
+        while let t = queue.nextTime, t <= limit {
+            step()
+        }
+        if now.nanoseconds < limit { now = deadline }
+    }
+
+    /// Runs for `duration` of virtual time.
+    public func run(for duration: Duration) {
+        run(until: now + duration)
+    }
+
+    /// Runs until `condition` holds (checked every `checkEvery`) or `timeout` passes; returns the
+    /// virtual time at which it first held, or nil on timeout.
+    @discardableResult
+    public func run(for timeout: Duration, checkEvery: Duration = .milliseconds(100),
+                    until condition: (Simulation) -> Bool) -> Instant? {
+        let deadline = now + timeout
+        if condition(self) { return now }
+        while now < deadline {
+            let next = min(now + checkEvery, deadline)
+            run(until: next)
+            if condition(self) { return now }
+        }
+        return nil
+    }
+
+    func step() {
+        guard let entry = queue.pop() else { return }
+        now = Instant(nanoseconds: entry.time)
+        eventsProcessed += 1
+        switch entry.payload {
+        case .deliver(let to, let from, let datagram):
+            let t = Int(to)
+            guard hosts[t].up else { return }
+            traffic[t].bytesReceived += datagram.count + udpIPv4HeaderBytes
+            traffic[t].datagramsReceived += 1
+            if hosts[t].stalledUntil > entry.time {
+                if hosts[t].backlog.count < options.backlogLimit {
+                    hosts[t].backlog.append((from, datagram))
+                } else {
+                    traffic[t].datagramsOverflowed += 1
+                }
+                return
+            }
+            trace.mix(1, UInt64(entry.time), UInt64(to), UInt64(from), UInt64(datagram.count))
+            let directives = cores[t]!.receive(datagram: datagram, from: endpoints[Int(from)], now: now)
+            execute(to, directives, fromTick: false)
+        case .wake(let node, let generation):
+            let i = Int(node)
+            guard hosts[i].up, hosts[i].generation == generation, hosts[i].wakeAt == entry.time else { return }
+            hosts[i].wakeAt = .max
+            if hosts[i].stalledUntil > entry.time { return }   // the stall end ticks
+            tick(node)
+        case .stallEnd(let node, let generation):
+            let i = Int(node)
+            guard hosts[i].up, hosts[i].generation == generation, hosts[i].stalledUntil == entry.time else { return }
+            let backlog = hosts[i].backlog
+            hosts[i].backlog = []
+            for (from, datagram) in backlog {
+                trace.mix(1, UInt64(entry.time), UInt64(node), UInt64(from), UInt64(datagram.count))
+                let directives = cores[i]!.receive(datagram: datagram, from: endpoints[Int(from)], now: now)
+                execute(node, directives, fromTick: false)
+            }
+            tick(node)
+        }
+    }
+
+    func tick(_ node: Int32) {
+        let i = Int(node)
+        hosts[i].wakeAt = .max
+        trace.mix(2, UInt64(now.nanoseconds), UInt64(node))
+        let directives = cores[i]!.tick(now: now)
+        execute(node, directives, fromTick: true)
+    }
+
+    func execute(_ node: Int32, _ directives: [Directive], fromTick: Bool) {
+        let i = Int(node)
+        for d in directives {
+            switch d {
+            case .send(let datagram, let to):
+                transmit(from: node, to: to, datagram: datagram)
+            case .wakeUp(let at):
+                var t = at.nanoseconds
+                if fromTick, t <= now.nanoseconds {
+                    immediateWakeups += 1
+                    t = now.nanoseconds + 1_000_000
+                }
+                t = max(t, now.nanoseconds)
+                if t < hosts[i].wakeAt {
+                    hosts[i].wakeAt = t
+                    queue.push(at: t, .wake(node: node, generation: hosts[i].generation))
+                }
+            case .changed(let event):
+                observe(observer: i, event)
+            }
+        }
+    }
+
+    /// Puts one datagram on the simulated network from node `from` (whose address it carries).
+    func transmit(from: Int32, to: Endpoint, datagram: [UInt8]) {
+        let f = Int(from)
+        traffic[f].bytesSent += datagram.count + udpIPv4HeaderBytes
+        traffic[f].datagramsSent += 1
+        if captureTraffic { captured.append(CapturedDatagram(from: f, to: to, datagram: datagram, at: now)) }
+        guard let dest = endpointIndex[to] else { unroutable += 1; return }
+        let d = Int(dest)
+        var lost = !reachable(f, d)
+        let model = options.network
+        if !lost, model.loss > 0, rng.chance(model.loss) { lost = true }
+        if !lost, let ge = model.burst {
+            let bad = hosts[d].burstBad
+            let flip = rng.chance(bad ? ge.badToGood : ge.goodToBad)
+            hosts[d].burstBad = flip ? !bad : bad
+            if rng.chance(hosts[d].burstBad ? ge.lossBad : ge.lossGood) { lost = true }
+        }
+        trace.mix(3, UInt64(now.nanoseconds), UInt64(from), UInt64(dest), UInt64(datagram.count), lost ? 1 : 0)
+        if lost {
+            traffic[d].datagramsLostInbound += 1
+            return
+        }
+        var delay = model.latency.simNanoseconds
+        let jitter = model.jitter.simNanoseconds
+        if jitter > 0 { delay += Int64(rng.unit() * Double(jitter)) }
+        queue.push(at: now.nanoseconds + delay, .deliver(to: dest, from: from, datagram: datagram))
+    }
+
+    /// True when a datagram from `a` to `b` passes partitions and one-way blocks.
+    public func reachable(_ a: Int, _ b: Int) -> Bool {
+        hosts[a].partitionGroup == hosts[b].partitionGroup && !hosts[a].outboundBlocked && !hosts[b].inboundBlocked
+            && (blockedLinks.isEmpty || !blockedLinks.contains(UInt64(a) << 32 | UInt64(b)))
+    }
+
+    // MARK: - Faults and actions
+
+    /// Splits the network: nodes in different groups cannot reach each other until `heal()`.
+    public func partition(groupOf: (Int) -> Int) {
+        for i in 0..<n { hosts[i].partitionGroup = groupOf(i) }
+    }
+
+    /// Removes every partition and one-way block.
+    public func heal() {
+        for i in 0..<n {
+            hosts[i].partitionGroup = 0
+            hosts[i].inboundBlocked = false
+            hosts[i].outboundBlocked = false
+        }
+        blockedLinks.removeAll()
+    }
+
+    /// Drops datagrams from `a` to `b` (but not from `b` to `a`).
+    public func blockOneWay(from a: Int, to b: Int) {
+        blockedLinks.insert(UInt64(a) << 32 | UInt64(b))
+    }
+
+    /// Drops every datagram `node` receives (it can still send: a one-way failure).
+    public func blockInbound(_ node: Int, _ blocked: Bool = true) { hosts[node].inboundBlocked = blocked }
+
+    /// Drops every datagram `node` sends.
+    public func blockOutbound(_ node: Int, _ blocked: Bool = true) { hosts[node].outboundBlocked = blocked }
+
+    /// Stops the node's processing for `duration`: datagrams queue up (to `backlogLimit`) and timers
+    /// wait; at the end it handles the queue in order and then its timers.
+    public func stall(_ node: Int, for duration: Duration) {
+        guard hosts[node].up else { return }
+        let end = max(hosts[node].stalledUntil, (now + duration).nanoseconds)
+        hosts[node].stalledUntil = end
+        queue.push(at: end, .stallEnd(node: Int32(node), generation: hosts[node].generation))
+    }
+
+    /// True while the node is stalled.
+    public func isStalled(_ node: Int) -> Bool { hosts[node].stalledUntil > now.nanoseconds }
+
+    /// Crashes the node: it stops at once, its in-flight timers are void, its view is saved for a
+    /// restart with saved state.
+    public func crash(_ node: Int) {
+        guard hosts[node].up, let core = cores[node] else { return }
+        hosts[node].savedLocal = core.localRecord
+        hosts[node].savedView = core.members.map(\.record)
+        hosts[node].up = false
+        hosts[node].left = false
+        hosts[node].generation &+= 1
+        hosts[node].wakeAt = .max
+        hosts[node].stalledUntil = .min
+        hosts[node].backlog = []
+        cores[node] = nil
+        trace.mix(4, UInt64(now.nanoseconds), UInt64(node))
+    }
+
+    /// Restarts a crashed node. With saved state it continues above its last record version and
+    /// starts from its last view (`seed(with:)`), joining through three members of that view; without,
+    /// it starts at version 1 with an empty view and joins through the seed nodes.
+    public func restart(_ node: Int, withSavedState: Bool) throws {
+        guard !hosts[node].up else { return }
+        var record = hosts[node].initialRecord
+        if withSavedState, let saved = hosts[node].savedLocal {
+            record = saved.record
+            record.version = saved.record.version + 1
+        }
+        var core = try makeCore(node, record: record)
+        hosts[node].up = true
+        hosts[node].generation &+= 1
+        for s in 0..<n {
+            viewRank[node * n + s] = 255
+            viewVersion[node * n + s] = 0
+        }
+        var seeds = seedEndpoints(excluding: node)
+        if withSavedState {
+            let view = hosts[node].savedView
+            core.seed(with: view, now: now)
+            for m in core.members {
+                if let s = nameIndex[m.name] { setView(node, Int(s), m.record.record.version, 0) }
+            }
+            if !view.isEmpty {
+                seeds = (0..<3).map { _ in view[Int(rng.next() % UInt64(view.count))].record.gossipAddress }
+            }
+        }
+        cores[node] = core
+        trace.mix(5, UInt64(now.nanoseconds), UInt64(node), withSavedState ? 1 : 0)
+        tick(Int32(node))
+        let directives = cores[node]!.join(seeds: seeds, now: now)
+        execute(Int32(node), directives, fromTick: false)
+    }
+
+    /// The node leaves gracefully (signed leave notice).
+    public func leave(_ node: Int) {
+        guard hosts[node].up, cores[node] != nil else { return }
+        hosts[node].left = true
+        trace.mix(6, UInt64(now.nanoseconds), UInt64(node))
+        let directives = cores[node]!.leave(now: now)
+        execute(Int32(node), directives, fromTick: false)
+    }
+
+    /// A node that left joins again (with a higher record version) through the seed nodes.
+    public func rejoin(_ node: Int) {
+        guard hosts[node].up, cores[node] != nil else { return }
+        hosts[node].left = false
+        trace.mix(7, UInt64(now.nanoseconds), UInt64(node))
+        let directives = cores[node]!.join(seeds: seedEndpoints(excluding: node), now: now)
+        execute(Int32(node), directives, fromTick: false)
+    }
+
+    /// Changes a node's own record (new version, re-signed, gossiped); returns the new version.
+    @discardableResult
+    public func updateRecord(_ node: Int, _ change: (inout NodeRecord) -> Void) throws -> UInt64 {
+        guard hosts[node].up, cores[node] != nil else { return 0 }
+        let directives = try cores[node]!.updateLocalRecord(now: now, change)
+        trace.mix(8, UInt64(now.nanoseconds), UInt64(node))
+        execute(Int32(node), directives, fromTick: false)
+        return cores[node]!.localRecord.record.version
+    }
+
+    /// Sends `datagram` as if from `from`'s address to `to` through the network model.
+    public func inject(datagram: [UInt8], from: Int, to: Endpoint) {
+        transmit(from: Int32(from), to: to, datagram: datagram)
+    }
+
+    /// Sends every captured datagram again, now, from its original sender to its original destination.
+    public func replay(_ datagrams: [CapturedDatagram]) {
+        for c in datagrams { transmit(from: Int32(c.from), to: c.to, datagram: c.datagram) }
+    }
+
+    /// Stops or restarts capturing, forgetting what was captured.
+    public func clearCaptured() { captured.removeAll() }
+
+    // MARK: - Inspection
+
+    /// The node's membership core (nil while crashed).
+    public func node(_ i: Int) -> MembershipNode? { cores[i] }
+
+    /// Index of the node with this name.
+    public func index(of name: String) -> Int? { nameIndex[name].map(Int.init) }
+
+    /// True when the node is running and has not left.
+    public func isLive(_ i: Int) -> Bool { hosts[i].up && !hosts[i].left }
+
+    /// True when the node is running (it may have left).
+    public func isUp(_ i: Int) -> Bool { hosts[i].up }
+
+    /// Indices of running nodes that have not left.
+    public var liveNodes: [Int] { (0..<n).filter { isLive($0) } }
+
+    /// What `observer` currently believes about `subject`.
+    public func view(of subject: Int, at observer: Int) -> Member? {
+        cores[observer]?.member(named: names[subject])
+    }
+
+    /// The current own record version of a running node.
+    public func currentVersion(_ i: Int) -> UInt64? { cores[i]?.localRecord.record.version }
+
+    /// True when every live node sees every other live node alive at its current record version.
+    public func isConverged() -> Bool {
+        let live = liveNodes
+        var versions = [UInt64](repeating: 0, count: n)
+        for s in live { versions[s] = cores[s]!.localRecord.record.version }
+        for o in live {
+            let row = o * n
+            for s in live where s != o {
+                if viewRank[row + s] != 0 || viewVersion[row + s] != versions[s] { return false }
+            }
+        }
+        return true
+    }
+
+    /// Live (observer, subject) pairs that are not yet converged (for diagnostics).
+    public func unconvergedPairs(limit: Int = 10) -> [(observer: Int, subject: Int, rank: UInt8, version: UInt64)] {
+        var out: [(Int, Int, UInt8, UInt64)] = []
+        let live = liveNodes
+        for o in live {
+            for s in live where s != o {
+                let v = cores[s]!.localRecord.record.version
+                if viewRank[o * n + s] != 0 || viewVersion[o * n + s] != v {
+                    out.append((o, s, viewRank[o * n + s], viewVersion[o * n + s]))
+                    if out.count >= limit { return out }
+                }
+            }
+        }
+        return out
+    }
+
+    /// A hash of everything that happened (event times, kinds, nodes, datagram sizes, view changes).
+    public var traceHash: UInt64 { trace.value }
+}
+
+/// A datagram seen on the simulated network, for replay attacks.
+public struct CapturedDatagram: Sendable {
+    public var from: Int
+    public var to: Endpoint
+    public var datagram: [UInt8]
+    public var at: Instant
+}
+
+/// FNV-1a over 64-bit words.
+struct TraceHash {
+    private(set) var value: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    mutating func mix(_ words: UInt64...) {
+        for w in words {
+            var x = w
+            for _ in 0..<8 {
+                value = (value ^ (x & 0xFF)) &* 0x0000_0100_0000_01B3
+                x >>= 8
+            }
+        }
+    }
+}
+
+extension Duration {
+    var simNanoseconds: Int64 {
+        let (s, a) = components
+        return s * 1_000_000_000 + a / 1_000_000_000
+    }
+}

@@ -1,0 +1,325 @@
+import Foundation
+import IPNetwork
+import Logging
+// YAML through jpsim/Yams rather than TOML through TOMLKit: Yams wraps libyaml (plain C, builds in
+// seconds) where TOMLKit needs C++ interop with toml++; Yams exposes the parsed node tree with line
+// and column marks, which lets every error name the key and the line; and YAML is the format operators
+// of systemd/Kubernetes hosts already write for the agents next to this one.
+import Yams
+
+/// The agent's settings after merging defaults, the config file, environment variables and flags.
+public struct AgentConfig: Sendable, Equatable {
+    /// Where keys and cluster state live.
+    public var stateDirectory: String = StateStore.defaultDirectory
+    /// The root-only unix socket the CLI talks to.
+    public var controlSocket: String = AgentConfig.defaultControlSocket
+    /// The WireGuard interface name.
+    public var interface: String = "wm0"
+    /// The underlay address other nodes reach this one at (nil: pick the default route's source).
+    public var advertiseAddress: IPAddress?
+    /// UDP port of the membership gossip.
+    public var gossipPort: UInt16 = 7946
+    /// UDP port WireGuard listens on.
+    public var wireGuardPort: UInt16 = 51820
+    /// Interface MTU; nil means underlay MTU − 80 (see `effectiveMTU`).
+    public var mtu: Int?
+    /// WireGuard persistent keepalive (nil: off), for nodes behind NAT.
+    public var persistentKeepalive: Duration?
+    /// Scheduled WireGuard key rotation interval (nil: only on `wiremesh rotate-key`).
+    public var keyRotationInterval: Duration?
+    /// Log verbosity.
+    public var logLevel: Logger.Level = .info
+    /// Where Prometheus metrics are served (nil: not served).
+    public var metricsAddress: Endpoint?
+
+    public static let defaultControlSocket = "/run/wiremesh/wiremesh.sock"
+    /// The config file read when none is given and it exists.
+    public static let defaultConfigFile = "/etc/wiremesh/config.yaml"
+    /// Bytes WireGuard adds to a packet over IPv6 (40 IPv6 + 8 UDP + 32 WireGuard): the default
+    /// MTU headroom, which is also safe over IPv4.
+    public static let wireGuardOverhead = 80
+
+    public init() {}
+
+    /// The interface MTU to use over an underlay with `underlayMTU`.
+    public func effectiveMTU(underlayMTU: Int) -> Int { mtu ?? (underlayMTU - Self.wireGuardOverhead) }
+
+    /// Applies a layer over this config (set values in the layer win).
+    public func applying(_ layer: ConfigLayer) -> AgentConfig {
+        var c = self
+        if let v = layer.stateDirectory { c.stateDirectory = v }
+        if let v = layer.controlSocket { c.controlSocket = v }
+        if let v = layer.interface { c.interface = v }
+        if let v = layer.advertiseAddress { c.advertiseAddress = v }
+        if let v = layer.gossipPort { c.gossipPort = v }
+        if let v = layer.wireGuardPort { c.wireGuardPort = v }
+        if let v = layer.mtu { c.mtu = v }
+        if let v = layer.persistentKeepalive { c.persistentKeepalive = v == .zero ? nil : v }
+        if let v = layer.keyRotationInterval { c.keyRotationInterval = v == .zero ? nil : v }
+        if let v = layer.logLevel { c.logLevel = v }
+        if let v = layer.metricsAddress { c.metricsAddress = v }
+        return c
+    }
+
+    /// Merges the sources by precedence: defaults < config file < environment < flags.
+    public static func merge(file: ConfigLayer = ConfigLayer(), environment: ConfigLayer = ConfigLayer(),
+                             flags: ConfigLayer = ConfigLayer()) -> AgentConfig {
+        AgentConfig().applying(file).applying(environment).applying(flags)
+    }
+
+    /// Reads and merges every source. `configFile` nil means the default file if it exists; a file
+    /// given explicitly (flag or WIREMESH_CONFIG) must exist.
+    public static func load(configFile: String?, environment: [String: String], flags: ConfigLayer) throws -> AgentConfig {
+        let explicit = configFile ?? environment[ConfigLayer.configFileVariable]
+        let path = explicit ?? defaultConfigFile
+        var fileLayer = ConfigLayer()
+        if let bytes = try? AtomicFile.readIfExists(path) {
+            fileLayer = try ConfigLayer(yaml: String(decoding: bytes, as: UTF8.self), file: path)
+        } else if explicit != nil {
+            throw ConfigError(key: nil, source: "config file \(path)", message: "cannot be read (missing or no permission)")
+        }
+        return merge(file: fileLayer, environment: try ConfigLayer(environment: environment), flags: flags)
+    }
+}
+
+/// A config key, its environment variable and its flag.
+public enum ConfigKey: String, CaseIterable, Sendable {
+    case stateDir = "state-dir"
+    case controlSocket = "control-socket"
+    case interface
+    case advertiseAddress = "advertise-address"
+    case gossipPort = "gossip-port"
+    case wireGuardPort = "wireguard-port"
+    case mtu
+    case persistentKeepalive = "persistent-keepalive"
+    case keyRotationInterval = "key-rotation-interval"
+    case logLevel = "log-level"
+    case metricsAddress = "metrics-address"
+
+    /// e.g. `WIREMESH_GOSSIP_PORT`.
+    public var environmentVariable: String {
+        "WIREMESH_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// e.g. `--gossip-port`.
+    public var flag: String { "--" + rawValue }
+}
+
+/// An invalid setting: names the key, where it came from, and what is wrong. The CLI exits with 2.
+public struct ConfigError: Error, Equatable, CustomStringConvertible {
+    /// The offending key (nil for whole-file problems such as a YAML syntax error).
+    public var key: String?
+    /// "config file PATH line N", "environment variable WIREMESH_X" or "flag --x".
+    public var source: String
+    public var message: String
+
+    /// The process exit status for a configuration error.
+    public static let exitCode: Int32 = 2
+
+    public init(key: String?, source: String, message: String) {
+        self.key = key
+        self.source = source
+        self.message = message
+    }
+
+    public var description: String {
+        if let key { return "invalid \(key) in \(source): \(message)" }
+        return "invalid \(source): \(message)"
+    }
+}
+
+/// One source of settings; nil means "not set here".
+public struct ConfigLayer: Sendable, Equatable {
+    public var stateDirectory: String?
+    public var controlSocket: String?
+    public var interface: String?
+    public var advertiseAddress: IPAddress?
+    public var gossipPort: UInt16?
+    public var wireGuardPort: UInt16?
+    public var mtu: Int?
+    /// `.zero` switches keepalive off (overriding a lower layer).
+    public var persistentKeepalive: Duration?
+    /// `.zero` switches scheduled rotation off.
+    public var keyRotationInterval: Duration?
+    public var logLevel: Logger.Level?
+    public var metricsAddress: Endpoint?
+
+    /// Environment variables with the WIREMESH_ prefix that are not settings but are allowed.
+    public static let configFileVariable = "WIREMESH_CONFIG"
+    public static let otherEnvironmentVariables: Set<String> = [configFileVariable, "WIREMESH_TOKEN"]
+
+    public init() {}
+
+    /// Parses a YAML config file: a mapping of the keys in `ConfigKey`. Unknown keys, wrong types and
+    /// bad values are errors naming the key, the file and the line.
+    public init(yaml: String, file: String) throws {
+        self.init()
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
+            // Name the line of the repeated key, not the start of the mapping Yams points at.
+            let key = duplicates.sorted().first ?? "?"
+            let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+            let hits = lines.indices.filter { lines[$0].hasPrefix(key) && lines[$0].dropFirst(key.count).trimmingCharacters(in: .whitespaces).hasPrefix(":") }
+            let line = hits.count > 1 ? hits[1] + 1 : context.mark.line
+            throw ConfigError(key: key, source: "config file \(file) line \(line)", message: "set twice")
+        } catch {
+            throw ConfigError(key: nil, source: "config file \(file)", message: "not valid YAML: \(Self.yamlProblem(error))")
+        }
+        guard let root else { return } // an empty file sets nothing
+        guard let mapping = root.mapping else {
+            throw ConfigError(key: nil, source: "config file \(file)", message: "expected a mapping of settings such as 'interface: wm0'")
+        }
+        var seen = Set<String>()
+        for (keyNode, valueNode) in mapping {
+            let line = keyNode.mark.map { " line \($0.line)" } ?? ""
+            let source = "config file \(file)\(line)"
+            guard let name = keyNode.scalar?.string, let key = ConfigKey(rawValue: name) else {
+                let name = keyNode.scalar?.string ?? "(non-text key)"
+                throw ConfigError(key: name, source: source,
+                                  message: "unknown key; known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard seen.insert(name).inserted else { throw ConfigError(key: name, source: source, message: "set twice") }  // Yams catches most
+            guard let scalar = valueNode.scalar else {
+                throw ConfigError(key: name, source: source, message: "wrong type: expected a single value, not a list or mapping")
+            }
+            if scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string) {
+                throw ConfigError(key: name, source: source, message: "no value given")
+            }
+            let quoted = scalar.style != .plain
+            try set(key, scalar.string, quoted: quoted, source: source)
+        }
+    }
+
+    /// Reads `WIREMESH_*` variables. An unknown `WIREMESH_` variable is an error (most likely a typo).
+    public init(environment: [String: String]) throws {
+        self.init()
+        let byVariable = Dictionary(uniqueKeysWithValues: ConfigKey.allCases.map { ($0.environmentVariable, $0) })
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix("WIREMESH_") {
+            if Self.otherEnvironmentVariables.contains(name) { continue }
+            guard let key = byVariable[name] else {
+                throw ConfigError(key: name, source: "the environment",
+                                  message: "unknown variable; known: \(ConfigKey.allCases.map(\.environmentVariable).joined(separator: ", "))")
+            }
+            try set(key, value, quoted: false, source: "environment variable \(name)")
+        }
+    }
+
+    /// Builds the flags layer from the values the CLI received (as typed by the user).
+    public init(flags: [ConfigKey: String]) throws {
+        self.init()
+        for (key, value) in flags.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            try set(key, value, quoted: false, source: "flag \(key.flag)")
+        }
+    }
+
+    /// Parses `text` as the value of `key`. `quoted` marks a YAML string, which is not accepted where a
+    /// number is expected (a wrong type, e.g. `gossip-port: "7946"`).
+    mutating func set(_ key: ConfigKey, _ text: String, quoted: Bool, source: String) throws {
+        func fail(_ message: String) -> ConfigError { ConfigError(key: key.rawValue, source: source, message: message) }
+        func integer() throws -> Int {
+            guard !quoted, let v = Int(text) else { throw fail("wrong type: expected a whole number, got '\(text)'") }
+            return v
+        }
+        func port() throws -> UInt16 {
+            let v = try integer()
+            guard (1...65535).contains(v) else { throw fail("port \(v) out of range: expected 1-65535") }
+            return UInt16(v)
+        }
+        func path() throws -> String {
+            guard !text.isEmpty, !text.contains("\0") else { throw fail("expected a path, got an empty value") }
+            return text
+        }
+        func duration(max: Duration? = nil) throws -> Duration {
+            // A bare number is seconds; otherwise Go-style "1h30m", "90s", "24h".
+            let d: Duration
+            if !quoted, let seconds = Int(text) {
+                guard seconds >= 0 else { throw fail("duration must not be negative, got '\(text)'") }
+                d = .seconds(seconds)
+            } else {
+                do { d = try parseDuration(text) } catch let e as DurationError { throw fail(e.description) }
+            }
+            if let max, d > max { throw fail("duration '\(text)' is longer than the maximum \(max)") }
+            return d
+        }
+        switch key {
+        case .stateDir: stateDirectory = try path()
+        case .controlSocket:
+            let p = try path()
+            // sun_path holds 108 bytes including the terminating NUL.
+            guard p.utf8.count <= 107 else { throw fail("path is \(p.utf8.count) bytes long; unix socket paths are limited to 107") }
+            controlSocket = p
+        case .interface:
+            guard !text.isEmpty, text.utf8.count <= 15, text != ".", text != "..",
+                  !text.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
+                throw fail("'\(text)' is not a valid interface name (1-15 characters, no '/', ':' or spaces)")
+            }
+            interface = text
+        case .advertiseAddress:
+            do { advertiseAddress = try IPAddress(text) } catch { throw fail("'\(text)' is not an IP address") }
+        case .gossipPort: gossipPort = try port()
+        case .wireGuardPort: wireGuardPort = try port()
+        case .mtu:
+            let v = try integer()
+            guard (1280...65535).contains(v) else { throw fail("MTU \(v) out of range: expected 1280-65535") }
+            mtu = v
+        case .persistentKeepalive:
+            // WireGuard stores the keepalive interval as 16-bit seconds.
+            let d = try duration(max: .seconds(65535))
+            guard d.components.attoseconds == 0 else { throw fail("keepalive must be whole seconds, got '\(text)'") }
+            persistentKeepalive = d
+        case .keyRotationInterval:
+            let d = try duration()
+            guard d == .zero || d >= .seconds(60) else { throw fail("rotation interval '\(text)' is shorter than one minute") }
+            keyRotationInterval = d
+        case .logLevel:
+            guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                throw fail("'\(text)' is not a log level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            logLevel = level
+        case .metricsAddress:
+            do { metricsAddress = try Endpoint(text) } catch { throw fail("'\(text)' is not ADDRESS:PORT (e.g. 127.0.0.1:9586)") }
+        }
+    }
+
+    static func yamlProblem(_ error: Error) -> String {
+        if let y = error as? YamlError {
+            switch y {
+            case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+                return "\(problem) at line \(mark.line), column \(mark.column)"
+            default: break
+            }
+        }
+        return "\(error)"
+    }
+}
+
+/// Why a duration text was rejected.
+public struct DurationError: Error, Equatable, CustomStringConvertible {
+    public var text: String
+    public var description: String {
+        "'\(text)' is not a duration: use a number with a unit, e.g. 90s, 30m, 24h or 1h30m (units ms, s, m, h, d)"
+    }
+}
+
+/// Parses Go-style durations: one or more `NUMBER UNIT` parts, units ms, s, m, h, d ("1h30m", "24h").
+public func parseDuration(_ text: String) throws -> Duration {
+    let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+    var rest = Substring(text.trimmingCharacters(in: .whitespaces))
+    guard !rest.isEmpty else { throw DurationError(text: text) }
+    var totalMilliseconds: Int64 = 0
+    while !rest.isEmpty {
+        let digits = rest.prefix(while: { $0.isASCII && $0.isNumber })
+        guard !digits.isEmpty, let number = Int64(digits) else { throw DurationError(text: text) }
+        rest = rest.dropFirst(digits.count)
+        let unitText = rest.prefix(while: { $0.isASCII && $0.isLetter })
+        guard let unit = units.first(where: { $0.0 == unitText }) else { throw DurationError(text: text) }
+        rest = rest.dropFirst(unitText.count)
+        let (product, overflow) = number.multipliedReportingOverflow(by: unit.1)
+        let (sum, overflow2) = totalMilliseconds.addingReportingOverflow(product)
+        guard !overflow, !overflow2 else { throw DurationError(text: text) }
+        totalMilliseconds = sum
+    }
+    return .milliseconds(totalMilliseconds)
+}

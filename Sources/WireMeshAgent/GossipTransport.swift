@@ -1,0 +1,322 @@
+import IPNetwork
+import Logging
+import Membership
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import WireMeshCrypto
+
+/// Everything the gossip transport needs to run the local membership node.
+public struct GossipSettings: Sendable {
+    /// Protocol timings.
+    public var config: MembershipConfig
+    /// The node's long-term identity (signs its record).
+    public var identity: SigningIdentity
+    /// The node's record. If its gossip port is 0, the port the socket was bound to is filled in.
+    public var record: NodeRecord
+    /// Cluster keys (seal with the primary, open with any).
+    public var keyring: Keyring
+    /// The cluster id, bound into every datagram's authentication tag.
+    public var clusterID: [UInt8]
+    /// Address and port to bind the UDP socket to (port 0: the system picks one).
+    public var bind: Endpoint
+    /// Members to contact when the service starts.
+    public var seeds: [Endpoint]
+    /// A saved view to start from (records of members known before a restart).
+    public var savedView: [SignedNodeRecord]
+
+    public init(config: MembershipConfig = .wiremeshDefaults, identity: SigningIdentity, record: NodeRecord, keyring: Keyring,
+                clusterID: [UInt8], bind: Endpoint, seeds: [Endpoint] = [], savedView: [SignedNodeRecord] = []) {
+        self.config = config
+        self.identity = identity
+        self.record = record
+        self.keyring = keyring
+        self.clusterID = clusterID
+        self.bind = bind
+        self.seeds = seeds
+        self.savedView = savedView
+    }
+}
+
+/// Why the gossip transport could not start or act.
+public enum GossipTransportError: Error, CustomStringConvertible {
+    case bind(Endpoint, underlying: Error)
+    case node(MembershipError)
+    case notRunning
+
+    public var description: String {
+        switch self {
+        case .bind(let e, let underlying):
+            return "cannot bind the gossip socket to \(e): \(underlying) (is the port in use or the address not local?)"
+        case .node(let e):
+            return "cannot start the membership node: \(e)"
+        case .notRunning:
+            return "the gossip transport is not running (it was closed or failed to start)"
+        }
+    }
+}
+
+/// The UDP shell around the pure `MembershipNode`: one SwiftNIO datagram channel whose handler owns
+/// the node on the channel's event loop, executes its directives (send datagrams, schedule the next
+/// tick on the event loop, publish member events to `events`) and feeds it the monotonic clock.
+///
+/// Bind first (`GossipTransport.bind`), then run it as a `Service`: `run()` joins the seeds, keeps
+/// gossiping until cancelled or asked to shut down gracefully, then leaves (signed leave notice) and
+/// closes the socket.
+public final class GossipTransport: Service, Sendable {
+    /// The address the socket is bound to (with the port the system chose if 0 was asked).
+    public let localAddress: Endpoint
+    /// Member events (joined, updated, suspect, alive, dead, left, reaped) in the order they happened.
+    public let events: AsyncStream<MemberEvent>
+
+    let channel: Channel
+    let seeds: [Endpoint]
+    let logger: Logger
+
+    private init(channel: Channel, localAddress: Endpoint, events: AsyncStream<MemberEvent>, seeds: [Endpoint], logger: Logger) {
+        self.channel = channel
+        self.localAddress = localAddress
+        self.events = events
+        self.seeds = seeds
+        self.logger = logger
+    }
+
+    /// Binds the UDP socket and creates the membership node (nothing is sent until `run()`).
+    public static func bind(_ settings: GossipSettings, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            logger: Logger = Logger(label: "wiremesh.gossip")) async throws -> GossipTransport {
+        let (stream, continuation) = AsyncStream<MemberEvent>.makeStream(bufferingPolicy: .bufferingNewest(65_536))
+        let channel: Channel
+        do {
+            channel = try await DatagramBootstrap(group: group)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            GossipHandler(settings: settings, events: continuation, logger: logger))
+                    }
+                }
+                .bind(host: settings.bind.address.description, port: Int(settings.bind.port))
+                .get()
+        } catch {
+            continuation.finish()
+            throw GossipTransportError.bind(settings.bind, underlying: error)
+        }
+        // The handler created the node in channelActive (it needs the bound port); surface its error.
+        let started: Result<Endpoint, MembershipError> = try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: GossipHandler.self).startResult
+        }.get()
+        switch started {
+        case .success(let local):
+            return GossipTransport(channel: channel, localAddress: local, events: stream, seeds: settings.seeds, logger: logger)
+        case .failure(let error):
+            try? await channel.close()
+            continuation.finish()
+            throw GossipTransportError.node(error)
+        }
+    }
+
+    /// Runs `body` with the handler on the channel's event loop.
+    func withHandler<T: Sendable>(_ body: @escaping @Sendable (GossipHandler) throws -> T) async throws -> T {
+        let channel = self.channel
+        do {
+            return try await channel.eventLoop.submit {
+                try body(try channel.pipeline.syncOperations.handler(type: GossipHandler.self))
+            }.get()
+        } catch is ChannelPipelineError {
+            throw GossipTransportError.notRunning
+        }
+    }
+
+    /// Joins through the seeds, gossips until cancellation or graceful shutdown, then leaves and closes.
+    public func run() async throws {
+        let seeds = self.seeds
+        try await withHandler { $0.join(seeds: seeds) }
+        logger.info("gossip running", metadata: ["address": "\(localAddress)", "seeds": "\(seeds)"])
+        await cancelWhenGracefulShutdown {
+            // Park until cancelled; the channel does the work.
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
+        try? await withHandler { $0.leave() }
+        try? await channel.close()
+        logger.info("gossip stopped", metadata: ["address": "\(localAddress)"])
+    }
+
+    /// Every member the node knows (alive, suspect, dead or left, not yet reaped).
+    public func members() async throws -> [Member] {
+        try await withHandler { $0.node?.members ?? [] }
+    }
+
+    /// The node's own signed record.
+    public func localRecord() async throws -> SignedNodeRecord {
+        try await withHandler {
+            guard let node = $0.node else { throw GossipTransportError.notRunning }
+            return node.localRecord
+        }
+    }
+
+    /// Counters of traffic and refused datagrams.
+    public func counters() async throws -> MembershipCounters {
+        try await withHandler { $0.node?.counters ?? MembershipCounters() }
+    }
+
+    /// Changes the local record (new version, re-signed) and gossips it.
+    public func updateLocalRecord(_ change: @escaping @Sendable (inout NodeRecord) -> Void) async throws {
+        try await withHandler { try $0.update(change) }
+    }
+
+    /// Installs a new keyring (cluster key rotation).
+    public func setKeyring(_ keyring: Keyring) async throws {
+        try await withHandler { $0.node?.keyring = keyring }
+    }
+}
+
+/// Owns the `MembershipNode` on the channel's event loop; every access happens on that loop.
+final class GossipHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    let settings: GossipSettings
+    let eventsContinuation: AsyncStream<MemberEvent>.Continuation
+    let logger: Logger
+    var node: MembershipNode?
+    var startResult: Result<Endpoint, MembershipError> = .failure(.invalidConfig("the gossip channel never became active"))
+    var context: ChannelHandlerContext?
+    var timer: Scheduled<Void>?
+    var timerAt: Instant?
+    var sendErrors = 0
+
+    init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger) {
+        self.settings = settings
+        self.eventsContinuation = events
+        self.logger = logger
+    }
+
+    /// The monotonic clock as the core's `Instant`.
+    static func now() -> Instant {
+        Instant(nanoseconds: Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        var record = settings.record
+        guard let bound = context.channel.localAddress.flatMap(Endpoint.init(socketAddress:)) else {
+            startResult = .failure(.invalidConfig("the gossip socket has no local address"))
+            context.fireChannelActive()
+            return
+        }
+        if record.gossipAddress.port == 0 {
+            record.gossipAddress = Endpoint(address: record.gossipAddress.address, port: bound.port)
+        }
+        do {
+            var seed: UInt64 = 0
+            for b in secureRandomBytes(8) { seed = seed << 8 | UInt64(b) }
+            var node = try MembershipNode(config: settings.config, identity: settings.identity, record: record,
+                                          keyring: settings.keyring, clusterID: settings.clusterID, seed: seed, now: Self.now())
+            if !settings.savedView.isEmpty { node.seed(with: settings.savedView, now: Self.now()) }
+            self.node = node
+            startResult = .success(bound)
+        } catch {
+            startResult = .failure(error)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        eventsContinuation.finish()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard node != nil, let from = Endpoint(socketAddress: envelope.remoteAddress) else { return }
+        let datagram = Array(envelope.data.readableBytesView)
+        let directives = node!.receive(datagram: datagram, from: from, now: Self.now())
+        execute(directives)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A UDP socket reports ICMP errors of earlier sends (e.g. connection refused); they are not fatal.
+        sendErrors += 1
+        logger.debug("gossip socket error", metadata: ["error": "\(error)"])
+    }
+
+    func join(seeds: [Endpoint]) {
+        guard node != nil else { return }
+        execute(node!.join(seeds: seeds, now: Self.now()))
+        // The core asks for its first wake-up only when it has something to do; make sure it ticks.
+        execute(node!.tick(now: Self.now()), fromTick: true)
+    }
+
+    func leave() {
+        guard node != nil else { return }
+        execute(node!.leave(now: Self.now()))
+    }
+
+    func update(_ change: (inout NodeRecord) -> Void) throws {
+        guard node != nil else { throw GossipTransportError.notRunning }
+        execute(try node!.updateLocalRecord(now: Self.now(), change))
+    }
+
+    func tick() {
+        timer = nil
+        timerAt = nil
+        guard node != nil else { return }
+        execute(node!.tick(now: Self.now()), fromTick: true)
+    }
+
+    /// Carries out the core's directives: datagrams go out (flushed once), the earliest wake-up is
+    /// scheduled on the event loop, view changes are published.
+    func execute(_ directives: [Directive], fromTick: Bool = false) {
+        guard let context else { return }
+        var wrote = false
+        for d in directives {
+            switch d {
+            case .send(let datagram, let to):
+                guard let address = try? SocketAddress(ipAddress: to.address.description, port: Int(to.port)) else { continue }
+                let buffer = context.channel.allocator.buffer(bytes: datagram)
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: address, data: buffer)), promise: nil)
+                wrote = true
+            case .wakeUp(let at):
+                schedule(at: at, context: context)
+            case .changed(let event):
+                eventsContinuation.yield(event)
+            }
+        }
+        if wrote { context.flush() }
+    }
+
+    func schedule(at: Instant, context: ChannelHandlerContext) {
+        if let current = timerAt, current <= at, timer != nil { return }
+        timer?.cancel()
+        // Never spin: a wake-up in the past runs after a millisecond.
+        let earliest = Self.now() + .milliseconds(1)
+        let when = max(at, earliest)
+        timerAt = when
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, when.nanoseconds)))) {
+            loopBound.value.tick()
+        }
+    }
+}
+
+extension Endpoint {
+    /// The endpoint of an IP socket address (nil for unix sockets).
+    init?(socketAddress: SocketAddress) {
+        guard let ip = socketAddress.ipAddress, let port = socketAddress.port, let address = try? IPAddress(ip),
+              let p = UInt16(exactly: port) else { return nil }
+        self.init(address: address, port: p)
+    }
+}

@@ -1,0 +1,425 @@
+import Foundation
+import IPNetwork
+import WireMeshCrypto
+
+/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
+public struct ClusterSettings: Sendable, Equatable {
+    /// The pod range all node blocks are carved from, e.g. 10.244.0.0/16.
+    public var podRange: IPPrefix
+    /// The size of each node's block, e.g. 24 for a /24 per node.
+    public var nodePrefixLength: Int
+
+    public init(podRange: IPPrefix, nodePrefixLength: Int) {
+        self.podRange = podRange
+        self.nodePrefixLength = nodePrefixLength
+    }
+}
+
+/// This node's place in the cluster: its name, pod block and overlay address.
+public struct NodeAssignment: Sendable, Equatable {
+    /// The node's name in the membership (unique in the cluster).
+    public var name: String
+    /// The pod block routed to this node.
+    public var podCIDR: IPPrefix
+    /// The address on the WireGuard interface (see `IPAM.overlayAddress(of:)`).
+    public var overlayAddress: IPAddress
+
+    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress) {
+        self.name = name
+        self.podCIDR = podCIDR
+        self.overlayAddress = overlayAddress
+    }
+}
+
+/// Everything `wiremesh init` or `wiremesh join` writes into a fresh state directory.
+public struct InitialState: Sendable {
+    public var clusterID: String
+    public var settings: ClusterSettings
+    public var node: NodeAssignment
+    /// Seed of this node's Ed25519 identity (signs its node records).
+    public var identity: SigningIdentity
+    /// This node's WireGuard private key.
+    public var wireGuardKey: Key
+    /// The cluster (gossip) keys.
+    public var keyring: Keyring
+    /// The cluster-wide join-signing identity (shared by every member so any member can admit).
+    public var joinSigning: SigningIdentity
+    /// Members known at creation time (opaque, encoded by the membership layer); may be empty.
+    public var members: [UInt8]
+
+    public init(clusterID: String, settings: ClusterSettings, node: NodeAssignment, identity: SigningIdentity,
+                wireGuardKey: Key, keyring: Keyring, joinSigning: SigningIdentity, members: [UInt8] = []) {
+        self.clusterID = clusterID
+        self.settings = settings
+        self.node = node
+        self.identity = identity
+        self.wireGuardKey = wireGuardKey
+        self.keyring = keyring
+        self.joinSigning = joinSigning
+        self.members = members
+    }
+}
+
+/// The persisted state of an initialised node, as loaded at agent start.
+public struct NodeState: Sendable {
+    public var clusterID: String
+    public var settings: ClusterSettings
+    public var node: NodeAssignment
+    public var identity: SigningIdentity
+    /// The WireGuard private key in use.
+    public var wireGuardKey: Key
+    /// The next WireGuard key of a rotation in progress (announced, not yet switched to), if any.
+    public var pendingWireGuardKey: Key?
+    public var keyring: Keyring
+    public var joinSigning: SigningIdentity
+    /// When this WireGuard key was first saved (for the key age in `status` and scheduled rotation).
+    public var wireGuardKeyCreatedAt: Date
+}
+
+/// Errors about the state directory a person reads; each names the directory or file and what to do.
+public enum StateError: Error, Equatable, CustomStringConvertible {
+    case alreadyInitialised(directory: String, clusterID: String)
+    case notInitialised(directory: String)
+    case corrupted(file: String, reason: String)
+    case io(FileError)
+
+    public var description: String {
+        switch self {
+        case .alreadyInitialised(let dir, let cluster):
+            return "state directory \(dir) already initialised (cluster \(cluster)): use a different --state-dir or remove it"
+        case .notInitialised(let dir):
+            return "state directory \(dir) is not initialised: run 'wiremesh init' or 'wiremesh join TOKEN'"
+        case .corrupted(let file, let reason):
+            return "state file \(file) is corrupted (\(reason)): restore it from a backup, or remove the state directory and join the cluster again with a new token"
+        case .io(let e):
+            return e.description
+        }
+    }
+}
+
+/// The on-disk state of one node.
+///
+/// Layout (directory 0700; every write atomic via `AtomicFile`):
+/// ```
+/// cluster.json            0644  cluster id, settings, this node's name/pod CIDR/overlay address (written
+///                               last by `initialise`: its presence means "initialised")
+/// identity.key            0600  base64 Ed25519 seed of this node's identity
+/// wireguard.key           0600  base64 WireGuard private key in use
+/// wireguard.key.created   0644  ISO 8601 time the key above was created
+/// wireguard-next.key      0600  base64 next private key while a rotation is in progress
+/// keyring.json            0600  cluster keys, base64, primary first
+/// join-signing.key        0600  base64 Ed25519 seed of the cluster's join-signing identity
+/// tokens.json             0600  issued join tokens (id, key hash, expiry, uses left, revoked)
+/// members.bin             0600  last-known members (opaque bytes of the membership layer)
+/// ```
+/// Text formats on purpose: an operator can inspect (and back up) every file with `cat`.
+public struct StateStore: Sendable {
+    /// The default state directory.
+    public static let defaultDirectory = "/var/lib/wiremesh"
+
+    /// The state directory this store reads and writes.
+    public let directory: String
+
+    public init(directory: String = StateStore.defaultDirectory) {
+        var d = directory
+        while d.count > 1 && d.hasSuffix("/") { d.removeLast() }
+        self.directory = d
+    }
+
+    enum File: String, CaseIterable {
+        case cluster = "cluster.json"
+        case identity = "identity.key"
+        case wireGuardKey = "wireguard.key"
+        case wireGuardKeyCreated = "wireguard.key.created"
+        case pendingWireGuardKey = "wireguard-next.key"
+        case keyring = "keyring.json"
+        case joinSigning = "join-signing.key"
+        case tokens = "tokens.json"
+        case members = "members.bin"
+    }
+
+    func path(_ file: File) -> String { "\(directory)/\(file.rawValue)" }
+
+    // MARK: Lifecycle
+
+    /// True when `cluster.json` exists (the last file `initialise` writes).
+    public var isInitialised: Bool { AtomicFile.mode(of: path(.cluster)) != nil }
+
+    /// The cluster id recorded in the directory, or nil when it is not initialised.
+    public func recordedClusterID() throws -> String? {
+        guard isInitialised else { return nil }
+        return try readCluster().clusterID
+    }
+
+    /// Creates the state of a new node. Refuses an initialised directory and leaves it unchanged;
+    /// writes every secret first and `cluster.json` last, so an interrupted run leaves a directory
+    /// that is still "not initialised" and can simply be retried.
+    public func initialise(_ state: InitialState, now: Date = Date()) throws {
+        if let existing = try? recordedClusterID() {
+            throw StateError.alreadyInitialised(directory: directory, clusterID: existing)
+        }
+        if isInitialised {
+            throw StateError.alreadyInitialised(directory: directory, clusterID: "unknown: \(path(.cluster)) is unreadable")
+        }
+        try io { try AtomicFile.makeDirectory(directory, mode: 0o700) }
+        try writeKey(state.identity.seed, to: .identity)
+        try saveWireGuardKey(state.wireGuardKey, createdAt: now)
+        try saveKeyring(state.keyring)
+        try writeKey(state.joinSigning.seed, to: .joinSigning)
+        try saveTokens([])
+        try saveMembers(state.members)
+        try writeCluster(ClusterFile(clusterID: state.clusterID, settings: state.settings, node: state.node))
+    }
+
+    /// Loads the state of an initialised node; a missing or malformed file is an error naming it.
+    public func load() throws -> NodeState {
+        guard isInitialised else { throw StateError.notInitialised(directory: directory) }
+        let cluster = try readCluster()
+        let identity = SigningIdentity(seed: try readKey(.identity))
+        let current = try readKey(.wireGuardKey)
+        var pending = try readKeyIfExists(.pendingWireGuardKey)
+        // A crash after promoting the pending key but before removing its file leaves both equal.
+        if pending == current { pending = nil }
+        let created = try readKeyCreated()
+        return NodeState(clusterID: cluster.clusterID, settings: cluster.settings, node: cluster.node,
+                         identity: identity, wireGuardKey: current, pendingWireGuardKey: pending,
+                         keyring: try loadKeyring(), joinSigning: SigningIdentity(seed: try readKey(.joinSigning)),
+                         wireGuardKeyCreatedAt: created)
+    }
+
+    // MARK: WireGuard key and rotation
+
+    /// Replaces the WireGuard key in use.
+    public func saveWireGuardKey(_ key: Key, createdAt: Date = Date()) throws {
+        try writeKey(key, to: .wireGuardKey)
+        try io { try AtomicFile.write(Self.timestamp(createdAt) + "\n", to: path(.wireGuardKeyCreated), mode: 0o644) }
+    }
+
+    /// Records the next key of a rotation before it is announced, so a crash cannot lose a key a
+    /// peer may already have installed.
+    public func savePendingWireGuardKey(_ key: Key) throws {
+        try writeKey(key, to: .pendingWireGuardKey)
+    }
+
+    /// Makes the pending key the key in use and forgets the old one (file replaced atomically).
+    /// Crash-safe in every order: see `load()`.
+    public func promotePendingWireGuardKey(now: Date = Date()) throws {
+        guard let pending = try readKeyIfExists(.pendingWireGuardKey) else {
+            throw StateError.corrupted(file: path(.pendingWireGuardKey), reason: "no pending key to promote")
+        }
+        try saveWireGuardKey(pending, createdAt: now)
+        try io { try AtomicFile.remove(path(.pendingWireGuardKey)) }
+    }
+
+    /// Drops a pending key (rotation abandoned).
+    public func discardPendingWireGuardKey() throws {
+        try io { try AtomicFile.remove(path(.pendingWireGuardKey)) }
+    }
+
+    // MARK: Keyring
+
+    /// Saves the cluster keyring (primary first).
+    public func saveKeyring(_ keyring: Keyring) throws {
+        let file = KeyringFile(keys: keyring.keys.map { $0.key.base64 })
+        try writeJSON(file, to: .keyring, mode: 0o600)
+    }
+
+    /// Loads the cluster keyring.
+    public func loadKeyring() throws -> Keyring {
+        let file: KeyringFile = try readJSON(.keyring)
+        guard !file.keys.isEmpty else {
+            throw StateError.corrupted(file: path(.keyring), reason: "no keys")
+        }
+        do {
+            let keys = try file.keys.map { ClusterKey(key: try Key(base64: $0)) }
+            return Keyring(primary: keys[0], others: Array(keys.dropFirst()))
+        } catch {
+            throw StateError.corrupted(file: path(.keyring), reason: "\(error)")
+        }
+    }
+
+    // MARK: Node assignment
+
+    /// Replaces this node's pod CIDR / overlay address (after a lost double claim).
+    public func saveNodeAssignment(_ node: NodeAssignment) throws {
+        var cluster = try readCluster()
+        cluster.node = node
+        try writeCluster(cluster)
+    }
+
+    // MARK: Tokens
+
+    /// Saves the issued join tokens.
+    public func saveTokens(_ tokens: [TokenRecord]) throws {
+        try writeJSON(TokensFile(tokens: tokens), to: .tokens, mode: 0o600)
+    }
+
+    /// Loads the issued join tokens (none when the file is absent).
+    public func loadTokens() throws -> [TokenRecord] {
+        guard AtomicFile.mode(of: path(.tokens)) != nil else { return [] }
+        let file: TokensFile = try readJSON(.tokens)
+        return file.tokens
+    }
+
+    // MARK: Members
+
+    /// Saves the last-known members (opaque bytes from the membership layer).
+    public func saveMembers(_ blob: [UInt8]) throws {
+        try io { try AtomicFile.write(blob, to: path(.members), mode: 0o600) }
+    }
+
+    /// Loads the last-known members (empty when never saved).
+    public func loadMembers() throws -> [UInt8] {
+        try io { try AtomicFile.readIfExists(path(.members)) } ?? []
+    }
+
+    // MARK: Encoding
+
+    struct ClusterFile: Codable, Equatable {
+        var clusterID: String
+        var settings: ClusterSettings
+        var node: NodeAssignment
+
+        enum CodingKeys: String, CodingKey {
+            case version, clusterID = "cluster_id", podRange = "pod_range", nodePrefixLength = "node_prefix_length"
+            case nodeName = "node_name", podCIDR = "pod_cidr", overlayAddress = "overlay_address"
+        }
+
+        init(clusterID: String, settings: ClusterSettings, node: NodeAssignment) {
+            self.clusterID = clusterID
+            self.settings = settings
+            self.node = node
+        }
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let version = try c.decode(Int.self, forKey: .version)
+            guard version == 1 else {
+                throw DecodingError.dataCorruptedError(forKey: .version, in: c, debugDescription: "unsupported version \(version)")
+            }
+            clusterID = try c.decode(String.self, forKey: .clusterID)
+            settings = ClusterSettings(podRange: try c.decodePrefix(.podRange),
+                                       nodePrefixLength: try c.decode(Int.self, forKey: .nodePrefixLength))
+            node = NodeAssignment(name: try c.decode(String.self, forKey: .nodeName),
+                                  podCIDR: try c.decodePrefix(.podCIDR),
+                                  overlayAddress: try c.decodeAddress(.overlayAddress))
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(1, forKey: .version)
+            try c.encode(clusterID, forKey: .clusterID)
+            try c.encode(settings.podRange.description, forKey: .podRange)
+            try c.encode(settings.nodePrefixLength, forKey: .nodePrefixLength)
+            try c.encode(node.name, forKey: .nodeName)
+            try c.encode(node.podCIDR.description, forKey: .podCIDR)
+            try c.encode(node.overlayAddress.description, forKey: .overlayAddress)
+        }
+    }
+
+    struct KeyringFile: Codable { var keys: [String] }
+    struct TokensFile: Codable { var tokens: [TokenRecord] }
+
+    /// ISO 8601 text of a time (UTC, whole seconds), as state files and messages show it.
+    static func timestamp(_ date: Date) -> String { date.formatted(.iso8601) }
+
+    /// Parses `timestamp(_:)` output.
+    static func parseTimestamp(_ text: String) -> Date? { try? Date(text, strategy: .iso8601) }
+
+    private func readCluster() throws -> ClusterFile { try readJSON(.cluster) }
+
+    private func writeCluster(_ cluster: ClusterFile) throws {
+        try writeJSON(cluster, to: .cluster, mode: 0o644)
+    }
+
+    private func writeKey(_ key: Key, to file: File) throws {
+        try io { try AtomicFile.write(key.base64 + "\n", to: path(file), mode: 0o600) }
+    }
+
+    private func readKey(_ file: File) throws -> Key {
+        guard let key = try readKeyIfExists(file) else {
+            throw StateError.corrupted(file: path(file), reason: "missing")
+        }
+        return key
+    }
+
+    private func readKeyIfExists(_ file: File) throws -> Key? {
+        guard let bytes = try io({ try AtomicFile.readIfExists(path(file)) }) else { return nil }
+        do {
+            return try Key(base64: String(decoding: bytes, as: UTF8.self))
+        } catch {
+            throw StateError.corrupted(file: path(file), reason: "\(error)")
+        }
+    }
+
+    private func readKeyCreated() throws -> Date {
+        guard let bytes = try io({ try AtomicFile.readIfExists(path(.wireGuardKeyCreated)) }) else {
+            throw StateError.corrupted(file: path(.wireGuardKeyCreated), reason: "missing")
+        }
+        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let date = Self.parseTimestamp(text) else {
+            throw StateError.corrupted(file: path(.wireGuardKeyCreated), reason: "'\(text)' is not an ISO 8601 time")
+        }
+        return date
+    }
+
+    private func writeJSON<T: Encodable>(_ value: T, to file: File, mode: mode_t) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(value)
+        try io { try AtomicFile.write(Array(data) + [0x0A], to: path(file), mode: mode) }
+    }
+
+    private func readJSON<T: Decodable>(_ file: File) throws -> T {
+        guard let bytes = try io({ try AtomicFile.readIfExists(path(file)) }) else {
+            throw StateError.corrupted(file: path(file), reason: "missing")
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(T.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw StateError.corrupted(file: path(file), reason: Self.describe(error))
+        } catch {
+            throw StateError.corrupted(file: path(file), reason: "\(error)")
+        }
+    }
+
+    private func io<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as FileError { throw StateError.io(e) }
+    }
+
+    /// A one-line reason for a JSON decoding failure (field path and what was wrong).
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ keys: [CodingKey]) -> String {
+            keys.isEmpty ? "top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case .dataCorrupted(let c):
+            return c.codingPath.isEmpty ? "not valid JSON" : "\(path(c.codingPath)): \(c.debugDescription)"
+        case .keyNotFound(let key, let c): return "missing field '\(path(c.codingPath + [key]))'"
+        case .typeMismatch(_, let c): return "\(path(c.codingPath)): wrong type"
+        case .valueNotFound(_, let c): return "\(path(c.codingPath)): missing value"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Decodes a CIDR string, naming the field when it does not parse.
+    func decodePrefix(_ key: Key) throws -> IPPrefix {
+        let text = try decode(String.self, forKey: key)
+        do { return try IPPrefix(text) } catch {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(error)")
+        }
+    }
+
+    /// Decodes an IP address string, naming the field when it does not parse.
+    func decodeAddress(_ key: Key) throws -> IPAddress {
+        let text = try decode(String.self, forKey: key)
+        do { return try IPAddress(text) } catch {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import IPNetwork
+import Membership
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Testing
+import WireMeshAgent
+import WireMeshCrypto
+
+/// Real UDP gossip between transports on 127.0.0.1 (ports chosen by the system, so parallel tests
+/// never collide; loopback traffic only).
+@Suite("Gossip transport over UDP")
+struct GossipTransportTests {
+    static let loopback = try! Endpoint("127.0.0.1:0")
+
+    func settings(_ name: String, keyring: Keyring, clusterID: [UInt8], seeds: [Endpoint] = []) throws -> GossipSettings {
+        let identity = SigningIdentity.generate()
+        let record = NodeRecord(name: name, identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
+                                wireguardEndpoints: [try Endpoint("192.0.2.1:51820")], gossipAddress: Self.loopback,
+                                podCIDRs: [try IPPrefix("10.244.\(name.utf8.count).0/24")])
+        return GossipSettings(identity: identity, record: record, keyring: keyring, clusterID: clusterID,
+                              bind: Self.loopback, seeds: seeds)
+    }
+
+    /// Polls `condition` every 50 ms until it holds or `timeout` passes (a generous bound, not a timing assertion).
+    func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try await condition()
+    }
+
+    func status(of name: String, at transport: GossipTransport) async throws -> MemberStatus? {
+        try await transport.members().first { $0.name == name }?.status
+    }
+
+    @Test("three transports see each other's records, then one leaves and the others see it leave")
+    func seeEachOtherThenLeave() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: keyring, clusterID: cluster))
+        #expect(a.localAddress.port != 0)
+        let b = try await GossipTransport.bind(try settings("bravo", keyring: keyring, clusterID: cluster, seeds: [a.localAddress]))
+        let c = try await GossipTransport.bind(try settings("charlie", keyring: keyring, clusterID: cluster, seeds: [b.localAddress]))
+        let transports = [a, b, c]
+        let tasks = transports.map { t in Task { try await t.run() } }
+        defer { for task in tasks { task.cancel() } }
+
+        // Every record arrives intact (the key the owner signed, the port the system chose).
+        let bRecord = try await b.localRecord()
+        #expect(bRecord.record.gossipAddress.port == b.localAddress.port)
+        let converged = try await eventually {
+            for t in transports {
+                let members = try await t.members()
+                guard members.count == 2, members.allSatisfy({ if case .alive = $0.status { true } else { false } }) else { return false }
+            }
+            return true
+        }
+        let views = [try await a.members().map(\.name), try await b.members().map(\.name), try await c.members().map(\.name)]
+        #expect(converged, "members: \(views)")
+        let bAtA = try await a.members().first { $0.name == "bravo" }
+        #expect(bAtA?.record == bRecord)
+
+        // A record update travels too.
+        try await c.updateLocalRecord { $0.labels["rack"] = "r7" }
+        let updated = try await eventually {
+            try await a.members().first { $0.name == "charlie" }?.record.record.labels["rack"] == "r7"
+        }
+        #expect(updated)
+
+        // bravo leaves (its service is cancelled): the others see a signed leave, not a failure.
+        tasks[1].cancel()
+        _ = try? await tasks[1].value
+        let left = try await eventually {
+            for t in [a, c] {
+                guard case .left = try await status(of: "bravo", at: t) else { return false }
+            }
+            return true
+        }
+        let bravoAtAlpha = try await status(of: "bravo", at: a)
+        #expect(left, "bravo at alpha: \(String(describing: bravoAtAlpha))")
+    }
+
+    @Test("a transport with another cluster key is never admitted, and its datagrams are counted as refused")
+    func wrongClusterKeyIsRefused() async throws {
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: Keyring(primary: .generate()), clusterID: cluster))
+        let intruder = try await GossipTransport.bind(
+            try settings("intruder", keyring: Keyring(primary: .generate()), clusterID: cluster, seeds: [a.localAddress]))
+        let tasks = [a, intruder].map { t in Task { try await t.run() } }
+        defer { for task in tasks { task.cancel() } }
+        let refused = try await eventually { try await a.counters().droppedAuthFailed > 0 }
+        #expect(refused)
+        #expect(try await a.members().isEmpty)
+        #expect(try await intruder.members().isEmpty)
+    }
+
+    @Test("runs inside a ServiceGroup and stops on graceful shutdown")
+    func serviceGroupShutdown() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: keyring, clusterID: cluster))
+        let b = try await GossipTransport.bind(try settings("bravo", keyring: keyring, clusterID: cluster, seeds: [a.localAddress]))
+        let aTask = Task { try await a.run() }
+        defer { aTask.cancel() }
+        let group = ServiceGroup(configuration: .init(services: [b], logger: .init(label: "test")))
+        let groupTask = Task { try await group.run() }
+        let joined = try await eventually { try await a.members().contains { $0.name == "bravo" } }
+        #expect(joined)
+        await group.triggerGracefulShutdown()
+        try await groupTask.value
+        let left = try await eventually {
+            guard case .left = try await status(of: "bravo", at: a) else { return false }
+            return true
+        }
+        #expect(left)
+        // After shutdown the transport refuses calls instead of hanging.
+        await #expect(throws: (any Error).self) { try await b.members() }
+    }
+}

@@ -1,0 +1,254 @@
+import IPNetwork
+import Membership
+import MembershipSimulator
+import Testing
+import WireMeshCrypto
+
+/// Whole-cluster behaviour of the membership core in the deterministic simulator (virtual time:
+/// the durations below are simulated, not waited for).
+@Suite("Membership in the simulator")
+struct SimulatorTests {
+    /// Every live node sees `subject` alive with exactly this record.
+    func expectAliveEverywhere(_ sim: Simulation, _ subject: Int, record: SignedNodeRecord,
+                               sourceLocation: SourceLocation = #_sourceLocation) {
+        var wrong: [String] = []
+        for o in sim.liveNodes where o != subject {
+            guard let m = sim.view(of: subject, at: o) else { wrong.append("\(sim.names[o]): unknown"); continue }
+            if case .alive = m.status {} else { wrong.append("\(sim.names[o]): \(m.status)") }
+            if m.record != record { wrong.append("\(sim.names[o]): record v\(m.record.record.version) key \(m.record.record.wireguardKey)") }
+        }
+        #expect(wrong.isEmpty, "\(sim.names[subject]) is not alive with its real record at: \(wrong.prefix(5))",
+                sourceLocation: sourceLocation)
+    }
+
+    func rejected(_ sim: Simulation, _ counter: (MembershipCounters) -> Int) -> Int {
+        sim.liveNodes.reduce(0) { $0 + counter(sim.node($1)!.counters) }
+    }
+
+    @Test("same seed gives the same trace; another seed gives another")
+    func determinism() throws {
+        func run(seed: UInt64) throws -> UInt64 {
+            let network = NetworkModel(latency: .milliseconds(1), jitter: .milliseconds(5), loss: 0.05,
+                                       burst: GilbertElliott(goodToBad: 0.01, badToGood: 0.3))
+            let sim = try Simulation(SimulationOptions(nodes: 30, network: network, seed: seed, startConverged: false))
+            sim.run(for: .seconds(10))
+            _ = try sim.updateRecord(4) { $0.labels["k"] = "v" }
+            sim.crash(7)
+            sim.stall(9, for: .seconds(2))
+            sim.partition { $0 < 10 ? 1 : 0 }
+            sim.run(for: .seconds(10))
+            sim.heal()
+            try sim.restart(7, withSavedState: false)
+            sim.run(for: .seconds(10))
+            #expect(sim.eventsProcessed > 1000)
+            return sim.traceHash
+        }
+        let a = try run(seed: 42)
+        let b = try run(seed: 42)
+        let c = try run(seed: 43)
+        #expect(a == b)
+        #expect(a != c)
+    }
+
+    @Test("nodes that join through seeds converge to the full view")
+    func joinConverges() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 50, seed: 7, startConverged: false))
+        let t = sim.run(for: .seconds(60), until: { $0.isConverged() })
+        #expect(t != nil, "not converged after 60 s: \(sim.unconvergedPairs())")
+        #expect(sim.versionRegressions == 0)
+    }
+
+    @Test("a 50/50 partition is detected and heals to full convergence")
+    func partitionHeals() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 60, seed: 11))
+        sim.run(for: .seconds(3))
+        sim.partition { $0 % 2 }
+        sim.run(for: .seconds(40))
+        // The partition is real: each side has declared (some of) the other side dead.
+        let view = sim.view(of: 1, at: 0)
+        #expect(view.map { !$0.status.isActive } == true, "node-0 still sees node-1 as \(String(describing: view?.status))")
+        #expect(!sim.isConverged())
+        sim.heal()
+        let t = sim.run(for: .seconds(60), until: { $0.isConverged() })
+        #expect(t != nil, "not converged 60 s after the heal: \(sim.unconvergedPairs())")
+        #expect(sim.versionRegressions == 0)
+    }
+
+    @Test("after a mass restart (half with saved state, half without) the cluster converges")
+    func massRestart() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 50, seed: 5))
+        sim.run(for: .seconds(3))
+        _ = try sim.updateRecord(20) { $0.labels["before"] = "restart" }   // v2 lives only in others' views
+        sim.run(for: .seconds(3))
+        for i in 0..<50 { sim.crash(i) }
+        sim.run(for: .seconds(5))
+        for i in 0..<50 { try sim.restart(i, withSavedState: i % 2 == 0) }
+        let t = sim.run(for: .seconds(90), until: { $0.isConverged() })
+        #expect(t != nil, "not converged 90 s after the restart: \(sim.unconvergedPairs())")
+        // node-20 restarted without state at version 1 and must have continued above its old version 2.
+        #expect((sim.currentVersion(20) ?? 0) > 2)
+    }
+
+    @Test("under 10% loss with bursts an update reaches everyone and no healthy node is declared dead")
+    func convergesUnderLoss() throws {
+        let network = NetworkModel(latency: .milliseconds(1), jitter: .milliseconds(2), loss: 0.10,
+                                   burst: GilbertElliott(goodToBad: 0.005, badToGood: 0.5))
+        let sim = try Simulation(SimulationOptions(nodes: 100, network: network, seed: 3))
+        sim.run(for: .seconds(5))
+        let version = try sim.updateRecord(42) { $0.podCIDRs.append(try! IPPrefix("100.99.0.0/24")) }
+        let watch = sim.watchRecord(42, version: version)
+        let t = sim.run(for: .seconds(20), until: { $0.disseminationTime(watch) != nil })
+        #expect(t != nil, "update seen by only \(sim.disseminationCount(watch))")
+        sim.run(for: .seconds(40))
+        #expect(sim.healthyDeclaredDead.isEmpty, "healthy nodes declared dead: \(sim.healthyDeclaredDead.sorted())")
+        #expect(sim.versionRegressions == 0)
+        #expect(sim.isConverged() || sim.run(for: .seconds(10), until: { $0.isConverged() }) != nil)
+    }
+
+    @Test("a crashed node is declared dead everywhere and comes back alive after a restart with saved state")
+    func crashDetectedAndRestart() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 40, seed: 9))
+        sim.run(for: .seconds(3))
+        sim.crash(13)
+        let watch = sim.watchDeath(13)
+        let t = sim.run(for: .seconds(30), until: { $0.deathDetectionTime(watch) != nil })
+        #expect(t != nil)
+        #expect(sim.healthyDeclaredDead.isEmpty)
+        try sim.restart(13, withSavedState: true)
+        let back = sim.run(for: .seconds(30), until: { $0.isConverged() })
+        #expect(back != nil, "restarted node not alive everywhere: \(sim.unconvergedPairs())")
+        #expect((sim.currentVersion(13) ?? 0) >= 2)
+    }
+
+    @Test("forged records about another node are rejected everywhere")
+    func forgedRecordsRejected() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 40, seed: 21))
+        sim.run(for: .seconds(2))
+        let adversary = sim.adversary(at: 0)
+        let victim = 17
+        let real = sim.node(victim)!.localRecord
+        let attackerKey = try Key(bytes: [UInt8](repeating: 0xAB, count: 32))
+        let forged = try sim.forgedRecord(of: victim, by: adversary) { record in
+            record.wireguardKey = attackerKey
+            record.wireguardEndpoints = [try! Endpoint("192.0.2.66:51820")]
+        }
+        let impersonation = try sim.impersonatingRecord(of: victim, by: adversary) { $0.wireguardKey = attackerKey }
+        let everyone = Array(1..<40)
+        sim.send([.record(forged), .record(impersonation)], from: adversary, to: everyone)
+        sim.run(for: .seconds(5))
+        // Replaying the forgery costs nothing and changes nothing either.
+        sim.send([.record(forged)], from: adversary, to: everyone)
+        sim.run(for: .seconds(5))
+        expectAliveEverywhere(sim, victim, record: real)
+        #expect(rejected(sim, \.rejectedBadSignature) >= everyone.count - 1)
+        #expect(rejected(sim, \.rejectedIdentityConflict) >= everyone.count - 1)
+    }
+
+    @Test("a forged leave is rejected and a forged death is refuted")
+    func forgedLeaveAndDeath() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 40, seed: 23))
+        sim.recordEvents = true
+        sim.run(for: .seconds(2))
+        let adversary = sim.adversary(at: 0)
+        let victim = 8
+        let others = (1..<40).filter { $0 != victim }
+        sim.send([.leave(sim.forgedLeave(of: victim, by: adversary))], from: adversary, to: others)
+        sim.run(for: .seconds(3))
+        #expect(sim.falselyLeft.isEmpty)
+        #expect(rejected(sim, \.rejectedBadSignature) >= others.count - 1)
+        // Death claims are not signed (any member may detect a failure), so the victim must refute them,
+        // also at an absurd incarnation it cannot exceed by counting.
+        sim.send([sim.forgedDeath(of: victim, by: adversary, incarnation: 3)], from: adversary, to: others)
+        sim.run(for: .seconds(10))
+        sim.send([sim.forgedDeath(of: victim, by: adversary, incarnation: UInt64.max - 1)], from: adversary, to: others)
+        let t = sim.run(for: .seconds(30), until: { $0.isConverged() })
+        #expect(t != nil, "victim not alive everywhere after forged deaths: \(sim.unconvergedPairs())")
+        let record = sim.node(victim)!.localRecord
+        #expect(record.record.wireguardKey == sim.node(victim).map { $0.localRecord.record.wireguardKey })
+        expectAliveEverywhere(sim, victim, record: record)
+        #expect(sim.eventLog.allSatisfy { $0.event.kind != .left })
+        #expect(sim.versionRegressions == 0)
+    }
+
+    @Test("replayed datagrams (old records, an old leave) change nothing")
+    func replaysIgnored() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 30, seed: 31))
+        sim.run(for: .seconds(2))
+        sim.captureTraffic = true
+        _ = try sim.updateRecord(3) { $0.labels["step"] = "2" }
+        sim.run(for: .seconds(3))
+        sim.leave(4)
+        sim.run(for: .seconds(3))
+        sim.captureTraffic = false
+        let captured = sim.captured
+        #expect(captured.count > 100)
+        sim.rejoin(4)
+        _ = try sim.updateRecord(3) { $0.labels["step"] = "3" }
+        let t = sim.run(for: .seconds(30), until: { $0.isConverged() })
+        #expect(t != nil)
+        let record3 = sim.node(3)!.localRecord
+        let record4 = sim.node(4)!.localRecord
+        sim.replay(captured)
+        sim.run(for: .seconds(10))
+        expectAliveEverywhere(sim, 3, record: record3)
+        expectAliveEverywhere(sim, 4, record: record4)
+        #expect(sim.versionRegressions == 0)
+        #expect(sim.isConverged(), "\(sim.unconvergedPairs())")
+    }
+
+    @Test("record versions never go backwards in any view, even with heavy reordering")
+    func versionsMonotonic() throws {
+        // Jitter of 300 ms reorders datagrams across gossip rounds.
+        let network = NetworkModel(latency: .milliseconds(1), jitter: .milliseconds(300), loss: 0.05)
+        let sim = try Simulation(SimulationOptions(nodes: 40, network: network, seed: 41))
+        for round in 0..<20 {
+            _ = try sim.updateRecord(round % 5) { $0.labels["round"] = "\(round)" }
+            sim.run(for: .milliseconds(250))
+        }
+        let t = sim.run(for: .seconds(30), until: { $0.isConverged() })
+        #expect(t != nil, "\(sim.unconvergedPairs())")
+        #expect(sim.versionRegressions == 0)
+        for i in 0..<5 { #expect(sim.currentVersion(i) == 5) }
+    }
+
+    @Test("a stalled node and a node with one-way loss come back without lasting damage")
+    func stallsAndOneWayDrops() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 40, seed: 51))
+        sim.run(for: .seconds(2))
+        sim.stall(5, for: .seconds(20))
+        sim.blockInbound(6)
+        sim.blockOneWay(from: 7, to: 8)
+        sim.run(for: .seconds(25))
+        #expect(!sim.isStalled(5))
+        // node-6 hears nothing for 25 s: its probes fail, and nobody's probes of it get an answer.
+        #expect(sim.node(6)!.members.contains { if case .alive = $0.status { false } else { true } })
+        #expect(sim.view(of: 6, at: 0).map { $0.status.isActive } == false)
+        sim.heal()
+        let t = sim.run(for: .seconds(60), until: { $0.isConverged() })
+        #expect(t != nil, "\(sim.unconvergedPairs())")
+        #expect(sim.versionRegressions == 0)
+    }
+
+    @Test("the event queue and the network model are themselves deterministic and bounded")
+    func networkModel() throws {
+        let ge = GilbertElliott(goodToBad: 0.1, badToGood: 0.4, lossGood: 0, lossBad: 1)
+        #expect(abs(ge.stationaryLoss - 0.2) < 1e-9)
+        var a = SimRandom(seed: 9), b = SimRandom(seed: 9)
+        #expect((0..<100).map { _ in a.next() } == (0..<100).map { _ in b.next() })
+        var u = SimRandom(seed: 1)
+        let draws = (0..<10_000).map { _ in u.unit() }
+        #expect(draws.allSatisfy { $0 >= 0 && $0 < 1 })
+        let m = draws.reduce(0, +) / Double(draws.count)
+        #expect(abs(m - 0.5) < 0.02)
+        // Bytes on the wire include the UDP/IPv4 header for every datagram.
+        let sim = try Simulation(SimulationOptions(nodes: 5, seed: 1))
+        sim.run(for: .seconds(5))
+        for i in 0..<5 {
+            let t = sim.traffic[i]
+            #expect(t.datagramsSent > 0)
+            #expect(t.bytesSent == sim.node(i)!.counters.bytesSent + 28 * sim.node(i)!.counters.datagramsSent)
+        }
+        #expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 50) == 5)
+        #expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 99) == 10)
+    }
+}

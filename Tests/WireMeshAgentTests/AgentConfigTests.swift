@@ -1,0 +1,175 @@
+import Foundation
+import IPNetwork
+import Testing
+@testable import WireMeshAgent
+
+@Suite("AgentConfig")
+struct AgentConfigTests {
+    @Test func defaults() {
+        let c = AgentConfig.merge()
+        #expect(c.stateDirectory == "/var/lib/wiremesh")
+        #expect(c.controlSocket == "/run/wiremesh/wiremesh.sock")
+        #expect(c.interface == "wm0")
+        #expect(c.gossipPort == 7946)
+        #expect(c.wireGuardPort == 51820)
+        #expect(c.mtu == nil)
+        #expect(c.effectiveMTU(underlayMTU: 1500) == 1420)
+        #expect(c.effectiveMTU(underlayMTU: 9001) == 8921)
+        #expect(c.persistentKeepalive == nil)
+        #expect(c.keyRotationInterval == nil)
+        #expect(c.logLevel == .info)
+        #expect(c.metricsAddress == nil)
+    }
+
+    @Test func fullFileParses() throws {
+        let yaml = """
+        # wiremesh config
+        state-dir: /srv/wm
+        control-socket: /run/wm/ctl.sock
+        interface: mesh0
+        advertise-address: 192.0.2.10
+        gossip-port: 8000
+        wireguard-port: 51999
+        mtu: 1400
+        persistent-keepalive: 25
+        key-rotation-interval: 1h30m
+        log-level: debug
+        metrics-address: 127.0.0.1:9586
+        """
+        let c = AgentConfig.merge(file: try ConfigLayer(yaml: yaml, file: "/etc/wiremesh/config.yaml"))
+        #expect(c.stateDirectory == "/srv/wm")
+        #expect(c.controlSocket == "/run/wm/ctl.sock")
+        #expect(c.interface == "mesh0")
+        #expect(c.advertiseAddress == (try IPAddress("192.0.2.10")))
+        #expect(c.gossipPort == 8000)
+        #expect(c.wireGuardPort == 51999)
+        #expect(c.mtu == 1400)
+        #expect(c.effectiveMTU(underlayMTU: 1500) == 1400)
+        #expect(c.persistentKeepalive == .seconds(25))
+        #expect(c.keyRotationInterval == .seconds(5400))
+        #expect(c.logLevel == .debug)
+        #expect(c.metricsAddress == (try Endpoint("127.0.0.1:9586")))
+    }
+
+    @Test func precedenceIsFlagsOverEnvironmentOverFile() throws {
+        let file = try ConfigLayer(yaml: "interface: from-file\ngossip-port: 1000\nmtu: 1300\nlog-level: error\n", file: "f.yaml")
+        let env = try ConfigLayer(environment: ["WIREMESH_INTERFACE": "from-env", "WIREMESH_GOSSIP_PORT": "2000", "PATH": "/bin"])
+        let flags = try ConfigLayer(flags: [.interface: "from-flag"])
+        let c = AgentConfig.merge(file: file, environment: env, flags: flags)
+        #expect(c.interface == "from-flag")
+        #expect(c.gossipPort == 2000)
+        #expect(c.mtu == 1300)
+        #expect(c.logLevel == .error)
+        #expect(c.wireGuardPort == 51820)
+    }
+
+    @Test func zeroSwitchesOffWhatALowerLayerSet() throws {
+        let file = try ConfigLayer(yaml: "persistent-keepalive: 25s\nkey-rotation-interval: 24h\n", file: "f.yaml")
+        let flags = try ConfigLayer(flags: [.persistentKeepalive: "0", .keyRotationInterval: "0s"])
+        let c = AgentConfig.merge(file: file, flags: flags)
+        #expect(c.persistentKeepalive == nil)
+        #expect(c.keyRotationInterval == nil)
+    }
+
+    @Test(arguments: [
+        ("gossip-port: 0", "gossip-port", "out of range"),
+        ("gossip-port: 70000", "gossip-port", "out of range"),
+        ("wireguard-port: abc", "wireguard-port", "wrong type"),
+        ("wireguard-port: \"51820\"", "wireguard-port", "wrong type"),
+        ("mtu: [1400]", "mtu", "wrong type"),
+        ("mtu: 500", "mtu", "out of range"),
+        ("key-rotation-interval: 5 parsecs", "key-rotation-interval", "not a duration"),
+        ("key-rotation-interval: 30s", "key-rotation-interval", "shorter than one minute"),
+        ("persistent-keepalive: 2d", "persistent-keepalive", "longer than the maximum"),
+        ("advertise-address: 300.1.1.1", "advertise-address", "not an IP address"),
+        ("metrics-address: localhost", "metrics-address", "ADDRESS:PORT"),
+        ("log-level: loud", "log-level", "not a log level"),
+        ("interface: this-name-is-way-too-long", "interface", "not a valid interface name"),
+        ("interfaces: wm0", "interfaces", "unknown key"),
+        ("state-dir:", "state-dir", "no value"),
+        ("mtu: 1400\nmtu: 1300", "mtu", "twice"),
+    ])
+    func invalidFileNamesKeyFileAndLine(yaml: String, key: String, problem: String) {
+        do {
+            _ = try ConfigLayer(yaml: "# header\n" + yaml + "\n", file: "/etc/wiremesh/config.yaml")
+            Issue.record("'\(yaml)' was accepted")
+        } catch let e as ConfigError {
+            #expect(e.key == key)
+            #expect(e.source.hasPrefix("config file /etc/wiremesh/config.yaml line "), "\(e.source)")
+            #expect(e.description.contains(problem), "\(e.description)")
+            #expect(e.description.contains(key))
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test func lineNumberPointsAtTheKey() {
+        #expect(throws: ConfigError(key: "gossip-port", source: "config file c.yaml line 3", message: "port 0 out of range: expected 1-65535")) {
+            try ConfigLayer(yaml: "interface: wm1\n\ngossip-port: 0\n", file: "c.yaml")
+        }
+    }
+
+    @Test func syntaxErrorsAndNonMappingsAreFileErrors() {
+        for yaml in ["interface: [unclosed", "- a\n- b\n", "just text"] {
+            do {
+                _ = try ConfigLayer(yaml: yaml, file: "c.yaml")
+                Issue.record("'\(yaml)' was accepted")
+            } catch let e as ConfigError {
+                #expect(e.key == nil)
+                #expect(e.description.hasPrefix("invalid config file c.yaml: "), "\(e.description)")
+            } catch {
+                Issue.record("unexpected error \(error)")
+            }
+        }
+        #expect((try? ConfigLayer(yaml: "", file: "c.yaml")) == ConfigLayer())
+        #expect(ConfigError.exitCode == 2)
+    }
+
+    @Test func environmentErrorsNameTheVariable() {
+        #expect(throws: ConfigError.self) { try ConfigLayer(environment: ["WIREMESH_GOSIP_PORT": "1"]) }
+        do {
+            _ = try ConfigLayer(environment: ["WIREMESH_MTU": "huge"])
+            Issue.record("accepted")
+        } catch let e as ConfigError {
+            #expect(e.description == "invalid mtu in environment variable WIREMESH_MTU: wrong type: expected a whole number, got 'huge'")
+        } catch { Issue.record("\(error)") }
+        // Non-setting WIREMESH_ variables the CLI reads itself are allowed.
+        #expect((try? ConfigLayer(environment: ["WIREMESH_CONFIG": "/x.yaml", "WIREMESH_TOKEN": "wmj1.x"])) == ConfigLayer())
+    }
+
+    @Test func flagErrorsNameTheFlag() {
+        do {
+            _ = try ConfigLayer(flags: [.wireGuardPort: "-1"])
+            Issue.record("accepted")
+        } catch let e as ConfigError {
+            #expect(e.description == "invalid wireguard-port in flag --wireguard-port: port -1 out of range: expected 1-65535")
+        } catch { Issue.record("\(error)") }
+        let long = "/" + String(repeating: "s", count: 120)
+        #expect(throws: ConfigError.self) { try ConfigLayer(flags: [.controlSocket: long]) }
+    }
+
+    @Test func loadReadsExplicitFileAndRejectsAMissingOne() throws {
+        try withTemporaryDirectory { (dir: String) throws in
+            let path = dir + "/config.yaml"
+            try AtomicFile.write("interface: wmx\n", to: path, mode: 0o644)
+            let c = try AgentConfig.load(configFile: path, environment: ["WIREMESH_GOSSIP_PORT": "7000"],
+                                         flags: try ConfigLayer(flags: [.mtu: "1300"]))
+            #expect(c.interface == "wmx" && c.gossipPort == 7000 && c.mtu == 1300)
+            let viaEnv = try AgentConfig.load(configFile: nil, environment: ["WIREMESH_CONFIG": path], flags: ConfigLayer())
+            #expect(viaEnv.interface == "wmx")
+            #expect(throws: ConfigError.self) {
+                try AgentConfig.load(configFile: dir + "/absent.yaml", environment: [:], flags: ConfigLayer())
+            }
+        }
+    }
+
+    @Test(arguments: [("24h", 86_400_000), ("30m", 1_800_000), ("1h30m", 5_400_000), ("90s", 90_000), ("1d2h", 93_600_000), ("250ms", 250)])
+    func durations(text: String, milliseconds: Int64) throws {
+        #expect(try parseDuration(text) == .milliseconds(milliseconds))
+    }
+
+    @Test(arguments: ["", "h", "10", "1.5h", "-1h", "1w", "1h 30m", "99999999999999999999h"])
+    func badDurations(text: String) {
+        #expect(throws: DurationError.self) { try parseDuration(text) }
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import IPNetwork
+import Testing
+import WireMeshCrypto
+@testable import WireMeshAgent
+
+@Suite("StateStore")
+struct StateStoreTests {
+    static func sampleState(cluster: String = "c0ffee00c0ffee00") throws -> InitialState {
+        InitialState(clusterID: cluster,
+                     settings: ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24),
+                     node: NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.7.0/24"), overlayAddress: try IPAddress("10.244.7.0")),
+                     identity: .generate(), wireGuardKey: .generatePrivate(),
+                     keyring: Keyring(primary: .generate(), others: [.generate()]),
+                     joinSigning: .generate(), members: [9, 8, 7])
+    }
+
+    @Test func initialiseThenLoadRoundTrips() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state/")
+            #expect(!store.isInitialised)
+            let initial = try Self.sampleState()
+            let created = Date(timeIntervalSince1970: 1_800_000_000)
+            try store.initialise(initial, now: created)
+            #expect(store.isInitialised)
+
+            let loaded = try store.load()
+            #expect(loaded.clusterID == initial.clusterID)
+            #expect(loaded.settings == initial.settings)
+            #expect(loaded.node == initial.node)
+            #expect(loaded.identity.publicKey == initial.identity.publicKey)
+            #expect(loaded.wireGuardKey == initial.wireGuardKey)
+            #expect(loaded.pendingWireGuardKey == nil)
+            #expect(loaded.keyring == initial.keyring)
+            #expect(loaded.joinSigning.publicKey == initial.joinSigning.publicKey)
+            #expect(loaded.wireGuardKeyCreatedAt == created)
+            #expect(try store.loadMembers() == [9, 8, 7])
+            #expect(try store.loadTokens() == [])
+        }
+    }
+
+    @Test func secretsAre0600AndTheDirectory0700() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try Self.sampleState())
+            try store.savePendingWireGuardKey(.generatePrivate())
+            #expect(AtomicFile.mode(of: store.directory) == 0o700)
+            for file in [StateStore.File.identity, .wireGuardKey, .pendingWireGuardKey, .keyring, .joinSigning, .tokens, .members] {
+                #expect(AtomicFile.mode(of: store.path(file)) == 0o600, "\(file.rawValue)")
+            }
+            #expect(AtomicFile.mode(of: store.path(.cluster)) == 0o644)
+            // Keys are stored as base64 text, one line.
+            let text = fileText(store.path(.wireGuardKey))!
+            #expect(text.hasSuffix("=\n") && text.count == 45)
+        }
+    }
+
+    @Test func secondInitialiseIsRefusedAndChangesNothing() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try Self.sampleState(cluster: "first0000000000"))
+            let before = directoryEntries(store.directory).map { ($0, fileText(store.directory + "/" + $0)) }
+            do {
+                try store.initialise(try Self.sampleState(cluster: "second000000000"))
+                Issue.record("second initialise succeeded")
+            } catch let e as StateError {
+                #expect(e == .alreadyInitialised(directory: store.directory, clusterID: "first0000000000"))
+                #expect(e.description == "state directory \(store.directory) already initialised (cluster first0000000000): use a different --state-dir or remove it")
+            }
+            let after = directoryEntries(store.directory).map { ($0, fileText(store.directory + "/" + $0)) }
+            #expect(before.map(\.0) == after.map(\.0))
+            #expect(before.map(\.1) == after.map(\.1))
+        }
+    }
+
+    @Test func loadingAnEmptyDirectorySaysHowToInitialise() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp)
+            do {
+                _ = try store.load()
+                Issue.record("load of an empty directory succeeded")
+            } catch let e as StateError {
+                #expect(e.description == "state directory \(tmp) is not initialised: run 'wiremesh init' or 'wiremesh join TOKEN'")
+            }
+        }
+    }
+
+    @Test(arguments: [
+        ("wireguard.key", "not a key\n", "expected 44 characters of base64"),
+        ("cluster.json", "{\"version\": 1, \"cluster_id\": 5}", "cluster_id"),
+        ("cluster.json", "{ broken", "not valid JSON"),
+        ("keyring.json", "{\"keys\": []}", "no keys"),
+        ("identity.key", nil, "missing"),
+        ("cluster.json", "{\"version\":1,\"cluster_id\":\"x\",\"pod_range\":\"10.0.0.0/33\",\"node_prefix_length\":24,\"node_name\":\"a\",\"pod_cidr\":\"10.0.1.0/24\",\"overlay_address\":\"10.0.1.0\"}", "pod_range"),
+    ] as [(String, String?, String)])
+    func corruptedFileIsNamed(file: String, contents: String?, reason: String) throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try Self.sampleState())
+            let path = store.directory + "/" + file
+            if let contents { try AtomicFile.write(contents, to: path, mode: 0o600) } else { try AtomicFile.remove(path) }
+            do {
+                _ = try store.load()
+                Issue.record("load of a corrupted \(file) succeeded")
+            } catch let e as StateError {
+                guard case .corrupted(let named, let why) = e else { Issue.record("unexpected \(e)"); return }
+                #expect(named == path)
+                #expect(why.contains(reason), "\(why)")
+                #expect(e.description.contains(path))
+            }
+        }
+    }
+
+    @Test func rotationPendingKeySurvivesRestartAndPromotes() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            let initial = try Self.sampleState()
+            try store.initialise(initial, now: Date(timeIntervalSince1970: 1_000))
+            let next = Key.generatePrivate()
+            try store.savePendingWireGuardKey(next)
+            var state = try store.load()  // as after a crash mid-rotation
+            #expect(state.wireGuardKey == initial.wireGuardKey)
+            #expect(state.pendingWireGuardKey == next)
+
+            try store.promotePendingWireGuardKey(now: Date(timeIntervalSince1970: 2_000))
+            state = try store.load()
+            #expect(state.wireGuardKey == next)
+            #expect(state.pendingWireGuardKey == nil)
+            #expect(state.wireGuardKeyCreatedAt == Date(timeIntervalSince1970: 2_000))
+            #expect(!directoryEntries(store.directory).contains("wireguard-next.key"))
+            #expect(!fileText(store.path(.wireGuardKey))!.contains(initial.wireGuardKey.base64))
+        }
+    }
+
+    @Test func crashBetweenPromoteStepsLoadsConsistently() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try Self.sampleState())
+            let next = Key.generatePrivate()
+            try store.savePendingWireGuardKey(next)
+            // Promotion wrote the new key but crashed before removing the pending file.
+            try store.saveWireGuardKey(next)
+            let state = try store.load()
+            #expect(state.wireGuardKey == next)
+            #expect(state.pendingWireGuardKey == nil)
+        }
+    }
+
+    @Test func keyringTokensMembersAndAssignmentAreReplaced() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try Self.sampleState())
+            var ring = try store.loadKeyring()
+            let newKey = ClusterKey.generate()
+            ring.use(newKey)
+            try store.saveKeyring(ring)
+            #expect(try store.loadKeyring().primary == newKey)
+            #expect(try store.loadKeyring().keys.count == 3)
+
+            let record = TokenRecord(id: "0011223344556677", secretHash: Key.generatePreshared().base64,
+                                     createdAt: Date(timeIntervalSince1970: 100), expiresAt: Date(timeIntervalSince1970: 200), usesLeft: 2)
+            try store.saveTokens([record])
+            #expect(try store.loadTokens() == [record])
+
+            try store.saveMembers([1, 2])
+            #expect(try store.loadMembers() == [1, 2])
+
+            let moved = NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.9.0/24"), overlayAddress: try IPAddress("10.244.9.0"))
+            try store.saveNodeAssignment(moved)
+            #expect(try store.load().node == moved)
+        }
+    }
+}

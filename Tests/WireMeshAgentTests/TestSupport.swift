@@ -1,0 +1,62 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh private directory under /tmp, removed when `body` returns or throws.
+func withTemporaryDirectory<R>(_ body: (String) async throws -> R) async rethrows -> R {
+    var template = Array("/tmp/wmt-agent-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    precondition(made != nil, "mkdtemp failed")
+    let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    defer { removeTree(dir) }
+    return try await body(dir)
+}
+
+/// Synchronous variant.
+func withTemporaryDirectory<R>(_ body: (String) throws -> R) rethrows -> R {
+    var template = Array("/tmp/wmt-agent-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    precondition(made != nil, "mkdtemp failed")
+    let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    defer { removeTree(dir) }
+    return try body(dir)
+}
+
+func fileText(_ path: String) -> String? {
+    FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+func directoryEntries(_ path: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
+}
+
+func hexBytes(_ text: String) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = text.startIndex
+    while i < text.endIndex {
+        let j = text.index(i, offsetBy: 2)
+        out.append(UInt8(text[i..<j], radix: 16)!)
+        i = j
+    }
+    return out
+}
+
+/// Runs blocking code (the synchronous control client) on its own thread, so it cannot starve
+/// Swift's small cooperative pool, where the server's handler tasks run.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+        }
+        thread.start()
+    }
+}
+
+/// Removes a directory tree; retried because a server task finishing concurrently may unlink its
+/// socket while the tree is being removed (which makes one pass fail).
+func removeTree(_ dir: String) {
+    for _ in 0..<3 where (try? FileManager.default.removeItem(atPath: dir)) == nil {
+        if !FileManager.default.fileExists(atPath: dir) { return }
+    }
+}
