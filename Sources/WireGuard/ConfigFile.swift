@@ -31,6 +31,12 @@ public enum ConfigFile {
     /// peer no preshared key, no endpoint, keepalive off, no allowed IPs (see `diff` for what those
     /// mean as desired state). Throws `ConfigFileError` for the first bad line.
     public static func parse(_ text: String, deviceName name: String = "") throws -> Device {
+        try parse(bytes: Array(text.utf8), deviceName: name)
+    }
+
+    /// Parses the raw bytes of a file (no String round trip for files of thousands of peers);
+    /// same rules as `parse(_:deviceName:)`.
+    public static func parse(bytes: [UInt8], deviceName name: String = "") throws -> Device {
         var device = Device(name: name)
         var section = Section.none
         var peer: Peer? = nil
@@ -49,7 +55,7 @@ public enum ConfigFile {
         }
 
         var lineNumber = 0
-        var utf8 = Array(text.utf8)
+        var utf8 = bytes
         if utf8.last != UInt8(ascii: "\n") { utf8.append(UInt8(ascii: "\n")) }
         var start = 0
         var cleaned: [UInt8] = []

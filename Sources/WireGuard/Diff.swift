@@ -39,19 +39,12 @@ public func diff(actual: Device, desired: Device) -> DeviceConfig {
     actualIndex.reserveCapacity(actual.peers.count)
     for (i, p) in actual.peers.enumerated() { actualIndex[p.publicKey] = i }
 
-    var desiredKeys = Set<Key>()
-    desiredKeys.reserveCapacity(desired.peers.count)
-    for p in desired.peers { desiredKeys.insert(p.publicKey) }
-
-    // Removals first, so a prefix that moves from a removed peer to another one is never
-    // briefly claimed by both.
-    for p in actual.peers where !desiredKeys.contains(p.publicKey) {
-        config.peers.append(PeerConfig(publicKey: p.publicKey, remove: true))
-    }
-
+    // One pass over the desired peers; actual peers never matched are the ones to remove.
+    var matched = [Bool](repeating: false, count: actual.peers.count)
+    var changes: [PeerConfig] = []
     for want in desired.peers {
         guard let i = actualIndex[want.publicKey] else {
-            config.peers.append(PeerConfig(
+            changes.append(PeerConfig(
                 publicKey: want.publicKey,
                 presharedKey: nonZero(want.presharedKey),
                 endpoint: want.endpoint,
@@ -59,10 +52,18 @@ public func diff(actual: Device, desired: Device) -> DeviceConfig {
                 allowedIPs: uniqueNetworks(want.allowedIPs)))
             continue
         }
+        matched[i] = true
         if let change = peerDelta(actual: actual.peers[i], desired: want) {
-            config.peers.append(change)
+            changes.append(change)
         }
     }
+
+    // Removals first, so a prefix that moves from a removed peer to another one is never
+    // briefly claimed by both.
+    for (i, p) in actual.peers.enumerated() where !matched[i] {
+        config.peers.append(PeerConfig(publicKey: p.publicKey, remove: true))
+    }
+    config.peers.append(contentsOf: changes)
     return config
 }
 

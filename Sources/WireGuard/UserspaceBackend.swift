@@ -134,6 +134,7 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8], device: String) throws {
 /// recv(2) until the reply's terminating blank line (or EOF).
 func receiveReply(_ fd: Int32, device: String) throws -> [UInt8] {
     var reply: [UInt8] = []
+    reply.reserveCapacity(1 << 18)
     var chunk = [UInt8](repeating: 0, count: 1 << 16)
     while true {
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

@@ -66,7 +66,10 @@ struct DeviceSet: ParsableCommand {
         discussion: """
             FILE uses the 'wg' format: [Interface] PrivateKey/ListenPort/FwMark and [Peer] PublicKey/
             PresharedKey/Endpoint/AllowedIPs/PersistentKeepalive. Peers not in FILE are removed; what
-            already matches is not touched. A bad FILE leaves the device untouched (exit 2).
+            already matches is not touched. FILE is the whole desired state, except that a missing
+            PrivateKey, a ListenPort of 0 (or none) and a peer without Endpoint keep what the device
+            has; a missing PresharedKey or PersistentKeepalive turns it off.
+            A bad FILE leaves the device untouched (exit 2); a missing or refusing device exits 1.
             """)
 
     @Argument(help: "The WireGuard interface, e.g. wg0.")
@@ -79,16 +82,16 @@ struct DeviceSet: ParsableCommand {
     var report = false
 
     func run() throws {
-        let text: String
+        let text: [UInt8]
         do {
-            text = try readTextFile(file)
+            text = try readFile(file)
         } catch {
             printError("device set \(interface): \(error)")
             throw ExitCode(ExitStatus.usage)
         }
         let desired: Device
         do {
-            desired = try ConfigFile.parse(text, deviceName: interface)
+            desired = try ConfigFile.parse(bytes: text, deviceName: interface)
         } catch let e as ConfigFileError {
             printError("\(file):\(e.line): \(e.problem)")
             throw ExitCode(ExitStatus.usage)
@@ -114,14 +117,16 @@ struct FileReadError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Reads a whole file as UTF-8 (open(2)/read(2); config files are small but can hold 5000 peers).
-func readTextFile(_ path: String) throws -> String {
+/// Reads a whole file (open(2)/read(2); config files are small but can hold 5000 peers).
+func readFile(_ path: String) throws -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
         throw FileReadError(description: "cannot read \(path): \(String(cString: strerror(errno)))")
     }
     defer { close(fd) }
     var data: [UInt8] = []
+    var st = stat()
+    if fstat(fd, &st) == 0 { data.reserveCapacity(Int(st.st_size) + 1) }
     var chunk = [UInt8](repeating: 0, count: 1 << 16)
     while true {
         let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -132,7 +137,7 @@ func readTextFile(_ path: String) throws -> String {
         if n == 0 { break }
         data.append(contentsOf: chunk[0..<n])
     }
-    return String(decoding: data, as: UTF8.self)
+    return data
 }
 
 /// Writes `text` to standard output in one go (dumps of thousands of peers).

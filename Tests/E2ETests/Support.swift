@@ -103,7 +103,7 @@ final class Lab {
     /// Starts `wireguard-go -f IFACE` inside `ns` (owned by this lab) and waits until it answers.
     func wireguardGo(in ns: String, interface: String) throws -> UserspaceLauncher {
         let l = try UserspaceLauncher(interface: interface, wrapper: ["ip", "netns", "exec", ns],
-                                      logFile: scratch + "/" + interface + ".log")
+                                      logFile: scratch + "/" + interface + ".log", timeout: 30)
         launchers.append(l)
         return l
     }

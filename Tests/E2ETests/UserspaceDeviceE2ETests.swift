@@ -78,6 +78,23 @@ struct UserspaceDeviceE2ETests {
         let ownDump = try run([bin, "device", "show", ifA, "--dump"], check: true).stdout
         #expect(configFields(ofDump: ownDump) == configFields(ofDump: dumpA))
 
+        // The JSON and human views read the same device.
+        let json = try run([bin, "device", "show", ifB, "--json"], check: true).stdout
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect(object["interface"] as? String == ifB)
+        #expect(object["public_key"] as? String == pubB)
+        #expect(object["listen_port"] as? Int == 51821)
+        let peers = try #require(object["peers"] as? [[String: Any]])
+        #expect(peers.count == 1)
+        #expect(peers.first?["public_key"] as? String == pubA)
+        #expect(peers.first?["endpoint"] as? String == "192.168.77.1:51820")
+        #expect(peers.first?["allowed_ips"] as? [String] == ["10.99.0.1/32"])
+        #expect(peers.first?["has_preshared_key"] as? Bool == true)
+        #expect(!json.contains(kB.base64) && !json.contains(psk.base64), "secrets in --json")
+        let human = try run([bin, "device", "show", ifB], check: true).stdout
+        #expect(human.hasPrefix("interface: \(ifB)\n  public key: \(pubB)\n  private key: (hidden)\n  listening port: 51821\n"))
+        #expect(human.contains("\npeer: \(pubA)\n  preshared key: (hidden)\n  endpoint: 192.168.77.1:51820\n  allowed ips: 10.99.0.1/32\n"))
+
         // Tunnel addresses (test setup) and a ping through the tunnel.
         try run(["ip", "-n", nsA, "addr", "add", "10.99.0.1/24", "dev", ifA], check: true)
         try run(["ip", "-n", nsB, "addr", "add", "10.99.0.2/24", "dev", ifB], check: true)
