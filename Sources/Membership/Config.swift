@@ -102,8 +102,9 @@ public struct MembershipConfig: Sendable, Equatable {
 
     /// Lifeguard/memberlist suspicion floor for a cluster of `n` members.
     public func suspicionMinimum(clusterSize n: Int) -> Duration {
-        let scale = max(1.0, log10Double(Double(max(1, n))))
-        return probeInterval.wmScaled(suspicionMultiplier * scale)
+        // Like memberlist: the node scale in thousandths (rounded, so log10(1000) is exactly 3).
+        let scale = (max(1.0, log10Double(Double(max(1, n)))) * 1000).rounded() / 1000
+        return .nanoseconds(Int64((Double(probeInterval.wmNanoseconds) * suspicionMultiplier * scale).rounded()))
     }
 
     /// Anti-entropy interval for a cluster of `n` members (memberlist's pushPullScale when enabled).

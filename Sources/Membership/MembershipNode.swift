@@ -1004,29 +1004,35 @@ public struct MembershipNode {
 
     /// Appends the wake-up request and hands the directives out.
     mutating func finish(now: Instant, fromTick: Bool = false) -> [Directive] {
-        let next = nextDeadline(now: now)
-        if fromTick || requestedWake.map({ next < $0 }) ?? true {
-            requestedWake = next
-            output.append(.wakeUp(at: next))
+        if var next = nextDeadline() {
+            // Everything due was handled by this tick; never ask to be woken in the past (no spinning).
+            if next <= now { next = fromTick ? now + .milliseconds(1) : now }
+            if fromTick || requestedWake.map({ next < $0 }) ?? true {
+                requestedWake = next
+                output.append(.wakeUp(at: next))
+            }
         }
         defer { output.removeAll() }
         return output
     }
 
-    func nextDeadline(now: Instant) -> Instant {
-        var d = nextAntiEntropyAt
-        if !broadcasts.isEmpty { d = min(d, nextGossipAt) }
+    /// The earliest instant a timer is due, or nil when nothing is pending.
+    func nextDeadline() -> Instant? {
+        var d: Instant?
+        func consider(_ t: Instant) { if d.map({ t < $0 }) ?? true { d = t } }
+        if !broadcasts.isEmpty { consider(nextGossipAt) }
         if !hasLeft {
-            d = min(d, nextProbeAt)
-            if let p = probe, !p.acked, !p.indirectSent { d = min(d, p.indirectAt) }
-            if let f = followUp { d = min(d, f.at) }
-            if let s = suspicionDeadline { d = min(d, s) }
-            if !inactive.isEmpty || !tombstones.isEmpty { d = min(d, nextReapAt) }
+            consider(nextAntiEntropyAt)
+            consider(nextProbeAt)
+            if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
+            if let f = followUp { consider(f.at) }
+            if let s = suspicionDeadline { consider(s) }
+            if !inactive.isEmpty || !tombstones.isEmpty { consider(nextReapAt) }
             for (_, w) in pendingAcks {
-                if case .relay(_, _, let nackAt, let expires) = w { d = min(d, nackAt ?? expires) }
+                if case .relay(_, _, let nackAt, let expires) = w { consider(nackAt ?? expires) }
             }
         }
-        return max(d, now)
+        return d
     }
 }
 
