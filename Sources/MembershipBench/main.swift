@@ -345,7 +345,7 @@ for nodes in options.nodes {
         var samples = Samples()
         let cpuStart = cpuTime()
         for seed in options.firstSeed..<(options.firstSeed + options.seeds) {
-            if !options.json { eprint("  N=\(nodes) \(label) seed \(seed)/\(options.seeds)…\n") }
+            if !options.json { eprint("  N=\(nodes) \(label) seed \(seed) (\(seed - options.firstSeed + 1) of \(options.seeds))…\n") }
             do {
                 try runScenarios(nodes: nodes, config: config, seed: UInt64(seed), options: options, into: &samples)
             } catch {
