@@ -15,9 +15,9 @@ func eprint(_ text: String) {
 
 struct Options {
     var nodes: [Int] = [100, 1000]
-    var seeds = 3
+    var seeds = 2
     var json = false
-    var lossDuration: Double = 600
+    var lossDuration: Double = 120
     var updates = 3
     var crashes = 2
     var partitionSeconds: Double = 120
@@ -32,9 +32,9 @@ func usage() -> Never {
     usage: wiremesh-membership-bench [--json] [--nodes N[,N...]] [--seeds S] [--loss-duration SECONDS]
                                      [--updates K] [--crashes K] [--partition SECONDS]
       --nodes           cluster sizes to simulate (default 100,1000)
-      --seeds           independent runs per size and configuration (default 3)
-      --loss-duration   simulated seconds of the 10%-loss run that counts healthy nodes declared dead (default 600)
-      --updates         record updates measured per run (default 3)
+      --seeds           independent runs per size and configuration (default 2)
+      --loss-duration   simulated seconds of the 10%-loss run that counts healthy nodes declared dead (default 120)
+      --updates         record updates measured per run (default 2)
       --crashes         crashes measured per run (default 2)
       --partition       seconds of the 50/50 partition before the heal (default 120)
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
