@@ -34,7 +34,7 @@ func usage() -> Never {
       --nodes           cluster sizes to simulate (default 100,1000)
       --seeds           independent runs per size and configuration (default 2)
       --loss-duration   simulated seconds of the 10%-loss run that counts healthy nodes declared dead (default 120)
-      --updates         record updates measured per run (default 2)
+      --updates         record updates measured per run (default 3)
       --crashes         crashes measured per run (default 2)
       --partition       seconds of the 50/50 partition before the heal (default 120)
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
