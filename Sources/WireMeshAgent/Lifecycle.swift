@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import IPNetwork
 import Logging
@@ -74,6 +77,51 @@ public enum Lifecycle {
             return
         }
         throw lastError
+    }
+
+    /// Refuses to start a node whose ports another process holds, before `init`/`join` write any
+    /// state: otherwise the state directory is prepared and the agent then fails to bind.
+    /// Checks the gossip port (UDP) and the join port (TCP, same number) on the advertise address,
+    /// and the WireGuard port (UDP, every address, as wireguard-go binds it).
+    public static func checkPortsFree(config: AgentConfig) throws {
+        let advertise = try advertiseAddress(config)
+        let any: IPAddress = advertise.isIPv4 ? try IPAddress("0.0.0.0") : try IPAddress("::")
+        let checks: [(IPAddress, UInt16, Int32, String, String)] = [
+            (advertise, config.gossipPort, Int32(SOCK_DGRAM.rawValue), "gossip port", "--gossip-port"),
+            (advertise, config.gossipPort, Int32(SOCK_STREAM.rawValue), "join port (TCP, the gossip port number)", "--gossip-port"),
+            (any, config.wireGuardPort, Int32(SOCK_DGRAM.rawValue), "WireGuard port", "--wireguard-port"),
+        ]
+        for (address, port, type, what, flag) in checks {
+            if let err = bindProbe(address: address, port: port, type: type) {
+                throw AgentError("\(what) \(port) on \(address) is not available: \(String(cString: strerror(err))); stop the process holding it or choose another \(flag)")
+            }
+        }
+    }
+
+    /// Binds and closes a socket; the errno of a failed bind, nil when the port is free.
+    static func bindProbe(address: IPAddress, port: UInt16, type: Int32) -> Int32? {
+        let family = address.isIPv4 ? AF_INET : AF_INET6
+        let fd = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let raw = address.bytes
+        let rc: Int32
+        if address.isIPv4 {
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sa.sin_addr) { $0.copyBytes(from: raw) }
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        } else {
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            sa.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: raw) }
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        }
+        return rc == 0 ? nil : errno
     }
 
     static func refuseInitialised(_ store: StateStore) throws {
