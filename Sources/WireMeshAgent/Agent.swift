@@ -70,7 +70,11 @@ public actor Agent {
             let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
             let actual = try link.backend.device(named: config.interface)
-            let change = diff(actual: actual, desired: plan.device)
+            var desired = plan.device
+            // Before gossip is up the view is empty: keep the peers already on the device instead of
+            // removing them all, so an agent restart does not interrupt traffic.
+            if transport == nil { desired.peers = actual.peers }
+            let change = diff(actual: actual, desired: desired)
             if !change.isEmpty {
                 let report = try link.backend.configure(device: config.interface, change)
                 logger.info("reconciled WireGuard", metadata: [

@@ -68,7 +68,10 @@ public enum Lifecycle {
             let replyLine: [UInt8]
             do { replyLine = try JoinClient.exchange(line, with: endpoint) } catch { lastError = error; continue }
             let reply = try JSONDecoder().decode(JoinReply.self, from: Data(replyLine))
-            if let rejection = reply.rejection { throw AgentError("join refused by \(endpoint): \(rejection.message)") }
+            if let rejection = reply.rejection {
+                // A JoinError, so the CLI exits 2 (bad input) as it does for a token refused locally.
+                throw JoinError.rejected(JoinRejection(code: rejection.code, message: "join refused by \(endpoint): \(rejection.message)"))
+            }
             guard let response = reply.response else { throw AgentError("\(endpoint) sent an empty join reply") }
             let grant = try JoinExchange.accept(response, for: request, token: token)
             try store.initialise(InitialState(
@@ -205,13 +208,21 @@ struct ReconcileLoop: Service {
                 }
             }
             group.addTask {
+                // Short ticks so a leave stops the agent within a second (not at the next resync);
+                // a full resync every `resync`.
+                let tick = Duration.milliseconds(200)
+                var sinceResync = Duration.zero
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: resync)
+                    try? await Task.sleep(for: tick)
                     if await agent.isLeaving {
-                        try? await Task.sleep(for: .seconds(1))
+                        try? await Task.sleep(for: .seconds(1))  // time for the leave to be gossiped
                         return
                     }
-                    await agent.reconcile()
+                    sinceResync += tick
+                    if sinceResync >= resync {
+                        sinceResync = .zero
+                        await agent.reconcile()
+                    }
                 }
             }
             await group.next()

@@ -5,7 +5,8 @@
 #   Tests/AgentE2ETests/agent-e2e.sh [--keep]        (root; WIREMESH=path/to/wiremesh, default .build/debug)
 #
 # Prints one machine-readable line per case on stdout:   E2E <case> PASS|FAIL <detail>
-# and writes each case's transcript to $E2E_LOGDIR/<case>.log (default: a directory it prints at the end).
+# and writes each case's transcript to $E2E_LOGDIR/<case>.log, agent logs to $E2E_LOGDIR/agentN.log
+# (default: /tmp/<prefix>-logs, printed at the end).
 # Everything it creates carries a per-run prefix and is removed on exit, also on failure: every agent
 # it started and every wireguard-go running for one of its interfaces (by pid), its namespaces, its files.
 set -uo pipefail
@@ -13,9 +14,9 @@ KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WM="${WIREMESH:-$ROOT/.build/debug/wiremesh}"
-P="wme$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix: namespaces, interfaces, files
+P="wma$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix: namespaces, interfaces, files
 WORK="$(mktemp -d "/tmp/$P.XXXX")"
-LOGDIR="${E2E_LOGDIR:-$WORK/logs}"
+LOGDIR="${E2E_LOGDIR:-/tmp/$P-logs}"          # case transcripts and agent logs; kept
 mkdir -p "$LOGDIR"
 NODES=4
 SPARE=5                     # a fifth namespace on the underlay for the bad-input cases
@@ -49,7 +50,7 @@ cleanup() {
     ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
   done
   ip netns del "$P-ul" 2>/dev/null
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK/n"* "$WORK/x"* "$WORK"/*.cap; fi
+  [ "$KEEP" = 0 ] && rm -rf "$WORK"
   echo "E2E-LOGS $LOGDIR"
 }
 trap cleanup EXIT
@@ -59,13 +60,13 @@ begin() { CASELOG="$LOGDIR/$1.log"; : >"$CASELOG"; CASE="$1"; }
 note() { echo "$*" >>"$CASELOG"; }
 pass() { echo "E2E $CASE PASS ${*:-ok}"; note "PASS $*"; }
 fail() { echo "E2E $CASE FAIL $*"; note "FAIL $*"; }
-agent_logs() { local i; for i in "$@"; do note "--- agent $i log (tail)"; tail -n 25 "$WORK/agent$i.log" >>"$CASELOG" 2>/dev/null; done; }
+agent_logs() { local i; for i in "$@"; do note "--- agent $i log (tail)"; tail -n 25 "$LOGDIR/agent$i.log" >>"$CASELOG" 2>/dev/null; done; }
 
 wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
 start_agent() { # i, then the command and its arguments
   local i=$1; shift
   ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" >>"$WORK/agent$i.log" 2>&1 &
+    --interface "${P}w$i" --advertise-address "10.99.0.$i" >>"$LOGDIR/agent$i.log" 2>&1 &
   AGENT[$i]=$!
 }
 wait_ready() { # i
@@ -88,7 +89,11 @@ capture_start() { # file: tcpdump of IPv4 on the underlay bridge
   TCPDUMP=$!
   wait_until 5 grep -q "listening on" "$1.err"
 }
-capture_stop() { sleep 0.3; kill "$TCPDUMP" 2>/dev/null; wait "$TCPDUMP" 2>/dev/null; TCPDUMP=""; }
+capture_stop() { # tcpdump writes line-buffered: KILL is safe if TERM is not enough
+  sleep 0.3; kill "$TCPDUMP" 2>/dev/null
+  wait_until 3 eval '! kill -0 "$TCPDUMP" 2>/dev/null' || kill -9 "$TCPDUMP" 2>/dev/null
+  wait "$TCPDUMP" 2>/dev/null; TCPDUMP=""
+}
 snapshot() { # dir: a checksum listing (names, modes, sizes, content hashes), or "absent"
   if [ -e "$1" ]; then (cd "$1" && find . -printf '%p %m %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort)
   else echo absent; fi
@@ -241,7 +246,8 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   out="$(wm 4 leave 2>&1)"; rc=$?
   note "leave: rc $rc: $out"
   agent_gone() { ! kill -0 "${AGENT[4]}" 2>/dev/null; }
-  wait_until 15 agent_gone && { wait "${AGENT[4]}" 2>/dev/null; unset 'AGENT[4]'; }
+  t0=$(date +%s)
+  wait_until 15 agent_gone && { wait "${AGENT[4]}" 2>/dev/null; unset 'AGENT[4]'; note "agent 4 exited $(( $(date +%s) - t0 )) s after leave"; }
   removed() { local j; for j in 1 2 3; do has_peer "$j" "$key4" && return 1; done; return 0; }
   shown_left() { local j; for j in 1 2 3; do [ "$(peer_state "$j" node4)" = left ] || return 1; done; }
   problems=""
@@ -286,24 +292,26 @@ fi
 
 # expect_refusal CASE-DETAIL STATE-DIR command...: runs the command in the spare namespace.
 BAD_PROBLEMS=""
-expect_refusal() {
-  local what=$1 dir=$2; shift 2
+expect_refusal() { # what, state dir, wanted exit status ("2" for bad input, "nonzero" otherwise), command...
+  local what=$1 dir=$2 want=$3; shift 3
   local before after rc lines
   before="$(snapshot "$dir")"
   timeout 30 ip netns exec "$P-n$SPARE" "$WM" "$@" >"$WORK/out" 2>"$WORK/err"; rc=$?
   after="$(snapshot "$dir")"
   lines="$(grep -c . "$WORK/err")"
   note "[$what] rc=$rc stderr: $(cat "$WORK/err")"
+  BAD_MSGS+="[$what: exit $rc] $(head -n 1 "$WORK/err" | sed 's/^wiremesh: //') "
   [ -s "$WORK/out" ] && note "[$what] stdout: $(head -c 300 "$WORK/out")"
-  if [ "$rc" = 0 ] || [ "$rc" = 124 ]; then BAD_PROBLEMS+=" $what: exit $rc;"; fi
+  if [ "$rc" = 0 ] || [ "$rc" = 124 ]; then BAD_PROBLEMS+=" $what: exit $rc;"
+  elif [ "$want" != nonzero ] && [ "$rc" != "$want" ]; then BAD_PROBLEMS+=" $what: exit $rc (want $want, bad input);"; fi
   [ "$lines" = 1 ] || BAD_PROBLEMS+=" $what: $lines stderr lines (want 1);"
   [ "$before" = "$after" ] || { BAD_PROBLEMS+=" $what: state dir changed;"; diff <(echo "$before") <(echo "$after") >>"$CASELOG"; }
 }
 bad_case() { # name, then the checks as a function
-  begin "$1"; BAD_PROBLEMS=""
+  begin "$1"; BAD_PROBLEMS=""; BAD_MSGS=""
   if [ "${NEED_AGENT1:-1}" = 1 ] && [ -z "${AGENT[1]:-}" ]; then fail "needs node 1's agent"; return; fi
   "$2"
-  if [ -z "$BAD_PROBLEMS" ]; then pass "$(tr '\n' ' ' <"$WORK/err" | cut -c1-200)"; else fail "$BAD_PROBLEMS"; fi
+  if [ -z "$BAD_PROBLEMS" ]; then pass "$BAD_MSGS"; else fail "$BAD_PROBLEMS"; fi
 }
 J=(--interface "${P}w$SPARE" --advertise-address "10.99.0.$SPARE" --control-socket "$WORK/x.sock")
 
@@ -315,7 +323,7 @@ bad_revoked() {
   tok="$(wm 1 token create --ttl 10m)"
   id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
   note "revoking $id: $(wm 1 token revoke "$id" 2>&1)"
-  expect_refusal "revoked token" "$WORK/x-revoked" join "$tok" --name bad1 --state-dir "$WORK/x-revoked" "${J[@]}"
+  expect_refusal "revoked token" "$WORK/x-revoked" 2 join "$tok" --name bad1 --state-dir "$WORK/x-revoked" "${J[@]}"
 }
 bad_other_cluster() {
   local tok
@@ -323,24 +331,24 @@ bad_other_cluster() {
   tok="$(ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" --control-socket "$WORK/x.sock" \
     --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only 2>>"$CASELOG")"
   [ -n "$tok" ] || { BAD_PROBLEMS+=" second init printed no token;"; return; }
-  expect_refusal "other cluster's token" "$WORK/x-other2" join "$tok" --name bad2 --state-dir "$WORK/x-other2" "${J[@]}"
+  expect_refusal "other cluster's token" "$WORK/x-other2" 2 join "$tok" --name bad2 --state-dir "$WORK/x-other2" "${J[@]}"
 }
 bad_garbled() {
   local flipped
-  expect_refusal "garbage token" "$WORK/x-garbled" join "not-a-wiremesh-token" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  expect_refusal "garbage token" "$WORK/x-garbled" 2 join "not-a-wiremesh-token" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
   # One character of a valid token changed (in the middle, where the payload is).
   flipped="$(python3 -c 'import sys; t=sys.argv[1]; i=len(t)//2; print(t[:i] + ("A" if t[i] != "A" else "B") + t[i+1:])' "$TOKEN")"
-  expect_refusal "token with one character changed" "$WORK/x-garbled" join "$flipped" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  expect_refusal "token with one character changed" "$WORK/x-garbled" 2 join "$flipped" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
 }
 bad_reinit() {
   [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" \
     --control-socket "$WORK/x.sock" --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only >/dev/null 2>>"$CASELOG"
-  expect_refusal "second init" "$WORK/x-other" init --name again --state-dir "$WORK/x-other" --prepare-only "${J[@]}"
+  expect_refusal "second init" "$WORK/x-other" 2 init --name again --state-dir "$WORK/x-other" --prepare-only "${J[@]}"
 }
 bad_pod_cidr() {
-  expect_refusal "join --pod-cidr outside the cluster range" "$WORK/x-pod" \
+  expect_refusal "join --pod-cidr outside the cluster range" "$WORK/x-pod" 2 \
     join "$TOKEN" --name bad4 --pod-cidr 10.99.0.0/24 --state-dir "$WORK/x-pod" "${J[@]}"
-  expect_refusal "init --pod-cidr outside the cluster range" "$WORK/x-pod" \
+  expect_refusal "init --pod-cidr outside the cluster range" "$WORK/x-pod" 2 \
     init --name bad4 --cluster-cidr 10.244.0.0/16 --pod-cidr 10.99.0.0/24 --state-dir "$WORK/x-pod" --prepare-only "${J[@]}"
 }
 bad_port() {
@@ -352,15 +360,15 @@ t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(("10.99.0.'$SPARE'
 print("bound", flush=True); time.sleep(120)' >"$WORK/blocker.out" 2>&1 &
   BLOCKER=$!
   wait_until 10 grep -q bound "$WORK/blocker.out" || { BAD_PROBLEMS+=" could not bind the blocker;"; return; }
-  expect_refusal "join with the gossip port in use" "$WORK/x-port" join "$TOKEN" --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
-  expect_refusal "init with the gossip port in use" "$WORK/x-port" init --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
-  kill "$BLOCKER" 2>/dev/null; wait "$BLOCKER" 2>/dev/null; BLOCKER=""
+  expect_refusal "join with the gossip port in use" "$WORK/x-port" nonzero join "$TOKEN" --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
+  expect_refusal "init with the gossip port in use" "$WORK/x-port" nonzero init --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
+  kill -9 "$BLOCKER" 2>/dev/null; wait "$BLOCKER" 2>/dev/null; BLOCKER=""
   for pid in $(wg_go_pids "${P}w$SPARE"); do note "wireguard-go left running for ${P}w$SPARE (pid $pid)"; BAD_PROBLEMS+=" a wireguard-go was left running;"; kill "$pid"; done
 }
 bad_expired() {
   [ -n "$EXPIRED" ] || { BAD_PROBLEMS+=" token create --ttl 1s printed nothing;"; return; }
   while [ "$(date +%s)" -le $((EXPIRED_AT + 2)) ]; do sleep 0.2; done
-  expect_refusal "expired token" "$WORK/x-expired" join "$EXPIRED" --name bad6 --state-dir "$WORK/x-expired" "${J[@]}"
+  expect_refusal "expired token" "$WORK/x-expired" 2 join "$EXPIRED" --name bad6 --state-dir "$WORK/x-expired" "${J[@]}"
 }
 
 bad_case bad-revoked-token bad_revoked
