@@ -176,7 +176,7 @@ public enum Lifecycle {
         }
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: transport), .init(service: control), .init(service: join),
+            services: [.init(service: StopWithoutLeaving(transport: transport)), .init(service: control), .init(service: join),
                        .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("agent running", metadata: [
@@ -190,6 +190,23 @@ public enum Lifecycle {
 extension Agent {
     func setTransport(_ t: GossipTransport) { transport = t }
     var isLeaving: Bool { leaving }
+}
+
+/// Runs the gossip transport so that stopping the agent (SIGTERM: `systemctl restart`, an upgrade)
+/// does not announce a leave. The transport leaves on graceful shutdown, which would make every
+/// peer drop this node from its WireGuard device and cut its traffic until it rejoins; only
+/// `wiremesh leave` should do that. The transport runs outside the service group's shutdown
+/// context and ends with the process, so peers keep this node (a crash looks the same to them).
+struct StopWithoutLeaving: Service {
+    let transport: GossipTransport
+
+    func run() async throws {
+        let transport = self.transport
+        let task = Task.detached { try await transport.run() }
+        await withTaskCancellationHandler {
+            try? await gracefulShutdown()
+        } onCancel: { task.cancel() }
+    }
 }
 
 /// Reconciles on every membership event and every `resync`; ends after a leave.

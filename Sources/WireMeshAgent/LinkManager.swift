@@ -42,6 +42,9 @@ public final class LinkManager: @unchecked Sendable {
             let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
                                                  logFile: logDirectory + "/\(userspaceImplementation).log")
             self.launcher = launcher
+            // Never released: a released launcher stops wireguard-go (and with it the interface and
+            // its peers) when the agent exits, and a restart must not touch traffic.
+            _ = Unmanaged.passRetained(launcher)
             backend = launcher.wireGuardBackend
         }
     }
