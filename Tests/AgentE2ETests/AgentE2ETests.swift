@@ -101,6 +101,10 @@ actor AgentE2ERun {
             guard fields.count >= 3, fields[0] == "E2E", fields[2] == "PASS" || fields[2] == "FAIL" else { continue }
             report.results[fields[1]] = (fields[2] == "PASS", fields.count > 3 ? fields[3] : "")
         }
+        // Logs are kept for a failed run only (the failure messages name the directory).
+        if report.finished && report.results.values.allSatisfy(\.passed) {
+            try? FileManager.default.removeItem(atPath: scratch)
+        }
         return report
     }
 }
@@ -159,6 +163,6 @@ struct AgentE2ETests {
         let report = await AgentE2ERun.shared.report()
         let result = try #require(report.results[c.rawValue],
                                   "agent-e2e.sh reported nothing for '\(c.rawValue)':\n\(report.stdout)\n\(report.stderr)")
-        #expect(result.passed, "E2E \(c.rawValue) FAIL \(result.detail)\n--- transcript\n\(report.transcript(c.rawValue))")
+        #expect(result.passed, "E2E \(c.rawValue) FAIL \(result.detail)\n--- transcript (agent logs in \(report.logDirectory))\n\(report.transcript(c.rawValue))")
     }
 }
