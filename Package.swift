@@ -90,6 +90,8 @@ let package = Package(
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
         .testTarget(name: "KernelE2ETests"),
+        // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
+        .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
             "WireMeshAgent", "WireMeshCrypto", "IPNetwork",

@@ -43,6 +43,9 @@ public final class LinkManager: @unchecked Sendable {
                                                  logFile: logDirectory + "/\(userspaceImplementation).log")
             launcher.detach()
             self.launcher = launcher
+            // Never released: a released launcher stops wireguard-go (and with it the interface and
+            // its peers) when the agent exits, and a restart must not touch traffic.
+            _ = Unmanaged.passRetained(launcher)
             backend = launcher.wireGuardBackend
         }
     }
