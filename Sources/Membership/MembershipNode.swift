@@ -176,7 +176,9 @@ public struct MembershipNode {
             counters.unknownMessagesSkipped += decoded.unknown
             if decoded.malformed > 0 || decoded.truncated { counters.droppedMalformed += 1 }
             if !hasLeft {
-                for m in decoded.messages { handle(m, from: from, now: now) }
+                // Records first: a claim about a new member usually travels next to its record.
+                for m in decoded.messages { if case .record = m { handle(m, from: from, now: now) } }
+                for m in decoded.messages { if case .record = m {} else { handle(m, from: from, now: now) } }
             }
             return finish(now: now)
         }
