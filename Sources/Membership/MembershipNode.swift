@@ -987,6 +987,7 @@ public struct MembershipNode {
         if piggyback, !broadcasts.isEmpty {
             // Fewest transmissions first, newest first within a tier (like memberlist's queue).
             let limit = config.retransmitLimit(clusterSize: clusterSize)
+            var promoted: [(tier: Int, key: BroadcastKey, serial: UInt64)] = []
             var t = 0
             outer: while t < tiers.count {
                 var i = tiers[t].count - 1
@@ -1004,14 +1005,18 @@ public struct MembershipNode {
                         if t + 1 >= limit {
                             broadcasts[key] = nil
                         } else {
-                            broadcasts[key]!.transmits = t + 1
-                            if tiers.count <= t + 1 { tiers.append([]) }
-                            tiers[t + 1].append((key, serial))
+                            // Promoted after the scan, so one datagram never carries a broadcast twice.
+                            promoted.append((t + 1, key, serial))
                         }
                     }
                     i -= 1
                 }
                 t += 1
+            }
+            for p in promoted {
+                broadcasts[p.key]?.transmits = p.tier
+                while tiers.count <= p.tier { tiers.append([]) }
+                tiers[p.tier].append((p.key, p.serial))
             }
             if broadcasts.isEmpty { tiers.removeAll() }
         }

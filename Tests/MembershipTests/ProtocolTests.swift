@@ -40,6 +40,19 @@ struct ProtocolTests {
         #expect(!pump.sent.isEmpty)
         #expect(pump.sent.allSatisfy { $0.datagram.count <= 1200 })
         #expect(pump.sent.contains { $0.datagram.count > 900 })
+        // A datagram never carries the same update twice (each copy would burn a retransmission).
+        for s in pump.sent {
+            let ms = messages(in: s.datagram)
+            var seen: [WireMessage] = []
+            for m in ms {
+                switch m {
+                case .record, .status, .leave:
+                    #expect(!seen.contains(m), "duplicate \(m)")
+                    seen.append(m)
+                default: break
+                }
+            }
+        }
     }
 
     @Test("a record too large for a datagram is refused at update with a clear error, and nothing changes")
