@@ -82,8 +82,6 @@ actor AgentE2ERun {
         do {
             try FileManager.default.createDirectory(atPath: report.logDirectory, withIntermediateDirectories: true)
             let outPath = scratch + "/stdout", errPath = scratch + "/stderr"
-            FileManager.default.createFile(atPath: outPath, contents: nil)
-            FileManager.default.createFile(atPath: errPath, contents: nil)
             var environment = ProcessInfo.processInfo.environment
             environment["WIREMESH"] = environment["WIREMESH_BIN"] ?? packageRoot + "/.build/debug/wiremesh"
             environment["E2E_LOGDIR"] = report.logDirectory
