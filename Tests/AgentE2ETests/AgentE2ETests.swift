@@ -7,7 +7,7 @@ import Glibc
 
 /// The cases agent-e2e.sh reports, one `E2E <case> PASS|FAIL <detail>` line each.
 enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case mesh, capture, kill9, restart, leave, crash
+    case mesh, capture, kill9, restart, stop, leave, crash
     case badRevokedToken = "bad-revoked-token"
     case badOtherClusterToken = "bad-other-cluster-token"
     case badGarbledToken = "bad-garbled-token"
@@ -22,6 +22,7 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .capture: return "underlay capture during the pings: no pod ICMP, only WireGuard/gossip UDP"
         case .kill9: return "kill -9 of an agent: pods to and from its node still ping while it is down"
         case .restart: return "agent restart without a token rejoins: every peer sees it alive, pings work"
+        case .stop: return "stopping an agent (SIGTERM) is not a leave: peers keep it, pings work, restart rejoins"
         case .leave: return "wiremesh leave: node gone from every other WireGuard device, peers say left"
         case .crash: return "crashed node removed after the failure timeout; traffic to its pod range dropped, not in clear"
         case .badRevokedToken: return "join with a revoked token is refused"
@@ -81,8 +82,6 @@ actor AgentE2ERun {
         do {
             try FileManager.default.createDirectory(atPath: report.logDirectory, withIntermediateDirectories: true)
             let outPath = scratch + "/stdout", errPath = scratch + "/stderr"
-            FileManager.default.createFile(atPath: outPath, contents: nil)
-            FileManager.default.createFile(atPath: errPath, contents: nil)
             var environment = ProcessInfo.processInfo.environment
             environment["WIREMESH"] = environment["WIREMESH_BIN"] ?? packageRoot + "/.build/debug/wiremesh"
             environment["E2E_LOGDIR"] = report.logDirectory

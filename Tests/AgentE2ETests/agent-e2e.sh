@@ -80,6 +80,17 @@ wg_dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump 2>/dev/null; }
 has_peer() { wg_dump "$1" | tail -n +2 | cut -f1 | grep -qxF "$2"; }   # node, public key
 ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; }
 pod() { cat "$WORK/pod$1"; }
+# Pods on node $1 to and from the pods on the other given nodes, all at once (a node whose agent
+# is down must be checked well within the failure timeout, also on a loaded machine).
+# Prints the failed pairs.
+ping_both_ways() {
+  local n=$1 j pids=() names=() k; shift
+  for j in "$@"; do
+    ping_ok "$n" "$(pod "$j")" & pids+=($!); names+=("$n->$j")
+    ping_ok "$j" "$(pod "$n")" & pids+=($!); names+=("$j->$n")
+  done
+  for k in "${!pids[@]}"; do wait "${pids[$k]}" || printf ' %s' "${names[$k]}"; done
+}
 wait_until() { # seconds, then a command: polls every 0.2 s
   local deadline=$(( $(date +%s) + $1 )); shift
   while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
@@ -210,11 +221,7 @@ KILL9_OK=0
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'
   note "agent 2 killed; wireguard-go for ${P}w2: $(wg_go_pids "${P}w2" | tr '\n' ' ')"
-  failed=""
-  for j in 1 3 4; do
-    ping_ok 2 "$(pod "$j")" || failed+=" 2->$j"
-    ping_ok "$j" "$(pod 2)" || failed+=" $j->2"
-  done
+  failed="$(ping_both_ways 2 1 3 4)"
   if [ -z "$failed" ]; then pass "pods to and from node 2 ping while its agent is down"; KILL9_OK=1
   else fail "pings failed while agent 2 was down:$failed"; agent_logs 1 2; fi
 fi
@@ -231,10 +238,35 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
     fail "after the restart, nodes 1,3,4 see node2 as: $(for j in 1 3 4; do printf '%s ' "$(peer_state "$j" node2)"; done)and node2 sees $(alive_count 2) alive"
     agent_logs 1 2
   else
-    failed=""
-    for j in 1 3 4; do ping_ok 2 "$(pod "$j")" || failed+=" 2->$j"; ping_ok "$j" "$(pod 2)" || failed+=" $j->2"; done
+    failed="$(ping_both_ways 2 1 3 4)"
     if [ -z "$failed" ]; then pass "node2 alive again on every peer, pings work"; else fail "rejoined but pings failed:$failed"; agent_logs 2; fi
   fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "stop": stopping agent 2 (SIGTERM, as systemd does) is not a leave: the other nodes keep its
+# peer, pods keep pinging, and a restart picks up where it was
+
+begin stop
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  key2="$(cat "$WORK/key2")"
+  kill -TERM "${AGENT[2]}"
+  t0=$(date +%s)
+  stopped() { ! kill -0 "${AGENT[2]}" 2>/dev/null; }
+  problems=""
+  if wait_until 15 stopped; then wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'; note "agent 2 stopped $(( $(date +%s) - t0 )) s after SIGTERM"
+  else problems+=" agent 2 still running 15 s after SIGTERM;"; fi
+  failed="$(ping_both_ways 2 1 3 4)"
+  [ -z "$failed" ] || problems+=" pings failed while agent 2 was stopped:$failed;"
+  for j in 1 3 4; do
+    st="$(peer_state "$j" node2)"; note "node$j sees node2 as $st"
+    [ "$st" = left ] && problems+=" node$j sees node2 as left;"
+    has_peer "$j" "$key2" || problems+=" node2 missing from node$j's device;"
+  done
+  start_agent 2 agent
+  wait_ready 2 && wait_until 30 seen_alive || problems+=" node2 not alive everywhere after the restart;"
+  if [ -z "$problems" ]; then pass "after SIGTERM node2 stays on every device (not left), pings work, restart rejoins"
+  else fail "$problems"; agent_logs 1 2; fi
 fi
 
 # ---------------------------------------------------------------------------------------------
