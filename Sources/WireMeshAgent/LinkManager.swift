@@ -41,11 +41,10 @@ public final class LinkManager: @unchecked Sendable {
             logger.notice("kernel has no WireGuard; starting \(userspaceImplementation)", metadata: ["interface": "\(interface)"])
             let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
                                                  logFile: logDirectory + "/\(userspaceImplementation).log")
+            // Detached: wireguard-go (and with it the interface and its peers) outlives the agent,
+            // so a restart does not touch traffic.
             launcher.detach()
             self.launcher = launcher
-            // Never released: a released launcher stops wireguard-go (and with it the interface and
-            // its peers) when the agent exits, and a restart must not touch traffic.
-            _ = Unmanaged.passRetained(launcher)
             backend = launcher.wireGuardBackend
         }
     }
