@@ -140,10 +140,12 @@ node 1 peers
 
 say "underlay capture: what crossed the bridge during the pings"
 icmp="$(grep 'ICMP' "$CAP" | grep -c '10\.244\.' || true)"
-wg="$(grep -cE 'UDP|udp' "$CAP" || true)"
-head -5 "$CAP"
+wgpk="$(grep -c '\.51820[ :]' "$CAP" || true)"
+gossip="$(grep -c '\.7946[ :]' "$CAP" || true)"
+echo "WireGuard packets (UDP 51820) — the pods' pings, encrypted:"
+grep '\.51820[ :]' "$CAP" | head -6
 echo "…"
-echo "packets on the underlay: $(wc -l <"$CAP"); UDP (WireGuard/gossip): $wg; pod ICMP in clear: $icmp"
+echo "packets on the underlay: $(wc -l <"$CAP"); WireGuard: $wgpk; gossip (UDP 7946, sealed): $gossip; pod ICMP in clear: $icmp"
 if [ "$icmp" != 0 ]; then echo "demo: clear-text ICMP seen on the underlay!" >&2; fail=1; fi
 [ "$fail" = 0 ] && say "demo passed: every pod reached every other pod, only encrypted UDP on the underlay"
 exit "$fail"

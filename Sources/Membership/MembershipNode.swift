@@ -69,6 +69,9 @@ public struct MembershipNode {
 
     // MARK: Dissemination
     var broadcasts: [BroadcastKey: Broadcast] = [:]
+    /// Broadcast keys by transmit count (oldest first); entries whose broadcast was replaced,
+    /// sent or dropped are skipped and removed lazily. Keeps piggyback selection O(what is sent).
+    var tiers: [[(key: BroadcastKey, serial: UInt64)]] = []
     var broadcastSerial: UInt64 = 0
     var nextGossipAt: Instant
     var nextAntiEntropyAt: Instant
@@ -176,7 +179,9 @@ public struct MembershipNode {
             counters.unknownMessagesSkipped += decoded.unknown
             if decoded.malformed > 0 || decoded.truncated { counters.droppedMalformed += 1 }
             if !hasLeft {
-                for m in decoded.messages { handle(m, from: from, now: now) }
+                // Records first: a claim about a new member usually travels next to its record.
+                for m in decoded.messages { if case .record = m { handle(m, from: from, now: now) } }
+                for m in decoded.messages { if case .record = m {} else { handle(m, from: from, now: now) } }
             }
             return finish(now: now)
         }
@@ -654,6 +659,9 @@ public struct MembershipNode {
             applyClaim(name: name, version: m.signed.record.version, status: .dead(incarnation: i),
                        claimant: local.record.name, leave: nil, from: m.signed.record.gossipAddress, now: now)
         }
+        // Each expiry scans every suspect: batch them (≤ 100 ms late) so mass failures stay linear.
+        let quantum = Duration.milliseconds(100)
+        if let d = suspicionDeadline, d < now + quantum { suspicionDeadline = now + quantum }
     }
 
     /// Lifeguard dogpile: max − (max − min) · log(c + 1) / log(k + 1), never below min, where c counts
@@ -706,6 +714,8 @@ public struct MembershipNode {
     mutating func enqueue(_ message: WireMessage, key: BroadcastKey) {
         broadcastSerial += 1
         broadcasts[key] = Broadcast(bytes: WireFormat.encode(message), transmits: 0, serial: broadcastSerial)
+        if tiers.isEmpty { tiers.append([]) }
+        tiers[0].append((key, broadcastSerial))
     }
 
     mutating func gossip(now: Instant) {
@@ -714,7 +724,7 @@ public struct MembershipNode {
         let targets = randomMembers(count: config.gossipNodes, excluding: nil, where: { m in
             m.status.isActive || (m.status.rank == 2 && now - m.since < toTheDead)
         })
-        if targets.isEmpty, hasLeft { broadcasts.removeAll(); return }
+        if targets.isEmpty, hasLeft { broadcasts.removeAll(); tiers.removeAll(); return }
         for name in targets {
             guard !broadcasts.isEmpty, let m = table[name] else { break }
             send([], to: m.signed.record.gossipAddress, piggyback: true)
@@ -975,22 +985,40 @@ public struct MembershipNode {
             payload.append(contentsOf: bytes)
         }
         if piggyback, !broadcasts.isEmpty {
+            // Fewest transmissions first, newest first within a tier (like memberlist's queue).
             let limit = config.retransmitLimit(clusterSize: clusterSize)
-            let ordered = broadcasts.sorted {
-                $0.value.transmits != $1.value.transmits ? $0.value.transmits < $1.value.transmits : $0.value.serial > $1.value.serial
-            }
-            for (key, b) in ordered {
-                let room = budget - payload.count
-                if room < 8 { break }
-                guard b.bytes.count <= room else { continue }
-                payload.append(contentsOf: b.bytes)
-                let transmits = b.transmits + 1
-                if transmits >= limit {
-                    broadcasts[key] = nil
-                } else {
-                    broadcasts[key]?.transmits = transmits
+            var promoted: [(tier: Int, key: BroadcastKey, serial: UInt64)] = []
+            var t = 0
+            outer: while t < tiers.count {
+                var i = tiers[t].count - 1
+                while i >= 0 {
+                    if i >= tiers[t].count { i = tiers[t].count - 1; continue }
+                    let (key, serial) = tiers[t][i]
+                    guard let b = broadcasts[key], b.serial == serial, b.transmits == t else {
+                        tiers[t].remove(at: i); i -= 1; continue
+                    }
+                    let room = budget - payload.count
+                    if room < 8 { break outer }
+                    if b.bytes.count <= room {
+                        payload.append(contentsOf: b.bytes)
+                        tiers[t].remove(at: i)
+                        if t + 1 >= limit {
+                            broadcasts[key] = nil
+                        } else {
+                            // Promoted after the scan, so one datagram never carries a broadcast twice.
+                            promoted.append((t + 1, key, serial))
+                        }
+                    }
+                    i -= 1
                 }
+                t += 1
             }
+            for p in promoted {
+                broadcasts[p.key]?.transmits = p.tier
+                while tiers.count <= p.tier { tiers.append([]) }
+                tiers[p.tier].append((p.key, p.serial))
+            }
+            if broadcasts.isEmpty { tiers.removeAll() }
         }
         if !payload.isEmpty { emitDatagram(payload, to: endpoint) }
     }

@@ -15,14 +15,16 @@ func eprint(_ text: String) {
 
 struct Options {
     var nodes: [Int] = [100, 1000]
-    var seeds = 3
+    var seeds = 2
     var json = false
-    var lossDuration: Double = 600
+    var lossDuration: Double = 120
     var updates = 3
     var crashes = 2
     var partitionSeconds: Double = 120
     var steady: Double = 0
     var only: String?
+    var healTrace = false
+    var firstSeed = 1
 }
 
 func usage() -> Never {
@@ -30,13 +32,15 @@ func usage() -> Never {
     usage: wiremesh-membership-bench [--json] [--nodes N[,N...]] [--seeds S] [--loss-duration SECONDS]
                                      [--updates K] [--crashes K] [--partition SECONDS]
       --nodes           cluster sizes to simulate (default 100,1000)
-      --seeds           independent runs per size and configuration (default 3)
-      --loss-duration   simulated seconds of the 10%-loss run that counts healthy nodes declared dead (default 600)
+      --seeds           independent runs per size and configuration (default 2)
+      --loss-duration   simulated seconds of the 10%-loss run that counts healthy nodes declared dead (default 120)
       --updates         record updates measured per run (default 3)
       --crashes         crashes measured per run (default 2)
       --partition       seconds of the 50/50 partition before the heal (default 120)
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
                         JSON object are then reported for both
+      --first-seed S    number the seeds from S (to add seeds to an earlier run)
+      --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
     """
@@ -79,6 +83,8 @@ func parseOptions() -> Options {
         case "--crashes": o.crashes = Int(number(a))
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
+        case "--heal-trace": o.healTrace = true
+        case "--first-seed": o.firstSeed = Int(number(a))
         case "--only":
             let v = value(a)
             guard v == "wiremesh" || v == "memberlist" else {
@@ -283,6 +289,36 @@ func jsonObject(_ r: Result) -> String {
 
 let options = parseOptions()
 verbose = !options.json
+if options.healTrace {
+    for nodes in options.nodes {
+        var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+        if let only = options.only { configs = configs.filter { $0.0 == only } }
+        for (label, config) in configs {
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 3))
+            sim.run(for: .seconds(5))
+            sim.partition { $0 % 2 }
+            sim.run(for: .nanoseconds(Int64(options.partitionSeconds * 1e9)))
+            sim.heal()
+            let healedAt = sim.now
+            print("N=\(nodes) \(label): healed at \(healedAt)")
+            while !sim.isConverged(), (sim.now - healedAt) < .seconds(120) {
+                sim.run(for: .milliseconds(500))
+                var ranks = [UInt8: Int]()
+                var stale = 0
+                var observersWithWork = Set<Int>(), subjectsWithWork = Set<Int>()
+                for p in sim.unconvergedPairs(limit: Int.max) {
+                    ranks[p.rank, default: 0] += 1
+                    if p.rank == 0 { stale += 1 }
+                    observersWithWork.insert(p.observer)
+                    subjectsWithWork.insert(p.subject)
+                }
+                print("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
+                      + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count)")
+            }
+        }
+    }
+    exit(0)
+}
 if options.steady > 0 {
     for nodes in options.nodes {
         for (label, config) in [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)] {
@@ -308,8 +344,8 @@ for nodes in options.nodes {
     for (label, config) in configs {
         var samples = Samples()
         let cpuStart = cpuTime()
-        for seed in 1...options.seeds {
-            if !options.json { eprint("  N=\(nodes) \(label) seed \(seed)/\(options.seeds)…\n") }
+        for seed in options.firstSeed..<(options.firstSeed + options.seeds) {
+            if !options.json { eprint("  N=\(nodes) \(label) seed \(seed) (\(seed - options.firstSeed + 1) of \(options.seeds))…\n") }
             do {
                 try runScenarios(nodes: nodes, config: config, seed: UInt64(seed), options: options, into: &samples)
             } catch {
@@ -337,9 +373,10 @@ if options.json {
         let a = Dictionary(uniqueKeysWithValues: r.ours.fields), b = Dictionary(uniqueKeysWithValues: r.baseline.fields)
         let goals = r.ours.nodes == 1000
         print("N = \(r.ours.nodes), \(r.ours.seeds) seeds (\(options.updates) updates, \(options.crashes) crashes, 1 partition per seed)")
-        print(row("metric", "wiremesh", "memberlist", goals ? "goal (N=1000)" : ""))
+        let single = options.only != nil
+        print(row("metric", options.only ?? "wiremesh", single ? "" : "memberlist", goals ? "goal (N=1000)" : ""))
         func line(_ title: String, _ key: String, _ unit: String, _ goal: String, digits: Int = 2) {
-            print(row(title, format(a[key]!, digits) + unit, format(b[key]!, digits) + unit, goals ? goal : ""))
+            print(row(title, format(a[key]!, digits) + unit, single ? "" : format(b[key]!, digits) + unit, goals ? goal : ""))
         }
         line("update → 100% of live nodes p50", "dissemination_p50_s", " s", "")
         line("update → 100% of live nodes p99", "dissemination_p99_s", " s", "≤ 2.0 s")

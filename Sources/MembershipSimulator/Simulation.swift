@@ -35,9 +35,13 @@ public struct SimulationOptions: Sendable {
 /// Bytes and datagrams one simulated node sent and received, counting the 28-byte UDP/IPv4 header
 /// on top of each datagram (which already includes the version byte, nonce and AEAD tag).
 public struct NodeTraffic: Sendable, Equatable {
+    /// Bytes the node put on the wire (whether or not the network then lost them).
     public var bytesSent = 0
+    /// Bytes that reached the node while it was running (also while stalled).
     public var bytesReceived = 0
+    /// Datagrams the node sent.
     public var datagramsSent = 0
+    /// Datagrams that reached the node.
     public var datagramsReceived = 0
     /// Datagrams addressed to this node that the network lost (loss, partition, one-way block).
     public var datagramsLostInbound = 0
@@ -542,6 +546,7 @@ public final class Simulation {
 
 /// A datagram seen on the simulated network, for replay attacks.
 public struct CapturedDatagram: Sendable {
+    /// Index of the sending node (its address is the datagram's source).
     public var from: Int
     public var to: Endpoint
     public var datagram: [UInt8]

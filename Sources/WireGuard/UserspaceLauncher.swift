@@ -72,6 +72,13 @@ public final class UserspaceLauncher: @unchecked Sendable {
         }
     }
 
+    /// Lets the child outlive this launcher (and this process): the agent uses it so a restart of
+    /// the agent leaves the interface, its peers and the traffic alone. The child runs in its own
+    /// process group, so a Ctrl-C meant for the agent does not reach it either.
+    public func detach() {
+        lock.withLock { reaped = true }
+    }
+
     /// Non-blocking check: a description of the exit status if the child has exited.
     private func tryReap() -> String? {
         lock.withLock {
@@ -111,8 +118,14 @@ private func spawn(_ argv: [String], logFile: String?) throws -> pid_t {
         posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
     }
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    // Own process group: terminal signals for the parent do not stop the data path.
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setpgroup(&attributes, 0)
     var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environ)
+    let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, cArgs, environ)
     guard rc == 0 else {
         throw UserspaceLaunchError(description: "cannot start '\(argv[0])': \(String(cString: strerror(rc))); install wireguard-go or give its path")
     }

@@ -46,7 +46,7 @@ public enum WireGuardNetlinkCodec {
                 capacity: maxMessageSize)
             b.putString(t(WGDEVICE_A_IFNAME), name)
             if first {
-                if let key = config.privateKey { key.withUnsafeBytes { b.put(t(WGDEVICE_A_PRIVATE_KEY), $0) } }
+                if let key = config.privateKey { _ = key.withUnsafeBytes { b.put(t(WGDEVICE_A_PRIVATE_KEY), $0) } }
                 if let port = config.listenPort { b.putU16(t(WGDEVICE_A_LISTEN_PORT), port) }
                 if let mark = config.fwmark { b.putU32(t(WGDEVICE_A_FWMARK), mark) }
                 if config.replacePeers { b.putU32(t(WGDEVICE_A_FLAGS), WGDEVICE_F_REPLACE_PEERS.rawValue) }

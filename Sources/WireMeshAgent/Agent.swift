@@ -31,6 +31,11 @@ public actor Agent {
     /// Blocks handed to nodes admitted by this member whose records have not arrived yet.
     var pendingAssignments: [String: IPPrefix] = [:]
     var lastSavedMembers: [UInt8] = []
+    /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
+    /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
+    /// handshake is answered: a handshake from an unknown key is dropped, and WireGuard retries
+    /// only after 5 s, which would delay the new node's first packets by that much.
+    var admittedPeers: [String: (peer: Peer, at: Date)] = [:]
     /// Set by `leave`: the services stop once the leave has been gossiped.
     var leaving = false
     let startedAt = Date()
@@ -72,7 +77,11 @@ public actor Agent {
             let plan = planMesh(record: record, members: members)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
             let actual = try link.backend.device(named: config.interface)
-            let change = diff(actual: actual, desired: plan.device)
+            var desired = plan.device
+            // Before gossip is up the view is empty: keep the peers already on the device instead of
+            // removing them all, so an agent restart does not interrupt traffic.
+            if transport == nil { desired.peers = actual.peers } else { addAdmittedPeers(to: &desired, members: members) }
+            let change = diff(actual: actual, desired: desired)
             if !change.isEmpty {
                 let report = try link.backend.configure(device: config.interface, change)
                 logger.info("reconciled WireGuard", metadata: [
@@ -89,6 +98,21 @@ public actor Agent {
         saveMembers(members)
         for (name, _) in pendingAssignments where members.contains(where: { $0.name == name }) {
             pendingAssignments[name] = nil
+        }
+    }
+
+    /// Adds the peers of just-admitted nodes that the view does not hold yet (no key or prefix clash).
+    func addAdmittedPeers(to desired: inout Device, members: [Member]) {
+        let now = Date()
+        admittedPeers = admittedPeers.filter { name, entry in
+            !members.contains { $0.name == name } && now.timeIntervalSince(entry.at) < 60
+        }
+        for (_, entry) in admittedPeers.sorted(by: { $0.key < $1.key }) {
+            let clash = desired.peers.contains { p in
+                p.publicKey == entry.peer.publicKey
+                    || p.allowedIPs.contains { a in entry.peer.allowedIPs.contains { a.overlaps($0) } }
+            }
+            if !clash { desired.peers.append(entry.peer) }
         }
     }
 
@@ -214,6 +238,11 @@ public actor Agent {
             if let i = tokens.firstIndex(where: { $0.id == admission.updatedRecord.id }) { tokens[i] = admission.updatedRecord }
             try store.saveTokens(tokens)
             pendingAssignments[request.nodeName] = admission.assignment.podCIDR
+            let overlay = admission.assignment.overlayAddress
+            admittedPeers[request.nodeName] = (Peer(
+                publicKey: request.wireGuardPublicKey, persistentKeepaliveInterval: settings.persistentKeepalive,
+                allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), now)
+            await reconcile()
             logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
             return try JoinReply.encodeLine(JoinReply(response: admission.response))
         } catch {

@@ -24,9 +24,14 @@ public struct GossipSettings: Sendable {
     public var seeds: [Endpoint]
     /// A saved view to start from (records of members known before a restart).
     public var savedView: [SignedNodeRecord]
+    /// Send a signed leave when the service stops. Off for the agent: a restart must not make every
+    /// peer drop this node (and its pods' traffic); only `wiremesh leave` leaves.
+    public var leaveOnShutdown: Bool
 
     public init(config: MembershipConfig = .wiremeshDefaults, identity: SigningIdentity, record: NodeRecord, keyring: Keyring,
-                clusterID: [UInt8], bind: Endpoint, seeds: [Endpoint] = [], savedView: [SignedNodeRecord] = []) {
+                clusterID: [UInt8], bind: Endpoint, seeds: [Endpoint] = [], savedView: [SignedNodeRecord] = [],
+                leaveOnShutdown: Bool = false) {
+        self.leaveOnShutdown = leaveOnShutdown
         self.config = config
         self.identity = identity
         self.record = record
@@ -61,8 +66,8 @@ public enum GossipTransportError: Error, CustomStringConvertible {
 /// tick on the event loop, publish member events to `events`) and feeds it the monotonic clock.
 ///
 /// Bind first (`GossipTransport.bind`), then run it as a `Service`: `run()` joins the seeds, keeps
-/// gossiping until cancelled or asked to shut down gracefully, then leaves (signed leave notice) and
-/// closes the socket.
+/// gossiping until cancelled or asked to shut down gracefully, then closes the socket — after a signed
+/// leave notice if `GossipSettings.leaveOnShutdown` is set.
 public final class GossipTransport: Service, Sendable {
     /// The address the socket is bound to (with the port the system chose if 0 was asked).
     public let localAddress: Endpoint
@@ -72,8 +77,11 @@ public final class GossipTransport: Service, Sendable {
     let channel: Channel
     let seeds: [Endpoint]
     let logger: Logger
+    let leaveOnShutdown: Bool
 
-    private init(channel: Channel, localAddress: Endpoint, events: AsyncStream<MemberEvent>, seeds: [Endpoint], logger: Logger) {
+    private init(channel: Channel, localAddress: Endpoint, events: AsyncStream<MemberEvent>, seeds: [Endpoint],
+                 leaveOnShutdown: Bool, logger: Logger) {
+        self.leaveOnShutdown = leaveOnShutdown
         self.channel = channel
         self.localAddress = localAddress
         self.events = events
@@ -107,7 +115,8 @@ public final class GossipTransport: Service, Sendable {
         }.get()
         switch started {
         case .success(let local):
-            return GossipTransport(channel: channel, localAddress: local, events: stream, seeds: settings.seeds, logger: logger)
+            return GossipTransport(channel: channel, localAddress: local, events: stream, seeds: settings.seeds,
+                                   leaveOnShutdown: settings.leaveOnShutdown, logger: logger)
         case .failure(let error):
             try? await channel.close()
             continuation.finish()
@@ -127,7 +136,7 @@ public final class GossipTransport: Service, Sendable {
         }
     }
 
-    /// Joins through the seeds, gossips until cancellation or graceful shutdown, then leaves and closes.
+    /// Joins through the seeds, gossips until cancellation or graceful shutdown, then (if configured) leaves and closes.
     public func run() async throws {
         let seeds = self.seeds
         try await withHandler { $0.join(seeds: seeds) }
@@ -138,7 +147,7 @@ public final class GossipTransport: Service, Sendable {
                 try? await Task.sleep(for: .seconds(3600))
             }
         }
-        try? await withHandler { $0.leave() }
+        if leaveOnShutdown { try? await withHandler { $0.leave() } }
         try? await channel.close()
         logger.info("gossip stopped", metadata: ["address": "\(localAddress)"])
     }

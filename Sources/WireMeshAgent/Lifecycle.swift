@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import IPNetwork
 import Logging
@@ -65,7 +68,10 @@ public enum Lifecycle {
             let replyLine: [UInt8]
             do { replyLine = try JoinClient.exchange(line, with: endpoint) } catch { lastError = error; continue }
             let reply = try JSONDecoder().decode(JoinReply.self, from: Data(replyLine))
-            if let rejection = reply.rejection { throw AgentError("join refused by \(endpoint): \(rejection.message)") }
+            if let rejection = reply.rejection {
+                // A JoinError, so the CLI exits 2 (bad input) as it does for a token refused locally.
+                throw JoinError.rejected(JoinRejection(code: rejection.code, message: "join refused by \(endpoint): \(rejection.message)"))
+            }
             guard let response = reply.response else { throw AgentError("\(endpoint) sent an empty join reply") }
             let grant = try JoinExchange.accept(response, for: request, token: token)
             try store.initialise(InitialState(
@@ -74,6 +80,51 @@ public enum Lifecycle {
             return
         }
         throw lastError
+    }
+
+    /// Refuses to start a node whose ports another process holds, before `init`/`join` write any
+    /// state: otherwise the state directory is prepared and the agent then fails to bind.
+    /// Checks the gossip port (UDP) and the join port (TCP, same number) on the advertise address,
+    /// and the WireGuard port (UDP, every address, as wireguard-go binds it).
+    public static func checkPortsFree(config: AgentConfig) throws {
+        let advertise = try advertiseAddress(config)
+        let any: IPAddress = advertise.isIPv4 ? try IPAddress("0.0.0.0") : try IPAddress("::")
+        let checks: [(IPAddress, UInt16, Int32, String, String)] = [
+            (advertise, config.gossipPort, Int32(SOCK_DGRAM.rawValue), "gossip port", "--gossip-port"),
+            (advertise, config.gossipPort, Int32(SOCK_STREAM.rawValue), "join port (TCP, the gossip port number)", "--gossip-port"),
+            (any, config.wireGuardPort, Int32(SOCK_DGRAM.rawValue), "WireGuard port", "--wireguard-port"),
+        ]
+        for (address, port, type, what, flag) in checks {
+            if let err = bindProbe(address: address, port: port, type: type) {
+                throw AgentError("\(what) \(port) on \(address) is not available: \(String(cString: strerror(err))); stop the process holding it or choose another \(flag)")
+            }
+        }
+    }
+
+    /// Binds and closes a socket; the errno of a failed bind, nil when the port is free.
+    static func bindProbe(address: IPAddress, port: UInt16, type: Int32) -> Int32? {
+        let family = address.isIPv4 ? AF_INET : AF_INET6
+        let fd = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let raw = address.bytes
+        let rc: Int32
+        if address.isIPv4 {
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sa.sin_addr) { $0.copyBytes(from: raw) }
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        } else {
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            sa.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: raw) }
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        }
+        return rc == 0 ? nil : errno
     }
 
     static func refuseInitialised(_ store: StateStore) throws {
@@ -157,16 +208,17 @@ struct ReconcileLoop: Service {
                 }
             }
             group.addTask {
-                // Checks often for a leave (the agent stops about a second after it), reconciles every `resync`.
+                // Short ticks so a leave stops the agent within a second (not at the next resync);
+                // a full resync every `resync`.
+                let tick = Duration.milliseconds(200)
                 var sinceResync = Duration.zero
-                let step = Duration.milliseconds(250)
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: step)
+                    try? await Task.sleep(for: tick)
                     if await agent.isLeaving {
-                        try? await Task.sleep(for: .seconds(1))
+                        try? await Task.sleep(for: .seconds(1))  // time for the leave to be gossiped
                         return
                     }
-                    sinceResync += step
+                    sinceResync += tick
                     if sinceResync >= resync {
                         sinceResync = .zero
                         await agent.reconcile()

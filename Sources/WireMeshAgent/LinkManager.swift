@@ -15,7 +15,7 @@ public final class LinkManager: @unchecked Sendable {
     public let backend: any WireGuardBackend
     let rtnl: RouteNetlink
     let logger: Logger
-    /// Kept for the life of the process: dropping it would stop wireguard-go.
+    /// The wireguard-go this agent started (detached: it outlives the agent).
     private var launcher: UserspaceLauncher?
 
     /// Opens the backends; creates the interface if it does not exist yet.
@@ -41,6 +41,9 @@ public final class LinkManager: @unchecked Sendable {
             logger.notice("kernel has no WireGuard; starting \(userspaceImplementation)", metadata: ["interface": "\(interface)"])
             let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
                                                  logFile: logDirectory + "/\(userspaceImplementation).log")
+            // Detached: wireguard-go (and with it the interface and its peers) outlives the agent,
+            // so a restart does not touch traffic.
+            launcher.detach()
             self.launcher = launcher
             backend = launcher.wireGuardBackend
         }

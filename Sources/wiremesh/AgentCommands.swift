@@ -107,6 +107,7 @@ struct InitCommand: AsyncParsableCommand {
             let cidr = try IPPrefix(clusterCIDR)
             let pod = try podCIDR.map { try IPPrefix($0) }
             let ttl = try parseDuration(tokenTTL)
+            if !prepareOnly { try Lifecycle.checkPortsFree(config: config) }
             token = try Lifecycle.initCluster(config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod),
                                               clusterCIDR: cidr, nodePrefix: nodePrefix,
                                               tokenTTL: Double(ttl.components.seconds))
@@ -135,6 +136,7 @@ struct JoinCommand: AsyncParsableCommand {
         let config = try loadConfig(common, node)
         do {
             let pod = try podCIDR.map { try IPPrefix($0) }
+            if !prepareOnly { try Lifecycle.checkPortsFree(config: config) }
             try Lifecycle.join(token: token, config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod))
         } catch {
             printError("join: \(error)")

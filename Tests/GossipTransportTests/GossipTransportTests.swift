@@ -13,13 +13,14 @@ import WireMeshCrypto
 struct GossipTransportTests {
     static let loopback = try! Endpoint("127.0.0.1:0")
 
-    func settings(_ name: String, keyring: Keyring, clusterID: [UInt8], seeds: [Endpoint] = []) throws -> GossipSettings {
+    func settings(_ name: String, keyring: Keyring, clusterID: [UInt8], seeds: [Endpoint] = [],
+                  leaveOnShutdown: Bool = true) throws -> GossipSettings {
         let identity = SigningIdentity.generate()
         let record = NodeRecord(name: name, identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
                                 wireguardEndpoints: [try Endpoint("192.0.2.1:51820")], gossipAddress: Self.loopback,
                                 podCIDRs: [try IPPrefix("10.244.\(name.utf8.count).0/24")])
         return GossipSettings(identity: identity, record: record, keyring: keyring, clusterID: clusterID,
-                              bind: Self.loopback, seeds: seeds)
+                              bind: Self.loopback, seeds: seeds, leaveOnShutdown: leaveOnShutdown)
     }
 
     /// Polls `condition` every 50 ms until it holds or `timeout` passes (a generous bound, not a timing assertion).
@@ -82,6 +83,26 @@ struct GossipTransportTests {
         }
         let bravoAtAlpha = try await status(of: "bravo", at: a)
         #expect(left, "bravo at alpha: \(String(describing: bravoAtAlpha))")
+    }
+
+    @Test("without leaveOnShutdown (the agent's setting) a stopped transport does not leave: a restart keeps its peers")
+    func stopWithoutLeave() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: keyring, clusterID: cluster))
+        let b = try await GossipTransport.bind(
+            try settings("bravo", keyring: keyring, clusterID: cluster, seeds: [a.localAddress], leaveOnShutdown: false))
+        let aTask = Task { try await a.run() }
+        let bTask = Task { try await b.run() }
+        defer { aTask.cancel(); bTask.cancel() }
+        let joined = try await eventually { try await a.members().contains { $0.name == "bravo" } }
+        #expect(joined)
+        bTask.cancel()
+        _ = try? await bTask.value
+        // Long enough for a leave notice to arrive on loopback; far shorter than failure detection.
+        try await Task.sleep(for: .milliseconds(500))
+        let status = try await status(of: "bravo", at: a)
+        #expect(status.map { if case .left = $0 { false } else { true } } ?? false, "bravo at alpha: \(String(describing: status))")
     }
 
     @Test("a transport with another cluster key is never admitted, and its datagrams are counted as refused")

@@ -153,11 +153,14 @@ struct KernelE2ETests {
     @Test("removing one peer by delta leaves the other 999 intact and sends a few bytes")
     func deltaRemove() async throws { try await check("delta_remove") }
 
+    @Test("3 agents on kernel WireGuard: init, token, join; every node pings the others through the mesh")
+    func agentMesh() async throws { try await check("agent_mesh") }
+
     @Test("the VM ran every case to the end")
     func finished() async throws {
         let run = await KernelVM.run.value
         #expect(run.finished, "\(run.problem ?? "")\nconsole tail:\n\(run.tail())")
-        #expect(Set(run.cases.keys) == ["no_module", "two_netns", "route_list", "big_device", "delta_remove"])
+        #expect(Set(run.cases.keys) == ["no_module", "two_netns", "route_list", "big_device", "delta_remove", "agent_mesh"])
     }
 }
 

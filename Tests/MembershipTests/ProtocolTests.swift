@@ -40,6 +40,19 @@ struct ProtocolTests {
         #expect(!pump.sent.isEmpty)
         #expect(pump.sent.allSatisfy { $0.datagram.count <= 1200 })
         #expect(pump.sent.contains { $0.datagram.count > 900 })
+        // A datagram never carries the same update twice (each copy would burn a retransmission).
+        for s in pump.sent {
+            let ms = messages(in: s.datagram)
+            var seen: [WireMessage] = []
+            for m in ms {
+                switch m {
+                case .record, .status, .leave:
+                    #expect(!seen.contains(m), "duplicate \(m)")
+                    seen.append(m)
+                default: break
+                }
+            }
+        }
     }
 
     @Test("a record too large for a datagram is refused at update with a clear error, and nothing changes")
@@ -378,11 +391,12 @@ struct ProtocolTests {
         var pump = Pump()
         var config = testConfig()
         config.gossipNodes = 0   // no push gossip: only anti-entropy (and piggybacking) can carry the change
+        config.antiEntropyDeadProbability = 0
         var eps: [Endpoint] = []
-        for i in 0..<6 { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
+        for i in 0..<10 { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
         // Members that exist only as records (they never answer, so they end up dead everywhere).
         var records: [SignedNodeRecord] = eps.map { pump.nodes[$0]!.localRecord }
-        for i in 0..<20 {
+        for i in 0..<10 {
             let id = testIdentity("m\(i)")
             records.append(try SignedNodeRecord(signing: testRecord("m\(i)", index: 100 + i, identity: id), with: id))
         }
@@ -392,7 +406,7 @@ struct ProtocolTests {
         let v2 = try SignedNodeRecord(signing: testRecord("m7", index: 107, identity: id7, version: 2), with: id7)
         pump.with(eps[0]) { node, now in node.seed(with: [v2], now: now); return [] }
         let start = pump.sent.count
-        pump.run(for: .seconds(20))
+        pump.run(for: .seconds(40))
         for ep in eps { #expect(pump.version(of: "m7", at: ep) == 2) }
         let recordsSent = pump.sent[start...].flatMap { messages(in: $0.datagram) }
             .compactMap { m -> String? in if case .record(let r) = m { return r.record.name } else { return nil } }

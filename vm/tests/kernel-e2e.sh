@@ -193,6 +193,62 @@ case_delta_remove() {
   echo "OK: 999 peers intact; messages=$msgs bytes=$bytes"
 }
 
+# Three agents with kernel WireGuard: nodes are netns on a bridge (10.99.0.0/24); node 1 runs
+# `wiremesh init` + `agent`, nodes 2 and 3 `wiremesh join TOKEN`; each node pings the others' overlay
+# addresses through the mesh, and each device holds the other two nodes as peers (`wg show` reference).
+case_agent_mesh() {
+  [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
+  modprobe bridge || fail "modprobe bridge"
+  $IP netns add wmul && $IP -n wmul link add br0 type bridge && $IP -n wmul link set br0 up || fail "bridge"
+  for i in 1 2 3; do
+    $IP netns add wmn$i && $IP -n wmn$i link set lo up || fail "netns wmn$i"
+    $IP link add u$i netns wmul type veth peer name eth0 netns wmn$i || fail "veth $i"
+    $IP -n wmul link set u$i master br0 up
+    $IP -n wmn$i addr add 10.99.0.$i/24 dev eth0 && $IP -n wmn$i link set eth0 up
+  done
+  common() { echo "--state-dir /tmp/k$1 --control-socket /tmp/k$1.sock"; }
+  node_flags() { echo "$(common $1) --interface wmk$1 --advertise-address 10.99.0.$1"; }
+  $IP netns exec wmn1 wiremesh init --name k1 $(node_flags 1) --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
+  $IP netns exec wmn1 wiremesh agent $(node_flags 1) > /tmp/k1.log 2>&1 &
+  ready() { for _ in $(seq 1 300); do $IP netns exec wmn$1 wiremesh status $(common $1) >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+  ready 1 || { cat /tmp/k1.log; fail "agent 1 did not come up"; }
+  token=$($IP netns exec wmn1 wiremesh token create --ttl 10m $(common 1)) || fail "token create"
+  for i in 2 3; do
+    $IP netns exec wmn$i wiremesh join "$token" --name k$i $(node_flags $i) > /tmp/k$i.log 2>&1 &
+    ready $i || { cat /tmp/k$i.log; fail "agent $i did not come up"; }
+  done
+  for i in 1 2 3; do
+    $IP netns exec wmn$i wiremesh status --json $(common $i) > /tmp/k$i.status
+    grep -q '"backend" : "kernel"' /tmp/k$i.status || { cat /tmp/k$i.status; fail "node $i is not on kernel WireGuard"; }
+  done
+  overlay() { sed -n 's/.*"overlay_address" : "\([^"]*\)".*/\1/p' /tmp/k$1.status; }
+  alive_ok=0
+  for _ in $(seq 1 300); do
+    n=0
+    for i in 1 2 3; do
+      c=$($IP netns exec wmn$i wiremesh peers --json $(common $i) | grep -c '"state" : "alive"')
+      [ "$c" -eq 2 ] && n=$((n + 1))
+    done
+    [ "$n" -eq 3 ] && { alive_ok=1; break; }
+    sleep 0.1
+  done
+  [ "$alive_ok" = 1 ] || { for i in 1 2 3; do $IP netns exec wmn$i wiremesh peers $(common $i); done; fail "not every node sees two live peers"; }
+  for i in 1 2 3; do
+    peers=$($IP netns exec wmn$i wg show wmk$i dump | tail -n +2 | wc -l)
+    [ "$peers" -eq 2 ] || { $IP netns exec wmn$i wg show wmk$i dump; fail "node $i device has $peers peers, want 2"; }
+    for j in 1 2 3; do
+      [ "$i" = "$j" ] && continue
+      dst=$(overlay $j)
+      ok=0
+      for _ in 1 2 3 4 5; do $IP netns exec wmn$i ping -c 1 -W 2 "$dst" >/dev/null 2>&1 && { ok=1; break; }; done
+      [ "$ok" = 1 ] || { $IP netns exec wmn$i wg show; $IP -n wmn$i route; fail "node $i cannot ping node $j's overlay $dst"; }
+      echo "k$i -> k$j ($dst): ok"
+    done
+  done
+  $IP netns exec wmn1 wg show wmk1
+  echo "OK: 3 agents joined by token on kernel WireGuard; all 6 overlay pings pass"
+}
+
 wm_case no_module case_no_module
 modprobe wireguard || echo "modprobe wireguard failed"
 modprobe veth || echo "modprobe veth failed"
@@ -200,3 +256,4 @@ wm_case two_netns case_two_netns
 wm_case route_list case_route_list
 wm_case big_device case_big_device
 wm_case delta_remove case_delta_remove
+wm_case agent_mesh case_agent_mesh

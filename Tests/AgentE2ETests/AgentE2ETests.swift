@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The cases agent-e2e.sh reports, one `E2E <case> PASS|FAIL <detail>` line each.
+enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case mesh, capture, kill9, restart, stop, leave, crash
+    case badRevokedToken = "bad-revoked-token"
+    case badOtherClusterToken = "bad-other-cluster-token"
+    case badGarbledToken = "bad-garbled-token"
+    case badSecondInit = "bad-second-init"
+    case badPodCIDR = "bad-pod-cidr"
+    case badPortInUse = "bad-port-in-use"
+    case badExpiredToken = "bad-expired-token"
+
+    var testDescription: String {
+        switch self {
+        case .mesh: return "4 nodes (init + token + 3 joins): every pod pings every other pod"
+        case .capture: return "underlay capture during the pings: no pod ICMP, only WireGuard/gossip UDP"
+        case .kill9: return "kill -9 of an agent: pods to and from its node still ping while it is down"
+        case .restart: return "agent restart without a token rejoins: every peer sees it alive, pings work"
+        case .stop: return "stopping an agent (SIGTERM) is not a leave: peers keep it, pings work, restart rejoins"
+        case .leave: return "wiremesh leave: node gone from every other WireGuard device, peers say left"
+        case .crash: return "crashed node removed after the failure timeout; traffic to its pod range dropped, not in clear"
+        case .badRevokedToken: return "join with a revoked token is refused"
+        case .badOtherClusterToken: return "join with another cluster's token is refused"
+        case .badGarbledToken: return "join with a garbled token is refused"
+        case .badSecondInit: return "a second init over an existing state directory is refused"
+        case .badPodCIDR: return "a pod CIDR outside the cluster range is refused (join and init)"
+        case .badPortInUse: return "init/join with the gossip port in use are refused before writing state"
+        case .badExpiredToken: return "join with an expired token is refused"
+        }
+    }
+}
+
+/// What one run of the script reported.
+struct AgentE2EReport: Sendable {
+    /// case name → (passed, detail)
+    var results: [String: (passed: Bool, detail: String)] = [:]
+    var finished = false
+    var exitStatus: Int32 = -1
+    var stdout = ""
+    var stderr = ""
+    var logDirectory = ""
+
+    /// The transcript the script wrote for `name`, for failure messages.
+    func transcript(_ name: String) -> String {
+        (try? String(contentsOfFile: logDirectory + "/" + name + ".log", encoding: .utf8)) ?? "(no transcript)"
+    }
+}
+
+/// Runs Tests/AgentE2ETests/agent-e2e.sh once per test process; every case awaits the same run.
+actor AgentE2ERun {
+    static let shared = AgentE2ERun()
+    private var running: Task<AgentE2EReport, Never>?
+
+    func report() async -> AgentE2EReport {
+        if let running { return await running.value }
+        let task = Task<AgentE2EReport, Never> {
+            // The script takes minutes: wait on a Dispatch thread, not on the cooperative pool.
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(returning: Self.runScript()) }
+            }
+        }
+        running = task
+        return await task.value
+    }
+
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static func runScript() -> AgentE2EReport {
+        var report = AgentE2EReport()
+        let scratch = FileManager.default.temporaryDirectory.path + "/wme-swift-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        report.logDirectory = scratch + "/logs"
+        do {
+            try FileManager.default.createDirectory(atPath: report.logDirectory, withIntermediateDirectories: true)
+            let outPath = scratch + "/stdout", errPath = scratch + "/stderr"
+            var environment = ProcessInfo.processInfo.environment
+            environment["WIREMESH"] = environment["WIREMESH_BIN"] ?? packageRoot + "/.build/debug/wiremesh"
+            environment["E2E_LOGDIR"] = report.logDirectory
+            // Files, not pipes: nothing can block on a full pipe, and the output survives for reading.
+            report.exitStatus = try spawnAndWait(
+                ["/bin/bash", packageRoot + "/Tests/AgentE2ETests/agent-e2e.sh"],
+                environment: environment.map { "\($0.key)=\($0.value)" }, stdout: outPath, stderr: errPath)
+            report.stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+            report.stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        } catch {
+            report.stderr = "could not run agent-e2e.sh: \(error)"
+        }
+        for line in report.stdout.split(separator: "\n") {
+            let fields = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+            if fields == ["E2E-DONE"] { report.finished = true }
+            guard fields.count >= 3, fields[0] == "E2E", fields[2] == "PASS" || fields[2] == "FAIL" else { continue }
+            report.results[fields[1]] = (fields[2] == "PASS", fields.count > 3 ? fields[3] : "")
+        }
+        // Logs are kept for a failed run only (the failure messages name the directory).
+        if report.finished && report.results.values.allSatisfy(\.passed) {
+            try? FileManager.default.removeItem(atPath: scratch)
+        }
+        return report
+    }
+}
+
+/// Runs `argv` with stdout and stderr appended to files and waits for it; returns its exit status.
+///
+/// posix_spawn with an empty signal mask and default handlers rather than Foundation's `Process`,
+/// whose children start with almost every signal blocked: the script and the agents it starts must
+/// stop on SIGTERM.
+func spawnAndWait(_ argv: [String], environment: [String], stdout: String, stderr: String) throws -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t(), all = sigset_t()
+    sigemptyset(&empty)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    func cStrings(_ list: [String]) -> [UnsafeMutablePointer<CChar>?] { list.map { strdup($0) } + [nil] }
+    let cArgv = cStrings(argv), cEnv = cStrings(environment)
+    defer { (cArgv + cEnv).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgv, cEnv)
+    guard rc == 0 else {
+        throw NSError(domain: "spawn", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(argv[0]): \(String(cString: strerror(rc)))"])
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    // WIFEXITED / WEXITSTATUS are macros: decode by hand.
+    return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+}
+
+@Suite("Agent host e2e: 4 nodes in network namespaces with wireguard-go (agent-e2e.sh)",
+       .enabled(if: geteuid() == 0, "needs root: creates network namespaces and TUN devices"))
+struct AgentE2ETests {
+    @Test("the script ran every case to the end")
+    func scriptFinished() async {
+        let report = await AgentE2ERun.shared.report()
+        #expect(report.finished, "agent-e2e.sh stopped early (exit \(report.exitStatus)):\n\(report.stdout)\n\(report.stderr)")
+        if let setup = report.results["setup"] {
+            Issue.record("setup failed: \(setup.detail)")
+        }
+        let unknown = Set(report.results.keys).subtracting(AgentE2ECase.allCases.map(\.rawValue))
+        #expect(unknown.isEmpty, "cases the suite does not know: \(unknown.sorted())")
+    }
+
+    @Test(arguments: AgentE2ECase.allCases)
+    func agentCase(_ c: AgentE2ECase) async throws {
+        let report = await AgentE2ERun.shared.report()
+        let result = try #require(report.results[c.rawValue],
+                                  "agent-e2e.sh reported nothing for '\(c.rawValue)':\n\(report.stdout)\n\(report.stderr)")
+        #expect(result.passed, "E2E \(c.rawValue) FAIL \(result.detail)\n--- transcript (agent logs in \(report.logDirectory))\n\(report.transcript(c.rawValue))")
+    }
+}

@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# Host end-to-end test of the wiremesh agent (issue 4, "Done means"): 4 nodes and one pod per node,
+# each a network namespace, the nodes on a bridge (the "underlay"), WireGuard from wireguard-go.
+#
+#   Tests/AgentE2ETests/agent-e2e.sh [--keep]        (root; WIREMESH=path/to/wiremesh, default .build/debug)
+#
+# Prints one machine-readable line per case on stdout:   E2E <case> PASS|FAIL <detail>
+# and writes each case's transcript to $E2E_LOGDIR/<case>.log, agent logs to $E2E_LOGDIR/agentN.log
+# (default: /tmp/<prefix>-logs, printed at the end).
+# Everything it creates carries a per-run prefix and is removed on exit, also on failure: every agent
+# it started and every wireguard-go running for one of its interfaces (by pid), its namespaces, its files.
+set -uo pipefail
+KEEP=0
+[ "${1:-}" = "--keep" ] && KEEP=1
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WM="${WIREMESH:-$ROOT/.build/debug/wiremesh}"
+P="wma$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix: namespaces, interfaces, files
+WORK="$(mktemp -d "/tmp/$P.XXXX")"
+LOGDIR="${E2E_LOGDIR:-/tmp/$P-logs}"          # case transcripts and agent logs; kept
+mkdir -p "$LOGDIR"
+NODES=4
+SPARE=5                     # a fifth namespace on the underlay for the bad-input cases
+declare -A AGENT=()         # node -> pid of its running agent
+CASELOG=/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping
+
+wg_go_pids() { # IFACE: pids of `wireguard-go -f IFACE` (exact command line)
+  local f c
+  for f in /proc/[0-9]*/cmdline; do
+    c="$( { tr '\0' ' ' <"$f"; } 2>/dev/null)" || continue
+    if [ "$c" = "wireguard-go -f $1 " ]; then f="${f#/proc/}"; echo "${f%/cmdline}"; fi
+  done
+}
+
+cleanup() {
+  set +e
+  local i pid
+  for i in "${!AGENT[@]}"; do kill -9 "${AGENT[$i]}" 2>/dev/null; done
+  [ -n "${TCPDUMP:-}" ] && kill "$TCPDUMP" 2>/dev/null
+  [ -n "${BLOCKER:-}" ] && kill "$BLOCKER" 2>/dev/null
+  for i in $(seq 1 $SPARE); do
+    for pid in $(wg_go_pids "${P}w$i"); do kill "$pid" 2>/dev/null; done
+  done
+  sleep 0.2
+  for i in $(seq 1 $SPARE); do
+    for pid in $(wg_go_pids "${P}w$i"); do kill -9 "$pid" 2>/dev/null; done
+    rm -f "/var/run/wireguard/${P}w$i.sock"
+    ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
+  done
+  ip netns del "$P-ul" 2>/dev/null
+  [ "$KEEP" = 0 ] && rm -rf "$WORK"
+  echo "E2E-LOGS $LOGDIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+begin() { CASELOG="$LOGDIR/$1.log"; : >"$CASELOG"; CASE="$1"; }
+note() { echo "$*" >>"$CASELOG"; }
+pass() { echo "E2E $CASE PASS ${*:-ok}"; note "PASS $*"; }
+fail() { echo "E2E $CASE FAIL $*"; note "FAIL $*"; }
+agent_logs() { local i; for i in "$@"; do note "--- agent $i log (tail)"; tail -n 25 "$LOGDIR/agent$i.log" >>"$CASELOG" 2>/dev/null; done; }
+
+wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
+start_agent() { # i, then the command and its arguments
+  local i=$1; shift
+  ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
+    --interface "${P}w$i" --advertise-address "10.99.0.$i" >>"$LOGDIR/agent$i.log" 2>&1 &
+  AGENT[$i]=$!
+}
+wait_ready() { # i
+  local _
+  for _ in $(seq 1 150); do wm "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+alive_count() { wm "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
+peer_state() { wm "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state' 2>/dev/null; }
+wg_dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump 2>/dev/null; }
+has_peer() { wg_dump "$1" | tail -n +2 | cut -f1 | grep -qxF "$2"; }   # node, public key
+ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; }
+pod() { cat "$WORK/pod$1"; }
+# Pods on node $1 to and from the pods on the other given nodes, all at once (a node whose agent
+# is down must be checked well within the failure timeout, also on a loaded machine).
+# Prints the failed pairs.
+ping_both_ways() {
+  local n=$1 j pids=() names=() k; shift
+  for j in "$@"; do
+    ping_ok "$n" "$(pod "$j")" & pids+=($!); names+=("$n->$j")
+    ping_ok "$j" "$(pod "$n")" & pids+=($!); names+=("$j->$n")
+  done
+  for k in "${!pids[@]}"; do wait "${pids[$k]}" || printf ' %s' "${names[$k]}"; done
+}
+wait_until() { # seconds, then a command: polls every 0.2 s
+  local deadline=$(( $(date +%s) + $1 )); shift
+  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
+}
+capture_start() { # file: tcpdump of IPv4 on the underlay bridge
+  ip netns exec "$P-ul" tcpdump -l -n -i br0 -c 20000 ip >"$1" 2>"$1.err" &
+  TCPDUMP=$!
+  wait_until 5 grep -q "listening on" "$1.err"
+}
+capture_stop() { # tcpdump writes line-buffered: KILL is safe if TERM is not enough
+  sleep 0.3; kill "$TCPDUMP" 2>/dev/null
+  wait_until 3 eval '! kill -0 "$TCPDUMP" 2>/dev/null' || kill -9 "$TCPDUMP" 2>/dev/null
+  wait "$TCPDUMP" 2>/dev/null; TCPDUMP=""
+}
+snapshot() { # dir: a checksum listing (names, modes, sizes, content hashes), or "absent"
+  if [ -e "$1" ]; then (cd "$1" && find . -printf '%p %m %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort)
+  else echo absent; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Preconditions
+
+for tool in ip wg wireguard-go tcpdump jq ping python3; do
+  command -v "$tool" >/dev/null || { echo "E2E setup FAIL missing tool: $tool (see scripts/setup)"; exit 1; }
+done
+[ -x "$WM" ] || { echo "E2E setup FAIL wiremesh binary not found at $WM: run 'swift build' first"; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "E2E setup FAIL needs root (network namespaces, TUN)"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Case "mesh": 4 nodes, init + token + 3 joins, every pod pings every other pod (under a capture)
+
+begin mesh
+ip netns add "$P-ul"
+ip -n "$P-ul" link add br0 type bridge
+ip -n "$P-ul" link set br0 up
+for i in $(seq 1 $SPARE); do
+  ip netns add "$P-n$i"
+  ip link add "${P}u$i" type veth peer name eth0 netns "$P-n$i"
+  ip link set "${P}u$i" netns "$P-ul"
+  ip -n "$P-ul" link set "${P}u$i" master br0 up
+  ip -n "$P-n$i" addr add "10.99.0.$i/24" dev eth0
+  ip -n "$P-n$i" link set eth0 up
+  ip -n "$P-n$i" link set lo up
+  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
+done
+
+setup_ok=1
+if ! ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
+    --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >"$WORK/token0" 2>>"$CASELOG"; then
+  fail "init --prepare-only failed"; setup_ok=0
+fi
+if [ "$setup_ok" = 1 ]; then
+  start_agent 1 agent
+  wait_ready 1 || { fail "agent 1 did not answer status within 15 s"; agent_logs 1; setup_ok=0; }
+fi
+if [ "$setup_ok" = 1 ]; then
+  TOKEN="$(wm 1 token create --ttl 10m 2>>"$CASELOG")"
+  [ -n "$TOKEN" ] || { fail "token create printed nothing"; setup_ok=0; }
+fi
+if [ "$setup_ok" = 1 ]; then
+  for i in $(seq 2 $NODES); do
+    start_agent "$i" join "$TOKEN" --name "node$i"
+    wait_ready "$i" || { fail "node $i: join did not bring up an agent within 15 s"; agent_logs "$i"; setup_ok=0; break; }
+  done
+fi
+if [ "$setup_ok" = 1 ]; then
+  for i in $(seq 1 $NODES); do
+    cidr="$(wm "$i" status --json | jq -r '.pod_cidrs[0]')"
+    wm "$i" status --json | jq -r '.public_key' >"$WORK/key$i"
+    base="${cidr%/*}"; podip="${base%.*}.$(( ${base##*.} + 10 ))"
+    echo "$cidr" >"$WORK/cidr$i"; echo "$podip" >"$WORK/pod$i"
+    note "node$i pod CIDR $cidr, pod $podip, key $(cat "$WORK/key$i")"
+    ip netns add "$P-p$i"
+    ip link add "${P}v$i" type veth peer name eth0 netns "$P-p$i"
+    ip link set "${P}v$i" netns "$P-n$i"
+    ip -n "$P-n$i" link set "${P}v$i" up
+    ip -n "$P-n$i" addr add 169.254.1.1/32 dev "${P}v$i"
+    ip -n "$P-n$i" route add "$podip/32" dev "${P}v$i"
+    ip netns exec "$P-n$i" sysctl -qw "net.ipv4.conf.${P}v$i.proxy_arp=1"
+    ip -n "$P-p$i" link set lo up
+    ip -n "$P-p$i" link set eth0 up
+    ip -n "$P-p$i" addr add "$podip/32" dev eth0
+    ip -n "$P-p$i" route add 169.254.1.1 dev eth0
+    ip -n "$P-p$i" route add default via 169.254.1.1 dev eth0
+  done
+  all_alive() { local i; for i in $(seq 1 $NODES); do [ "$(alive_count "$i")" = $((NODES - 1)) ] || return 1; done; }
+  wait_until 30 all_alive || { fail "not every node saw $((NODES - 1)) alive peers within 30 s"; setup_ok=0; }
+fi
+if [ "$setup_ok" = 1 ]; then
+  capture_start "$WORK/mesh.cap"
+  failed=""
+  for i in $(seq 1 $NODES); do
+    for j in $(seq 1 $NODES); do
+      [ "$i" = "$j" ] && continue
+      if ping_ok "$i" "$(pod "$j")"; then note "pod$i -> pod$j ok"; else failed+=" $i->$j"; note "pod$i -> pod$j FAILED"; fi
+    done
+  done
+  capture_stop
+  if [ -z "$failed" ]; then pass "all $((NODES * (NODES - 1))) pod pairs ping"
+  else fail "pod pings failed:$failed"; agent_logs 1 2 3 4; for i in 1 2 3 4; do note "--- wg dump node $i"; wg_dump "$i" >>"$CASELOG"; done; fi
+fi
+MESH_OK=$setup_ok
+
+# ---------------------------------------------------------------------------------------------
+# Case "capture": the underlay saw no ICMP between pod addresses, only UDP to WireGuard/gossip ports
+
+begin capture
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  total="$(wc -l <"$WORK/mesh.cap")"
+  clear_icmp="$(grep -c 'ICMP' "$WORK/mesh.cap")"
+  # Allowed: UDP from and to the WireGuard (51820) or gossip (7946) port of a node address.
+  other="$(grep -vE '^[0-9:.]+ IP 10\.99\.0\.[0-9]+\.(51820|7946) > 10\.99\.0\.[0-9]+\.(51820|7946): UDP' "$WORK/mesh.cap" | grep -c .)"
+  wgpk="$(grep -cE '\.51820 > .*\.51820: UDP' "$WORK/mesh.cap")"
+  note "packets $total, WireGuard UDP $wgpk, ICMP $clear_icmp, other $other"; head -n 20 "$WORK/mesh.cap" >>"$CASELOG"
+  if [ "$clear_icmp" = 0 ] && [ "$other" = 0 ] && [ "$wgpk" -ge $((NODES * (NODES - 1) * 2)) ]; then
+    pass "$total packets on the underlay, $wgpk WireGuard UDP, 0 ICMP, 0 other"
+  else
+    grep -vE '\.(51820|7946): UDP' "$WORK/mesh.cap" | head -n 20 >>"$CASELOG"
+    fail "underlay: $total packets, $wgpk WireGuard UDP (expected >= $((NODES * (NODES - 1) * 2))), $clear_icmp ICMP, $other not WireGuard/gossip UDP"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "kill9": kill -9 of agent 2 leaves traffic flowing while it is down
+
+begin kill9
+KILL9_OK=0
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'
+  note "agent 2 killed; wireguard-go for ${P}w2: $(wg_go_pids "${P}w2" | tr '\n' ' ')"
+  failed="$(ping_both_ways 2 1 3 4)"
+  if [ -z "$failed" ]; then pass "pods to and from node 2 ping while its agent is down"; KILL9_OK=1
+  else fail "pings failed while agent 2 was down:$failed"; agent_logs 1 2; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "restart": `wiremesh agent` on node 2 with the same state dir and no token rejoins
+
+begin restart
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  start_agent 2 agent
+  seen_alive() { local j; for j in 1 3 4; do [ "$(peer_state "$j" node2)" = alive ] || return 1; done; [ "$(alive_count 2)" = 3 ]; }
+  if ! wait_ready 2; then fail "restarted agent 2 did not answer status"; agent_logs 2
+  elif ! wait_until 30 seen_alive; then
+    fail "after the restart, nodes 1,3,4 see node2 as: $(for j in 1 3 4; do printf '%s ' "$(peer_state "$j" node2)"; done)and node2 sees $(alive_count 2) alive"
+    agent_logs 1 2
+  else
+    failed="$(ping_both_ways 2 1 3 4)"
+    if [ -z "$failed" ]; then pass "node2 alive again on every peer, pings work"; else fail "rejoined but pings failed:$failed"; agent_logs 2; fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "stop": stopping agent 2 (SIGTERM, as systemd does) is not a leave: the other nodes keep its
+# peer, pods keep pinging, and a restart picks up where it was
+
+begin stop
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  key2="$(cat "$WORK/key2")"
+  kill -TERM "${AGENT[2]}"
+  t0=$(date +%s)
+  stopped() { ! kill -0 "${AGENT[2]}" 2>/dev/null; }
+  problems=""
+  if wait_until 15 stopped; then wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'; note "agent 2 stopped $(( $(date +%s) - t0 )) s after SIGTERM"
+  else problems+=" agent 2 still running 15 s after SIGTERM;"; fi
+  failed="$(ping_both_ways 2 1 3 4)"
+  [ -z "$failed" ] || problems+=" pings failed while agent 2 was stopped:$failed;"
+  for j in 1 3 4; do
+    st="$(peer_state "$j" node2)"; note "node$j sees node2 as $st"
+    [ "$st" = left ] && problems+=" node$j sees node2 as left;"
+    has_peer "$j" "$key2" || problems+=" node2 missing from node$j's device;"
+  done
+  start_agent 2 agent
+  wait_ready 2 && wait_until 30 seen_alive || problems+=" node2 not alive everywhere after the restart;"
+  if [ -z "$problems" ]; then pass "after SIGTERM node2 stays on every device (not left), pings work, restart rejoins"
+  else fail "$problems"; agent_logs 1 2; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "leave": `wiremesh leave` on node 4 removes it from every other WireGuard device
+
+begin leave
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  key4="$(cat "$WORK/key4")"
+  out="$(wm 4 leave 2>&1)"; rc=$?
+  note "leave: rc $rc: $out"
+  agent_gone() { ! kill -0 "${AGENT[4]}" 2>/dev/null; }
+  t0=$(date +%s)
+  wait_until 15 agent_gone && { wait "${AGENT[4]}" 2>/dev/null; unset 'AGENT[4]'; note "agent 4 exited $(( $(date +%s) - t0 )) s after leave"; }
+  removed() { local j; for j in 1 2 3; do has_peer "$j" "$key4" && return 1; done; return 0; }
+  shown_left() { local j; for j in 1 2 3; do [ "$(peer_state "$j" node4)" = left ] || return 1; done; }
+  problems=""
+  [ "$rc" = 0 ] || problems+=" leave exited $rc;"
+  [ -z "${AGENT[4]:-}" ] || problems+=" agent 4 still running 15 s after leave;"
+  wait_until 20 removed || problems+=" node4's key still on:$(for j in 1 2 3; do has_peer "$j" "$key4" && printf ' node%s' "$j"; done);"
+  wait_until 10 shown_left || problems+=" peers --json shows node4 as:$(for j in 1 2 3; do printf ' %s' "$(peer_state "$j" node4)"; done);"
+  if [ -z "$problems" ]; then pass "node4 gone from the devices of nodes 1-3 (wg show dump), peers --json says left"
+  else fail "$problems"; agent_logs 1 4; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "crash": node 3 dies (agent and wireguard-go, kill -9); the others remove it after the
+# failure timeout, and pod traffic to its pod range is dropped, never sent in clear
+
+begin crash
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  key3="$(cat "$WORK/key3")"
+  kill -9 "${AGENT[3]}"; wait "${AGENT[3]}" 2>/dev/null; unset 'AGENT[3]'
+  for pid in $(wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  t0=$(date +%s)
+  removed3() { local j; for j in 1 2; do has_peer "$j" "$key3" && return 1; done; return 0; }
+  problems=""
+  if wait_until 60 removed3; then note "node3 removed from nodes 1,2 after $(( $(date +%s) - t0 )) s"
+  else problems+=" node3's key still on:$(for j in 1 2; do has_peer "$j" "$key3" && printf ' node%s' "$j"; done) after 60 s;"; fi
+  for j in 1 2; do note "node$j sees node3 as $(peer_state "$j" node3)"; done
+  capture_start "$WORK/crash.cap"
+  pod3="$(pod 3)"; net3="$(cut -d/ -f1 "$WORK/cidr3")"; net3="${net3%.*}."
+  for j in 1 2; do
+    if ip netns exec "$P-p$j" ping -c 3 -i 0.2 -W 1 "$pod3" >/dev/null 2>&1; then problems+=" pod$j reached pod3 at $pod3;"; fi
+    ip netns exec "$P-p$j" ping -c 2 -i 0.2 -W 1 "${net3}99" >/dev/null 2>&1
+  done
+  capture_stop
+  leaked="$(grep -F "$net3" "$WORK/crash.cap" | grep -c ICMP)"
+  [ "$leaked" = 0 ] || { problems+=" $leaked clear ICMP packets to ${net3}0/24 on the underlay;"; grep -F "$net3" "$WORK/crash.cap" | head >>"$CASELOG"; }
+  if [ -z "$problems" ]; then pass "node3 removed from every device; pings to its pod range fail with 0 clear packets on the underlay"
+  else fail "$problems"; agent_logs 1 2; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one clear line on stderr, non-zero exit, the state directory unchanged.
+
+# expect_refusal CASE-DETAIL STATE-DIR command...: runs the command in the spare namespace.
+BAD_PROBLEMS=""
+expect_refusal() { # what, state dir, wanted exit status ("2" for bad input, "nonzero" otherwise), command...
+  local what=$1 dir=$2 want=$3; shift 3
+  local before after rc lines
+  before="$(snapshot "$dir")"
+  timeout 30 ip netns exec "$P-n$SPARE" "$WM" "$@" >"$WORK/out" 2>"$WORK/err"; rc=$?
+  after="$(snapshot "$dir")"
+  lines="$(grep -c . "$WORK/err")"
+  note "[$what] rc=$rc stderr: $(cat "$WORK/err")"
+  BAD_MSGS+="[$what: exit $rc] $(head -n 1 "$WORK/err" | sed 's/^wiremesh: //') "
+  [ -s "$WORK/out" ] && note "[$what] stdout: $(head -c 300 "$WORK/out")"
+  if [ "$rc" = 0 ] || [ "$rc" = 124 ]; then BAD_PROBLEMS+=" $what: exit $rc;"
+  elif [ "$want" != nonzero ] && [ "$rc" != "$want" ]; then BAD_PROBLEMS+=" $what: exit $rc (want $want, bad input);"; fi
+  [ "$lines" = 1 ] || BAD_PROBLEMS+=" $what: $lines stderr lines (want 1);"
+  [ "$before" = "$after" ] || { BAD_PROBLEMS+=" $what: state dir changed;"; diff <(echo "$before") <(echo "$after") >>"$CASELOG"; }
+}
+bad_case() { # name, then the checks as a function
+  begin "$1"; BAD_PROBLEMS=""; BAD_MSGS=""
+  if [ "${NEED_AGENT1:-1}" = 1 ] && [ -z "${AGENT[1]:-}" ]; then fail "needs node 1's agent"; return; fi
+  "$2"
+  if [ -z "$BAD_PROBLEMS" ]; then pass "$BAD_MSGS"; else fail "$BAD_PROBLEMS"; fi
+}
+J=(--interface "${P}w$SPARE" --advertise-address "10.99.0.$SPARE" --control-socket "$WORK/x.sock")
+
+EXPIRED="$(wm 1 token create --ttl 1s 2>>"$LOGDIR/bad-expired-token.log")"
+EXPIRED_AT=$(date +%s)
+
+bad_revoked() {
+  local tok id
+  tok="$(wm 1 token create --ttl 10m)"
+  id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
+  note "revoking $id: $(wm 1 token revoke "$id" 2>&1)"
+  expect_refusal "revoked token" "$WORK/x-revoked" 2 join "$tok" --name bad1 --state-dir "$WORK/x-revoked" "${J[@]}"
+}
+bad_other_cluster() {
+  local tok
+  # A second cluster whose token names node 1's address: node 1 gets a token it did not issue.
+  tok="$(ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" --control-socket "$WORK/x.sock" \
+    --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only 2>>"$CASELOG")"
+  [ -n "$tok" ] || { BAD_PROBLEMS+=" second init printed no token;"; return; }
+  expect_refusal "other cluster's token" "$WORK/x-other2" 2 join "$tok" --name bad2 --state-dir "$WORK/x-other2" "${J[@]}"
+}
+bad_garbled() {
+  local flipped
+  expect_refusal "garbage token" "$WORK/x-garbled" 2 join "not-a-wiremesh-token" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  # One character of a valid token changed (in the middle, where the payload is).
+  flipped="$(python3 -c 'import sys; t=sys.argv[1]; i=len(t)//2; print(t[:i] + ("A" if t[i] != "A" else "B") + t[i+1:])' "$TOKEN")"
+  expect_refusal "token with one character changed" "$WORK/x-garbled" 2 join "$flipped" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+}
+bad_reinit() {
+  [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" \
+    --control-socket "$WORK/x.sock" --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only >/dev/null 2>>"$CASELOG"
+  expect_refusal "second init" "$WORK/x-other" 2 init --name again --state-dir "$WORK/x-other" --prepare-only "${J[@]}"
+}
+bad_pod_cidr() {
+  expect_refusal "join --pod-cidr outside the cluster range" "$WORK/x-pod" 2 \
+    join "$TOKEN" --name bad4 --pod-cidr 10.99.0.0/24 --state-dir "$WORK/x-pod" "${J[@]}"
+  expect_refusal "init --pod-cidr outside the cluster range" "$WORK/x-pod" 2 \
+    init --name bad4 --cluster-cidr 10.244.0.0/16 --pod-cidr 10.99.0.0/24 --state-dir "$WORK/x-pod" --prepare-only "${J[@]}"
+}
+bad_port() {
+  # Another process holds the gossip port (UDP and TCP) on the address the new node advertises.
+  ip netns exec "$P-n$SPARE" python3 -c '
+import socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.99.0.'$SPARE'", 7946))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(("10.99.0.'$SPARE'", 7946)); t.listen(1)
+print("bound", flush=True); time.sleep(120)' >"$WORK/blocker.out" 2>&1 &
+  BLOCKER=$!
+  wait_until 10 grep -q bound "$WORK/blocker.out" || { BAD_PROBLEMS+=" could not bind the blocker;"; return; }
+  expect_refusal "join with the gossip port in use" "$WORK/x-port" nonzero join "$TOKEN" --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
+  expect_refusal "init with the gossip port in use" "$WORK/x-port" nonzero init --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
+  kill -9 "$BLOCKER" 2>/dev/null; wait "$BLOCKER" 2>/dev/null; BLOCKER=""
+  for pid in $(wg_go_pids "${P}w$SPARE"); do note "wireguard-go left running for ${P}w$SPARE (pid $pid)"; BAD_PROBLEMS+=" a wireguard-go was left running;"; kill "$pid"; done
+}
+bad_expired() {
+  [ -n "$EXPIRED" ] || { BAD_PROBLEMS+=" token create --ttl 1s printed nothing;"; return; }
+  while [ "$(date +%s)" -le $((EXPIRED_AT + 2)) ]; do sleep 0.2; done
+  expect_refusal "expired token" "$WORK/x-expired" 2 join "$EXPIRED" --name bad6 --state-dir "$WORK/x-expired" "${J[@]}"
+}
+
+bad_case bad-revoked-token bad_revoked
+bad_case bad-other-cluster-token bad_other_cluster
+bad_case bad-garbled-token bad_garbled
+NEED_AGENT1=0 bad_case bad-second-init bad_reinit
+bad_case bad-pod-cidr bad_pod_cidr
+bad_case bad-port-in-use bad_port
+bad_case bad-expired-token bad_expired
+echo "E2E-DONE"
