@@ -69,7 +69,7 @@ extension MeshPlanner {
     ///   with no allowed IPs. Off by default: an entry for the pending key lets the rotating node's
     ///   first handshake complete before this node moved the allowed IPs, and the packets sent on
     ///   that session then fail the source check; without it they wait in the sender's queue (see
-    ///   bench/rotation.md).
+    ///   BENCHMARKS.md, "rotation").
     public static func plan(local: NodeRecord, privateKey: Key, members: [Member], settings: MeshSettings,
                             switches: [KeySwitch], preinstallPending: Bool = false,
                             timing: RotationTiming = RotationTiming()) -> DesiredMesh {

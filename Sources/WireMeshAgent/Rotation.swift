@@ -129,7 +129,7 @@ extension Agent {
     /// (and starts the handshake with it);
     /// (5) the record names the new key. Between (3) and (4) packets wait in WireGuard's queues
     /// rather than being dropped: this node's sessions need a new handshake, which the peer can
-    /// complete only once it has the new entry (see bench/rotation.md).
+    /// complete only once it has the new entry (see BENCHMARKS.md, "rotation").
     func rotateKey() async throws -> RotationOutcome {
         guard let transport else { throw AgentError("the agent is still starting: retry in a moment") }
         guard !rotation.inProgress else { throw AgentError("a key rotation is already running on this node: wait for it to finish") }
