@@ -86,6 +86,7 @@ public actor Agent {
                 let report = try link.backend.configure(device: config.interface, change)
                 logger.info("reconciled WireGuard", metadata: [
                     "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
+                kickHandshakes(added: change, actual: actual)
             }
             let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
             if !routes.isEmpty {
@@ -98,6 +99,26 @@ public actor Agent {
         saveMembers(members)
         for (name, _) in pendingAssignments where members.contains(where: { $0.name == name }) {
             pendingAssignments[name] = nil
+        }
+    }
+
+    /// A peer that was just (re-)added has no session here, while the node behind it may still hold
+    /// an old one with us (its wireguard-go kept running while its agent was away long enough to be
+    /// declared dead): its packets would be dropped until its own rekey timer fires, up to ~15 s.
+    /// Turning keepalive on for a moment makes WireGuard send a handshake to the peer now (kernel and
+    /// wireguard-go both send one when keepalive changes from off), and then it goes back off.
+    func kickHandshakes(added change: DeviceConfig, actual: Device) {
+        guard settings.persistentKeepalive == 0 else { return }  // keepalive on: the add itself sends one
+        let known = Set(actual.peers.map(\.publicKey))
+        let added = change.peers.filter { !$0.remove && $0.endpoint != nil && !known.contains($0.publicKey) }.map(\.publicKey)
+        guard !added.isEmpty else { return }
+        let on = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 1) })
+        let off = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 0) })
+        do {
+            try link.backend.configure(device: config.interface, on)
+            try link.backend.configure(device: config.interface, off)
+        } catch {
+            logger.notice("could not start handshakes with new peers: \(error)")
         }
     }
 

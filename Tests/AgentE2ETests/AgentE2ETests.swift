@@ -8,6 +8,7 @@ import Glibc
 /// The cases agent-e2e.sh reports, one `E2E <case> PASS|FAIL <detail>` line each.
 enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case mesh, capture, kill9, restart, stop, leave, crash
+    case returning = "return"
     case badRevokedToken = "bad-revoked-token"
     case badOtherClusterToken = "bad-other-cluster-token"
     case badGarbledToken = "bad-garbled-token"
@@ -23,6 +24,7 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .kill9: return "kill -9 of an agent: pods to and from its node still ping while it is down"
         case .restart: return "agent restart without a token rejoins: every peer sees it alive, pings work"
         case .stop: return "stopping an agent (SIGTERM) is not a leave: peers keep it, pings work, restart rejoins"
+        case .returning: return "a node declared dead that comes back: its pod's first packets flow (peers start a handshake)"
         case .leave: return "wiremesh leave: node gone from every other WireGuard device, peers say left"
         case .crash: return "crashed node removed after the failure timeout; traffic to its pod range dropped, not in clear"
         case .badRevokedToken: return "join with a revoked token is refused"

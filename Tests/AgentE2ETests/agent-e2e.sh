@@ -270,6 +270,29 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Case "return": agent 2 is killed (its wireguard-go keeps running with its old sessions) long enough
+# to be declared dead and removed from the other devices; after its restart its own pod's packets
+# flow at once (peers that re-add it start a handshake), not after WireGuard's ~15 s rekey timeout
+
+begin return
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  key2="$(cat "$WORK/key2")"
+  kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'
+  removed2() { ! has_peer 1 "$key2"; }
+  problems=""
+  wait_until 30 removed2 || problems+=" node1 never removed node2 after its agent died;"
+  start_agent 2 agent
+  back2() { has_peer 1 "$key2" && [ "$(peer_state 1 node2)" = alive ]; }
+  wait_ready 2 && wait_until 30 back2 || problems+=" node1 did not re-add node2;"
+  # Two one-second tries: far below the 15 s a stale session would need.
+  first_ok=0
+  for _ in 1 2; do ip netns exec "$P-p2" ping -c 1 -W 1 "$(pod 1)" >/dev/null 2>&1 && { first_ok=1; break; }; done
+  [ "$first_ok" = 1 ] || problems+=" the returning node's pod could not reach pod 1 within 2 one-second pings;"
+  if [ -z "$problems" ]; then pass "node2 declared dead, restarted, re-added; its pod's first pings go through"
+  else fail "$problems"; agent_logs 1 2; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Case "leave": `wiremesh leave` on node 4 removes it from every other WireGuard device
 
 begin leave
