@@ -61,7 +61,7 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
             throw KeyError.invalidLength(expected: Key.length, got: bytes.count)
         }
         storage = SecretBytes(count: Key.length)
-        _ = UnsafeMutableRawBufferPointer(storage.pointer).copyBytes(from: bytes)
+        UnsafeMutableRawBufferPointer(storage.pointer).copyBytes(from: bytes)
     }
 
     init(filling fill: (UnsafeMutableRawBufferPointer) -> Void) {
