@@ -79,7 +79,7 @@ struct AgentConfigTests {
         ("mtu: [1400]", "mtu", "wrong type"),
         ("mtu: 500", "mtu", "out of range"),
         ("key-rotation-interval: 5 parsecs", "key-rotation-interval", "not a duration"),
-        ("key-rotation-interval: 30s", "key-rotation-interval", "shorter than one minute"),
+        ("key-rotation-interval: 14s", "key-rotation-interval", "shorter than 15 seconds"),
         ("persistent-keepalive: 2d", "persistent-keepalive", "longer than the maximum"),
         ("advertise-address: 300.1.1.1", "advertise-address", "not an IP address"),
         ("metrics-address: localhost", "metrics-address", "ADDRESS:PORT"),
