@@ -185,7 +185,8 @@ extension Agent {
         let switchAt = clock.now
         await reached(.prepared)
 
-        let now = Date()
+        // Whole seconds, as the state file keeps it: the schedule must not move when a restart reloads it.
+        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
         try store.promotePendingWireGuardKey(now: now)
         state.wireGuardKey = next
         state.pendingWireGuardKey = nil
