@@ -63,6 +63,16 @@ struct AgentConfigTests {
         #expect(c.wireGuardPort == 51820)
     }
 
+    @Test func keyRotationIntervalFromEveryLayer() throws {
+        let file = try ConfigLayer(yaml: "key-rotation-interval: 24h\n", file: "f.yaml")
+        #expect(AgentConfig.merge(file: file).keyRotationInterval == .seconds(86_400))
+        let env = try ConfigLayer(environment: ["WIREMESH_KEY_ROTATION_INTERVAL": "12h"])
+        #expect(AgentConfig.merge(file: file, environment: env).keyRotationInterval == .seconds(43_200))
+        let flags = try ConfigLayer(flags: [.keyRotationInterval: "20s"])
+        #expect(AgentConfig.merge(file: file, environment: env, flags: flags).keyRotationInterval == .seconds(20))
+        #expect(throws: ConfigError.self) { try ConfigLayer(environment: ["WIREMESH_KEY_ROTATION_INTERVAL": "10s"]) }
+    }
+
     @Test func zeroSwitchesOffWhatALowerLayerSet() throws {
         let file = try ConfigLayer(yaml: "persistent-keepalive: 25s\nkey-rotation-interval: 24h\n", file: "f.yaml")
         let flags = try ConfigLayer(flags: [.persistentKeepalive: "0", .keyRotationInterval: "0s"])
