@@ -104,7 +104,7 @@ public enum DeviceFormat {
     }
 
     /// "1 day, 2 hours, 3 minutes, 4 seconds" with zero parts left out, like `wg show`.
-    static func duration(_ seconds: Int64) -> String {
+    public static func duration(_ seconds: Int64) -> String {
         if seconds <= 0 { return "0 seconds" }
         let parts: [(Int64, String)] = [
             (seconds / 31_536_000, "year"), (seconds % 31_536_000 / 86_400, "day"),

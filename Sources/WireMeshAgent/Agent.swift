@@ -167,7 +167,7 @@ public actor Agent {
                     wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
                     gossipPort: config.gossipPort, backend: link.backend.kind,
                     livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
-                    keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nil))
+                    keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation))
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):

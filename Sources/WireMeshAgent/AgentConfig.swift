@@ -273,7 +273,8 @@ public struct ConfigLayer: Sendable, Equatable {
             persistentKeepalive = d
         case .keyRotationInterval:
             let d = try duration()
-            guard d == .zero || d >= .seconds(60) else { throw fail("rotation interval '\(text)' is shorter than one minute") }
+            // A rotation takes up to two peer timeouts (6 s); below 15 s they would overlap.
+            guard d == .zero || d >= .seconds(15) else { throw fail("rotation interval '\(text)' is shorter than 15 seconds: use e.g. 24h, or 0 to turn it off") }
             keyRotationInterval = d
         case .logLevel:
             guard let level = Logger.Level(rawValue: text.lowercased()) else {

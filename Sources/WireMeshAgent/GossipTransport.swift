@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import IPNetwork
 import Logging
 import Membership
@@ -95,15 +98,18 @@ public final class GossipTransport: Service, Sendable {
         let (stream, continuation) = AsyncStream<MemberEvent>.makeStream(bufferingPolicy: .bufferingNewest(65_536))
         let channel: Channel
         do {
+            // Our own socket: the handler sends with sendto(2) itself, because NIO closes a datagram
+            // channel on a send error other than EMSGSIZE/EHOSTUNREACH, and EPERM (a firewall drop
+            // on this host) or ENETUNREACH (link down) would then stop the agent during a partition.
+            let fd = try GossipSocket.bound(to: settings.bind)
             channel = try await DatagramBootstrap(group: group)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            GossipHandler(settings: settings, events: continuation, logger: logger))
+                            GossipHandler(settings: settings, events: continuation, logger: logger, socket: fd))
                     }
                 }
-                .bind(host: settings.bind.address.description, port: Int(settings.bind.port))
+                .withBoundSocket(fd)
                 .get()
         } catch {
             continuation.finish()
@@ -195,11 +201,14 @@ final class GossipHandler: ChannelInboundHandler {
     var timer: Scheduled<Void>?
     var timerAt: Instant?
     var sendErrors = 0
+    /// The channel's socket, for `sendto` (see `GossipTransport.bind`).
+    let socket: CInt
 
-    init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger) {
+    init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger, socket: CInt) {
         self.settings = settings
         self.eventsContinuation = events
         self.logger = logger
+        self.socket = socket
     }
 
     /// The monotonic clock as the core's `Instant`.
@@ -290,21 +299,24 @@ final class GossipHandler: ChannelInboundHandler {
     /// scheduled on the event loop, view changes are published.
     func execute(_ directives: [Directive], fromTick: Bool = false) {
         guard let context else { return }
-        var wrote = false
         for d in directives {
             switch d {
             case .send(let datagram, let to):
                 guard let address = try? SocketAddress(ipAddress: to.address.description, port: Int(to.port)) else { continue }
-                let buffer = context.channel.allocator.buffer(bytes: datagram)
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: address, data: buffer)), promise: nil)
-                wrote = true
+                // A lost datagram is what the protocol expects anyway: count the error, never close.
+                if let err = GossipSocket.send(datagram, on: socket, to: address) {
+                    sendErrors += 1
+                    if sendErrors == 1 || sendErrors % 1000 == 0 {
+                        logger.notice("gossip send failed", metadata: [
+                            "to": "\(to)", "error": "\(String(cString: strerror(err)))", "send_errors": "\(sendErrors)"])
+                    }
+                }
             case .wakeUp(let at):
                 schedule(at: at, context: context)
             case .changed(let event):
                 eventsContinuation.yield(event)
             }
         }
-        if wrote { context.flush() }
     }
 
     func schedule(at: Instant, context: ChannelHandlerContext) {
@@ -327,5 +339,35 @@ extension Endpoint {
         guard let ip = socketAddress.ipAddress, let port = socketAddress.port, let address = try? IPAddress(ip),
               let p = UInt16(exactly: port) else { return nil }
         self.init(address: address, port: p)
+    }
+}
+
+/// The gossip UDP socket, outside NIO's write path (see `GossipTransport.bind`).
+enum GossipSocket {
+    /// socket(2) + SO_REUSEADDR + bind(2), non-blocking, close-on-exec.
+    static func bound(to endpoint: Endpoint) throws -> CInt {
+        let address = try SocketAddress(ipAddress: endpoint.address.description, port: Int(endpoint.port))
+        let family = endpoint.address.isIPv4 ? AF_INET : AF_INET6
+        let fd = Glibc.socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        var one: CInt = 1
+        let rc = address.withSockAddr { sa, len -> CInt in
+            guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else { return -1 }
+            return Glibc.bind(fd, sa, socklen_t(len))
+        }
+        guard rc == 0 else {
+            let err = errno
+            close(fd)
+            throw IOError(errnoCode: err, reason: "bind")
+        }
+        return fd
+    }
+
+    /// sendto(2) of one datagram; the errno when it failed (EAGAIN included: the datagram is dropped).
+    static func send(_ datagram: [UInt8], on fd: CInt, to address: SocketAddress) -> CInt? {
+        let sent = datagram.withUnsafeBytes { bytes in
+            address.withSockAddr { sa, len in Glibc.sendto(fd, bytes.baseAddress, bytes.count, 0, sa, socklen_t(len)) }
+        }
+        return sent < 0 ? errno : nil
     }
 }

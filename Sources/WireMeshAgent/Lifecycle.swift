@@ -177,6 +177,7 @@ public enum Lifecycle {
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: transport), .init(service: control), .init(service: join),
+                       .init(service: RotationScheduler(agent: agent)),
                        .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("agent running", metadata: [

@@ -20,6 +20,28 @@ struct RotationState: Sendable {
     var preinstallPending = ProcessInfo.processInfo.environment["WM_ROTATION_PREINSTALL"] == "1"
     /// How long the rotating node waits for each peer's answer.
     var peerTimeoutSeconds = 3
+    /// Test-only crash injection: WM_FAULT_PAUSE_AT=<phase> makes `rotate-key` log a marker and block
+    /// at that phase, so a test can kill -9 the agent exactly there (outside the strictly checked
+    /// WIREMESH_ namespace, like WM_ROTATION_PREINSTALL).
+    var pauseAt = ProcessInfo.processInfo.environment["WM_FAULT_PAUSE_AT"].flatMap(RotationPhase.init(rawValue:))
+    /// When the agent started (scheduled rotation waits a moment after it).
+    var startedAt = Date()
+    /// When a scheduled rotation last failed (it is retried after `KeyRotationSchedule.retry`).
+    var lastScheduledFailure: Date?
+}
+
+/// The points of `rotate-key` after which a crash leaves a distinct state (see `Agent.rotateKey`).
+enum RotationPhase: String, CaseIterable, Sendable {
+    /// The next key is saved as pending; nothing announced.
+    case pendingSaved = "pending-saved"
+    /// The record announces the pending key and every live peer was asked (prepare).
+    case prepared
+    /// The state names the new key and the device uses it; no peer was told yet.
+    case promoted
+    /// Every live peer was told (switch); the record still names the old key.
+    case switched
+    /// The record names the new key: the old key is gone everywhere on this node.
+    case published
 }
 
 /// What one `rotate-key` did, for the operator.
@@ -131,6 +153,11 @@ extension Agent {
     /// rather than being dropped: this node's sessions need a new handshake, which the peer can
     /// complete only once it has the new entry (see BENCHMARKS.md, "rotation").
     func rotateKey() async throws -> RotationOutcome {
+        func reached(_ phase: RotationPhase) async {
+            guard rotation.pauseAt == phase else { return }
+            logger.warning("WM_FAULT_PAUSE_AT: rotation paused at \(phase.rawValue)")
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        }
         guard let transport else { throw AgentError("the agent is still starting: retry in a moment") }
         guard !rotation.inProgress else { throw AgentError("a key rotation is already running on this node: wait for it to finish") }
         rotation.inProgress = true
@@ -140,6 +167,7 @@ extension Agent {
         let oldPublic = state.wireGuardKey.publicKey(), newPublic = next.publicKey()
         try store.savePendingWireGuardKey(next)
         state.pendingWireGuardKey = next
+        await reached(.pendingSaved)
         try await transport.updateLocalRecord { $0.pendingWireguardKey = newPublic }
 
         let members = try await transport.members()
@@ -155,8 +183,10 @@ extension Agent {
         let started = clock.now
         let prepared = await Self.tell(peers, message(.prepare), timeoutSeconds: timeout)
         let switchAt = clock.now
+        await reached(.prepared)
 
-        let now = Date()
+        // Whole seconds, as the state file keeps it: the schedule must not move when a restart reloads it.
+        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
         try store.promotePendingWireGuardKey(now: now)
         state.wireGuardKey = next
         state.pendingWireGuardKey = nil
@@ -167,14 +197,17 @@ extension Agent {
             // The state already names the new key: the next reconcile sets it.
             logger.error("setting the new private key failed (the reconciler retries): \(error)")
         }
+        await reached(.promoted)
         // The kernel sends the initiations from a work queue: let them leave before any peer moves.
         try? await Task.sleep(for: .milliseconds(5))
         let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
         let toldAt = clock.now
+        await reached(.switched)
         try await transport.updateLocalRecord {
             $0.wireguardKey = newPublic
             $0.pendingWireguardKey = nil
         }
+        await reached(.published)
         let outcome = RotationOutcome(
             newKey: newPublic, livePeers: peers.map(\.name).sorted(),
             prepared: prepared.filter { $0.value == nil }.keys.sorted(),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import IPNetwork
 import Logging
+import WireGuard
 import WireMeshAgent
 
 /// Flags every agent-facing command takes, so several agents can share one machine.
@@ -30,6 +31,9 @@ struct NodeFlags: ParsableArguments {
     @Option(help: "Interface MTU (default: underlay MTU - 80).") var mtu: String?
     @Option(name: .customLong("persistent-keepalive"), help: "WireGuard keepalive, e.g. 25s (default off).") var keepalive: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+    @Option(name: .customLong("key-rotation-interval"),
+            help: "Rotate the WireGuard key by itself this often, e.g. 24h (±10 % per node; default off).")
+    var keyRotationInterval: String?
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -40,6 +44,7 @@ struct NodeFlags: ParsableArguments {
         if let mtu { f[.mtu] = mtu }
         if let keepalive { f[.persistentKeepalive] = keepalive }
         if let logLevel { f[.logLevel] = logLevel }
+        if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
         return f
     }
 }
@@ -205,8 +210,14 @@ struct StatusCommand: ParsableCommand {
         print("public key:  \(s.wireGuardPublicKey)")
         print("pod CIDRs:   \(s.podCIDRs.joined(separator: ", ")), overlay \(s.overlayAddress)")
         print("live peers:  \(s.livePeers)")
-        let age = Int(Date().timeIntervalSince(s.keyCreatedAt))
-        print("key age:     \(age / 3600)h\(age % 3600 / 60)m")
+        let now = Date()
+        func span(_ seconds: Double) -> String { DeviceFormat.duration(Int64(seconds.rounded())) }
+        print("key age:     \(span(now.timeIntervalSince(s.keyCreatedAt))) (created \(s.keyCreatedAt.formatted(.iso8601)))")
+        if let next = s.nextKeyRotation {
+            print("next key rotation: \(next.formatted(.iso8601)) (in \(span(next.timeIntervalSince(now))))")
+        } else {
+            print("next key rotation: none scheduled (--key-rotation-interval; 'wiremesh rotate-key' rotates now)")
+        }
     }
 }
 

@@ -141,4 +141,28 @@ struct GossipTransportTests {
         // After shutdown the transport refuses calls instead of hanging.
         await #expect(throws: (any Error).self) { try await b.members() }
     }
+
+    /// NIO closes a datagram channel on most send errors; the agent then stopped during a partition made
+    /// by a firewall on its own host (EPERM). A broadcast without SO_BROADCAST fails the same way
+    /// (EACCES, or ENETUNREACH without a route) and needs no namespace.
+    @Test("a send the kernel refuses does not stop the transport")
+    func sendErrorIsNotFatal() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let refused = try Endpoint("255.255.255.255:7946")
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: keyring, clusterID: cluster, seeds: [refused]))
+        let taskA = Task { try await a.run() }
+        defer { taskA.cancel() }
+        // The join to the refused seed has been attempted once run() is running.
+        #expect(try await eventually { (try? await a.members()) != nil })
+        try await Task.sleep(for: .milliseconds(200))
+        let b = try await GossipTransport.bind(try settings("bravo", keyring: keyring, clusterID: cluster, seeds: [a.localAddress]))
+        let taskB = Task { try await b.run() }
+        defer { taskB.cancel() }
+        let met = try await eventually {
+            guard case .alive = try await status(of: "bravo", at: a), case .alive = try await status(of: "alpha", at: b) else { return false }
+            return true
+        }
+        #expect(met, "alpha stopped gossiping after a refused send")
+    }
 }

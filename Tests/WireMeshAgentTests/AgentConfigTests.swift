@@ -63,6 +63,16 @@ struct AgentConfigTests {
         #expect(c.wireGuardPort == 51820)
     }
 
+    @Test func keyRotationIntervalFromEveryLayer() throws {
+        let file = try ConfigLayer(yaml: "key-rotation-interval: 24h\n", file: "f.yaml")
+        #expect(AgentConfig.merge(file: file).keyRotationInterval == .seconds(86_400))
+        let env = try ConfigLayer(environment: ["WIREMESH_KEY_ROTATION_INTERVAL": "12h"])
+        #expect(AgentConfig.merge(file: file, environment: env).keyRotationInterval == .seconds(43_200))
+        let flags = try ConfigLayer(flags: [.keyRotationInterval: "20s"])
+        #expect(AgentConfig.merge(file: file, environment: env, flags: flags).keyRotationInterval == .seconds(20))
+        #expect(throws: ConfigError.self) { try ConfigLayer(environment: ["WIREMESH_KEY_ROTATION_INTERVAL": "10s"]) }
+    }
+
     @Test func zeroSwitchesOffWhatALowerLayerSet() throws {
         let file = try ConfigLayer(yaml: "persistent-keepalive: 25s\nkey-rotation-interval: 24h\n", file: "f.yaml")
         let flags = try ConfigLayer(flags: [.persistentKeepalive: "0", .keyRotationInterval: "0s"])
@@ -79,7 +89,7 @@ struct AgentConfigTests {
         ("mtu: [1400]", "mtu", "wrong type"),
         ("mtu: 500", "mtu", "out of range"),
         ("key-rotation-interval: 5 parsecs", "key-rotation-interval", "not a duration"),
-        ("key-rotation-interval: 30s", "key-rotation-interval", "shorter than one minute"),
+        ("key-rotation-interval: 14s", "key-rotation-interval", "shorter than 15 seconds"),
         ("persistent-keepalive: 2d", "persistent-keepalive", "longer than the maximum"),
         ("advertise-address: 300.1.1.1", "advertise-address", "not an IP address"),
         ("metrics-address: localhost", "metrics-address", "ADDRESS:PORT"),
