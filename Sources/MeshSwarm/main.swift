@@ -38,6 +38,9 @@ struct Swarm: AsyncParsableCommand {
     @Option(help: "Slow the simulated members' own protocol periods (probe, gossip, anti-entropy) by this factor, so one process can host many; the agent keeps its defaults.")
     var slow = 5
 
+    @Option(help: "Members started per second; each joins through the seed and a few members started before it, as nodes joining over time would.")
+    var joinRate = 50
+
     mutating func run() async throws {
         let state = try StateStore(directory: stateDir).load()
         let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
@@ -57,6 +60,7 @@ struct Swarm: AsyncParsableCommand {
         logger.logLevel = .warning
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         guard slow >= 1 else { throw ValidationError("--slow must be at least 1") }
+        guard joinRate >= 1 else { throw ValidationError("--join-rate must be at least 1") }
         var config = MembershipConfig.wiremeshDefaults
         config.probeInterval *= slow
         config.probeTimeout *= slow
@@ -73,16 +77,21 @@ struct Swarm: AsyncParsableCommand {
                 name: "swarm-\(i)", identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
                 wireguardEndpoints: [Endpoint(address: bindAddress, port: 9)], gossipAddress: gossip,
                 podCIDRs: [block], overlayAddress: ipam.overlayAddress(of: block))
+            let earlier = (0..<min(i, 3)).map { _ in Endpoint(address: bindAddress, port: basePort + UInt16(Int.random(in: 0..<i))) }
             let settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
-                                          clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint])
+                                          clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint] + earlier)
             transports.append(try await GossipTransport.bind(settings, group: group, logger: logger))
         }
         print("swarm: \(count) members bound on \(bindAddress):\(basePort)-\(Int(basePort) + count - 1)")
         fflush(nil)
 
+        let rate = joinRate
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for t in transports {
-                tasks.addTask { try await t.run() }
+            for (i, t) in transports.enumerated() {
+                tasks.addTask {
+                    try await Task.sleep(for: .milliseconds(i * 1000 / rate))
+                    try await t.run()
+                }
                 tasks.addTask { for await _ in t.events {} }
             }
             tasks.addTask { [transports] in
