@@ -103,7 +103,7 @@ let package = Package(
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshCrypto", "IPNetwork",
+            "WireMeshAgent", "WireMeshCrypto", "IPNetwork", "Membership",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -195,24 +195,49 @@ extension Agent {
 
 /// Reconciles on every membership event and every `resync`; ends after a leave.
 struct ReconcileLoop: Service {
-    let agent: Agent
+    let reconcile: @Sendable () async -> Void
+    let isLeaving: @Sendable () async -> Bool
     let events: AsyncStream<MemberEvent>
     let resync: Duration
 
+    init(agent: Agent, events: AsyncStream<MemberEvent>, resync: Duration) {
+        self.init(reconcile: { await agent.reconcile() }, isLeaving: { await agent.isLeaving }, events: events, resync: resync)
+    }
+
+    init(reconcile: @escaping @Sendable () async -> Void, isLeaving: @escaping @Sendable () async -> Bool,
+         events: AsyncStream<MemberEvent>, resync: Duration) {
+        self.reconcile = reconcile
+        self.isLeaving = isLeaving
+        self.events = events
+        self.resync = resync
+    }
+
+    /// The membership events ended while the agent was neither stopping nor leaving: the gossip socket
+    /// closed under it. Thrown so the agent exits non-zero and its service manager restarts it.
+    struct GossipStopped: Error, CustomStringConvertible {
+        var description: String {
+            "the gossip transport stopped unexpectedly (its socket closed); exiting so the service manager restarts the agent"
+        }
+    }
+
     func run() async throws {
+        let (reconcile, isLeaving, events, resync) = (self.reconcile, self.isLeaving, self.events, self.resync)
         // Events only mark the view dirty: a buffer of one collapses a burst (a thousand members joining)
         // into one pending pass, instead of one full pass per event.
         let (dirty, markDirty) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        await withTaskGroup(of: Void.self) { group in
+        let gossipStopped = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 for await _ in events.cancelOnGracefulShutdown() { markDirty.yield() }
                 markDirty.finish()
+                if Task.isCancelled || Task.isShuttingDownGracefully { return false }
+                return !(await isLeaving())
             }
             group.addTask {
                 for await _ in dirty {
                     try? await Task.sleep(for: .milliseconds(20))  // let the rest of a burst arrive
-                    await agent.reconcile()
+                    await reconcile()
                 }
+                return false
             }
             group.addTask {
                 // Short ticks so a leave stops the agent within a second (not at the next resync);
@@ -221,19 +246,22 @@ struct ReconcileLoop: Service {
                 var sinceResync = Duration.zero
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     try? await Task.sleep(for: tick)
-                    if await agent.isLeaving {
+                    if await isLeaving() {
                         try? await Task.sleep(for: .seconds(1))  // time for the leave to be gossiped
-                        return
+                        return false
                     }
                     sinceResync += tick
                     if sinceResync >= resync {
                         sinceResync = .zero
-                        await agent.reconcile()
+                        await reconcile()
                     }
                 }
+                return false
             }
-            await group.next()
+            let first = await group.next() ?? false
             group.cancelAll()
+            return first
         }
+        if gossipStopped { throw GossipStopped() }
     }
 }

@@ -1,0 +1,63 @@
+import IPNetwork
+import Membership
+import Synchronization
+import Testing
+import WireMeshCrypto
+@testable import WireMeshAgent
+
+@Suite("Reconcile loop")
+struct ReconcileLoopTests {
+    final class Counter: Sendable {
+        let value = Mutex(0)
+        func bump() { value.withLock { $0 += 1 } }
+        var count: Int { value.withLock { $0 } }
+    }
+
+    func event(_ i: Int) throws -> MemberEvent {
+        let identity = SigningIdentity.generate()
+        let record = NodeRecord(name: "n\(i)", identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
+                                gossipAddress: Endpoint(address: try IPAddress("192.0.2.1"), port: 7946))
+        let signed = try SignedNodeRecord(signing: record, with: identity)
+        return MemberEvent(kind: .joined, member: Member(record: signed, status: .alive(incarnation: 0), since: Instant(nanoseconds: 0)))
+    }
+
+    @Test func aBurstOfEventsIsOnePassNotOnePerEvent() async throws {
+        let (events, feed) = AsyncStream<MemberEvent>.makeStream()
+        for i in 0..<200 { feed.yield(try event(i)) }
+        let passes = Counter()
+        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { false }, events: events, resync: .seconds(3600))
+        let run = Task { try await loop.run() }
+        // Wait for the first pass, then for any pass the burst still causes.
+        while passes.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(passes.count >= 1 && passes.count <= 10, "200 queued events caused \(passes.count) passes")
+        feed.yield(try event(999))
+        let before = passes.count
+        while passes.count == before { try await Task.sleep(for: .milliseconds(10)) }
+        run.cancel()
+        _ = try? await run.value
+    }
+
+    @Test func eventsEndingOnTheirOwnIsAnError() async throws {
+        let (events, feed) = AsyncStream<MemberEvent>.makeStream()
+        feed.finish()  // what the transport does when its socket closes
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, events: events, resync: .seconds(3600))
+        await #expect(throws: ReconcileLoop.GossipStopped.self) { try await loop.run() }
+    }
+
+    @Test func endingAfterALeaveIsNotAnError() async throws {
+        let (events, feed) = AsyncStream<MemberEvent>.makeStream()
+        feed.finish()
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { true }, events: events, resync: .seconds(3600))
+        try await loop.run()
+    }
+
+    @Test func cancellationIsNotAnError() async throws {
+        let (events, _) = AsyncStream<MemberEvent>.makeStream()
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, events: events, resync: .seconds(3600))
+        let run = Task { try await loop.run() }
+        try await Task.sleep(for: .milliseconds(50))
+        run.cancel()
+        try await run.value
+    }
+}
