@@ -7,9 +7,10 @@
 public struct TokenAnnouncement: Sendable, Equatable, Hashable {
     /// Encoded size of one entry: id 8, created 4, expiry 4, uses limit 2, flags 1, used 2.
     public static let encodedSize = 21
-    /// At most this many entries per record (32 × 21 B = 672 B), so a record still fits a datagram
-    /// next to a probe (`MembershipNode.checkRecordSize`, 1200 B sealed).
-    public static let maxPerRecord = 32
+    /// At most this many entries per record (24 × 21 B = 504 B): the largest record an agent writes
+    /// (63-byte name, pending key, v4 + v6 endpoints) is then 825 B signed, within the 1019 B that fit
+    /// a datagram next to a probe (`MembershipNode.checkRecordSize`), with room for other fields.
+    public static let maxPerRecord = 24
 
     /// The token id (8 random bytes, printed as 16 hex digits).
     public var id: [UInt8]
