@@ -471,6 +471,9 @@ bad_garbled() {
   # One character of a valid token changed (in the middle, where the payload is).
   flipped="$(python3 -c 'import sys; t=sys.argv[1]; i=len(t)//2; print(t[:i] + ("A" if t[i] != "A" else "B") + t[i+1:])' "$TOKEN")"
   expect_refusal "token with one character changed" "$WORK/x-garbled" 2 join "$flipped" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  # A token of format 1 (before any member could admit): refused with what to do.
+  expect_refusal "token of format 1" "$WORK/x-garbled" 2 join "wmj1.AQEBAQEBAQEBAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIAAAAAAAAEJA" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  grep -q "re-create the token" "$WORK/err" || BAD_PROBLEMS+=" the format-1 refusal does not say to re-create the token;"
 }
 bad_reinit() {
   [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" \
