@@ -24,11 +24,14 @@ public struct NodeRecord: Sendable, Equatable {
     public var overlayAddress: IPAddress?
     /// Free-form labels (keys and values at most 255 bytes each).
     public var labels: [String: String]
+    /// Join tokens this node issued, revoked or admitted with (see `TokenAnnouncement`).
+    public var tokens: [TokenAnnouncement]
 
     /// A record with the given fields; `version` starts at 1 unless given.
     public init(name: String, identity: IdentityPublicKey, version: UInt64 = 1, wireguardKey: Key,
                 pendingWireguardKey: Key? = nil, wireguardEndpoints: [Endpoint] = [], gossipAddress: Endpoint,
-                podCIDRs: [IPPrefix] = [], overlayAddress: IPAddress? = nil, labels: [String: String] = [:]) {
+                podCIDRs: [IPPrefix] = [], overlayAddress: IPAddress? = nil, labels: [String: String] = [:],
+                tokens: [TokenAnnouncement] = []) {
         self.name = name
         self.identity = identity
         self.version = version
@@ -39,6 +42,7 @@ public struct NodeRecord: Sendable, Equatable {
         self.podCIDRs = podCIDRs
         self.overlayAddress = overlayAddress
         self.labels = labels
+        self.tokens = tokens
     }
 
     /// Domain separation for record signatures, so a record signature can never be replayed as
@@ -52,6 +56,10 @@ public struct NodeRecord: Sendable, Equatable {
         guard wireguardEndpoints.count <= 16 else { throw .tooMany(field: "wireguardEndpoints", count: wireguardEndpoints.count, limit: 16) }
         guard podCIDRs.count <= 64 else { throw .tooMany(field: "podCIDRs", count: podCIDRs.count, limit: 64) }
         guard labels.count <= 255 else { throw .tooMany(field: "labels", count: labels.count, limit: 255) }
+        guard tokens.count <= TokenAnnouncement.maxPerRecord else {
+            throw .tooMany(field: "tokens", count: tokens.count, limit: TokenAnnouncement.maxPerRecord)
+        }
+        guard Set(tokens.map(\.id)).count == tokens.count else { throw .malformed("a token id is announced twice") }
         for (k, v) in labels where k.utf8.count > 255 || v.utf8.count > 255 {
             throw .labelTooLong(key: k)
         }
@@ -80,6 +88,7 @@ public struct NodeRecord: Sendable, Equatable {
         for k in labels.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             w.shortString(k); w.shortString(labels[k]!)
         }
+        TokenAnnouncement.encodeSection(tokens, into: &w)
         return w.bytes
     }
 
@@ -121,9 +130,11 @@ public struct NodeRecord: Sendable, Equatable {
             previous = kb
             labels[k] = try r.shortString()
         }
-        return NodeRecord(name: name, identity: identity, version: version, wireguardKey: wgKey,
-                          pendingWireguardKey: pending, wireguardEndpoints: endpoints, gossipAddress: gossip,
-                          podCIDRs: prefixes, overlayAddress: overlay, labels: labels)
+        var record = NodeRecord(name: name, identity: identity, version: version, wireguardKey: wgKey,
+                                pendingWireguardKey: pending, wireguardEndpoints: endpoints, gossipAddress: gossip,
+                                podCIDRs: prefixes, overlayAddress: overlay, labels: labels)
+        record.tokens = try TokenAnnouncement.decodeSection(&r)
+        return record
     }
 }
 

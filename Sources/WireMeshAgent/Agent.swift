@@ -28,8 +28,10 @@ public actor Agent {
     let logger: Logger
     var transport: GossipTransport?
     var interfaceIndex: Int32
-    /// Blocks handed to nodes admitted by this member whose records have not arrived yet.
-    var pendingAssignments: [String: IPPrefix] = [:]
+    /// Blocks handed to nodes admitted by this member whose records have not arrived yet (with the
+    /// time: an admitted node that never shows up frees its block after `pendingAssignmentTTL`).
+    var pendingAssignments: [String: (block: IPPrefix, at: Date)] = [:]
+    static let pendingAssignmentTTL: TimeInterval = 300
     var lastSavedMembers: [UInt8] = []
     var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
@@ -60,7 +62,8 @@ public actor Agent {
                    wireguardKey: state.wireGuardKey.publicKey(), pendingWireguardKey: state.pendingWireGuardKey?.publicKey(),
                    wireguardEndpoints: [Endpoint(address: advertise, port: config.wireGuardPort)],
                    gossipAddress: Endpoint(address: advertise, port: config.gossipPort),
-                   podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress)
+                   podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress,
+                   tokens: TokenRecords.announcements((try? store.loadTokens()) ?? [], now: Date()))
     }
 
     var settings: MeshSettings {
@@ -98,9 +101,12 @@ public actor Agent {
             logger.error("reconcile failed: \(error)")
         }
         saveMembers(members)
-        for (name, _) in pendingAssignments where members.contains(where: { $0.name == name }) {
+        let now = Date()
+        for (name, pending) in pendingAssignments
+        where members.contains(where: { $0.name == name }) || now.timeIntervalSince(pending.at) > Self.pendingAssignmentTTL {
             pendingAssignments[name] = nil
         }
+        await syncTokens(members: members)
     }
 
     /// A peer that was just (re-)added has no session here, while the node behind it may still hold
@@ -171,20 +177,27 @@ public actor Agent {
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):
-                let (token, record) = try JoinToken.issue(
-                    clusterID: state.clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
-                    joinSigning: state.joinSigning.publicKey, ttl: TimeInterval(ttl ?? 86_400), uses: uses, now: Date())
-                try store.saveTokens(TokenRecords.pruned(try store.loadTokens(), now: Date()) + [record])
-                return .tokenCreated(token: token.text, info: TokenInfo(record, now: Date()))
+                return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses)
             case .tokenList:
-                return .tokens(try store.loadTokens().map { TokenInfo($0, now: Date()) })
+                let members = (try? await transport?.members()) ?? []
+                let now = Date()
+                let view = tokenView(try store.loadTokens(), members: members)
+                return .tokens(view.values.map { TokenInfo($0, now: now) }.sorted {
+                    ($0.createdAt ?? .distantPast, $0.id) < ($1.createdAt ?? .distantPast, $1.id)
+                })
             case .tokenRevoke(let id):
-                try store.saveTokens(try TokenRecords.revoke(id, in: try store.loadTokens()))
-                return .done("token \(id) revoked")
+                let members = (try? await transport?.members()) ?? []
+                let records = try store.loadTokens()
+                let revoked = try TokenRecords.revoke(id, in: records, view: tokenView(records, members: members))
+                try store.saveTokens(revoked)
+                try await announceTokens(revoked)
+                return .done("token \(id.lowercased()) revoked: every member refuses it once this is gossiped (about a second)")
             case .leave:
+                // Recorded first: from here on the agent refuses to start until a new join.
+                try store.markLeft(clusterID: state.clusterID)
                 leaving = true
                 try await transport?.leave()
-                return .done("left the cluster; the agent stops")
+                return .done("left cluster \(state.clusterID); the agent removes interface \(config.interface) and its routes, then stops")
             case .rotateKey:
                 do { return .done(try await rotateKey().message) } catch {
                     return .failure(ControlFailure(code: "rotation", message: "rotate-key failed: \(error)"))
@@ -237,7 +250,7 @@ public actor Agent {
                 }
             }
             claims.append(BlockClaim(node: state.node.name, block: state.node.podCIDR, claimedAt: 0))
-            claims += pendingAssignments.map { BlockClaim(node: $0.key, block: $0.value, claimedAt: nowMs) }
+            claims += pendingAssignments.map { BlockClaim(node: $0.key, block: $0.value.block, claimedAt: nowMs) }
             let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
             guard !members.contains(where: { $0.name == request.nodeName && $0.status.isActive }),
                   request.nodeName != state.node.name else {
@@ -248,8 +261,12 @@ public actor Agent {
                 joinSigning: state.joinSigning,
                 members: MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record)
                     + [try await transport?.localRecord()].compactMap { $0 }))
+            // From the view to the saved use, nothing suspends: two joins at this member cannot both
+            // take a token's last use (joins racing at two members can, see README).
+            let records = try store.loadTokens()
             let admission = try JoinExchange.admit(
-                request, records: try store.loadTokens(), member: context, now: now,
+                request, token: tokenView(records, members: members)[request.tokenID],
+                usedNonces: records.first { $0.id == request.tokenID }?.usedNonces ?? [], member: context, now: now,
                 memberNonce: secureRandomBytes(JoinExchange.nonceLength)) { req in
                 let block: IPPrefix
                 if let wanted = req.requestedPodCIDR {
@@ -260,20 +277,76 @@ public actor Agent {
                 }
                 return NodeAssignment(name: req.nodeName, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block))
             }
-            var tokens = try store.loadTokens()
-            if let i = tokens.firstIndex(where: { $0.id == admission.updatedRecord.id }) { tokens[i] = admission.updatedRecord }
-            try store.saveTokens(tokens)
-            pendingAssignments[request.nodeName] = admission.assignment.podCIDR
+            let used = TokenRecords.recordingUse(of: request, nonce: admission.nonce, in: records)
+            try store.saveTokens(used)
+            pendingAssignments[request.nodeName] = (admission.assignment.podCIDR, now)
             let overlay = admission.assignment.overlayAddress
             admittedPeers[request.nodeName] = (Peer(
                 publicKey: request.wireGuardPublicKey, persistentKeepaliveInterval: settings.persistentKeepalive,
                 allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), now)
+            do { try await announceTokens(used) } catch { logger.warning("could not announce the token use: \(error)") }
             await reconcile()
             logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
             return try JoinReply.encodeLine(JoinReply(response: admission.response))
         } catch {
             logger.notice("refused join: \(error)")
             return (try? JoinReply.encodeLine(JoinReply(rejection: JoinRejection(error)))) ?? Array("{}\n".utf8)
+        }
+    }
+}
+
+// MARK: Tokens
+
+extension Agent {
+    /// The cluster-wide view of every token: this member's entries merged with all members' records.
+    func tokenView(_ records: [TokenRecord], members: [Member]) -> [String: ClusterToken] {
+        TokenRecords.merge(local: (state.node.name, records), members: members.map { ($0.name, $0.record.record.tokens) })
+    }
+
+    /// Issues a token listing this member and up to three other live members as endpoints.
+    func createToken(ttl: TimeInterval, uses: Int?) async throws -> ControlResponse {
+        let now = Date()
+        let members = (try? await transport?.members()) ?? []
+        var records = TokenRecords.pruned(try store.loadTokens(), now: now)
+        guard TokenRecords.liveCount(records, now: now) < TokenAnnouncement.maxPerRecord else {
+            throw JoinError.invalidRequest("this member already announces \(TokenAnnouncement.maxPerRecord) unexpired tokens, all a gossip record has room for: create the token on another member, or wait until some expire")
+        }
+        let others = members.filter { m in
+            guard m.name != state.node.name, case .alive = m.status else { return false }
+            return true
+        }.sorted { $0.name < $1.name }.prefix(JoinToken.maxEndpoints - 1).map(\.record.record.gossipAddress)
+        let (token, record) = try JoinToken.issue(
+            clusterID: state.clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)] + others,
+            joinSigning: state.joinSigning, ttl: ttl, uses: uses, now: now)
+        records.append(record)
+        try store.saveTokens(records)
+        try await announceTokens(records)
+        let info = TokenInfo(tokenView(records, members: members)[record.id]!, now: now)
+        return .tokenCreated(token: token.text, info: info)
+    }
+
+    /// Puts this member's token entries into its gossiped record (if they changed).
+    func announceTokens(_ records: [TokenRecord]) async throws {
+        guard let transport else { return }
+        let wanted = TokenRecords.announcements(records, now: Date())
+        if try await transport.localRecord().record.tokens != wanted {
+            try await transport.updateLocalRecord { $0.tokens = wanted }
+        }
+    }
+
+    /// Relays revocations seen in other records and drops entries of expired tokens from our record.
+    func syncTokens(members: [Member]) async {
+        guard transport != nil, !leaving else { return }
+        do {
+            var records = try store.loadTokens()
+            if let adopted = TokenRecords.adoptingRevocations(records, view: tokenView(records, members: members), now: Date()) {
+                try store.saveTokens(adopted)
+                records = adopted
+                logger.info("relaying token revocations seen in gossip")
+            }
+            try await announceTokens(records)
+        } catch {
+            logger.error("could not update the announced tokens: \(error)")
         }
     }
 }

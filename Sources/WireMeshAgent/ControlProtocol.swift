@@ -134,31 +134,54 @@ public struct PeerInfo: Codable, Sendable, Equatable {
     }
 }
 
-/// One row of `wiremesh token list`.
+/// One row of `wiremesh token list`: a token as the whole cluster knows it (merged from every
+/// member's announcements).
 public struct TokenInfo: Codable, Sendable, Equatable {
     public var id: String
     public var state: TokenState
-    public var createdAt: Date
+    /// nil when the issuer's announcement is not (or no longer) in the view.
+    public var createdAt: Date?
     public var expiresAt: Date
     /// nil: unlimited until expiry.
+    public var usesLimit: Int?
+    /// Joins admitted with it, summed over all members.
+    public var usesConsumed: Int
+    /// nil: unlimited until expiry.
     public var usesLeft: Int?
+    /// The member(s) that created it.
+    public var issuedBy: [String]
+    /// The members that revoked it or relay the revocation.
+    public var revokedBy: [String]
 
-    public init(id: String, state: TokenState, createdAt: Date, expiresAt: Date, usesLeft: Int?) {
+    public init(id: String, state: TokenState, createdAt: Date?, expiresAt: Date, usesLimit: Int? = nil, usesConsumed: Int = 0,
+                usesLeft: Int?, issuedBy: [String] = [], revokedBy: [String] = []) {
         self.id = id
         self.state = state
         self.createdAt = createdAt
         self.expiresAt = expiresAt
+        self.usesLimit = usesLimit
+        self.usesConsumed = usesConsumed
         self.usesLeft = usesLeft
+        self.issuedBy = issuedBy
+        self.revokedBy = revokedBy
     }
 
-    /// The listing of a stored record at `now`.
-    public init(_ record: TokenRecord, now: Date) {
-        self.init(id: record.id, state: record.state(at: now), createdAt: record.createdAt,
-                  expiresAt: record.expiresAt, usesLeft: record.usesLeft)
+    /// The listing of a token at `now`.
+    public init(_ token: ClusterToken, now: Date) {
+        id = token.id
+        state = token.state(at: now)
+        createdAt = token.createdAt
+        expiresAt = token.expiresAt
+        usesLimit = token.usesLimit
+        usesConsumed = token.used
+        usesLeft = token.usesLeft
+        issuedBy = token.issuedBy.sorted()
+        revokedBy = token.revokedBy.sorted()
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, state, createdAt = "created_at", expiresAt = "expires_at", usesLeft = "uses_left"
+        case id, state, createdAt = "created_at", expiresAt = "expires_at", usesLimit = "uses_limit"
+        case usesConsumed = "uses_consumed", usesLeft = "uses_left", issuedBy = "issued_by", revokedBy = "revoked_by"
     }
 }
 

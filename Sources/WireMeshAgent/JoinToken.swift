@@ -1,58 +1,71 @@
 import Foundation
 import IPNetwork
+import Membership
 import WireMeshCrypto
 
 // MARK: - Token string
 
 /// A join token, as printed by `wiremesh token create` and given to `wiremesh join`.
 ///
-/// Text form: `wmj1.` followed by base64url (no padding) of this binary layout:
+/// Text form: `wmj2.` followed by base64url (no padding) of this binary layout:
 /// ```
-/// u8      format version (1)
+/// u8      format version (2)
 /// [8]     token id (random; printed as 16 hex digits by `token list`)
-/// [32]    token secret (random)
+/// [32]    token key K (see `derivedKey`)
 /// i64 BE  expiry, Unix seconds
+/// u16 BE  uses limit (0 = unlimited until expiry)
 /// [16]    fingerprint of the cluster's join-signing public key (BLAKE2b-128)
 /// u8+utf8 cluster id
-/// u8      number of admitting members' gossip endpoints, then each:
+/// u8      number of members' gossip endpoints (1-4, tried in order), then each:
 ///         u8 family (4 or 6), 4 or 16 address bytes, u16 BE port
 /// [4]     checksum: first 4 bytes of BLAKE2b-128 over everything above (catches copy/paste damage
 ///         before any network traffic)
 /// ```
-/// The token never carries a cluster key: it only authenticates the join exchange (`JoinExchange`),
-/// whose answer is sealed under a key derived from the secret and both sides' nonces.
+/// K is derived from the cluster's join-signing seed, which every member holds, and from the id,
+/// expiry and uses limit, which the join request carries under K's MAC: so any member can check a
+/// request without having stored anything, and a joiner cannot stretch the expiry or the limit.
+/// The token never carries a cluster key: K only authenticates the join exchange (`JoinExchange`),
+/// whose answer is sealed under a key derived from K and both sides' nonces.
 public struct JoinToken: Sendable, Equatable {
-    /// The text every token starts with (format version 1).
-    public static let prefix = "wmj1."
-    static let version: UInt8 = 1
+    /// The text every token starts with (format version 2).
+    public static let prefix = "wmj2."
+    /// Tokens of format 1 (before tokens could be admitted by any member).
+    static let version1Prefix = "wmj1."
+    static let version: UInt8 = 2
     static let idLength = 8
-    static let secretLength = 32
+    static let keyLength = 32
     static let fingerprintLength = 16
     static let checksumLength = 4
+    /// Endpoints a token lists at most (this member first, then other live members).
+    public static let maxEndpoints = 4
+    /// The largest `--uses` a token can carry.
+    public static let maxUses = Int(UInt16.max)
 
     /// Random token id (8 bytes); names the token in `token list` / `token revoke`.
     public let id: [UInt8]
-    /// Random secret (32 bytes); only its keyed hash is stored by members.
-    public let secret: [UInt8]
+    /// The token key K (`derivedKey`); the secret part of the token.
+    public let key: Key
     /// The cluster the token admits into.
     public let clusterID: String
     /// Gossip endpoints of members that can admit the joiner (tried in order).
     public let endpoints: [Endpoint]
     /// When the token stops being accepted.
     public let expiresAt: Date
+    /// How many joins the token admits across the cluster (nil: any number until it expires).
+    public let usesLimit: Int?
     /// Fingerprint of the cluster's join-signing identity (see `JoinToken.fingerprint(of:)`).
     public let joinSigningFingerprint: [UInt8]
 
-    public init(id: [UInt8], secret: [UInt8], clusterID: String, endpoints: [Endpoint], expiresAt: Date,
+    public init(id: [UInt8], key: Key, clusterID: String, endpoints: [Endpoint], expiresAt: Date, usesLimit: Int?,
                 joinSigningFingerprint: [UInt8]) {
-        precondition(id.count == Self.idLength && secret.count == Self.secretLength
-                     && joinSigningFingerprint.count == Self.fingerprintLength)
+        precondition(id.count == Self.idLength && joinSigningFingerprint.count == Self.fingerprintLength)
         self.id = id
-        self.secret = secret
+        self.key = key
         self.clusterID = clusterID
         self.endpoints = endpoints
         // The token holds whole seconds; keep the value equal to what parsing yields.
         self.expiresAt = Date(timeIntervalSince1970: expiresAt.timeIntervalSince1970.rounded(.down))
+        self.usesLimit = usesLimit
         self.joinSigningFingerprint = joinSigningFingerprint
     }
 
@@ -64,22 +77,26 @@ public struct JoinToken: Sendable, Equatable {
         KeyDerivation.genericHash(Array("wiremesh-join-signing".utf8) + key.bytes, outputLength: fingerprintLength)
     }
 
-    /// The key both sides derive everything from: BLAKE2b keyed by the secret over the token id.
-    /// Members store only this ("hash of the secret"), never the token text.
-    public static func tokenKey(id: [UInt8], secret: [UInt8]) -> Key {
-        try! Key(bytes: KeyDerivation.genericHash(Array("wiremesh-join-v1".utf8) + id, key: secret))
+    /// K = BLAKE2b(key: KDF(join-signing seed, "wmtokens"), "wiremesh-token-v2" ‖ id ‖ i64 expiry ‖ u16 uses limit).
+    /// Every member can recompute it; a separate subkey keeps token keys apart from signatures.
+    public static func derivedKey(joinSigningSeed: Key, id: [UInt8], expiresAt: Int64, usesLimit: Int?) -> Key {
+        let base = KeyDerivation.deriveSubkey(from: joinSigningSeed, id: 1, context: "wmtokens")
+        var w = ByteWriter()
+        w.bytes(Array("wiremesh-token-v2".utf8))
+        w.bytes(id)
+        w.i64(expiresAt)
+        w.u16(UInt16(usesLimit ?? 0))
+        return try! Key(bytes: KeyDerivation.genericHash(w.buffer, key: base.bytes))
     }
-
-    /// `tokenKey` for this token.
-    public var tokenKey: Key { Self.tokenKey(id: id, secret: secret) }
 
     /// The printable token.
     public var text: String {
         var w = ByteWriter()
         w.u8(Self.version)
         w.bytes(id)
-        w.bytes(secret)
+        w.bytes(key.bytes)
         w.i64(Int64(expiresAt.timeIntervalSince1970))
+        w.u16(UInt16(usesLimit ?? 0))
         w.bytes(joinSigningFingerprint)
         w.string8(clusterID)
         w.u8(UInt8(endpoints.count))
@@ -88,9 +105,11 @@ public struct JoinToken: Sendable, Equatable {
         return Self.prefix + base64URLEncode(w.buffer)
     }
 
-    /// Parses a token; every malformation is a `JoinError.garbled` naming what is wrong.
+    /// Parses a token; every malformation is a `JoinError.garbled` naming what is wrong, a token of
+    /// format 1 is `JoinError.outdatedToken`.
     public init(parsing text: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.hasPrefix(Self.version1Prefix) { throw JoinError.outdatedToken(version: 1) }
         guard trimmed.hasPrefix(Self.prefix) else {
             throw JoinError.garbled("it does not start with '\(Self.prefix)'")
         }
@@ -108,8 +127,9 @@ public struct JoinToken: Sendable, Equatable {
             let version = try r.u8("version")
             guard version == Self.version else { throw JoinError.garbled("unsupported token version \(version)") }
             let id = try r.bytes(Self.idLength, "token id")
-            let secret = try r.bytes(Self.secretLength, "secret")
+            let key = try Key(bytes: try r.bytes(Self.keyLength, "token key"))
             let expiry = try r.i64("expiry")
+            let uses = Int(try r.u16("uses limit"))
             let fingerprint = try r.bytes(Self.fingerprintLength, "join-signing fingerprint")
             let cluster = try r.string8("cluster id")
             guard !cluster.isEmpty else { throw JoinError.garbled("empty cluster id") }
@@ -118,79 +138,128 @@ public struct JoinToken: Sendable, Equatable {
             for _ in 0..<count { endpoints.append(try r.endpoint("member endpoint")) }
             guard endpoints.count > 0 else { throw JoinError.garbled("it names no member endpoint to contact") }
             guard r.isAtEnd else { throw JoinError.garbled("\(r.remaining) unexpected trailing bytes") }
-            self.init(id: id, secret: secret, clusterID: cluster, endpoints: endpoints,
-                      expiresAt: Date(timeIntervalSince1970: TimeInterval(expiry)), joinSigningFingerprint: fingerprint)
+            self.init(id: id, key: key, clusterID: cluster, endpoints: endpoints,
+                      expiresAt: Date(timeIntervalSince1970: TimeInterval(expiry)), usesLimit: uses == 0 ? nil : uses,
+                      joinSigningFingerprint: fingerprint)
         } catch let e as ByteReader.Truncated {
             throw JoinError.garbled("truncated in the \(e.field)")
         }
     }
 
-    /// Issues a new token and the record the issuing member stores. Pure: randomness is passed in.
+    /// Issues a new token and the entry the issuing member keeps (and announces). Pure: randomness
+    /// is passed in.
     ///
     /// - Parameters:
+    ///   - endpoints: members' gossip endpoints, the issuer first (at most `maxEndpoints` are kept).
     ///   - ttl: lifetime in seconds (> 0).
     ///   - uses: how many joins it admits (nil = any number until it expires).
     ///   - random: source of random bytes (secure by default; fixed in tests).
-    public static func issue(clusterID: String, endpoints: [Endpoint], joinSigning: IdentityPublicKey, ttl: TimeInterval,
+    public static func issue(clusterID: String, endpoints: [Endpoint], joinSigning: SigningIdentity, ttl: TimeInterval,
                              uses: Int?, now: Date, random: (Int) -> [UInt8] = secureRandomBytes) throws -> (JoinToken, TokenRecord) {
         guard ttl > 0 else { throw JoinError.invalidRequest("token lifetime must be positive, got \(ttl) s") }
-        if let uses, uses < 1 { throw JoinError.invalidRequest("token uses must be at least 1, got \(uses)") }
+        // Gossip entries hold the expiry as u32 seconds.
+        guard now.timeIntervalSince1970 + ttl < TimeInterval(UInt32.max) else {
+            throw JoinError.invalidRequest("token lifetime \(Int(ttl)) s is too long: the expiry must be before 2106")
+        }
+        if let uses, uses < 1 || uses > maxUses {
+            throw JoinError.invalidRequest("token uses must be between 1 and \(maxUses), got \(uses)")
+        }
         guard !endpoints.isEmpty else {
             throw JoinError.invalidRequest("a token needs at least one member endpoint to contact (is the advertise address set?)")
         }
-        guard endpoints.count <= 255, clusterID.utf8.count <= 255, !clusterID.isEmpty else {
-            throw JoinError.invalidRequest("too many endpoints or an invalid cluster id")
-        }
-        let token = JoinToken(id: random(idLength), secret: random(secretLength), clusterID: clusterID, endpoints: endpoints,
-                              expiresAt: now.addingTimeInterval(ttl), joinSigningFingerprint: fingerprint(of: joinSigning))
-        let record = TokenRecord(id: token.idText, secretHash: token.tokenKey.base64, createdAt: now,
-                                 expiresAt: token.expiresAt, usesLeft: uses)
+        guard clusterID.utf8.count <= 255, !clusterID.isEmpty else { throw JoinError.invalidRequest("invalid cluster id") }
+        let id = random(idLength)
+        let expiry = Int64(now.addingTimeInterval(ttl).timeIntervalSince1970)
+        let key = derivedKey(joinSigningSeed: joinSigning.seed, id: id, expiresAt: expiry, usesLimit: uses)
+        let token = JoinToken(id: id, key: key, clusterID: clusterID, endpoints: Array(endpoints.prefix(maxEndpoints)),
+                              expiresAt: Date(timeIntervalSince1970: TimeInterval(expiry)), usesLimit: uses,
+                              joinSigningFingerprint: fingerprint(of: joinSigning.publicKey))
+        let record = TokenRecord(id: token.idText, createdAt: Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down)),
+                                 expiresAt: token.expiresAt, usesLimit: uses, issued: true)
         return (token, record)
     }
 }
 
 // MARK: - Token records
 
-/// What a member stores about a token it issued (`tokens.json`). Holds the keyed hash of the secret,
-/// which verifies and answers join requests; the file is 0600 like every other secret.
+/// What this member knows from its own actions about one token (`tokens.json`, 0600): whether it
+/// issued or revoked it, how many joins it admitted with it, and the nonces of those requests. No
+/// secret: K is derived again from the join-signing key when a request arrives.
+/// The same entry, minus the nonces, is announced in this member's node record.
 public struct TokenRecord: Codable, Sendable, Equatable {
     /// Token id, 16 hex digits.
     public var id: String
-    /// `JoinToken.tokenKey`, base64.
-    public var secretHash: String
-    public var createdAt: Date
+    /// When the token was created (set by its issuer only).
+    public var createdAt: Date?
     public var expiresAt: Date
-    /// Joins still admitted (nil: unlimited until expiry).
-    public var usesLeft: Int?
+    /// The token's limit (nil: unlimited until expiry).
+    public var usesLimit: Int?
+    /// This member created the token.
+    public var issued: Bool
+    /// This member revoked it, or learned of a revocation from another member and relays it.
     public var revoked: Bool
-    /// Nonces of join requests already admitted (base64), so a replayed request is refused.
+    /// Joins this member admitted with the token.
+    public var used: Int
+    /// Nonces of join requests this member admitted (base64), so a replayed request is refused here.
     public var usedNonces: [String]
 
-    public init(id: String, secretHash: String, createdAt: Date, expiresAt: Date, usesLeft: Int?,
-                revoked: Bool = false, usedNonces: [String] = []) {
+    public init(id: String, createdAt: Date? = nil, expiresAt: Date, usesLimit: Int?, issued: Bool = false,
+                revoked: Bool = false, used: Int = 0, usedNonces: [String] = []) {
         self.id = id
-        self.secretHash = secretHash
         self.createdAt = createdAt
         self.expiresAt = expiresAt
-        self.usesLeft = usesLeft
+        self.usesLimit = usesLimit
+        self.issued = issued
         self.revoked = revoked
+        self.used = used
         self.usedNonces = usedNonces
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, secretHash = "secret_hash", createdAt = "created_at", expiresAt = "expires_at"
-        case usesLeft = "uses_left", revoked, usedNonces = "used_nonces"
+        case id, createdAt = "created_at", expiresAt = "expires_at", usesLimit = "uses_limit", issued, revoked, used
+        case usedNonces = "used_nonces"
     }
 
-    /// The state `token list` shows.
+    /// The entry this member announces for the token.
+    public var announcement: TokenAnnouncement? {
+        guard let bytes = unhex(id), bytes.count == JoinToken.idLength else { return nil }
+        return TokenAnnouncement(id: bytes, createdAt: UInt32(clamping: Int64(createdAt?.timeIntervalSince1970 ?? 0)),
+                                 expiresAt: UInt32(clamping: Int64(expiresAt.timeIntervalSince1970)),
+                                 usesLimit: UInt16(clamping: usesLimit ?? 0), issued: issued, revoked: revoked,
+                                 used: UInt16(clamping: used))
+    }
+}
+
+/// Whether a token can still admit a node.
+public enum TokenState: String, Codable, Sendable {
+    case valid, expired, revoked, exhausted
+}
+
+/// One token as the whole cluster knows it: the merge of every member's announcement.
+public struct ClusterToken: Sendable, Equatable {
+    public var id: String
+    public var createdAt: Date?
+    public var expiresAt: Date
+    public var usesLimit: Int?
+    /// Members that announce having issued it (normally one).
+    public var issuedBy: [String]
+    /// Members that announce a revocation (the revoker and those relaying it).
+    public var revokedBy: [String]
+    /// Joins admitted with it, summed over the members' own counts.
+    public var used: Int
+
+    /// Revoked anywhere, then expired, then out of uses.
     public func state(at now: Date) -> TokenState {
-        if revoked { return .revoked }
+        if !revokedBy.isEmpty { return .revoked }
         if now >= expiresAt { return .expired }
-        if let usesLeft, usesLeft <= 0 { return .exhausted }
+        if let usesLimit, used >= usesLimit { return .exhausted }
         return .valid
     }
 
-    /// Checks that the token still admits a join at `now`; throws the error a joiner should see.
+    /// Joins still admitted (nil: unlimited until expiry).
+    public var usesLeft: Int? { usesLimit.map { max(0, $0 - used) } }
+
+    /// Throws the error a joiner should see unless the token still admits a join at `now`.
     public func checkUsable(at now: Date) throws {
         switch state(at: now) {
         case .revoked: throw JoinError.revoked(id: id)
@@ -201,25 +270,109 @@ public struct TokenRecord: Codable, Sendable, Equatable {
     }
 }
 
-/// Whether a token can still admit a node.
-public enum TokenState: String, Codable, Sendable {
-    case valid, expired, revoked, exhausted
-}
-
-/// Pure operations on the token list behind `token revoke` and housekeeping.
+/// Pure operations over this member's token entries and the announcements gossiped by the others.
 public enum TokenRecords {
-    /// Marks token `id` revoked; unknown ids are an error naming the id.
-    public static func revoke(_ id: String, in records: [TokenRecord]) throws -> [TokenRecord] {
-        guard let i = records.firstIndex(where: { $0.id == id.lowercased() }) else { throw JoinError.unknownToken(id: id) }
+    /// The cluster-wide view: this member's entries merged with every member's announcement
+    /// (dead and left members included while they are in the view: their uses and revocations
+    /// still count). Keyed by token id.
+    public static func merge(local: (name: String, records: [TokenRecord]),
+                             members: [(name: String, tokens: [TokenAnnouncement])]) -> [String: ClusterToken] {
+        var view: [String: ClusterToken] = [:]
+        func add(_ id: String, from name: String, createdAt: Date?, expiresAt: Date, usesLimit: Int?, issued: Bool,
+                 revoked: Bool, used: Int) {
+            var t = view[id] ?? ClusterToken(id: id, createdAt: nil, expiresAt: expiresAt, usesLimit: usesLimit,
+                                             issuedBy: [], revokedBy: [], used: 0)
+            if issued {
+                t.issuedBy.append(name)
+                // The issuer's word on expiry and limit (a request's MAC pins them anyway).
+                t.createdAt = createdAt ?? t.createdAt
+                t.expiresAt = expiresAt
+                t.usesLimit = usesLimit
+            }
+            if revoked { t.revokedBy.append(name) }
+            t.used += used
+            view[id] = t
+        }
+        for r in local.records {
+            add(r.id, from: local.name, createdAt: r.createdAt, expiresAt: r.expiresAt, usesLimit: r.usesLimit,
+                issued: r.issued, revoked: r.revoked, used: r.used)
+        }
+        for (name, tokens) in members where name != local.name {
+            for a in tokens {
+                add(hex(a.id), from: name, createdAt: a.createdAt == 0 ? nil : Date(timeIntervalSince1970: TimeInterval(a.createdAt)),
+                    expiresAt: Date(timeIntervalSince1970: TimeInterval(a.expiresAt)),
+                    usesLimit: a.usesLimit == 0 ? nil : Int(a.usesLimit), issued: a.issued, revoked: a.revoked, used: Int(a.used))
+            }
+        }
+        return view
+    }
+
+    /// What this member announces: entries of tokens that have not expired, at most
+    /// `TokenAnnouncement.maxPerRecord` (revocations first, then entries with admitted joins, then
+    /// the latest-expiring issued ones), sorted by id.
+    public static func announcements(_ records: [TokenRecord], now: Date) -> [TokenAnnouncement] {
+        let live = records.filter { $0.expiresAt > now }
+        let ranked = live.sorted { a, b in
+            func rank(_ r: TokenRecord) -> Int { r.revoked ? 0 : r.used > 0 ? 1 : 2 }
+            return (rank(a), -a.expiresAt.timeIntervalSince1970, a.id) < (rank(b), -b.expiresAt.timeIntervalSince1970, b.id)
+        }
+        return ranked.prefix(TokenAnnouncement.maxPerRecord).compactMap(\.announcement)
+            .sorted { $0.id.lexicographicallyPrecedes($1.id) }
+    }
+
+    /// Number of unexpired entries this member holds (what `token create` must keep within the record's room).
+    public static func liveCount(_ records: [TokenRecord], now: Date) -> Int {
+        records.filter { $0.expiresAt > now }.count
+    }
+
+    /// Marks token `id` revoked in this member's entries. A token this member has no entry for is
+    /// revoked if the cluster view knows it; an id nobody announces is an error naming it.
+    public static func revoke(_ id: String, in records: [TokenRecord], view: [String: ClusterToken]) throws -> [TokenRecord] {
+        let id = id.lowercased()
         var out = records
-        out[i].revoked = true
+        if let i = out.firstIndex(where: { $0.id == id }) {
+            out[i].revoked = true
+        } else if let t = view[id] {
+            out.append(TokenRecord(id: id, expiresAt: t.expiresAt, usesLimit: t.usesLimit, revoked: true))
+        } else {
+            throw JoinError.unknownToken(id: id)
+        }
         return out
     }
 
-    /// Drops records that cannot admit anyone any more and ended more than `retention` ago
-    /// (kept a while so `token list` can still show why a join failed).
+    /// Takes over revocations other members announce for tokens that have not expired, so the
+    /// revocation is still gossiped after the revoking member is gone. Returns nil when nothing changes.
+    public static func adoptingRevocations(_ records: [TokenRecord], view: [String: ClusterToken], now: Date) -> [TokenRecord]? {
+        var out = records
+        var changed = false
+        for t in view.values.sorted(by: { $0.id < $1.id }) where !t.revokedBy.isEmpty && t.expiresAt > now {
+            if let i = out.firstIndex(where: { $0.id == t.id }) {
+                if !out[i].revoked { out[i].revoked = true; changed = true }
+            } else {
+                out.append(TokenRecord(id: t.id, expiresAt: t.expiresAt, usesLimit: t.usesLimit, revoked: true))
+                changed = true
+            }
+        }
+        return changed ? out : nil
+    }
+
+    /// Records one admitted join (count and nonce) in this member's entries.
+    public static func recordingUse(of request: JoinRequest, nonce: String, in records: [TokenRecord]) -> [TokenRecord] {
+        var out = records
+        if let i = out.firstIndex(where: { $0.id == request.tokenID }) {
+            out[i].used += 1
+            out[i].usedNonces.append(nonce)
+        } else {
+            out.append(TokenRecord(id: request.tokenID, expiresAt: Date(timeIntervalSince1970: TimeInterval(request.expiresAt)),
+                                   usesLimit: request.usesLimit == 0 ? nil : request.usesLimit, used: 1, usedNonces: [nonce]))
+        }
+        return out
+    }
+
+    /// Drops entries of tokens that expired more than `retention` ago (kept a while so `token list`
+    /// can still show why a join failed); their nonces go with them, as an expired token is refused anyway.
     public static func pruned(_ records: [TokenRecord], now: Date, retention: TimeInterval = 7 * 86400) -> [TokenRecord] {
-        records.filter { $0.state(at: now) == .valid || now.timeIntervalSince($0.expiresAt) < retention }
+        records.filter { now.timeIntervalSince($0.expiresAt) < retention }
     }
 }
 
@@ -228,6 +381,7 @@ public enum TokenRecords {
 /// Why a token or a join exchange was refused. Each message names the token and what to do.
 public enum JoinError: Error, Equatable, CustomStringConvertible {
     case garbled(String)
+    case outdatedToken(version: Int)
     case expired(id: String, at: Date)
     case revoked(id: String)
     case unknownToken(id: String)
@@ -244,18 +398,20 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .garbled(let what):
             return "garbled join token: \(what): copy the whole token printed by 'wiremesh token create'"
+        case .outdatedToken(let version):
+            return "join token is of format \(version), which this version of wiremesh no longer accepts: re-create the token with 'wiremesh token create' on any member"
         case .expired(let id, let at):
             return "join token \(id) expired at \(StateStore.timestamp(at)): create a new one with 'wiremesh token create'"
         case .revoked(let id):
             return "join token \(id) was revoked: create a new one with 'wiremesh token create'"
         case .unknownToken(let id):
-            return "join token \(id) is unknown to this member: it was not created in this cluster or has been pruned; create a new one with 'wiremesh token create'"
+            return "join token \(id) is unknown to this member: no member announces it (not created in this cluster, or expired and pruned); check the id with 'wiremesh token list'"
         case .otherCluster(let token, let member):
             return "join token is for cluster \(token), but the answering member belongs to cluster \(member): create the token with 'wiremesh token create' on a member of the cluster to join"
         case .exhausted(let id):
-            return "join token \(id) has no uses left: create a new one with 'wiremesh token create --uses N'"
+            return "join token \(id) has no uses left (joins are counted across all members): create a new one with 'wiremesh token create --uses N'"
         case .authenticationFailed(let id):
-            return "join request for token \(id) failed authentication: the token secret does not match (damaged or forged token)"
+            return "join request for token \(id) failed authentication: the token key does not match its id, expiry and uses (damaged or forged token, or a token of another cluster)"
         case .replayed(let id):
             return "join request for token \(id) was already answered (replayed request): run 'wiremesh join' again"
         case .notAMember(let cluster, let reason):
@@ -287,7 +443,7 @@ public struct JoinRejection: Codable, Sendable, Equatable {
     public init(_ error: Error) {
         let code: String
         switch error as? JoinError {
-        case .garbled?: code = "garbled"
+        case .garbled?, .outdatedToken?: code = "garbled"
         case .expired?: code = "expired"
         case .revoked?: code = "revoked"
         case .unknownToken?: code = "unknown"
@@ -307,25 +463,30 @@ public struct JoinRejection: Codable, Sendable, Equatable {
 /// The join exchange, as pure functions over explicit inputs (nonces and time are parameters).
 ///
 /// ```
-/// joiner                                           admitting member
-///   K   = BLAKE2b(key: secret, "wiremesh-join-v1" ‖ id)      (member stores K as the token's hash)
+/// joiner (holds the token)                        any member (holds the join-signing seed S)
 ///   Ka  = crypto_kdf(K, 1, "wmjoin01")
-///   JoinRequest{id, cluster, name, identity pk, WireGuard pk, requested CIDR?, Nj,
+///   JoinRequest{id, expiry, uses limit, cluster, name, identity pk, WireGuard pk, requested CIDR?, Nj,
 ///               mac = crypto_auth(Ka, canonical(request))} ──▶
-///                                                   checks: cluster, known id, MAC, not revoked,
-///                                                   not expired, uses left, Nj not seen before;
-///                                                   assigns the pod CIDR
+///                                                   K = JoinToken.derivedKey(S, id, expiry, uses limit);
+///                                                   checks: cluster, MAC, not expired, not revoked by any
+///                                                   member, uses summed over all members below the limit,
+///                                                   Nj not seen here before; assigns the pod CIDR
 ///   T   = id ‖ Nj ‖ Nm ‖ identity pk ‖ WireGuard pk
-///   Ks  = BLAKE2b(key: K, "wmjseal1" ‖ T)
-///   ◀── JoinResponse{Nm, join-signing pk, sealed = XChaCha20-Poly1305(Ks, grant, ad: "wmj1" ‖ id),
-///                    signature = Ed25519_joinSigning("wmj1-resp" ‖ T ‖ sealed)}
+///   Ks  = BLAKE2b(key: K, "wmjseal2" ‖ T)
+///   ◀── JoinResponse{Nm, join-signing pk, sealed = XChaCha20-Poly1305(Ks, grant, ad: "wmj2" ‖ id),
+///                    signature = Ed25519_joinSigning("wmj2-resp" ‖ T ‖ sealed)}
 ///   joiner checks fingerprint(pk) = token's, the signature, opens the grant, and checks the grant's
 ///   join-signing seed matches pk and its cluster id matches the token's.
 /// ```
-/// An observer without the token sees no key (the grant is sealed under a key it cannot derive);
-/// a replayed request is refused by the nonce record, and a replayed response does not open
-/// because Ks depends on the joiner's fresh nonce. A token thief who is not a member cannot
-/// impersonate the cluster to a joiner: the answer must be signed by the join-signing key.
+/// An observer without the token sees no key (the grant is sealed under a key it cannot derive).
+/// Nonces are remembered only by the member that answered. A request replayed to another member is
+/// still safe: its answer is sealed under Ks, which needs K and the joiner's nonce, so the replayer
+/// learns nothing and gets no membership (it also lacks the node's identity and WireGuard keys);
+/// once the real node is a live member every member refuses its name. What a replay can do is make
+/// a member count one more use of a limited token (and hold a pod block for a few minutes) while the
+/// original join has not been gossiped yet, the same effect as two racing joins.
+/// A token thief who is not a member cannot impersonate the cluster to a joiner: the answer must be
+/// signed by the join-signing key.
 public enum JoinExchange {
     /// Length of the joiner's and the member's nonces.
     public static let nonceLength = 24
@@ -335,10 +496,11 @@ public enum JoinExchange {
     public static func makeRequest(token: JoinToken, nodeName: String, identity: IdentityPublicKey, wireGuardPublicKey: Key,
                                    requestedPodCIDR: IPPrefix? = nil, nonce: [UInt8]) -> JoinRequest {
         precondition(nonce.count == nonceLength)
-        var request = JoinRequest(tokenID: token.idText, clusterID: token.clusterID, nodeName: nodeName,
+        var request = JoinRequest(tokenID: token.idText, expiresAt: Int64(token.expiresAt.timeIntervalSince1970),
+                                  usesLimit: token.usesLimit ?? 0, clusterID: token.clusterID, nodeName: nodeName,
                                   identityPublicKey: identity, wireGuardPublicKey: wireGuardPublicKey,
                                   requestedPodCIDR: requestedPodCIDR, nonce: nonce, mac: [])
-        request.mac = KeyDerivation.authenticate(request.canonicalBytes, key: authKey(token.tokenKey))
+        request.mac = KeyDerivation.authenticate(request.canonicalBytes, key: authKey(token.key))
         return request
     }
 
@@ -360,55 +522,61 @@ public enum JoinExchange {
         }
     }
 
-    /// The member's answer plus the token record to persist (one use consumed, nonce remembered).
+    /// The member's answer and what it must remember (`TokenRecords.recordingUse`).
     public struct Admission: Sendable {
         public var response: JoinResponse
-        public var updatedRecord: TokenRecord
         public var assignment: NodeAssignment
+        /// The request's nonce (base64), to remember against replays.
+        public var nonce: String
     }
 
-    /// Checks `request` against the member's token records and, if admitted, seals the grant.
+    /// Checks `request` against the cluster's view of its token and, if admitted, seals the grant.
     ///
     /// - Parameters:
+    ///   - token: the merged view of the token (`TokenRecords.merge`), nil when no member announces
+    ///     it yet (a token is self-certifying: its issuer may be down or not gossiped yet).
+    ///   - usedNonces: nonces this member already admitted for the token.
     ///   - assign: picks the joiner's pod CIDR and overlay address (IPAM); its error rejects the join.
     ///   - memberNonce: 24 fresh random bytes.
     /// - Throws: `JoinError` (or the `assign` error); send it back as a `JoinRejection`.
-    public static func admit(_ request: JoinRequest, records: [TokenRecord], member: MemberContext, now: Date,
+    public static func admit(_ request: JoinRequest, token: ClusterToken?, usedNonces: [String], member: MemberContext, now: Date,
                              memberNonce: [UInt8], assign: (JoinRequest) throws -> NodeAssignment) throws -> Admission {
         guard memberNonce.count == nonceLength else { throw JoinError.invalidRequest("member nonce must be \(nonceLength) bytes") }
         guard request.version == JoinRequest.currentVersion else {
-            throw JoinError.malformedMessage("unsupported join request version \(request.version)")
+            throw JoinError.malformedMessage("unsupported join request version \(request.version) (from an older wiremesh or token format): re-create the token with 'wiremesh token create' and join with this version")
         }
         guard request.nonce.count == nonceLength else { throw JoinError.malformedMessage("nonce must be \(nonceLength) bytes") }
         guard request.clusterID == member.clusterID else {
             throw JoinError.otherCluster(token: request.clusterID, member: member.clusterID)
         }
-        guard let record = records.first(where: { $0.id == request.tokenID }) else {
-            throw JoinError.unknownToken(id: request.tokenID)
+        guard let id = unhex(request.tokenID), id.count == JoinToken.idLength, request.tokenID == hex(id),
+              (0...JoinToken.maxUses).contains(request.usesLimit) else {
+            throw JoinError.malformedMessage("token id must be 16 lowercase hex digits and uses limit 0-\(JoinToken.maxUses)")
         }
-        guard let tokenKey = try? Key(base64: record.secretHash) else {
-            throw JoinError.malformedMessage("stored record of token \(record.id) has an unreadable secret hash")
-        }
-        guard KeyDerivation.verify(tag: request.mac, for: request.canonicalBytes, key: authKey(tokenKey)) else {
+        let key = JoinToken.derivedKey(joinSigningSeed: member.joinSigning.seed, id: id, expiresAt: request.expiresAt,
+                                       usesLimit: request.usesLimit == 0 ? nil : request.usesLimit)
+        guard KeyDerivation.verify(tag: request.mac, for: request.canonicalBytes, key: authKey(key)) else {
             throw JoinError.authenticationFailed(id: request.tokenID)
         }
-        try record.checkUsable(at: now)
+        // The MAC pins expiry and limit: the request's values are the token's.
+        var view = token ?? ClusterToken(id: request.tokenID, createdAt: nil, expiresAt: .distantPast, usesLimit: nil,
+                                         issuedBy: [], revokedBy: [], used: 0)
+        view.expiresAt = Date(timeIntervalSince1970: TimeInterval(request.expiresAt))
+        view.usesLimit = request.usesLimit == 0 ? nil : request.usesLimit
+        try view.checkUsable(at: now)
         let nonceText = Data(request.nonce).base64EncodedString()
-        guard !record.usedNonces.contains(nonceText) else { throw JoinError.replayed(id: request.tokenID) }
+        guard !usedNonces.contains(nonceText) else { throw JoinError.replayed(id: request.tokenID) }
 
         let assignment = try assign(request)
         let grant = JoinGrant(clusterID: member.clusterID, settings: member.settings, assignment: assignment,
                               keyring: member.keyring, joinSigning: member.joinSigning, members: member.members)
         let transcript = transcript(request: request, memberNonce: memberNonce)
-        let sealed = ClusterKey(key: sealKey(tokenKey, transcript: transcript))
+        let sealed = ClusterKey(key: sealKey(key, transcript: transcript))
             .seal(try grant.encoded(), associatedData: associatedData(request.tokenID))
-        let signature = member.joinSigning.sign(Array("wmj1-resp".utf8) + transcript + sealed)
+        let signature = member.joinSigning.sign(Array("wmj2-resp".utf8) + transcript + sealed)
         let response = JoinResponse(memberNonce: memberNonce, joinSigningPublicKey: member.joinSigning.publicKey,
                                     sealed: sealed, signature: signature.bytes)
-        var updated = record
-        if let uses = updated.usesLeft { updated.usesLeft = uses - 1 }
-        updated.usedNonces.append(nonceText)
-        return Admission(response: response, updatedRecord: updated, assignment: assignment)
+        return Admission(response: response, assignment: assignment, nonce: nonceText)
     }
 
     /// The joiner's check of the member's answer; returns the grant (cluster key, settings, pod CIDR).
@@ -419,12 +587,12 @@ public enum JoinExchange {
         }
         let transcript = transcript(request: request, memberNonce: response.memberNonce)
         guard let signature = try? Signature(bytes: response.signature),
-              response.joinSigningPublicKey.verify(signature, over: Array("wmj1-resp".utf8) + transcript + response.sealed) else {
+              response.joinSigningPublicKey.verify(signature, over: Array("wmj2-resp".utf8) + transcript + response.sealed) else {
             throw JoinError.notAMember(cluster: token.clusterID, reason: "the answer is not signed by the cluster's join-signing key")
         }
         let plaintext: [UInt8]
         do {
-            plaintext = try ClusterKey(key: sealKey(token.tokenKey, transcript: transcript))
+            plaintext = try ClusterKey(key: sealKey(token.key, transcript: transcript))
                 .open(response.sealed, associatedData: associatedData(request.tokenID))
         } catch {
             throw JoinError.authenticationFailed(id: token.idText)
@@ -444,21 +612,25 @@ public enum JoinExchange {
     }
 
     static func sealKey(_ tokenKey: Key, transcript: [UInt8]) -> Key {
-        try! Key(bytes: KeyDerivation.genericHash(Array("wmjseal1".utf8) + transcript, key: tokenKey.bytes))
+        try! Key(bytes: KeyDerivation.genericHash(Array("wmjseal2".utf8) + transcript, key: tokenKey.bytes))
     }
 
     static func transcript(request: JoinRequest, memberNonce: [UInt8]) -> [UInt8] {
         Array(request.tokenID.utf8) + request.nonce + memberNonce + request.identityPublicKey.bytes + request.wireGuardPublicKey.bytes
     }
 
-    static func associatedData(_ tokenID: String) -> [UInt8] { Array("wmj1".utf8) + Array(tokenID.utf8) }
+    static func associatedData(_ tokenID: String) -> [UInt8] { Array("wmj2".utf8) + Array(tokenID.utf8) }
 }
 
 /// The joiner's request (sent as one JSON object).
 public struct JoinRequest: Sendable, Equatable {
-    static let currentVersion = 1
+    static let currentVersion = 2
     public var version: Int = JoinRequest.currentVersion
     public var tokenID: String
+    /// The token's expiry (Unix seconds) and uses limit (0 = unlimited): a member derives the
+    /// token key from them, so the MAC proves they are the token's.
+    public var expiresAt: Int64
+    public var usesLimit: Int
     public var clusterID: String
     public var nodeName: String
     public var identityPublicKey: IdentityPublicKey
@@ -473,9 +645,11 @@ public struct JoinRequest: Sendable, Equatable {
     /// computed over this instead).
     var canonicalBytes: [UInt8] {
         var w = ByteWriter()
-        w.bytes(Array("wmj1-req".utf8))
+        w.bytes(Array("wmj2-req".utf8))
         w.u8(UInt8(truncatingIfNeeded: version))
         w.string16(tokenID)
+        w.i64(expiresAt)
+        w.u16(UInt16(truncatingIfNeeded: usesLimit))
         w.string16(clusterID)
         w.string16(nodeName)
         w.bytes(identityPublicKey.bytes)
@@ -488,7 +662,7 @@ public struct JoinRequest: Sendable, Equatable {
 
 extension JoinRequest: Codable {
     enum CodingKeys: String, CodingKey {
-        case version, tokenID = "token_id", clusterID = "cluster_id", nodeName = "node_name"
+        case version, tokenID = "token_id", expiresAt = "expires_at", usesLimit = "uses_limit", clusterID = "cluster_id", nodeName = "node_name"
         case identityPublicKey = "identity_public_key", wireGuardPublicKey = "wireguard_public_key"
         case requestedPodCIDR = "requested_pod_cidr", nonce, mac
     }
@@ -497,6 +671,9 @@ extension JoinRequest: Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         version = try c.decode(Int.self, forKey: .version)
         tokenID = try c.decode(String.self, forKey: .tokenID)
+        // Absent in version 1 requests, which `admit` refuses with a clear message.
+        expiresAt = try c.decodeIfPresent(Int64.self, forKey: .expiresAt) ?? 0
+        usesLimit = try c.decodeIfPresent(Int.self, forKey: .usesLimit) ?? 0
         clusterID = try c.decode(String.self, forKey: .clusterID)
         nodeName = try c.decode(String.self, forKey: .nodeName)
         identityPublicKey = try IdentityPublicKey(bytes: try c.decodeBase64(.identityPublicKey))
@@ -510,6 +687,8 @@ extension JoinRequest: Codable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(version, forKey: .version)
         try c.encode(tokenID, forKey: .tokenID)
+        try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encode(usesLimit, forKey: .usesLimit)
         try c.encode(clusterID, forKey: .clusterID)
         try c.encode(nodeName, forKey: .nodeName)
         try c.encode(Data(identityPublicKey.bytes).base64EncodedString(), forKey: .identityPublicKey)
@@ -671,6 +850,26 @@ struct ByteReader {
         let address = IPAddress(bytes: try bytes(length, field))!
         return Endpoint(address: address, port: try u16(field))
     }
+}
+
+/// Bytes of a lowercase or uppercase hex string; nil for anything else.
+func unhex(_ text: String) -> [UInt8]? {
+    let chars = Array(text.utf8)
+    guard chars.count % 2 == 0 else { return nil }
+    func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+    var out: [UInt8] = []
+    for i in stride(from: 0, to: chars.count, by: 2) {
+        guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
+        out.append(hi << 4 | lo)
+    }
+    return out
 }
 
 func hex(_ bytes: [UInt8]) -> String {

@@ -46,19 +46,22 @@ public enum Lifecycle {
             joinSigning: joinSigning)
         let (token, record) = try JoinToken.issue(
             clusterID: clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
-            joinSigning: joinSigning.publicKey, ttl: tokenTTL, uses: nil, now: Date())
+            joinSigning: joinSigning, ttl: tokenTTL, uses: nil, now: Date())
         try store.initialise(state)
         try store.saveTokens([record])
         return token.text
     }
 
     /// Joins the cluster a token names: the exchange hands this node the cluster key and its pod CIDR.
+    /// The token's members are tried in order until one answers (a refusal is final).
+    /// A node that left (`wiremesh leave`) joins again with its old identity and WireGuard key.
     public static func join(token text: String, config: AgentConfig, node: NodeOptions) throws {
         let token = try JoinToken(parsing: text)
         let store = StateStore(directory: config.stateDirectory)
-        try refuseInitialised(store)
-        let identity = SigningIdentity.generate()
-        let wireGuardKey = Key.generatePrivate()
+        let previous = try store.keysOfLeftNode()
+        if previous == nil { try refuseInitialised(store) }
+        let identity = previous?.identity ?? SigningIdentity.generate()
+        let wireGuardKey = previous?.wireGuardKey ?? Key.generatePrivate()
         let request = JoinExchange.makeRequest(
             token: token, nodeName: node.name, identity: identity.publicKey, wireGuardPublicKey: wireGuardKey.publicKey(),
             requestedPodCIDR: node.podCIDR, nonce: secureRandomBytes(JoinExchange.nonceLength))
@@ -148,7 +151,7 @@ public enum Lifecycle {
     /// routes stay when the agent stops, so traffic keeps flowing across restarts.
     public static func runAgent(config: AgentConfig, logger: Logger, extraSeeds: [Endpoint] = []) async throws {
         let store = StateStore(directory: config.stateDirectory)
-        let state = try store.load()
+        let state = try store.load()  // refuses a node that left
         let link = try LinkManager(interface: config.interface, logDirectory: config.stateDirectory, logger: logger)
         let advertise = try advertiseAddress(config)
         let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
@@ -185,6 +188,11 @@ public enum Lifecycle {
             "pod_cidr": "\(state.node.podCIDR)", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])
         _ = try? SystemdNotify.notify("READY=1", environment: ProcessInfo.processInfo.environment)
         try await group.run()
+        if await agent.isLeaving {
+            // The leave has been gossiped: end this node's part in the mesh.
+            link.tearDown(clusterRange: state.settings.podRange)
+            logger.info("left the cluster: interface and routes removed", metadata: ["interface": "\(config.interface)"])
+        }
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import IPNetwork
 import Logging
 import Netlink
@@ -94,6 +97,74 @@ public final class LinkManager: @unchecked Sendable {
             }
         }
         return nil
+    }
+}
+
+extension LinkManager {
+    /// Ends this node's part in the mesh after a leave: removes our routes (protocol 87) through the
+    /// interface or into the cluster range (the fail-closed backstop too: the node is no longer a
+    /// member), stops the userspace WireGuard serving the interface (found by its UAPI socket, so
+    /// also one an earlier agent run started) and removes its socket, and deletes the interface.
+    /// Best effort: each failure is logged and the next step still runs.
+    public func tearDown(clusterRange: IPPrefix) {
+        let index = try? interfaceIndex()
+        do {
+            for route in try rtnl.routes() where (index != nil && route.interfaceIndex == index) || clusterRange.contains(route.destination) {
+                do { try rtnl.deleteRoute(route) } catch { logger.warning("leave: could not delete route \(route): \(error)") }
+            }
+        } catch { logger.warning("leave: could not list routes: \(error)") }
+        if let userspace = backend as? UserspaceBackend {
+            let socketPath = userspace.socketPath(for: interface)
+            if let pid = Self.serverPID(ofUnixSocket: socketPath) {
+                kill(pid, SIGTERM)
+                if !Self.waitGone(pid, seconds: 5) {
+                    logger.warning("leave: userspace WireGuard (pid \(pid)) did not stop on SIGTERM; killing it")
+                    kill(pid, SIGKILL)
+                    _ = Self.waitGone(pid, seconds: 2)
+                }
+            }
+            if unlink(socketPath) != 0 && errno != ENOENT {
+                logger.warning("leave: could not remove \(socketPath): \(String(cString: strerror(errno)))")
+            }
+        }
+        if (try? rtnl.link(named: interface)) != nil {
+            do { try rtnl.deleteLink(name: interface) } catch { logger.warning("leave: could not delete interface \(interface): \(error)") }
+        }
+    }
+
+    /// The pid of the process listening on a unix socket (getsockopt(2) SO_PEERCRED on a connection
+    /// to it), or nil when nothing answers there.
+    static func serverPID(ofUnixSocket path: String) -> pid_t? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes + [0]) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { return nil }
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (Glibc hides it behind _GNU_SOURCE).
+        var cred: [Int32] = [0, 0, 0]
+        var length = socklen_t(12)
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0, cred[0] > 0 else { return nil }
+        return cred[0]
+    }
+
+    /// Waits until `pid` has exited (reaping it if it is our child), polling every 20 ms.
+    static func waitGone(_ pid: pid_t, seconds: Double) -> Bool {
+        var waited = 0.0
+        while waited < seconds {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { return true }
+            if kill(pid, 0) != 0 && errno == ESRCH { return true }
+            usleep(20_000)
+            waited += 0.02
+        }
+        return false
     }
 }
 

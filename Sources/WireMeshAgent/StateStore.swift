@@ -80,6 +80,7 @@ public struct NodeState: Sendable {
 public enum StateError: Error, Equatable, CustomStringConvertible {
     case alreadyInitialised(directory: String, clusterID: String)
     case notInitialised(directory: String)
+    case left(directory: String, clusterID: String, at: Date)
     case corrupted(file: String, reason: String)
     case io(FileError)
 
@@ -87,6 +88,8 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .alreadyInitialised(let dir, let cluster):
             return "state directory \(dir) already initialised (cluster \(cluster)): use a different --state-dir or remove it"
+        case .left(let dir, let cluster, let at):
+            return "this node left cluster \(cluster) at \(StateStore.timestamp(at)) (state directory \(dir)): run 'wiremesh join TOKEN' to rejoin"
         case .notInitialised(let dir):
             return "state directory \(dir) is not initialised: run 'wiremesh init' or 'wiremesh join TOKEN'"
         case .corrupted(let file, let reason):
@@ -109,8 +112,10 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
 /// wireguard-next.key      0600  base64 next private key while a rotation is in progress
 /// keyring.json            0600  cluster keys, base64, primary first
 /// join-signing.key        0600  base64 Ed25519 seed of the cluster's join-signing identity
-/// tokens.json             0600  issued join tokens (id, key hash, expiry, uses left, revoked)
+/// tokens.json             0600  this member's join-token entries (issued/revoked here, joins admitted
+///                               here and their nonces); no secret: token keys are derived again
 /// members.bin             0600  last-known members (opaque bytes of the membership layer)
+/// left.json               0644  written by `wiremesh leave`: the agent refuses to start until a new join
 /// ```
 /// Text formats on purpose: an operator can inspect (and back up) every file with `cat`.
 public struct StateStore: Sendable {
@@ -137,6 +142,7 @@ public struct StateStore: Sendable {
         case joinSigning = "join-signing.key"
         case tokens = "tokens.json"
         case members = "members.bin"
+        case left = "left.json"
     }
 
     func path(_ file: File) -> String { "\(directory)/\(file.rawValue)" }
@@ -156,10 +162,11 @@ public struct StateStore: Sendable {
     /// writes every secret first and `cluster.json` last, so an interrupted run leaves a directory
     /// that is still "not initialised" and can simply be retried.
     public func initialise(_ state: InitialState, now: Date = Date()) throws {
-        if let existing = try? recordedClusterID() {
+        let rejoin = (try? leftMarker()) != nil
+        if !rejoin, let existing = try? recordedClusterID() {
             throw StateError.alreadyInitialised(directory: directory, clusterID: existing)
         }
-        if isInitialised {
+        if !rejoin, isInitialised {
             throw StateError.alreadyInitialised(directory: directory, clusterID: "unknown: \(path(.cluster)) is unreadable")
         }
         try io { try AtomicFile.makeDirectory(directory, mode: 0o700) }
@@ -170,11 +177,16 @@ public struct StateStore: Sendable {
         try saveTokens([])
         try saveMembers(state.members)
         try writeCluster(ClusterFile(clusterID: state.clusterID, settings: state.settings, node: state.node))
+        // Last: until here a node that left still refuses to start with its old state.
+        if rejoin { try io { try AtomicFile.remove(path(.left)) } }
     }
 
     /// Loads the state of an initialised node; a missing or malformed file is an error naming it.
     public func load() throws -> NodeState {
         guard isInitialised else { throw StateError.notInitialised(directory: directory) }
+        if let left = try leftMarker() {
+            throw StateError.left(directory: directory, clusterID: left.clusterID, at: left.leftAt)
+        }
         let cluster = try readCluster()
         let identity = SigningIdentity(seed: try readKey(.identity))
         let current = try readKey(.wireGuardKey)
@@ -250,16 +262,45 @@ public struct StateStore: Sendable {
 
     // MARK: Tokens
 
-    /// Saves the issued join tokens.
+    /// Saves this member's join-token entries.
     public func saveTokens(_ tokens: [TokenRecord]) throws {
-        try writeJSON(TokensFile(tokens: tokens), to: .tokens, mode: 0o600)
+        try writeJSON(TokensFile(version: 2, tokens: tokens), to: .tokens, mode: 0o600)
     }
 
-    /// Loads the issued join tokens (none when the file is absent).
+    /// Loads this member's join-token entries (none when the file is absent, and none from a file of
+    /// format 1: its tokens are format 1, which members no longer accept).
     public func loadTokens() throws -> [TokenRecord] {
         guard AtomicFile.mode(of: path(.tokens)) != nil else { return [] }
         let file: TokensFile = try readJSON(.tokens)
-        return file.tokens
+        return file.version == nil ? [] : file.tokens
+    }
+
+    // MARK: Leave
+
+    /// What `wiremesh leave` records: the cluster this node left, and when.
+    public struct LeftMarker: Codable, Sendable, Equatable {
+        public var clusterID: String
+        public var leftAt: Date
+        enum CodingKeys: String, CodingKey { case clusterID = "cluster_id", leftAt = "left_at" }
+    }
+
+    /// Records that this node left its cluster (the agent then refuses to start).
+    public func markLeft(clusterID: String, at date: Date = Date()) throws {
+        let whole = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+        try writeJSON(LeftMarker(clusterID: clusterID, leftAt: whole), to: .left, mode: 0o644)
+    }
+
+    /// The leave record, nil when the node has not left (or joined again since).
+    public func leftMarker() throws -> LeftMarker? {
+        guard AtomicFile.mode(of: path(.left)) != nil else { return nil }
+        return try readJSON(.left) as LeftMarker
+    }
+
+    /// The identity and WireGuard key of a node that left, for `join` to reuse: the cluster knows the
+    /// node's name by its identity (a leave is remembered), so a rejoin under the same name needs it.
+    public func keysOfLeftNode() throws -> (identity: SigningIdentity, wireGuardKey: Key)? {
+        guard try leftMarker() != nil else { return nil }
+        return (SigningIdentity(seed: try readKey(.identity)), try readKey(.wireGuardKey))
     }
 
     // MARK: Members
@@ -319,7 +360,17 @@ public struct StateStore: Sendable {
     }
 
     struct KeyringFile: Codable { var keys: [String] }
-    struct TokensFile: Codable { var tokens: [TokenRecord] }
+    /// `version` is absent in files of format 1 (token records with a stored key hash).
+    struct TokensFile: Codable {
+        var version: Int?
+        var tokens: [TokenRecord]
+        init(version: Int, tokens: [TokenRecord]) { self.version = version; self.tokens = tokens }
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            version = try c.decodeIfPresent(Int.self, forKey: .version)
+            tokens = version == nil ? [] : try c.decode([TokenRecord].self, forKey: .tokens)
+        }
+    }
 
     /// ISO 8601 text of a time (UTC, whole seconds), as state files and messages show it.
     static func timestamp(_ date: Date) -> String { date.formatted(.iso8601) }

@@ -243,7 +243,13 @@ struct PeersCommand: ParsableCommand {
 }
 
 struct LeaveCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "leave", abstract: "Leave the cluster and stop the agent.")
+    static let configuration = CommandConfiguration(
+        commandName: "leave", abstract: "Leave the cluster, remove this node's interface and routes, and stop the agent.",
+        discussion: """
+            Announces a signed leave (every peer drops this node), then removes the WireGuard interface (and the \
+            wireguard-go serving it) and the agent's routes. The state directory records the leave: 'wiremesh agent' \
+            refuses to start until 'wiremesh join TOKEN' joins again (it keeps this node's identity and keys).
+            """)
     @OptionGroup var common: CommonOptions
 
     func run() throws {
@@ -253,14 +259,20 @@ struct LeaveCommand: ParsableCommand {
 
 struct TokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "token", abstract: "Create, list and revoke join tokens.",
+        commandName: "token", abstract: "Create, list and revoke join tokens (on any member; state is gossiped).",
         subcommands: [Create.self, List.self, Revoke.self])
 
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a new join token (only the token, on stdout).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a new join token (only the token, on stdout).",
+            discussion: """
+                Any member admits with the token (it lists this member and up to three other live members; the joiner \
+                tries them in order), so the issuer may be down. Uses are counted across members through gossip: \
+                joins admitted at the same moment by different members can exceed --uses by the number of racing joins.
+                """)
         @OptionGroup var common: CommonOptions
         @Option(help: "Lifetime, e.g. 24h, 30m.") var ttl = "24h"
-        @Option(help: "How many joins it admits (default: unlimited until it expires).") var uses: Int?
+        @Option(help: "How many joins it admits, 1-65535 (default: unlimited until it expires).") var uses: Int?
 
         func run() throws {
             let seconds: Int64
@@ -275,7 +287,7 @@ struct TokenCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the tokens this member issued.")
+        static let configuration = CommandConfiguration(abstract: "List the cluster's tokens (issued on any member).")
         @OptionGroup var common: CommonOptions
         @Flag var json = false
 
@@ -283,13 +295,15 @@ struct TokenCommand: ParsableCommand {
             guard case .tokens(let tokens) = try ask(common, .tokenList) else { return }
             if json { return try printJSON(tokens) }
             for t in tokens {
-                print("\(t.id)  \(t.state.rawValue)  expires \(t.expiresAt)  uses left \(t.usesLeft.map(String.init) ?? "unlimited")")
+                let uses = t.usesLimit.map { "\(t.usesConsumed)/\($0) used" } ?? "\(t.usesConsumed) used, unlimited"
+                let issuer = t.issuedBy.isEmpty ? "?" : t.issuedBy.joined(separator: ",")
+                print("\(t.id)  \(t.state.rawValue)  expires \(t.expiresAt)  \(uses)  issued by \(issuer)")
             }
         }
     }
 
     struct Revoke: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a token by id.")
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by id (any token of the cluster; all members refuse it once gossiped).")
         @OptionGroup var common: CommonOptions
         @Argument var id: String
 

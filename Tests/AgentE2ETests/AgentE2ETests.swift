@@ -9,6 +9,8 @@ import Glibc
 enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case mesh, capture, kill9, restart, stop, leave, crash
     case returning = "return"
+    case tokenAnyMember = "token-any-member"
+    case badTokenRevokedElsewhere = "bad-token-revoked-elsewhere"
     case badRevokedToken = "bad-revoked-token"
     case badOtherClusterToken = "bad-other-cluster-token"
     case badGarbledToken = "bad-garbled-token"
@@ -25,7 +27,9 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .restart: return "agent restart without a token rejoins: every peer sees it alive, pings work"
         case .stop: return "stopping an agent (SIGTERM) is not a leave: peers keep it, pings work, restart rejoins"
         case .returning: return "a node declared dead that comes back: its pod's first packets flow (peers start a handshake)"
-        case .leave: return "wiremesh leave: node gone from every other WireGuard device, peers say left"
+        case .tokenAnyMember: return "a token created on node 1 admits a node through another member while node 1 is stopped"
+        case .badTokenRevokedElsewhere: return "a token revoked on one member is refused by another member"
+        case .leave: return "wiremesh leave: node gone from every peer; interface, wireguard-go, routes removed; restart refused until a new join"
         case .crash: return "crashed node removed after the failure timeout; traffic to its pod range dropped, not in clear"
         case .badRevokedToken: return "join with a revoked token is refused"
         case .badOtherClusterToken: return "join with another cluster's token is refused"

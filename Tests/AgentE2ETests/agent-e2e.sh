@@ -19,7 +19,8 @@ WORK="$(mktemp -d "/tmp/$P.XXXX")"
 LOGDIR="${E2E_LOGDIR:-/tmp/$P-logs}"          # case transcripts and agent logs; kept
 mkdir -p "$LOGDIR"
 NODES=4
-SPARE=5                     # a fifth namespace on the underlay for the bad-input cases
+LATE=5                      # a node that joins later, through a member other than the token's issuer
+SPARE=6                     # a namespace on the underlay for the bad-input cases
 declare -A AGENT=()         # node -> pid of its running agent
 CASELOG=/dev/null
 
@@ -80,6 +81,8 @@ wg_dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump 2>/dev/null; }
 has_peer() { wg_dump "$1" | tail -n +2 | cut -f1 | grep -qxF "$2"; }   # node, public key
 ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; }
 pod() { cat "$WORK/pod$1"; }
+# The id of a token (16 hex digits: bytes 1-8 of its base64url body), as `token list` shows it.
+token_id() { python3 -c 'import base64, sys; t = sys.argv[1].split(".", 1)[1]; print(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))[1:9].hex())' "$1"; }
 # Pods on node $1 to and from the pods on the other given nodes, all at once (a node whose agent
 # is down must be checked well within the failure timeout, also on a loaded machine).
 # Prints the failed pairs.
@@ -256,13 +259,17 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   problems=""
   if wait_until 15 stopped; then wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'; note "agent 2 stopped $(( $(date +%s) - t0 )) s after SIGTERM"
   else problems+=" agent 2 still running 15 s after SIGTERM;"; fi
-  failed="$(ping_both_ways 2 1 3 4)"
-  [ -z "$failed" ] || problems+=" pings failed while agent 2 was stopped:$failed;"
+  # Checked at once, while the pings run: a leave would have reached the peers before the agent
+  # exited, while the failure detector may declare the stopped node dead a few seconds later (on a
+  # loaded machine even before sequential checks end), which is not a leave.
+  ping_both_ways 2 1 3 4 >"$WORK/stop-pings" & pinger=$!
   for j in 1 3 4; do
     st="$(peer_state "$j" node2)"; note "node$j sees node2 as $st"
     [ "$st" = left ] && problems+=" node$j sees node2 as left;"
-    has_peer "$j" "$key2" || problems+=" node2 missing from node$j's device;"
+    has_peer "$j" "$key2" || problems+=" node2 missing from node$j's device ($st);"
   done
+  wait "$pinger"; failed="$(cat "$WORK/stop-pings")"
+  [ -z "$failed" ] || problems+=" pings failed while agent 2 was stopped:$failed;"
   start_agent 2 agent
   wait_ready 2 && wait_until 30 seen_alive || problems+=" node2 not alive everywhere after the restart;"
   if [ -z "$problems" ]; then pass "after SIGTERM node2 stays on every device (not left), pings work, restart rejoins"
@@ -293,7 +300,43 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Case "leave": `wiremesh leave` on node 4 removes it from every other WireGuard device
+# Case "token-any-member": a token created on node 1 admits a node through another member while
+# node 1 is stopped (the token lists several members; the joiner tries them in order)
+
+begin token-any-member
+if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
+  problems=""
+  TOKEN_ANY="$(wm 1 token create --ttl 10m --uses 1 2>>"$CASELOG")"
+  id_any="$(token_id "$TOKEN_ANY")"
+  listed_on_3() { wm 3 token list --json 2>/dev/null | jq -e --arg id "$id_any" '.[] | select(.id == $id and .issued_by == ["node1"])' >/dev/null; }
+  wait_until 10 listed_on_3 || problems+=" node3's token list does not show $id_any issued by node1;"
+  kill -TERM "${AGENT[1]}"
+  stopped1() { ! kill -0 "${AGENT[1]}" 2>/dev/null; }
+  if wait_until 15 stopped1; then wait "${AGENT[1]}" 2>/dev/null; unset 'AGENT[1]'; else problems+=" agent 1 did not stop;"; fi
+  t0=$(date +%s.%N)
+  start_agent $LATE join "$TOKEN_ANY" --name node$LATE
+  late_alive() { [ "$(peer_state 2 node$LATE)" = alive ] && [ "$(peer_state 3 node$LATE)" = alive ]; }
+  if ! wait_ready $LATE; then problems+=" node$LATE: join did not bring up an agent while node 1 was down;"; agent_logs $LATE
+  elif ! wait_until 30 late_alive; then problems+=" node$LATE not alive on nodes 2 and 3;"
+  else note "join with node 1 down: node$LATE alive on nodes 2 and 3 $(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }') s after 'wiremesh join'"; fi
+  admitted_by=""
+  for j in 2 3 4; do grep "admitted node" "$LOGDIR/agent$j.log" 2>/dev/null | grep -q "node=node$LATE" && admitted_by+="node$j "; done
+  [ -n "$admitted_by" ] || problems+=" no agent of nodes 2-4 logged admitting node$LATE;"
+  note "admitted by (agent logs): $admitted_by"
+  # The token had one use: consumed at another member, every member lists it exhausted.
+  used_up() { wm 3 token list --json 2>/dev/null | jq -e --arg id "$id_any" '.[] | select(.id == $id and .state == "exhausted" and .uses_consumed == 1)' >/dev/null; }
+  wait_until 10 used_up || problems+=" node3 does not list $id_any as exhausted with 1 use: $(wm 3 token list --json | jq -c --arg id "$id_any" '.[] | select(.id == $id)');"
+  start_agent 1 agent
+  wait_ready 1 || problems+=" agent 1 did not come back;"
+  all_alive1() { [ "$(alive_count 1)" = $NODES ]; }
+  wait_until 30 all_alive1 || problems+=" node1 sees $(alive_count 1) alive after its restart (want $NODES);"
+  if [ -z "$problems" ]; then pass "node$LATE joined with node1's token while node1 was down (admitted by ${admitted_by:-?}); the use is counted cluster-wide"
+  else fail "$problems"; agent_logs 1 2 $LATE; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Case "leave": `wiremesh leave` on node 4 removes it from every other WireGuard device, tears the
+# node down (interface, wireguard-go, our routes) and the agent refuses to start until a new join
 
 begin leave
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
@@ -310,7 +353,25 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   [ -z "${AGENT[4]:-}" ] || problems+=" agent 4 still running 15 s after leave;"
   wait_until 20 removed || problems+=" node4's key still on:$(for j in 1 2 3; do has_peer "$j" "$key4" && printf ' node%s' "$j"; done);"
   wait_until 10 shown_left || problems+=" peers --json shows node4 as:$(for j in 1 2 3; do printf ' %s' "$(peer_state "$j" node4)"; done);"
-  if [ -z "$problems" ]; then pass "node4 gone from the devices of nodes 1-3 (wg show dump), peers --json says left"
+  ip -n "$P-n4" link show "${P}w4" >/dev/null 2>&1 && problems+=" interface ${P}w4 still exists in node 4's namespace;"
+  [ -z "$(wg_go_pids "${P}w4")" ] || problems+=" wireguard-go for ${P}w4 still running (pid $(wg_go_pids "${P}w4" | tr '\n' ' '));"
+  [ -e "/var/run/wireguard/${P}w4.sock" ] && problems+=" UAPI socket of ${P}w4 still there;"
+  ours="$(ip -n "$P-n4" route show table all proto 87 2>/dev/null)"
+  [ -z "$ours" ] || { problems+=" routes with protocol 87 left in node 4's namespace;"; note "routes left: $ours"; }
+  rc=0; timeout 20 ip netns exec "$P-n4" "$WM" agent --state-dir "$WORK/n4" --control-socket "$WORK/n4.sock" \
+    --interface "${P}w4" --advertise-address 10.99.0.4 >"$WORK/out" 2>"$WORK/err" || rc=$?
+  note "agent start after leave: rc $rc: $(cat "$WORK/err")"
+  if [ "$rc" = 0 ] || [ "$rc" = 124 ]; then problems+=" agent start after leave exited $rc;"
+  elif ! grep -q "left cluster .* run 'wiremesh join TOKEN' to rejoin" "$WORK/err"; then problems+=" agent start after leave said: $(head -n 1 "$WORK/err");"; fi
+  ip -n "$P-n4" link show "${P}w4" >/dev/null 2>&1 && problems+=" the refused start created ${P}w4;"
+  # What the message says works: a new token joins the node again (same name, kept identity).
+  if [ -z "$problems" ]; then
+    tok="$(wm 2 token create --ttl 10m)"
+    start_agent 4 join "$tok" --name node4
+    back4() { [ "$(peer_state 1 node4)" = alive ] && [ "$(peer_state 3 node4)" = alive ]; }
+    wait_ready 4 && wait_until 30 back4 || problems+=" node4 did not come back alive after 'wiremesh join TOKEN':$(for j in 1 3; do printf ' %s' "$(peer_state "$j" node4)"; done);"
+  fi
+  if [ -z "$problems" ]; then pass "node4 gone from the devices of nodes 1-3, peers say left; its interface, wireguard-go, socket and protocol-87 routes removed; agent start refused ($(head -n 1 "$WORK/err" | sed 's/^agent: //')); join with a new token brings it back"
   else fail "$problems"; agent_logs 1 4; fi
 fi
 
@@ -376,9 +437,25 @@ EXPIRED_AT=$(date +%s)
 bad_revoked() {
   local tok id
   tok="$(wm 1 token create --ttl 10m)"
-  id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
+  id="$(token_id "$tok")"
   note "revoking $id: $(wm 1 token revoke "$id" 2>&1)"
   expect_refusal "revoked token" "$WORK/x-revoked" 2 join "$tok" --name bad1 --state-dir "$WORK/x-revoked" "${J[@]}"
+}
+bad_revoked_elsewhere() {
+  local tok id
+  # Issued on node 1, revoked on node 2: node 1 (the token's first endpoint) refuses it.
+  tok="$(wm 1 token create --ttl 10m)"
+  id="$(token_id "$tok")"
+  known_on_2() { wm 2 token list --json 2>/dev/null | jq -e --arg id "$id" '.[] | select(.id == $id)' >/dev/null; }
+  wait_until 10 known_on_2 || { BAD_PROBLEMS+=" node2 never listed token $id;"; return; }
+  note "revoking $id on node 2: $(wm 2 token revoke "$id" 2>&1)"
+  local t0; t0=$(date +%s.%N)
+  revoked_on_1() { wm 1 token list --json 2>/dev/null | jq -e --arg id "$id" '.[] | select(.id == $id and .state == "revoked")' >/dev/null; }
+  wait_until 10 revoked_on_1 || { BAD_PROBLEMS+=" node1 does not list $id as revoked;"; return; }
+  note "node1 lists the revocation $(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }') s after 'token revoke' on node 2 (polled every 0.2 s)"
+  note "node1 lists: $(wm 1 token list --json | jq -c --arg id "$id" '.[] | select(.id == $id)')"
+  expect_refusal "token revoked on another member" "$WORK/x-revoked2" 2 join "$tok" --name bad7 --state-dir "$WORK/x-revoked2" "${J[@]}"
+  grep -q "revoked" "$WORK/err" || BAD_PROBLEMS+=" the refusal does not say revoked;"
 }
 bad_other_cluster() {
   local tok
@@ -394,6 +471,9 @@ bad_garbled() {
   # One character of a valid token changed (in the middle, where the payload is).
   flipped="$(python3 -c 'import sys; t=sys.argv[1]; i=len(t)//2; print(t[:i] + ("A" if t[i] != "A" else "B") + t[i+1:])' "$TOKEN")"
   expect_refusal "token with one character changed" "$WORK/x-garbled" 2 join "$flipped" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  # A token of format 1 (before any member could admit): refused with what to do.
+  expect_refusal "token of format 1" "$WORK/x-garbled" 2 join "wmj1.AQEBAQEBAQEBAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIAAAAAAAAEJA" --name bad3 --state-dir "$WORK/x-garbled" "${J[@]}"
+  grep -q "re-create the token" "$WORK/err" || BAD_PROBLEMS+=" the format-1 refusal does not say to re-create the token;"
 }
 bad_reinit() {
   [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" \
@@ -427,6 +507,7 @@ bad_expired() {
 }
 
 bad_case bad-revoked-token bad_revoked
+bad_case bad-token-revoked-elsewhere bad_revoked_elsewhere
 bad_case bad-other-cluster-token bad_other_cluster
 bad_case bad-garbled-token bad_garbled
 NEED_AGENT1=0 bad_case bad-second-init bad_reinit

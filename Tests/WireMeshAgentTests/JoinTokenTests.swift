@@ -1,5 +1,6 @@
 import Foundation
 import IPNetwork
+import Membership
 import Testing
 import WireMeshCrypto
 @testable import WireMeshAgent
@@ -9,18 +10,19 @@ struct JoinFixture {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
     let member: JoinExchange.MemberContext
     let token: JoinToken
+    /// The issuer's entries (`tokens.json`).
     var records: [TokenRecord]
     let joinerIdentity = SigningIdentity.generate()
     let joinerWireGuard = Key.generatePrivate().publicKey()
     let ipam: IPAM
 
-    init(clusterID: String = "cafe0000cafe0000", uses: Int? = 2, ttl: TimeInterval = 86_400) throws {
+    init(clusterID: String = "cafe0000cafe0000", uses: Int? = 2, ttl: TimeInterval = 86_400, joinSigning: SigningIdentity = .generate()) throws {
         let settings = ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24)
         member = JoinExchange.MemberContext(clusterID: clusterID, settings: settings,
                                             keyring: Keyring(primary: .generate(), others: [.generate()]),
-                                            joinSigning: .generate(), members: [1, 2, 3])
+                                            joinSigning: joinSigning, members: [1, 2, 3])
         let (t, r) = try JoinToken.issue(clusterID: clusterID, endpoints: [try Endpoint("192.0.2.1:7946"), try Endpoint("[2001:db8::2]:7946")],
-                                         joinSigning: member.joinSigning.publicKey, ttl: ttl, uses: uses, now: now)
+                                         joinSigning: member.joinSigning, ttl: ttl, uses: uses, now: now)
         token = t
         records = [r]
         ipam = try IPAM(clusterRange: settings.podRange, nodePrefixLength: 24)
@@ -36,9 +38,19 @@ struct JoinFixture {
         return NodeAssignment(name: request.nodeName, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block))
     }
 
-    func admit(_ request: JoinRequest, at time: Date? = nil, records: [TokenRecord]? = nil) throws -> JoinExchange.Admission {
-        try JoinExchange.admit(request, records: records ?? self.records, member: member, now: time ?? now,
-                               memberNonce: secureRandomBytes(24), assign: assign)
+    /// The issuer's view of its own token (no other member announced anything).
+    var view: ClusterToken? { TokenRecords.merge(local: ("node-a", records), members: [])[token.idText] }
+
+    func admit(_ request: JoinRequest, at time: Date? = nil, view: ClusterToken?? = .none, usedNonces: [String] = [],
+               member: JoinExchange.MemberContext? = nil) throws -> JoinExchange.Admission {
+        try JoinExchange.admit(request, token: view ?? self.view, usedNonces: usedNonces, member: member ?? self.member,
+                               now: time ?? now, memberNonce: secureRandomBytes(24), assign: assign)
+    }
+
+    /// Another member's announcement of the token.
+    func announcement(revoked: Bool = false, used: UInt16 = 0) -> TokenAnnouncement {
+        TokenAnnouncement(id: token.id, expiresAt: UInt32(token.expiresAt.timeIntervalSince1970),
+                          usesLimit: UInt16(token.usesLimit ?? 0), revoked: revoked, used: used)
     }
 }
 
@@ -47,51 +59,71 @@ struct JoinTokenTests {
     @Test func textRoundTrips() throws {
         let f = try JoinFixture()
         let text = f.token.text
-        #expect(text.hasPrefix("wmj1."))
+        #expect(text.hasPrefix("wmj2."))
         #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
         let parsed = try JoinToken(parsing: "  " + text + "\n")
         #expect(parsed == f.token)
         #expect(parsed.endpoints.map(\.description) == ["192.0.2.1:7946", "[2001:db8::2]:7946"])
         #expect(parsed.expiresAt == f.now.addingTimeInterval(86_400))
+        #expect(parsed.usesLimit == 2)
         #expect(parsed.idText.count == 16)
+        #expect(try JoinToken(parsing: try JoinFixture(uses: nil).token.text).usesLimit == nil)
     }
 
     @Test func goldenLayout() throws {
         // Fixed inputs give a fixed token: the format is a contract between versions of the CLI.
         var counter: UInt8 = 0
+        let seed = SigningIdentity(seed: try Key(bytes: [UInt8](repeating: 7, count: 32)))
         let (token, record) = try JoinToken.issue(
-            clusterID: "c1", endpoints: [try Endpoint("10.0.0.1:7946")],
-            joinSigning: try IdentityPublicKey(bytes: [UInt8](repeating: 7, count: 32)), ttl: 60, uses: 1,
+            clusterID: "c1", endpoints: [try Endpoint("10.0.0.1:7946")], joinSigning: seed, ttl: 60, uses: 1,
             now: Date(timeIntervalSince1970: 1_000), random: { n in counter += 1; return [UInt8](repeating: counter, count: n) })
         #expect(token.idText == "0101010101010101")
-        #expect(record.id == "0101010101010101")
-        #expect(record.expiresAt == Date(timeIntervalSince1970: 1_060))
-        #expect(record.usesLeft == 1)
+        #expect(record.id == "0101010101010101" && record.issued && !record.revoked && record.used == 0)
+        #expect(record.expiresAt == Date(timeIntervalSince1970: 1_060) && record.createdAt == Date(timeIntervalSince1970: 1_000))
+        #expect(record.usesLimit == 1)
         let body = Array(base64URLDecode(String(token.text.dropFirst(5)))!)
-        #expect(body.count == 1 + 8 + 32 + 8 + 16 + 3 + 1 + 7 + 4)
-        #expect(body[0] == 1)
+        #expect(body.count == 1 + 8 + 32 + 8 + 2 + 16 + 3 + 1 + 7 + 4)
+        #expect(body[0] == 2)
         #expect(Array(body[1..<9]) == [UInt8](repeating: 1, count: 8))
-        #expect(Array(body[9..<41]) == [UInt8](repeating: 2, count: 32))
+        #expect(Array(body[9..<41]) == JoinToken.derivedKey(joinSigningSeed: seed.seed, id: token.id, expiresAt: 1_060, usesLimit: 1).bytes)
         #expect(Array(body[41..<49]) == [0, 0, 0, 0, 0, 0, 0x04, 0x24])  // 1060
-        #expect(Array(body[65..<68]) == [2, 0x63, 0x31])  // "c1"
-        #expect(Array(body[68..<76]) == [1, 4, 10, 0, 0, 1, 0x1F, 0x0A])
+        #expect(Array(body[49..<51]) == [0, 1])  // uses limit
+        #expect(Array(body[67..<70]) == [2, 0x63, 0x31])  // "c1"
+        #expect(Array(body[70..<78]) == [1, 4, 10, 0, 0, 1, 0x1F, 0x0A])
     }
 
-    @Test func neverCarriesTheClusterKey() throws {
+    @Test func keyIsDerivedFromTheJoinSeedAndEveryPinnedField() throws {
+        let seed = SigningIdentity.generate().seed
+        let id: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        let k = JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 3)
+        // Deterministic: any member holding the seed computes the same key.
+        #expect(k == JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 3))
+        let variants = [
+            JoinToken.derivedKey(joinSigningSeed: SigningIdentity.generate().seed, id: id, expiresAt: 1_000, usesLimit: 3),
+            JoinToken.derivedKey(joinSigningSeed: seed, id: [1, 2, 3, 4, 5, 6, 7, 9], expiresAt: 1_000, usesLimit: 3),
+            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_001, usesLimit: 3),
+            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 4),
+            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: nil),
+        ]
+        for v in variants { #expect(v != k) }
+        #expect(Set(variants.map(\.base64)).count == variants.count)
+        // The key is not the seed, nor the join-signing subkey, nor anything the record carries.
+        #expect(k.bytes != seed.bytes)
+    }
+
+    @Test func neverCarriesTheClusterKeyOrTheJoinSeed() throws {
         let f = try JoinFixture()
         let body = base64URLDecode(String(f.token.text.dropFirst(5)))!
-        for key in f.member.keyring.keys {
-            let k = key.key.bytes
-            #expect(!(0...(body.count - k.count)).contains { Array(body[$0..<$0 + k.count]) == k })
-        }
-        #expect(!f.token.text.contains(f.member.joinSigning.seed.base64.dropLast()))
+        func contains(_ k: [UInt8]) -> Bool { (0...(body.count - k.count)).contains { Array(body[$0..<$0 + k.count]) == k } }
+        for key in f.member.keyring.keys { #expect(!contains(key.key.bytes)) }
+        #expect(!contains(f.member.joinSigning.seed.bytes))
     }
 
     @Test(arguments: [
-        ("wmj2.AAAA", "does not start with 'wmj1.'"),
-        ("wmj1.", "not base64url"),
-        ("wmj1.a*b", "not base64url"),
-        ("wmj1.AQI", "truncated"),
+        ("wmj3.AAAA", "does not start with 'wmj2.'"),
+        ("wmj2.", "not base64url"),
+        ("wmj2.a*b", "not base64url"),
+        ("wmj2.AQI", "truncated"),
     ])
     func garbledTokensSayWhatIsWrong(text: String, problem: String) {
         do {
@@ -102,6 +134,19 @@ struct JoinTokenTests {
             #expect(what.contains(problem), "\(what)")
             #expect(e.description.hasPrefix("garbled join token: "))
             #expect(e.description.hasSuffix("copy the whole token printed by 'wiremesh token create'"))
+        } catch { Issue.record("\(error)") }
+    }
+
+    @Test func version1TokensAskForANewToken() {
+        // A real format-1 token (from the previous release).
+        let v1 = "wmj1.AQEBAQEBAQEBAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIAAAAAAAAEJA"
+        do {
+            _ = try JoinToken(parsing: v1)
+            Issue.record("a format-1 token parsed")
+        } catch let e as JoinError {
+            #expect(e == .outdatedToken(version: 1))
+            #expect(e.description.contains("re-create the token with 'wiremesh token create'"))
+            #expect(JoinRejection(e).code == "garbled")
         } catch { Issue.record("\(error)") }
     }
 
@@ -118,12 +163,12 @@ struct JoinTokenTests {
 
     @Test func structurallyBadBodyWithValidChecksum() {
         func seal(_ body: [UInt8]) -> String {
-            "wmj1." + base64URLEncode(body + Array(KeyDerivation.genericHash(body, outputLength: 16).prefix(4)))
+            "wmj2." + base64URLEncode(body + Array(KeyDerivation.genericHash(body, outputLength: 16).prefix(4)))
         }
         #expect(throws: JoinError.garbled("unsupported token version 9")) { try JoinToken(parsing: seal([9] + [UInt8](repeating: 0, count: 70))) }
-        #expect(throws: JoinError.garbled("truncated in the secret")) { try JoinToken(parsing: seal([1] + [UInt8](repeating: 0, count: 20))) }
+        #expect(throws: JoinError.garbled("truncated in the token key")) { try JoinToken(parsing: seal([2] + [UInt8](repeating: 0, count: 20))) }
         var w = ByteWriter()
-        w.u8(1); w.bytes([UInt8](repeating: 1, count: 40)); w.i64(5); w.bytes([UInt8](repeating: 0, count: 16))
+        w.u8(2); w.bytes([UInt8](repeating: 1, count: 40)); w.i64(5); w.u16(0); w.bytes([UInt8](repeating: 0, count: 16))
         w.string8("c"); w.u8(1); w.u8(5)
         #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.buffer)) }
     }
@@ -153,12 +198,16 @@ struct JoinTokenTests {
         }
     }
 
-    @Test func issueRejectsBadParameters() throws {
-        let pk = SigningIdentity.generate().publicKey
+    @Test func issueRejectsBadParametersAndCapsEndpoints() throws {
+        let js = SigningIdentity.generate()
         let ep = [try Endpoint("10.0.0.1:7946")]
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: pk, ttl: 0, uses: nil, now: Date()) }
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: pk, ttl: 60, uses: 0, now: Date()) }
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: [], joinSigning: pk, ttl: 60, uses: nil, now: Date()) }
+        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 0, uses: nil, now: Date()) }
+        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 0, now: Date()) }
+        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 65_536, now: Date()) }
+        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: [], joinSigning: js, ttl: 60, uses: nil, now: Date()) }
+        let many = try (1...6).map { try Endpoint("10.0.0.\($0):7946") }
+        let (token, _) = try JoinToken.issue(clusterID: "c", endpoints: many, joinSigning: js, ttl: 60, uses: nil, now: Date())
+        #expect(token.endpoints == Array(many.prefix(4)))
     }
 }
 
@@ -184,9 +233,40 @@ struct JoinExchangeTests {
         #expect(grant.assignment == admission.assignment)
         #expect(f.member.settings.podRange.contains(grant.assignment.podCIDR))
         #expect(grant.assignment.overlayAddress == grant.assignment.podCIDR.address)
-        // One use consumed, nonce remembered.
-        #expect(admission.updatedRecord.usesLeft == 1)
-        #expect(admission.updatedRecord.usedNonces.count == 1)
+        #expect(admission.nonce == Data(request.nonce).base64EncodedString())
+    }
+
+    /// The issuer is down and nobody announced the token yet: another member holding the cluster's
+    /// join-signing seed admits with it all the same (it stored nothing about the token).
+    @Test func anyMemberAdmitsWithoutTheIssuer() throws {
+        let f = try JoinFixture()
+        let other = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings, keyring: f.member.keyring,
+                                               joinSigning: SigningIdentity(seed: f.member.joinSigning.seed), members: [9])
+        let request = f.request()
+        let admission = try f.admit(request, view: .some(nil), member: other)
+        let grant = try JoinExchange.accept(admission.response, for: request, token: f.token)
+        #expect(grant.members == [9])
+        // A member of another cluster (other seed) cannot check it.
+        let stranger = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings, keyring: f.member.keyring,
+                                                  joinSigning: .generate(), members: [])
+        #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(request, view: .some(nil), member: stranger) }
+    }
+
+    /// The MAC covers the expiry and the limit a member derives the key from: a joiner cannot
+    /// stretch either.
+    @Test func stretchedExpiryOrUsesFailAuthentication() throws {
+        let f = try JoinFixture(uses: 1, ttl: 60)
+        var later = f.request()
+        later.expiresAt += 86_400
+        #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(later, at: f.now.addingTimeInterval(3600), view: .some(nil)) }
+        var more = f.request()
+        more.usesLimit = 0
+        #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(more, view: .some(nil)) }
+        // Re-MACing needs K, which only the token (and members) have: a forged token of the same id fails too.
+        let forged = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
+                               expiresAt: f.token.expiresAt.addingTimeInterval(86_400), usesLimit: nil,
+                               joinSigningFingerprint: f.token.joinSigningFingerprint)
+        #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(f.request(token: forged), view: .some(nil)) }
     }
 
     @Test func observerWithoutTheTokenLearnsNoKey() throws {
@@ -199,30 +279,37 @@ struct JoinExchangeTests {
             let k = key.key.bytes
             #expect(!(0...(wire.count - k.count)).contains { Array(wire[$0..<$0 + k.count]) == k })
         }
-        // A different token of the same cluster cannot open the answer.
-        let other = try JoinFixture()
-        let forged = JoinToken(id: f.token.id, secret: other.token.secret, clusterID: f.token.clusterID, endpoints: f.token.endpoints,
-                               expiresAt: f.token.expiresAt, joinSigningFingerprint: f.token.joinSigningFingerprint)
+        // A token with the same id and another key cannot open the answer.
+        let forged = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
+                               expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, joinSigningFingerprint: f.token.joinSigningFingerprint)
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) {
             try JoinExchange.accept(admission.response, for: request, token: forged)
         }
     }
 
-    @Test func replayedRequestIsRefused() throws {
+    @Test func replayedRequestIsRefusedByTheMemberThatAnswered() throws {
         let f = try JoinFixture(uses: 5)
         let request = f.request()
         let first = try f.admit(request)
-        #expect(throws: JoinError.replayed(id: f.token.idText)) { try f.admit(request, records: [first.updatedRecord]) }
+        var records = TokenRecords.recordingUse(of: request, nonce: first.nonce, in: f.records)
+        #expect(records[0].used == 1 && records[0].usedNonces == [first.nonce])
+        #expect(throws: JoinError.replayed(id: f.token.idText)) { try f.admit(request, usedNonces: records[0].usedNonces) }
         // A fresh request with the same token still works.
-        let again = try f.admit(f.request(), records: [first.updatedRecord])
-        #expect(again.updatedRecord.usesLeft == 3)
+        let again = try f.admit(f.request(), usedNonces: records[0].usedNonces)
+        records = TokenRecords.recordingUse(of: f.request(), nonce: again.nonce, in: records)
+        #expect(records[0].used == 2)
     }
 
-    @Test func replayedResponseDoesNotOpenForANewRequest() throws {
+    /// A request replayed to another member gets an answer only the token holder with the joiner's
+    /// nonce can open; an old answer does not open for a new request either.
+    @Test func replayedRequestElsewhereYieldsNothingUsable() throws {
         let f = try JoinFixture()
-        let old = try f.admit(f.request())
-        let newRequest = f.request()
-        #expect(throws: JoinError.self) { try JoinExchange.accept(old.response, for: newRequest, token: f.token) }
+        let request = f.request()
+        let atB = try f.admit(request)  // B never saw the nonce
+        let attacker = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
+                                 expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, joinSigningFingerprint: f.token.joinSigningFingerprint)
+        #expect(throws: JoinError.self) { try JoinExchange.accept(atB.response, for: request, token: attacker) }
+        #expect(throws: JoinError.self) { try JoinExchange.accept(atB.response, for: f.request(), token: f.token) }
     }
 
     @Test func expiredToken() throws {
@@ -236,18 +323,8 @@ struct JoinExchangeTests {
             #expect(e.description == "join token \(f.token.idText) expired at 2027-01-15T09:00:00Z: create a new one with 'wiremesh token create'")
             #expect(JoinRejection(e).code == "expired")
         }
-    }
-
-    @Test func revokedToken() throws {
-        let f = try JoinFixture()
-        let revoked = try TokenRecords.revoke(f.token.idText, in: f.records)
-        #expect(throws: JoinError.revoked(id: f.token.idText)) { try f.admit(f.request(), records: revoked) }
-        #expect(throws: JoinError.unknownToken(id: "ffffffffffffffff")) { try TokenRecords.revoke("ffffffffffffffff", in: f.records) }
-    }
-
-    @Test func unknownToken() throws {
-        let f = try JoinFixture()
-        #expect(throws: JoinError.unknownToken(id: f.token.idText)) { try f.admit(f.request(), records: []) }
+        // Also at a member that never heard of the token: the expiry comes from the request.
+        #expect(throws: JoinError.expired(id: f.token.idText, at: f.token.expiresAt)) { try f.admit(f.request(), at: later, view: .some(nil)) }
     }
 
     @Test func tokenOfAnotherCluster() throws {
@@ -262,20 +339,16 @@ struct JoinExchangeTests {
         }
     }
 
-    @Test func usesExhausted() throws {
-        let f = try JoinFixture(uses: 1)
-        let first = try f.admit(f.request())
-        #expect(first.updatedRecord.usesLeft == 0)
-        #expect(first.updatedRecord.state(at: f.now) == .exhausted)
-        #expect(throws: JoinError.exhausted(id: f.token.idText)) { try f.admit(f.request(), records: [first.updatedRecord]) }
-    }
-
     @Test func unlimitedUsesUntilExpiry() throws {
         let f = try JoinFixture(uses: nil)
         var records = f.records
-        for _ in 0..<5 { records = [try f.admit(f.request(), records: records).updatedRecord] }
-        #expect(records[0].usesLeft == nil)
-        #expect(records[0].state(at: f.now) == .valid)
+        for _ in 0..<5 {
+            let request = f.request()
+            let view = TokenRecords.merge(local: ("a", records), members: [])[f.token.idText]
+            records = TokenRecords.recordingUse(of: request, nonce: try f.admit(request, view: view).nonce, in: records)
+        }
+        let view = TokenRecords.merge(local: ("a", records), members: [])[f.token.idText]!
+        #expect(view.used == 5 && view.usesLeft == nil && view.state(at: f.now) == .valid)
     }
 
     @Test func tamperedRequestFailsAuthentication() throws {
@@ -286,24 +359,45 @@ struct JoinExchangeTests {
         var badMac = f.request()
         badMac.mac[0] ^= 0xFF
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(badMac) }
+        var badID = f.request()
+        badID.tokenID = "not-hex"
+        #expect(throws: JoinError.self) { try f.admit(badID) }
+    }
+
+    @Test func version1RequestIsRefusedWithWhatToDo() throws {
+        let f = try JoinFixture()
+        var old = f.request()
+        old.version = 1
+        do {
+            _ = try f.admit(old)
+            Issue.record("a version 1 request was admitted")
+        } catch let e as JoinError {
+            #expect(e.description.contains("re-create the token"))
+        }
+        // A version 1 request on the wire (no expiry/limit fields) still decodes, to be refused clearly.
+        let json = #"{"version":1,"token_id":"0101010101010101","cluster_id":"c","node_name":"n","identity_public_key":"\#(Data(f.joinerIdentity.publicKey.bytes).base64EncodedString())","wireguard_public_key":"\#(f.joinerWireGuard.base64)","nonce":"\#(Data([UInt8](repeating: 0, count: 24)).base64EncodedString())","mac":"AA=="}"#
+        let decoded = try JSONDecoder().decode(JoinRequest.self, from: Data(json.utf8))
+        #expect(decoded.version == 1 && decoded.expiresAt == 0)
     }
 
     @Test func impostorMemberIsDetected() throws {
         let f = try JoinFixture()
-        // An impostor holds the token (stolen) but not the cluster's join-signing key.
-        let impostor = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings,
-                                                  keyring: Keyring(primary: .generate()), joinSigning: .generate(), members: [])
+        // An impostor holds the token (stolen) but not the cluster's join-signing key; it answers as
+        // if the MAC were fine (it cannot check it) with its own grant.
         let request = f.request()
-        let fake = try JoinExchange.admit(request, records: f.records, member: impostor, now: f.now,
-                                          memberNonce: secureRandomBytes(24), assign: f.assign)
+        let genuineAdmission = try f.admit(request)
+        let impostor = SigningIdentity.generate()
+        var fake = genuineAdmission.response
+        fake.joinSigningPublicKey = impostor.publicKey
+        fake.signature = impostor.sign(Array("wmj2-resp".utf8) + JoinExchange.transcript(request: request, memberNonce: fake.memberNonce) + fake.sealed).bytes
         do {
-            _ = try JoinExchange.accept(fake.response, for: request, token: f.token)
+            _ = try JoinExchange.accept(fake, for: request, token: f.token)
             Issue.record("accepted an impostor's answer")
         } catch let e as JoinError {
             guard case .notAMember = e else { Issue.record("\(e)"); return }
         }
         // A genuine answer with the signature broken is refused too.
-        var genuine = try f.admit(request).response
+        var genuine = genuineAdmission.response
         genuine.signature[5] ^= 1
         #expect(throws: JoinError.self) { try JoinExchange.accept(genuine, for: request, token: f.token) }
     }
@@ -311,7 +405,8 @@ struct JoinExchangeTests {
     @Test func ipamFailureRejectsTheJoin() throws {
         let f = try JoinFixture()
         do {
-            _ = try JoinExchange.admit(f.request(), records: f.records, member: f.member, now: f.now, memberNonce: secureRandomBytes(24)) { _ in
+            _ = try JoinExchange.admit(f.request(), token: f.view, usedNonces: [], member: f.member, now: f.now,
+                                       memberNonce: secureRandomBytes(24)) { _ in
                 throw IPAMError.exhausted(range: try IPPrefix("10.244.0.0/16"), prefixLength: 24, blocks: 256)
             }
             Issue.record("admitted without a block")
@@ -319,13 +414,98 @@ struct JoinExchangeTests {
             #expect(JoinRejection(error).code == "ipam")
         }
     }
+}
 
-    @Test func tokenListingAndPruning() throws {
+/// The cluster-wide token state merged from gossiped records.
+@Suite("TokenGossip")
+struct TokenGossipTests {
+    @Test func revokedAnywhereIsRefusedEverywhere() throws {
         let f = try JoinFixture()
-        let info = TokenInfo(f.records[0], now: f.now)
-        #expect(info.state == .valid && info.usesLeft == 2 && info.id == f.token.idText)
-        let wayLater = f.now.addingTimeInterval(86_400 + 8 * 86_400)
-        #expect(TokenRecords.pruned(f.records, now: wayLater).isEmpty)
-        #expect(TokenRecords.pruned(f.records, now: f.now.addingTimeInterval(86_400 + 3600)).count == 1)
+        // A issued it, B revoked it; C (which has no entry) merges both records.
+        let view = TokenRecords.merge(local: ("c", []), members: [
+            ("a", f.records.compactMap(\.announcement)), ("b", [f.announcement(revoked: true)]),
+        ])[f.token.idText]!
+        #expect(view.issuedBy == ["a"] && view.revokedBy == ["b"])
+        #expect(view.state(at: f.now) == .revoked)
+        #expect(throws: JoinError.revoked(id: f.token.idText)) { try f.admit(f.request(), view: view) }
+        // C relays the revocation in its own record, so it outlives B.
+        let adopted = try #require(TokenRecords.adoptingRevocations([], view: [view.id: view], now: f.now))
+        #expect(adopted.count == 1 && adopted[0].revoked && !adopted[0].issued && adopted[0].expiresAt == f.token.expiresAt)
+        #expect(TokenRecords.adoptingRevocations(adopted, view: [view.id: view], now: f.now) == nil)
+        let afterB = TokenRecords.merge(local: ("c", adopted), members: [("a", f.records.compactMap(\.announcement))])[f.token.idText]!
+        #expect(afterB.state(at: f.now) == .revoked)
+        // Nothing to relay for a token that expired.
+        #expect(TokenRecords.adoptingRevocations([], view: [view.id: view], now: f.token.expiresAt) == nil)
+    }
+
+    @Test func revokeOnAMemberThatDidNotIssue() throws {
+        let f = try JoinFixture()
+        let view = TokenRecords.merge(local: ("b", []), members: [("a", f.records.compactMap(\.announcement))])
+        let revoked = try TokenRecords.revoke(f.token.idText.uppercased(), in: [], view: view)
+        #expect(revoked == [TokenRecord(id: f.token.idText, expiresAt: f.token.expiresAt, usesLimit: 2, revoked: true)])
+        #expect(throws: JoinError.unknownToken(id: "ffffffffffffffff")) { try TokenRecords.revoke("ffffffffffffffff", in: [], view: view) }
+        // At the issuer, the revocation goes into its own entry.
+        let atIssuer = try TokenRecords.revoke(f.token.idText, in: f.records, view: [:])
+        #expect(atIssuer.count == 1 && atIssuer[0].revoked && atIssuer[0].issued)
+    }
+
+    @Test func usesAreCountedAcrossRecords() throws {
+        let f = try JoinFixture(uses: 2)
+        let one = TokenRecords.merge(local: ("c", []), members: [
+            ("a", f.records.compactMap(\.announcement)), ("b", [f.announcement(used: 1)]),
+        ])[f.token.idText]!
+        #expect(one.used == 1 && one.usesLeft == 1 && one.state(at: f.now) == .valid)
+        _ = try f.admit(f.request(), view: one)
+        // C admitted one too: with B's, the limit is reached for everyone.
+        let request = f.request()
+        let cRecords = TokenRecords.recordingUse(of: request, nonce: "n", in: [])
+        #expect(cRecords == [TokenRecord(id: f.token.idText, expiresAt: f.token.expiresAt, usesLimit: 2, used: 1, usedNonces: ["n"])])
+        let two = TokenRecords.merge(local: ("c", cRecords), members: [
+            ("a", f.records.compactMap(\.announcement)), ("b", [f.announcement(used: 1)]),
+        ])[f.token.idText]!
+        #expect(two.used == 2 && two.usesLeft == 0 && two.state(at: f.now) == .exhausted)
+        #expect(throws: JoinError.exhausted(id: f.token.idText)) { try f.admit(f.request(), view: two) }
+        // A's view sees the same, from the announcements.
+        let atA = TokenRecords.merge(local: ("a", f.records), members: [
+            ("b", [f.announcement(used: 1)]), ("c", cRecords.compactMap(\.announcement)),
+        ])[f.token.idText]!
+        #expect(atA.state(at: f.now) == .exhausted && atA.createdAt == f.now)
+        // The member's own name in the member list is not counted twice.
+        let selfListed = TokenRecords.merge(local: ("c", cRecords), members: [("c", cRecords.compactMap(\.announcement))])[f.token.idText]!
+        #expect(selfListed.used == 1)
+    }
+
+    @Test func announcementsDropExpiredTokensAndStayBounded() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        func record(_ i: Int, expiresIn: TimeInterval, revoked: Bool = false, used: Int = 0) -> TokenRecord {
+            TokenRecord(id: String(format: "%016x", i), createdAt: now, expiresAt: now.addingTimeInterval(expiresIn), usesLimit: nil,
+                        issued: true, revoked: revoked, used: used)
+        }
+        let expired = record(1, expiresIn: -1, revoked: true)
+        let live = record(2, expiresIn: 60)
+        #expect(TokenRecords.announcements([expired, live], now: now).map(\.id) == [live.announcement!.id])
+        #expect(TokenRecords.liveCount([expired, live], now: now) == 1)
+        // More entries than a record has room for: revocations and used ones are kept first.
+        var many = (100..<140).map { record($0, expiresIn: 3600 + Double($0)) }
+        many.append(record(7, expiresIn: 10, revoked: true))
+        many.append(record(8, expiresIn: 10, used: 1))
+        let announced = TokenRecords.announcements(many, now: now)
+        #expect(announced.count == TokenAnnouncement.maxPerRecord)
+        #expect(announced.contains(record(7, expiresIn: 10, revoked: true).announcement!))
+        #expect(announced.contains(record(8, expiresIn: 10, used: 1).announcement!))
+        #expect(announced.map(\.id) == announced.map(\.id).sorted { $0.lexicographicallyPrecedes($1) })
+        // Locally, entries (and their nonces) go a week after expiry.
+        #expect(TokenRecords.pruned([expired, live], now: now.addingTimeInterval(8 * 86_400)).isEmpty)
+        #expect(TokenRecords.pruned([expired, live], now: now.addingTimeInterval(3600)) == [expired, live])
+    }
+
+    @Test func listingShowsTheClusterView() throws {
+        let f = try JoinFixture()
+        let view = TokenRecords.merge(local: ("b", []), members: [
+            ("a", f.records.compactMap(\.announcement)), ("c", [f.announcement(used: 1)]),
+        ])[f.token.idText]!
+        let info = TokenInfo(view, now: f.now)
+        #expect(info.id == f.token.idText && info.state == .valid && info.issuedBy == ["a"] && info.revokedBy.isEmpty)
+        #expect(info.usesLimit == 2 && info.usesConsumed == 1 && info.usesLeft == 1 && info.createdAt == f.now)
     }
 }

@@ -157,10 +157,15 @@ struct StateStoreTests {
             #expect(try store.loadKeyring().primary == newKey)
             #expect(try store.loadKeyring().keys.count == 3)
 
-            let record = TokenRecord(id: "0011223344556677", secretHash: Key.generatePreshared().base64,
-                                     createdAt: Date(timeIntervalSince1970: 100), expiresAt: Date(timeIntervalSince1970: 200), usesLeft: 2)
+            let record = TokenRecord(id: "0011223344556677", createdAt: Date(timeIntervalSince1970: 100),
+                                     expiresAt: Date(timeIntervalSince1970: 200), usesLimit: 2, issued: true, used: 1, usedNonces: ["bm9uY2U="])
             try store.saveTokens([record])
             #expect(try store.loadTokens() == [record])
+            #expect(AtomicFile.mode(of: tmp + "/state/tokens.json") == 0o600)
+            // A file of format 1 (stored key hashes of format-1 tokens, which are refused now) reads as no tokens.
+            try AtomicFile.write(Array(#"{"tokens":[{"id":"00","secret_hash":"x","created_at":"2020-01-01T00:00:00Z","expires_at":"2020-01-01T00:00:00Z","revoked":false,"used_nonces":[]}]}"#.utf8),
+                                 to: tmp + "/state/tokens.json", mode: 0o600)
+            #expect(try store.loadTokens() == [])
 
             try store.saveMembers([1, 2])
             #expect(try store.loadMembers() == [1, 2])
@@ -168,6 +173,34 @@ struct StateStoreTests {
             let moved = NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.9.0/24"), overlayAddress: try IPAddress("10.244.9.0"))
             try store.saveNodeAssignment(moved)
             #expect(try store.load().node == moved)
+        }
+    }
+
+    @Test func leftNodeRefusesToStartUntilItJoinsAgain() throws {
+        try withTemporaryDirectory { tmp in
+            let store = StateStore(directory: tmp + "/state")
+            let initial = try Self.sampleState()
+            try store.initialise(initial)
+            #expect(try store.leftMarker() == nil && (try store.keysOfLeftNode()) == nil)
+            try store.markLeft(clusterID: initial.clusterID, at: Date(timeIntervalSince1970: 1_800_000_000.7))
+            #expect(throws: StateError.left(directory: tmp + "/state", clusterID: initial.clusterID, at: Date(timeIntervalSince1970: 1_800_000_000))) {
+                try store.load()
+            }
+            do { _ = try store.load() } catch {
+                #expect("\(error)" == "this node left cluster c0ffee00c0ffee00 at 2027-01-15T08:00:00Z (state directory \(tmp)/state): run 'wiremesh join TOKEN' to rejoin")
+            }
+            // A join keeps the node's identity and WireGuard key, and clears the mark last.
+            let kept = try #require(try store.keysOfLeftNode())
+            #expect(kept.identity.publicKey == initial.identity.publicKey && kept.wireGuardKey == initial.wireGuardKey)
+            var again = try Self.sampleState(cluster: "0123456789abcdef")
+            again.identity = kept.identity
+            again.wireGuardKey = kept.wireGuardKey
+            try store.initialise(again)
+            #expect(try store.leftMarker() == nil)
+            #expect(try store.load().clusterID == "0123456789abcdef")
+            #expect(try store.load().identity.publicKey == initial.identity.publicKey)
+            // Without a leave, an initialised directory is still refused.
+            #expect(throws: StateError.self) { try store.initialise(again) }
         }
     }
 }
