@@ -30,6 +30,8 @@ struct NodeFlags: ParsableArguments {
     @Option(help: "Interface MTU (default: underlay MTU - 80).") var mtu: String?
     @Option(name: .customLong("persistent-keepalive"), help: "WireGuard keepalive, e.g. 25s (default off).") var keepalive: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+    @Option(name: .customLong("cluster-key-grace"), help: "How long an old cluster key still opens gossip after a rotation (default 30s).")
+    var clusterKeyGrace: String?
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -40,6 +42,7 @@ struct NodeFlags: ParsableArguments {
         if let mtu { f[.mtu] = mtu }
         if let keepalive { f[.persistentKeepalive] = keepalive }
         if let logLevel { f[.logLevel] = logLevel }
+        if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
         return f
     }
 }
@@ -207,6 +210,11 @@ struct StatusCommand: ParsableCommand {
         print("live peers:  \(s.livePeers)")
         let age = Int(Date().timeIntervalSince(s.keyCreatedAt))
         print("key age:     \(age / 3600)h\(age % 3600 / 60)m")
+        if let keys = s.clusterKeys {
+            let list = keys.map { "\($0.id)@\($0.generation)" + ($0.primary ? " (primary)" : "") }.joined(separator: ", ")
+            print("cluster keys: \(list); rotation \(s.clusterKeyPhase ?? "steady")")
+        }
+        if let problem = s.clusterKeyProblem { print("cluster key problem: \(problem)") }
     }
 }
 
