@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import IPNetwork
+import Logging
 import Membership
 import MeshPlan
 import WireMeshCrypto
@@ -15,8 +16,11 @@ struct ClusterKeyAgentState: Sendable {
     var lastAsked: [String: Date] = [:]
     /// `droppedAuthFailed` at the last check: growing with no live peer means the cluster moved on.
     var authFailedSeen = 0
-    /// Shown in `status` until a keyring request succeeds.
+    /// Shown in `status` until a keyring request succeeds or a member is live.
     var problem: String?
+    /// Every member asked at start had forgotten this node. Not reported yet: a node that just joined
+    /// is not known until its record spreads; reported if no member becomes live.
+    var forgottenAtStart = false
 }
 
 extension Agent {
@@ -100,7 +104,7 @@ extension Agent {
     /// Asks `names` in turn for the keyring until one answers, and merges it.
     /// Returns the refusals (member → reason) when nobody handed it over.
     @discardableResult
-    func fetchClusterKeys(from names: [String], reason: String) async -> [String: KeyringRefusal] {
+    func fetchClusterKeys(from names: [String], reason: String, quiet: Bool = false) async -> [String: KeyringRefusal] {
         guard !clusterKeyAgent.fetching, let transport else { return [:] }
         clusterKeyAgent.fetching = true
         defer { clusterKeyAgent.fetching = false }
@@ -131,33 +135,42 @@ extension Agent {
                 return [:]
             case .failure(let refusal):
                 refusals[name] = refusal
-                logger.notice("keyring request refused", metadata: ["member": "\(name)", "error": "\(refusal)"])
+                logger.log(level: quiet ? .debug : .notice, "keyring request refused",
+                           metadata: ["member": "\(name)", "error": "\(refusal)"])
             }
         }
         return refusals
     }
 
     /// A node that cannot read the cluster any more (it was away during a rotation, or partitioned
-    /// past the grace period): nobody is live in its view while datagrams fail authentication. Then
-    /// it asks the members it remembers ("join history"). If every member that answers has forgotten
-    /// it, `status` says to join again with a fresh token.
+    /// past the grace period): nobody is live in its view while datagrams fail authentication, or
+    /// every member asked at start had forgotten it. Then it asks the members it remembers ("join
+    /// history"); if every member that answers has forgotten it, `status` says to join again.
     func checkClusterKeysReachable(members: [Member]) async {
         guard let counters = try? await transport?.counters() else { return }
         let failed = counters.droppedAuthFailed
         defer { clusterKeyAgent.authFailedSeen = failed }
         let others = members.filter { $0.name != state.node.name && Self.stateName($0.status) != "left" }
-        guard failed > clusterKeyAgent.authFailedSeen, !others.contains(where: { $0.status.isActive }) else { return }
+        if others.contains(where: { $0.status.isActive }) {
+            clusterKeyAgent.problem = nil
+            clusterKeyAgent.forgottenAtStart = false
+            return
+        }
+        guard failed > clusterKeyAgent.authFailedSeen || clusterKeyAgent.forgottenAtStart else { return }
         let names = others.map(\.name).shuffled()
-        Task { await self.syncClusterKeys(members: names, reason: "no live member while gossip fails authentication") }
+        Task { await self.syncClusterKeys(members: names, reason: "no live member while gossip fails authentication", report: true) }
     }
 
     /// Asks remembered members for the keyring (at start, and when the cluster cannot be read).
-    func syncClusterKeys(members names: [String], reason: String) async {
+    /// With `report`, a node every answering member has forgotten gets the problem in `status`.
+    func syncClusterKeys(members names: [String], reason: String, report: Bool) async {
         guard !names.isEmpty else { return }
-        let refusals = await fetchClusterKeys(from: names, reason: reason)
+        let refusals = await fetchClusterKeys(from: names, reason: reason, quiet: !report)
         guard !refusals.isEmpty else { return }
         let forgotten = refusals.values.filter { ["unknown-member", "left"].contains($0.code) }
-        if forgotten.count == refusals.count {
+        if forgotten.count == refusals.count && !report {
+            clusterKeyAgent.forgottenAtStart = true
+        } else if forgotten.count == refusals.count {
             let problem = "no member of cluster \(state.clusterID) that answered knows node '\(state.node.name)' any more "
                 + "(\(refusals.keys.sorted().joined(separator: ", ")): \(forgotten.first!.message)); it cannot get the current cluster key: "
                 + "stop the agent, move the state directory \(store.directory) away, and run 'wiremesh join TOKEN' with a fresh token "
@@ -172,7 +185,7 @@ extension Agent {
     func syncClusterKeysAtStart() async {
         let members = (try? await transport?.members()) ?? []
         await syncClusterKeys(members: members.filter { $0.name != state.node.name }.map(\.name).shuffled(),
-                              reason: "agent start")
+                              reason: "agent start", report: false)
     }
 
     /// One line on the TCP line port: a keyring request, else what `answerLine` handles.

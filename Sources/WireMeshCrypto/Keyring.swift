@@ -11,12 +11,6 @@ public struct ClusterKeyID: Sendable, Hashable, Comparable, CustomStringConverti
         self.bytes = Array(bytes)
     }
 
-    /// Parses the 16 lowercase hex digits `description` prints.
-    public init?(hex text: String) {
-        guard text.utf8.count == 2 * Self.length, let key = try? Key(hex: text + String(repeating: "0", count: 48)) else { return nil }
-        self.bytes = Array(key.bytes.prefix(Self.length))
-    }
-
     /// 16 hex digits, as `wiremesh status` shows the id.
     public var description: String {
         let digits = Array("0123456789abcdef".utf8)

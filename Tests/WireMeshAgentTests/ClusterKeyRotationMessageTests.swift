@@ -74,24 +74,24 @@ struct ClusterKeyRotationMessageTests {
         let r = request(ephemeral)
         let a = answer(r)
         #expect(throws: KeyringRefusal.self, "signed by someone else") {
-            try a.open(for: r, ephemeral: ephemeral, memberIdentity: SigningIdentity.generate().publicKey, clusterID: cluster)
+            _ = try a.open(for: r, ephemeral: ephemeral, memberIdentity: SigningIdentity.generate().publicKey, clusterID: cluster)
         }
         #expect(throws: KeyringRefusal.self, "an answer to another request") {
             let other = request(ephemeral, at: now + 1)
-            try a.open(for: other, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
+            _ = try a.open(for: other, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
         }
         #expect(throws: KeyringRefusal.self, "a different one-time key") {
-            try a.open(for: r, ephemeral: .generatePrivate(), memberIdentity: member.publicKey, clusterID: cluster)
+            _ = try a.open(for: r, ephemeral: .generatePrivate(), memberIdentity: member.publicKey, clusterID: cluster)
         }
         #expect(throws: KeyringRefusal.self, "another cluster") {
-            try a.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: "other")
+            _ = try a.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: "other")
         }
         let refused = answer(r, known: [])
         do {
             _ = try refused.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
             Issue.record("a refusal opened")
-        } catch let e as KeyringRefusal {
-            #expect(e.code == "unknown-member")
+        } catch {
+            #expect(error.code == "unknown-member")
         }
     }
 

@@ -11,7 +11,8 @@
 # Prints "step: ..." lines to stderr and a final "RESULT {json}" line with: backend, old_key, new_key,
 # rotated (nodes 1-3 hold only the new key), down_node_kept_old_keyring, pings_sent, pings_lost,
 # rejoined (node 4 holds the new key, sees 3 live peers and is alive everywhere), rejoin_pings_ok,
-# promoted_s, old_removed_s, rejoin_s. Exit status 0 when every check passed.
+# promoted_s, old_removed_s, rejoin_s; then node 3 rotates again and is killed (kill -9) right after,
+# restarted, and all four must end with only that key: crash_converged, crash_converged_s. Exit status 0 when every check passed.
 # Root. Everything it creates has a per-run prefix and is removed on exit (also on failure) unless --keep.
 set -euo pipefail
 GRACE=5
@@ -193,7 +194,7 @@ t1="$(now)"
 start_agent 4 agent
 wait_ready 4
 rejoined() {
-  [ "$(keys_of 4)" = "$NEW" ] && [ "$(alive_count 4)" -eq 3 ] || return 1
+  [ "$(primary_of 4)" = "$NEW" ] && [ "$(alive_count 4)" -eq 3 ] || return 1
   local i; for i in 1 2 3; do [ "$(peer_state "$i" node4)" = alive ] || return 1; done
 }
 REJOINED=false; REJOIN_S=null
@@ -203,6 +204,10 @@ else
   log "node 4 not back: its keys [$(keys_of 4)], $(alive_count 4) live peers; others see it as $(for i in 1 2 3; do printf '%s ' "$(peer_state "$i" node4)"; done)"
   tail -n 30 "$WORK/agent4.log" >&2
 fi
+if [ "$REJOINED" = true ] && ! wait_until $((GRACE + 30)) eval '[ "$(keys_of 4)" = "$NEW" ]'; then
+  log "node 4 still holds [$(keys_of 4)] after the grace period"; REJOINED=false
+fi
+[ -z "$(node 4 status --json | jq -r '.cluster_key_problem // empty')" ] || { log "node 4 reports: $(node 4 status --json | jq -r .cluster_key_problem)"; REJOINED=false; }
 PINGS_OK=true
 if [ "$REJOINED" = true ]; then
   for j in 1 2 3; do
@@ -214,10 +219,33 @@ else
 fi
 grep -q "cluster keys fetched" "$WORK/agent4.log" || log "agent 4 did not log a keyring fetch"
 
+# ---------------------------------------------------------------------------------------------
+# Crash: kill -9 of the rotating agent right after it installed a new key; after its restart the
+# rotation completes on all four nodes
+
+t2="$(now)"
+node 3 cluster-key rotate >"$WORK/rotate2.out" 2>&1 || { log "second cluster-key rotate failed:"; cat "$WORK/rotate2.out" >&2; exit 1; }
+kill -9 "${AGENT[3]}"; wait "${AGENT[3]}" 2>/dev/null || true; unset 'AGENT[3]'
+NEW2="$(grep -o 'installed cluster key [0-9a-f]*' "$WORK/rotate2.out" | awk '{print $4}')"
+log "agent 3 killed right after installing $NEW2; restarting it"
+start_agent 3 agent
+wait_ready 3
+only_new2() { local i; for i in 1 2 3 4; do [ "$(keys_of "$i")" = "$NEW2" ] || return 1; done; }
+CRASH_OK=false; CRASH_S=null
+if [ -n "$NEW2" ] && wait_until $((GRACE + 60)) only_new2; then
+  CRASH_S="$(since "$t2")"; log "after the crash, all 4 nodes hold only $NEW2 after $CRASH_S s"
+  wait_until 20 ping_ok 3 "$(pod 1)" && wait_until 20 ping_ok 1 "$(pod 3)" && CRASH_OK=true || log "pods 1 and 3 do not ping after the crash"
+else
+  log "after the crash: $(for i in 1 2 3 4; do printf '%s=[%s] ' "$i" "$(keys_of "$i")"; done)"
+fi
+
 jq -cn --arg backend "$BACKEND" --arg old "$OLD" --arg new "$NEW" --argjson rotated "$ROTATED" \
   --argjson kept "$KEPT_OLD" --argjson sent "$SENT" --argjson lost "$LOST" --argjson rejoined "$REJOINED" \
   --argjson pings "$PINGS_OK" --argjson promoted "$PROMOTED_S" --argjson removed "$REMOVED_S" --argjson rejoin "$REJOIN_S" \
+  --argjson crash "$CRASH_OK" --argjson crash_s "$CRASH_S" \
   '{backend: $backend, old_key: $old, new_key: $new, rotated: $rotated, down_node_kept_old_keyring: $kept,
     pings_sent: $sent, pings_lost: $lost, rejoined: $rejoined, rejoin_pings_ok: $pings,
-    promoted_s: $promoted, old_removed_s: $removed, rejoin_s: $rejoin}' | sed 's/^/RESULT /'
-[ "$ROTATED" = true ] && [ "$KEPT_OLD" = true ] && [ "$REJOINED" = true ] && [ "$PINGS_OK" = true ] && [ "$NEW" != "$OLD" ]
+    promoted_s: $promoted, old_removed_s: $removed, rejoin_s: $rejoin, crash_converged: $crash,
+    crash_converged_s: $crash_s}' | sed 's/^/RESULT /'
+[ "$ROTATED" = true ] && [ "$KEPT_OLD" = true ] && [ "$REJOINED" = true ] && [ "$PINGS_OK" = true ] && [ "$NEW" != "$OLD" ] \
+  && [ "$CRASH_OK" = true ]
