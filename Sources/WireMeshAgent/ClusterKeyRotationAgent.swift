@@ -69,8 +69,11 @@ extension Agent {
             return
         }
         // Requests take a round trip (or a timeout): off the reconcile path.
+        // Ask the member named first, then any other live member advertising the key.
         for case .fetch(let tag, let from) in actions {
-            Task { await self.fetchClusterKeys(from: [from], reason: "\(from) advertises cluster key \(tag)") }
+            let others = members.filter { $0.name != from && $0.status.isActive && $0.record.record.clusterKeys.contains { $0.id == tag.id } }
+            let names = [from] + others.map(\.name).shuffled()
+            Task { await self.fetchClusterKeys(from: names, reason: "\(from) advertises cluster key \(tag)") }
         }
         await checkClusterKeysReachable(members: members)
     }

@@ -12,7 +12,9 @@
 # rotated (nodes 1-3 hold only the new key), down_node_kept_old_keyring, pings_sent, pings_lost,
 # rejoined (node 4 holds the new key, sees 3 live peers and is alive everywhere), rejoin_pings_ok,
 # promoted_s, old_removed_s, rejoin_s; then node 3 rotates again and is killed (kill -9) right after,
-# restarted, and all four must end with only that key: crash_converged, crash_converged_s. Exit status 0 when every check passed.
+# restarted, and all four must end with only that key: crash_converged, crash_converged_s. Before
+# that, node 4 is partitioned away (underlay link down) while node 1 rotates and nodes 1-3 drop the
+# old key; after the heal it must catch up: partition_caught_up, partition_caught_up_s. Exit status 0 when every check passed.
 # Root. Everything it creates has a per-run prefix and is removed on exit (also on failure) unless --keep.
 set -euo pipefail
 GRACE=5
@@ -31,7 +33,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
 [ -x "$WM" ] || { echo "cluster-key: $WM not found; run 'swift build' first" >&2; exit 1; }
-for tool in ip wg ping jq; do
+for tool in ip wg ping jq nft; do
   command -v "$tool" >/dev/null || { echo "cluster-key: '$tool' is missing: run scripts/setup" >&2; exit 1; }
 done
 P="wmk$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
@@ -92,6 +94,20 @@ primary_of() { node "$1" status --json 2>/dev/null | jq -r '.cluster_keys[0].id'
 alive_count() { node "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
 peer_state() { node "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state' 2>/dev/null; }
 pod() { cat "$WORK/pod$1"; }
+# Partition node $1 from the others: every node drops what arrives from the other side (input only,
+# so no sender sees a send error). `heal` removes the rules.
+partition() {
+  local i
+  for i in $(seq 1 "$NODES"); do
+    if [ "$i" = "$1" ]; then match="iifname eth0"; else match="ip saddr 10.99.0.$1"; fi
+    ip netns exec "$P-n$i" nft -f - <<EOF2
+table inet ${P}part {
+  chain input { type filter hook input priority -10; policy accept; $match drop; }
+}
+EOF2
+  done
+}
+heal() { local i; for i in $(seq 1 "$NODES"); do ip netns exec "$P-n$i" nft delete table inet "${P}part" 2>/dev/null || true; done; }
 ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 3 -i 0.3 -W 2 "$2" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +236,39 @@ fi
 grep -q "cluster keys fetched" "$WORK/agent4.log" || log "agent 4 did not log a keyring fetch"
 
 # ---------------------------------------------------------------------------------------------
+# Partition: node 4's underlay goes down, node 1 rotates, nodes 1-3 drop the old key; after the heal
+# node 4 (old key only, agent running all along) catches up: gossip it cannot open makes it ask
+
+PART_OK=false; PART_S=null
+if [ "$REJOINED" = true ]; then
+  partition 4
+  log "node 4 partitioned away"
+  node 1 cluster-key rotate >"$WORK/rotate3.out" 2>&1 || { log "cluster-key rotate on node 1 failed:"; cat "$WORK/rotate3.out" >&2; exit 1; }
+  NEW3="$(grep -o 'installed cluster key [0-9a-f]*' "$WORK/rotate3.out" | awk '{print $4}')"
+  only_new3() { local i; for i in 1 2 3; do [ "$(keys_of "$i")" = "$NEW3" ] || return 1; done; }
+  if wait_until $((GRACE + 60)) only_new3; then
+    [ "$(keys_of 4)" != "$NEW3" ] || log "node 4 got $NEW3 through the partition?"
+    heal 4
+    t3="$(now)"
+    log "nodes 1-3 hold only $NEW3; partition healed"
+    caught_up() {
+      [ "$(primary_of 4)" = "$NEW3" ] && [ "$(alive_count 4)" -eq 3 ] || return 1
+      local i; for i in 1 2 3; do [ "$(peer_state "$i" node4)" = alive ] || return 1; done
+    }
+    if wait_until 90 caught_up && wait_until 20 ping_ok 4 "$(pod 1)" && wait_until 20 ping_ok 1 "$(pod 4)"; then
+      PART_OK=true; PART_S="$(since "$t3")"; log "node 4 caught up $PART_S s after the heal"
+      grep -q "reason=no live member while gossip fails authentication" "$WORK/agent4.log" \
+        || { log "node 4 caught up, but not by asking for the keyring (its log has no such fetch)"; PART_OK=false; }
+    else
+      log "node 4 did not catch up: keys [$(keys_of 4)], $(alive_count 4) live peers"; tail -n 20 "$WORK/agent4.log" >&2
+    fi
+  else
+    log "nodes 1-3 did not drop the old key while node 4 was away"
+    heal 4
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Crash: kill -9 of the rotating agent right after it installed a new key; after its restart the
 # rotation completes on all four nodes
 
@@ -242,10 +291,10 @@ fi
 jq -cn --arg backend "$BACKEND" --arg old "$OLD" --arg new "$NEW" --argjson rotated "$ROTATED" \
   --argjson kept "$KEPT_OLD" --argjson sent "$SENT" --argjson lost "$LOST" --argjson rejoined "$REJOINED" \
   --argjson pings "$PINGS_OK" --argjson promoted "$PROMOTED_S" --argjson removed "$REMOVED_S" --argjson rejoin "$REJOIN_S" \
-  --argjson crash "$CRASH_OK" --argjson crash_s "$CRASH_S" \
+  --argjson crash "$CRASH_OK" --argjson crash_s "$CRASH_S" --argjson part "$PART_OK" --argjson part_s "$PART_S" \
   '{backend: $backend, old_key: $old, new_key: $new, rotated: $rotated, down_node_kept_old_keyring: $kept,
     pings_sent: $sent, pings_lost: $lost, rejoined: $rejoined, rejoin_pings_ok: $pings,
     promoted_s: $promoted, old_removed_s: $removed, rejoin_s: $rejoin, crash_converged: $crash,
-    crash_converged_s: $crash_s}' | sed 's/^/RESULT /'
+    crash_converged_s: $crash_s, partition_caught_up: $part, partition_caught_up_s: $part_s}' | sed 's/^/RESULT /'
 [ "$ROTATED" = true ] && [ "$KEPT_OLD" = true ] && [ "$REJOINED" = true ] && [ "$PINGS_OK" = true ] && [ "$NEW" != "$OLD" ] \
-  && [ "$CRASH_OK" = true ]
+  && [ "$CRASH_OK" = true ] && [ "$PART_OK" = true ]
