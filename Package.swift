@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "wiremesh", targets: ["wiremesh"]),
         .executable(name: "wiremesh-membership-bench", targets: ["MembershipBench"]),
+        .executable(name: "wiremesh-swarm", targets: ["MeshSwarm"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -73,6 +74,12 @@ let package = Package(
 
         // Membership benchmark in the simulator (./scripts/bench membership).
         .executableTarget(name: "MembershipBench", dependencies: ["MembershipSimulator", "Membership"]),
+        .executableTarget(name: "MeshSwarm", dependencies: [
+            "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
 
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "GossipTransportTests", dependencies: [

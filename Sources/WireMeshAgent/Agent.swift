@@ -31,6 +31,7 @@ public actor Agent {
     /// Blocks handed to nodes admitted by this member whose records have not arrived yet.
     var pendingAssignments: [String: IPPrefix] = [:]
     var lastSavedMembers: [UInt8] = []
+    var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
     /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
     /// handshake is answered: a handshake from an unknown key is dropped, and WireGuard retries
@@ -144,11 +145,15 @@ public actor Agent {
 
     /// Persists the active members so a restart rejoins without a token.
     func saveMembers(_ members: [Member]) {
+        // The saved list only seeds a restart: while a big cluster churns, writing (and fsyncing) it at
+        // most every 2 s is enough; the periodic resync writes the final state.
+        if let last = lastMembersSave, ContinuousClock.now - last < .seconds(2) { return }
         let blob = MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record))
         guard blob != lastSavedMembers else { return }
         do {
             try store.saveMembers(blob)
             lastSavedMembers = blob
+            lastMembersSave = .now
         } catch {
             logger.error("could not save members: \(error)")
         }

@@ -201,11 +201,17 @@ struct ReconcileLoop: Service {
     let resync: Duration
 
     func run() async throws {
+        // Events only mark the view dirty: a buffer of one collapses a burst (a thousand members joining)
+        // into one pending pass, instead of one full pass per event.
+        let (dirty, markDirty) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await _ in events.cancelOnGracefulShutdown() {
-                    // Coalesce bursts: one pass covers every event that arrived meanwhile.
-                    try? await Task.sleep(for: .milliseconds(20))
+                for await _ in events.cancelOnGracefulShutdown() { markDirty.yield() }
+                markDirty.finish()
+            }
+            group.addTask {
+                for await _ in dirty {
+                    try? await Task.sleep(for: .milliseconds(20))  // let the rest of a burst arrive
                     await agent.reconcile()
                 }
             }

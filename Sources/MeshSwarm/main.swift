@@ -1,0 +1,100 @@
+// wiremesh-swarm: many simulated cluster members in one process, each a real membership node with its
+// own identity, signed record, pod CIDR and UDP gossip socket. Benchmark-only: it measures an agent
+// among N peers (`./scripts/bench join` runs it for rss/cpu_percent_idle_1000_peers). It reads the
+// cluster key from the agent's state directory, so it runs as root on the agent's machine.
+import ArgumentParser
+import IPNetwork
+import Logging
+import Membership
+import NIOPosix
+import WireMeshAgent
+import WireMeshCrypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Swarm: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wiremesh-swarm",
+        abstract: "Run N simulated wiremesh members that join a real agent's cluster (benchmarks only).")
+
+    @Option(help: "State directory of a member of the cluster (the cluster key and settings are read from it).")
+    var stateDir: String
+
+    @Option(help: "How many members to simulate.")
+    var count = 1000
+
+    @Option(help: "Address the members bind and advertise (gossip and a WireGuard endpoint nobody answers on).")
+    var address: String
+
+    @Option(help: "First gossip port; member i uses base-port + i.")
+    var basePort: UInt16 = 20_000
+
+    @Option(help: "Gossip address (IP:PORT) of the member to join through.")
+    var seed: String
+
+    @Option(help: "Slow the simulated members' own protocol periods (probe, gossip, anti-entropy) by this factor, so one process can host many; the agent keeps its defaults.")
+    var slow = 5
+
+    mutating func run() async throws {
+        let state = try StateStore(directory: stateDir).load()
+        let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
+        guard UInt64(count) < ipam.blockCount else {
+            throw ValidationError("the cluster range \(state.settings.podRange) has \(ipam.blockCount) node blocks; --count must be smaller")
+        }
+        guard Int(basePort) + count <= 65_536 else { throw ValidationError("--base-port + --count exceeds port 65535") }
+        let bindAddress: IPAddress
+        let seedEndpoint: Endpoint
+        do {
+            bindAddress = try IPAddress(address)
+            seedEndpoint = try Endpoint(seed)
+        } catch {
+            throw ValidationError("--address must be an IP and --seed IP:PORT (\(error))")
+        }
+        var logger = Logger(label: "wiremesh.swarm")
+        logger.logLevel = .warning
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        guard slow >= 1 else { throw ValidationError("--slow must be at least 1") }
+        var config = MembershipConfig.wiremeshDefaults
+        config.probeInterval *= slow
+        config.probeTimeout *= slow
+        config.gossipInterval *= slow
+        config.antiEntropyInterval *= slow
+
+        // Blocks from the top of the range, away from what the agent's IPAM hands out from the bottom.
+        var transports: [GossipTransport] = []
+        for i in 0..<count {
+            let block = ipam.block(at: ipam.blockCount - 1 - UInt64(i))
+            let identity = SigningIdentity.generate()
+            let gossip = Endpoint(address: bindAddress, port: basePort + UInt16(i))
+            let record = NodeRecord(
+                name: "swarm-\(i)", identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
+                wireguardEndpoints: [Endpoint(address: bindAddress, port: 9)], gossipAddress: gossip,
+                podCIDRs: [block], overlayAddress: ipam.overlayAddress(of: block))
+            let settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
+                                          clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint])
+            transports.append(try await GossipTransport.bind(settings, group: group, logger: logger))
+        }
+        print("swarm: \(count) members bound on \(bindAddress):\(basePort)-\(Int(basePort) + count - 1)")
+        fflush(nil)
+
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for t in transports {
+                tasks.addTask { try await t.run() }
+                tasks.addTask { for await _ in t.events {} }
+            }
+            tasks.addTask { [transports] in
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(5))
+                    let alive = try await transports[0].members().filter { if case .alive = $0.status { true } else { false } }.count
+                    print("swarm: member 0 sees \(alive) alive")
+                    fflush(nil)
+                }
+            }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
+    }
+}
