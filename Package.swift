@@ -99,6 +99,8 @@ let package = Package(
         .testTarget(name: "KernelE2ETests"),
         // Hitless key rotation under a ping flood and a TCP stream: runs scripts/e2e/rotation.sh.
         .testTarget(name: "RotationE2ETests"),
+        // Cluster (gossip) key rotation with one node down, then its return: runs scripts/e2e/cluster-key.sh.
+        .testTarget(name: "ClusterKeyE2ETests"),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),

@@ -26,6 +26,9 @@ public struct NodeRecord: Sendable, Equatable {
     public var labels: [String: String]
     /// Join tokens this node issued, revoked or admitted with (see `TokenAnnouncement`).
     public var tokens: [TokenAnnouncement]
+    /// The cluster (gossip) keys the node holds, its primary first (cluster key rotation reads these:
+    /// a new key becomes primary once every live member lists it). At most 8.
+    public var clusterKeys: [ClusterKeyTag] = []
 
     /// A record with the given fields; `version` starts at 1 unless given.
     public init(name: String, identity: IdentityPublicKey, version: UInt64 = 1, wireguardKey: Key,
@@ -63,6 +66,7 @@ public struct NodeRecord: Sendable, Equatable {
         for (k, v) in labels where k.utf8.count > 255 || v.utf8.count > 255 {
             throw .labelTooLong(key: k)
         }
+        guard clusterKeys.count <= 8 else { throw .tooMany(field: "clusterKeys", count: clusterKeys.count, limit: 8) }
     }
 
     /// The canonical encoding that is signed and carried on the wire (labels sorted by key).
@@ -88,7 +92,13 @@ public struct NodeRecord: Sendable, Equatable {
         for k in labels.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             w.shortString(k); w.shortString(labels[k]!)
         }
+        // Tagged trailing extensions in increasing tag order, each absent when empty (so records
+        // without them keep their bytes).
         TokenAnnouncement.encodeSection(tokens, into: &w)
+        if !clusterKeys.isEmpty {
+            w.u8(Self.clusterKeysTag); w.u8(UInt8(clusterKeys.count))
+            for t in clusterKeys { w.raw(t.id.bytes); w.varint(t.generation) }
+        }
         return w.bytes
     }
 
@@ -133,9 +143,29 @@ public struct NodeRecord: Sendable, Equatable {
         var record = NodeRecord(name: name, identity: identity, version: version, wireguardKey: wgKey,
                                 pendingWireguardKey: pending, wireguardEndpoints: endpoints, gossipAddress: gossip,
                                 podCIDRs: prefixes, overlayAddress: overlay, labels: labels)
-        record.tokens = try TokenAnnouncement.decodeSection(&r)
+        var lastTag = -1
+        while !r.isAtEnd {
+            let tag = try r.u8()
+            guard Int(tag) > lastTag else { throw .malformed("record extensions out of order") }
+            lastTag = Int(tag)
+            switch tag {
+            case TokenAnnouncement.sectionTag:
+                record.tokens = try TokenAnnouncement.decodeEntries(&r)
+            case clusterKeysTag:
+                let n = Int(try r.u8())
+                guard (1...8).contains(n) else { throw .malformed("cluster key count \(n)") }
+                for _ in 0..<n {
+                    guard let id = ClusterKeyID(bytes: try r.raw(ClusterKeyID.length)) else { throw .truncated }
+                    record.clusterKeys.append(ClusterKeyTag(id: id, generation: try r.varint()))
+                }
+            default: throw .malformed("unknown record extension \(tag)")
+            }
+        }
         return record
     }
+
+    /// Extension tag of `clusterKeys` in the canonical encoding.
+    static let clusterKeysTag: UInt8 = 0xC1
 }
 
 /// Why a node record was refused.

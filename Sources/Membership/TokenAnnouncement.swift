@@ -58,11 +58,9 @@ public struct TokenAnnouncement: Sendable, Equatable, Hashable {
         }
     }
 
-    /// Reads the token section if the record has one (the reader is at the end of the labels).
+    /// Reads the token section's entries (the reader is just past `sectionTag`).
     /// Strict, so each record keeps exactly one encoding: entries sorted, ids unique, no unknown flags.
-    static func decodeSection(_ r: inout ByteReader) throws(WireDecodeError) -> [TokenAnnouncement] {
-        guard !r.isAtEnd else { return [] }
-        guard try r.u8() == sectionTag else { throw .malformed("unknown record section") }
+    static func decodeEntries(_ r: inout ByteReader) throws(WireDecodeError) -> [TokenAnnouncement] {
         let n = Int(try r.u8())
         guard n >= 1, n <= maxPerRecord else { throw .malformed("token entry count \(n)") }
         var out: [TokenAnnouncement] = []

@@ -44,6 +44,8 @@ public actor Agent {
     let startedAt = Date()
     /// Key switches announced by peers and this node's own rotation (Rotation.swift).
     var rotation = RotationState()
+    /// Cluster key rotation bookkeeping (ClusterKeyRotationAgent.swift).
+    var clusterKeyAgent = ClusterKeyAgentState()
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
          interfaceIndex: Int32, logger: Logger) {
@@ -58,12 +60,14 @@ public actor Agent {
 
     /// This node's record as it is announced.
     func localRecord(version: UInt64) -> NodeRecord {
-        NodeRecord(name: state.node.name, identity: state.identity.publicKey, version: version,
+        var record = NodeRecord(name: state.node.name, identity: state.identity.publicKey, version: version,
                    wireguardKey: state.wireGuardKey.publicKey(), pendingWireguardKey: state.pendingWireGuardKey?.publicKey(),
                    wireguardEndpoints: [Endpoint(address: advertise, port: config.wireGuardPort)],
                    gossipAddress: Endpoint(address: advertise, port: config.gossipPort),
                    podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress,
                    tokens: TokenRecords.announcements((try? store.loadTokens()) ?? [], now: Date()))
+        record.clusterKeys = state.clusterKeys.tags
+        return record
     }
 
     var settings: MeshSettings {
@@ -107,6 +111,7 @@ public actor Agent {
             pendingAssignments[name] = nil
         }
         await syncTokens(members: members)
+        if transport != nil { await evaluateClusterKeys(members: members) }
     }
 
     /// A peer that was just (re-)added has no session here, while the node behind it may still hold
@@ -167,13 +172,15 @@ public actor Agent {
             switch request {
             case .status:
                 let members = (try? await transport?.members()) ?? []
+                let keys = clusterKeyStatus
                 return .status(StatusInfo(
                     nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
                     overlayAddress: state.node.overlayAddress.description, interface: config.interface,
                     wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
                     gossipPort: config.gossipPort, backend: link.backend.kind,
                     livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
-                    keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation))
+                    keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation,
+                    clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem))
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):
@@ -203,7 +210,9 @@ public actor Agent {
                     return .failure(ControlFailure(code: "rotation", message: "rotate-key failed: \(error)"))
                 }
             case .clusterKeyRotate:
-                return .failure(ControlFailure(code: "unsupported", message: "\(request.op) is not available in this version"))
+                do { return .done(try await rotateClusterKey()) } catch {
+                    return .failure(ControlFailure(code: "cluster-key", message: "cluster-key rotate failed: \(error)"))
+                }
             }
         } catch {
             return ControlCodec.badRequest(error)

@@ -27,6 +27,10 @@ public struct AgentConfig: Sendable, Equatable {
     public var persistentKeepalive: Duration?
     /// Scheduled WireGuard key rotation interval (nil: only on `wiremesh rotate-key`).
     public var keyRotationInterval: Duration?
+    /// How long an old cluster key still opens gossip after the new one became primary (cluster-key
+    /// rotation). Default: the failure timeout plus a few anti-entropy rounds, so every member has
+    /// promoted the new key before any drops the old one.
+    public var clusterKeyGrace: Duration = .seconds(30)
     /// Log verbosity.
     public var logLevel: Logger.Level = .info
     /// Where Prometheus metrics are served (nil: not served).
@@ -57,6 +61,7 @@ public struct AgentConfig: Sendable, Equatable {
         if let v = layer.mtu { c.mtu = v }
         if let v = layer.persistentKeepalive { c.persistentKeepalive = v == .zero ? nil : v }
         if let v = layer.keyRotationInterval { c.keyRotationInterval = v == .zero ? nil : v }
+        if let v = layer.clusterKeyGrace { c.clusterKeyGrace = v }
         if let v = layer.logLevel { c.logLevel = v }
         if let v = layer.metricsAddress { c.metricsAddress = v }
         return c
@@ -94,6 +99,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case mtu
     case persistentKeepalive = "persistent-keepalive"
     case keyRotationInterval = "key-rotation-interval"
+    case clusterKeyGrace = "cluster-key-grace"
     case logLevel = "log-level"
     case metricsAddress = "metrics-address"
 
@@ -142,6 +148,7 @@ public struct ConfigLayer: Sendable, Equatable {
     public var persistentKeepalive: Duration?
     /// `.zero` switches scheduled rotation off.
     public var keyRotationInterval: Duration?
+    public var clusterKeyGrace: Duration?
     public var logLevel: Logger.Level?
     public var metricsAddress: Endpoint?
 
@@ -276,6 +283,10 @@ public struct ConfigLayer: Sendable, Equatable {
             // A rotation takes up to two peer timeouts (6 s); below 15 s they would overlap.
             guard d == .zero || d >= .seconds(15) else { throw fail("rotation interval '\(text)' is shorter than 15 seconds: use e.g. 24h, or 0 to turn it off") }
             keyRotationInterval = d
+        case .clusterKeyGrace:
+            let d = try duration(max: .seconds(86_400))
+            guard d >= .seconds(1) else { throw fail("grace '\(text)' is shorter than one second") }
+            clusterKeyGrace = d
         case .logLevel:
             guard let level = Logger.Level(rawValue: text.lowercased()) else {
                 throw fail("'\(text)' is not a log level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")

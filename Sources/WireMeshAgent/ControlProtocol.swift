@@ -82,10 +82,20 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var livePeers: Int
     public var keyCreatedAt: Date
     public var nextKeyRotation: Date?
+    /// Installed cluster (gossip) keys, primary first (nil from agents before cluster-key rotation).
+    public var clusterKeys: [ClusterKeyInfo]?
+    /// steady, installing or retiring (`ClusterKeyPhase`).
+    public var clusterKeyPhase: String?
+    /// Why this node cannot get the cluster's current keys, and what to do (nil when fine).
+    public var clusterKeyProblem: String?
 
     public init(nodeName: String, clusterID: String, podCIDRs: [String], overlayAddress: String, interface: String,
                 wireGuardPublicKey: String, wireGuardPort: UInt16, gossipPort: UInt16, backend: String, livePeers: Int,
-                keyCreatedAt: Date, nextKeyRotation: Date?) {
+                keyCreatedAt: Date, nextKeyRotation: Date?, clusterKeys: [ClusterKeyInfo]? = nil,
+                clusterKeyPhase: String? = nil, clusterKeyProblem: String? = nil) {
+        self.clusterKeys = clusterKeys
+        self.clusterKeyPhase = clusterKeyPhase
+        self.clusterKeyProblem = clusterKeyProblem
         self.nodeName = nodeName
         self.clusterID = clusterID
         self.podCIDRs = podCIDRs
@@ -104,7 +114,28 @@ public struct StatusInfo: Codable, Sendable, Equatable {
         case nodeName = "name", clusterID = "cluster_id", podCIDRs = "pod_cidrs", overlayAddress = "overlay_address"
         case interface, wireGuardPublicKey = "public_key", wireGuardPort = "wireguard_port", gossipPort = "gossip_port"
         case backend, livePeers = "live_peers", keyCreatedAt = "key_created_at", nextKeyRotation = "next_key_rotation"
+        case clusterKeys = "cluster_keys", clusterKeyPhase = "cluster_key_phase", clusterKeyProblem = "cluster_key_problem"
     }
+}
+
+/// One installed cluster key in `status` (never the key itself: its id is a fingerprint).
+public struct ClusterKeyInfo: Codable, Sendable, Equatable {
+    /// 16 hex digits.
+    public var id: String
+    /// 0 when not known yet.
+    public var generation: UInt64
+    public var primary: Bool
+    /// When a retiring key is removed.
+    public var retireAt: Date?
+
+    public init(id: String, generation: UInt64, primary: Bool, retireAt: Date?) {
+        self.id = id
+        self.generation = generation
+        self.primary = primary
+        self.retireAt = retireAt
+    }
+
+    enum CodingKeys: String, CodingKey { case id, generation, primary, retireAt = "retire_at" }
 }
 
 /// One row of `wiremesh peers`; `peers --json` prints an array of these.

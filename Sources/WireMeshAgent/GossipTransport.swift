@@ -185,6 +185,17 @@ public final class GossipTransport: Service, Sendable {
     public func setKeyring(_ keyring: Keyring) async throws {
         try await withHandler { $0.node?.keyring = keyring }
     }
+
+    /// Installs `keyring` and, if they changed, advertises `tags` in the local record. Calls may reach
+    /// the event loop out of order: one with a `sequence` at or below the last applied one is ignored.
+    public func setClusterKeys(_ keyring: Keyring, tags: [ClusterKeyTag], sequence: UInt64) async throws {
+        try await withHandler { handler in
+            guard sequence > handler.clusterKeysSequence, handler.node != nil else { return }
+            handler.clusterKeysSequence = sequence
+            handler.node!.keyring = keyring
+            if handler.node!.localRecord.record.clusterKeys != tags { try handler.update { $0.clusterKeys = tags } }
+        }
+    }
 }
 
 /// Owns the `MembershipNode` on the channel's event loop; every access happens on that loop.
@@ -203,6 +214,8 @@ final class GossipHandler: ChannelInboundHandler {
     var sendErrors = 0
     /// The channel's socket, for `sendto` (see `GossipTransport.bind`).
     let socket: CInt
+    /// Last `setClusterKeys` sequence applied.
+    var clusterKeysSequence: UInt64 = 0
 
     init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger, socket: CInt) {
         self.settings = settings

@@ -175,7 +175,7 @@ public enum Lifecycle {
         await agent.reconcile()
         let control = try await ControlServer.bind(path: config.controlSocket) { request in await agent.handle(request) }
         let join = try await JoinServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { line in
-            await agent.answerLine(line)
+            await agent.answerTCPLine(line)
         }
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         let group = ServiceGroup(configuration: .init(
@@ -183,6 +183,8 @@ public enum Lifecycle {
                        .init(service: RotationScheduler(agent: agent)),
                        .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // A rotation may have happened while this node was down: ask the members it remembers.
+        Task { await agent.syncClusterKeysAtStart() }
         logger.info("agent running", metadata: [
             "node": "\(state.node.name)", "interface": "\(config.interface)", "backend": "\(link.backend.kind)",
             "pod_cidr": "\(state.node.podCIDR)", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])

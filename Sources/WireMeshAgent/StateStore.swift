@@ -71,6 +71,8 @@ public struct NodeState: Sendable {
     /// The next WireGuard key of a rotation in progress (announced, not yet switched to), if any.
     public var pendingWireGuardKey: Key?
     public var keyring: Keyring
+    /// Generations and retirement times of the keys in `keyring` (cluster key rotation).
+    public var clusterKeys: ClusterKeyRotation
     public var joinSigning: SigningIdentity
     /// When this WireGuard key was first saved (for the key age in `status` and scheduled rotation).
     public var wireGuardKeyCreatedAt: Date
@@ -110,7 +112,7 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
 /// wireguard.key           0600  base64 WireGuard private key in use
 /// wireguard.key.created   0644  ISO 8601 time the key above was created
 /// wireguard-next.key      0600  base64 next private key while a rotation is in progress
-/// keyring.json            0600  cluster keys, base64, primary first
+/// keyring.json            0600  cluster keys, base64, primary first (+ generations, retire_at)
 /// join-signing.key        0600  base64 Ed25519 seed of the cluster's join-signing identity
 /// tokens.json             0600  this member's join-token entries (issued/revoked here, joins admitted
 ///                               here and their nonces); no secret: token keys are derived again
@@ -194,9 +196,10 @@ public struct StateStore: Sendable {
         // A crash after promoting the pending key but before removing its file leaves both equal.
         if pending == current { pending = nil }
         let created = try readKeyCreated()
+        let (keyring, clusterKeys) = try loadClusterKeys()
         return NodeState(clusterID: cluster.clusterID, settings: cluster.settings, node: cluster.node,
                          identity: identity, wireGuardKey: current, pendingWireGuardKey: pending,
-                         keyring: try loadKeyring(), joinSigning: SigningIdentity(seed: try readKey(.joinSigning)),
+                         keyring: keyring, clusterKeys: clusterKeys, joinSigning: SigningIdentity(seed: try readKey(.joinSigning)),
                          wireGuardKeyCreatedAt: created)
     }
 
@@ -233,22 +236,48 @@ public struct StateStore: Sendable {
 
     /// Saves the cluster keyring (primary first).
     public func saveKeyring(_ keyring: Keyring) throws {
-        let file = KeyringFile(keys: keyring.keys.map { $0.key.base64 })
+        try writeJSON(KeyringFile(keys: keyring.keys.map { $0.key.base64 }), to: .keyring, mode: 0o600)
+    }
+
+    /// Saves the keyring with its rotation state in one atomic write, so a crash never separates a
+    /// key from its generation or deadline. `rotation` must list the keyring's keys in its order.
+    public func saveKeyring(_ keyring: Keyring, rotation: ClusterKeyRotation) throws {
+        precondition(keyring.ids == rotation.entries.map(\.id), "keyring and rotation state disagree")
+        let file = KeyringFile(keys: keyring.keys.map { $0.key.base64 },
+                               generations: rotation.entries.map(\.generation),
+                               retireAt: rotation.entries.map { $0.retireAt.map { Date(timeIntervalSince1970: $0) } })
         try writeJSON(file, to: .keyring, mode: 0o600)
     }
 
     /// Loads the cluster keyring.
-    public func loadKeyring() throws -> Keyring {
+    public func loadKeyring() throws -> Keyring { try loadClusterKeys().0 }
+
+    /// Loads the cluster keyring and its rotation state (generations unknown in files written before
+    /// a rotation, or handed over by a join grant: learned from the members' records).
+    public func loadClusterKeys() throws -> (Keyring, ClusterKeyRotation) {
         let file: KeyringFile = try readJSON(.keyring)
         guard !file.keys.isEmpty else {
             throw StateError.corrupted(file: path(.keyring), reason: "no keys")
         }
+        let keys: [ClusterKey]
         do {
-            let keys = try file.keys.map { ClusterKey(key: try Key(base64: $0)) }
-            return Keyring(primary: keys[0], others: Array(keys.dropFirst()))
+            keys = try file.keys.map { ClusterKey(key: try Key(base64: $0)) }
         } catch {
             throw StateError.corrupted(file: path(.keyring), reason: "\(error)")
         }
+        guard Set(keys).count == keys.count else {
+            throw StateError.corrupted(file: path(.keyring), reason: "a key is listed twice")
+        }
+        for (name, count) in [("generations", file.generations?.count), ("retire_at", file.retireAt?.count)] {
+            if let count, count != keys.count {
+                throw StateError.corrupted(file: path(.keyring), reason: "\(name) has \(count) entries for \(keys.count) keys")
+            }
+        }
+        let entries = keys.indices.map { i in
+            ClusterKeyRotation.Entry(id: keys[i].id, generation: file.generations?[i] ?? nil,
+                                     retireAt: (file.retireAt?[i] ?? nil)?.timeIntervalSince1970)
+        }
+        return (Keyring(primary: keys[0], others: Array(keys.dropFirst())), ClusterKeyRotation(entries: entries))
     }
 
     // MARK: Node assignment
@@ -359,7 +388,14 @@ public struct StateStore: Sendable {
         }
     }
 
-    struct KeyringFile: Codable { var keys: [String] }
+    struct KeyringFile: Codable {
+        var keys: [String]
+        /// Per key (same order): its generation, nil when unknown.
+        var generations: [UInt64?]?
+        /// Per key: when it is removed, nil when it is not retiring.
+        var retireAt: [Date?]?
+        enum CodingKeys: String, CodingKey { case keys, generations, retireAt = "retire_at" }
+    }
     /// `version` is absent in files of format 1 (token records with a stored key hash).
     struct TokensFile: Codable {
         var version: Int?

@@ -34,6 +34,8 @@ struct NodeFlags: ParsableArguments {
     @Option(name: .customLong("key-rotation-interval"),
             help: "Rotate the WireGuard key by itself this often, e.g. 24h (±10 % per node; default off).")
     var keyRotationInterval: String?
+    @Option(name: .customLong("cluster-key-grace"), help: "How long an old cluster key still opens gossip after a rotation (default 30s).")
+    var clusterKeyGrace: String?
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -45,6 +47,7 @@ struct NodeFlags: ParsableArguments {
         if let keepalive { f[.persistentKeepalive] = keepalive }
         if let logLevel { f[.logLevel] = logLevel }
         if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
+        if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
         return f
     }
 }
@@ -218,6 +221,11 @@ struct StatusCommand: ParsableCommand {
         } else {
             print("next key rotation: none scheduled (--key-rotation-interval; 'wiremesh rotate-key' rotates now)")
         }
+        if let keys = s.clusterKeys {
+            let list = keys.map { "\($0.id)@\($0.generation)" + ($0.primary ? " (primary)" : "") }.joined(separator: ", ")
+            print("cluster keys: \(list); rotation \(s.clusterKeyPhase ?? "steady")")
+        }
+        if let problem = s.clusterKeyProblem { print("cluster key problem: \(problem)") }
     }
 }
 

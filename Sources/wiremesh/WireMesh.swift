@@ -8,7 +8,7 @@ struct WireMesh: AsyncParsableCommand {
         abstract: "A WireGuard mesh agent: encrypted pod-to-pod traffic between hosts.",
         subcommands: [
             InitCommand.self, JoinCommand.self, AgentCommand.self, StatusCommand.self, PeersCommand.self,
-            TokenCommand.self, LeaveCommand.self, RotateKeyCommand.self,
+            TokenCommand.self, LeaveCommand.self, RotateKeyCommand.self, ClusterKeyCommand.self,
             GenKey.self, PubKey.self, GenPSK.self,
             DeviceCommand.self,
             LinkCommand.self, RouteCommand.self,

@@ -1,0 +1,245 @@
+import Dispatch
+import Foundation
+import IPNetwork
+import Logging
+import Membership
+import MeshPlan
+import WireMeshCrypto
+
+/// The agent's cluster key bookkeeping besides the persisted state (held by the `Agent` actor).
+struct ClusterKeyAgentState: Sendable {
+    /// Orders keyring updates sent to the gossip transport.
+    var sequence: UInt64 = 0
+    /// One keyring request at a time.
+    var fetching = false
+    /// When a member was last asked (a member that cannot answer is not asked on every reconcile).
+    var lastAsked: [String: Date] = [:]
+    /// `droppedAuthFailed` at the last check: growing with no live peer means the cluster moved on.
+    var authFailedSeen = 0
+    /// Shown in `status` until a keyring request succeeds or a member is live.
+    var problem: String?
+    /// Every member asked at start had forgotten this node. Not reported yet: a node that just joined
+    /// is not known until its record spreads; reported if no member becomes live.
+    var forgottenAtStart = false
+}
+
+extension Agent {
+    var clusterKeyGraceSeconds: Double {
+        let c = config.clusterKeyGrace.components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+
+    /// What every other member advertises, from the view.
+    func memberKeys(_ members: [Member]) -> [MemberKeys] {
+        members.filter { $0.name != state.node.name }.map {
+            MemberKeys(name: $0.name, live: $0.status.isActive, keys: $0.record.record.clusterKeys)
+        }
+    }
+
+    /// `wiremesh cluster-key rotate`: makes a new cluster key and installs it here (persisted before
+    /// it is advertised). Members see it in this node's record, ask for it, and list it in their own
+    /// records; each makes it primary once every live member lists it.
+    func rotateClusterKey() async throws -> String {
+        guard let transport else { throw AgentError("the agent is still starting: retry in a moment") }
+        let current = state.clusterKeys
+        guard current.phase != .installing else {
+            throw AgentError("cluster key \(current.target.id) is still being installed (phase installing): wait until every live member holds it ('wiremesh status' shows the phase), then rotate again")
+        }
+        let members = try await transport.members()
+        let key = ClusterKey.generate()
+        let tag = ClusterKeyTag(id: key.id, generation: state.clusterKeys.nextGeneration(members: memberKeys(members)))
+        var rotation = state.clusterKeys
+        rotation.install(tag)
+        try await applyClusterKeys(rotation, newKeys: [key], actions: [])
+        logger.info("cluster key rotation started", metadata: ["new_key": "\(tag)"])
+        await evaluateClusterKeys(members: members)
+        let grace = Int(clusterKeyGraceSeconds.rounded())
+        let live = members.filter { MeshPlanner.isPeer($0, localName: state.node.name) }.count
+        return "installed cluster key \(tag.id) (generation \(tag.generation)); it becomes primary once all \(live) live members hold it, "
+            + "and the old key is removed \(grace) s after that: 'wiremesh status' shows the phase"
+    }
+
+    /// One step of the rotation state machine (on every reconcile); applies and persists what changed.
+    func evaluateClusterKeys(members: [Member]) async {
+        var rotation = state.clusterKeys
+        let actions = rotation.evaluate(members: memberKeys(members), now: Date().timeIntervalSince1970,
+                                        grace: clusterKeyGraceSeconds)
+        do { try await applyClusterKeys(rotation, newKeys: [], actions: actions) } catch {
+            logger.error("cluster key rotation: could not save the keyring (nothing changed): \(error)")
+            return
+        }
+        // Requests take a round trip (or a timeout): off the reconcile path.
+        // Ask the member named first, then any other live member advertising the key.
+        for case .fetch(let tag, let from) in actions {
+            let others = members.filter { $0.name != from && $0.status.isActive && $0.record.record.clusterKeys.contains { $0.id == tag.id } }
+            let names = [from] + others.map(\.name).shuffled()
+            Task { await self.fetchClusterKeys(from: names, reason: "\(from) advertises cluster key \(tag)") }
+        }
+        await checkClusterKeysReachable(members: members)
+    }
+
+    /// Persists `rotation` (with `newKeys` added to the keyring) atomically, then hands it to gossip.
+    /// Nothing changes in memory when the write fails, so the node never advertises an unsaved key.
+    func applyClusterKeys(_ rotation: ClusterKeyRotation, newKeys: [ClusterKey], actions: [ClusterKeyAction]) async throws {
+        guard rotation != state.clusterKeys || !newKeys.isEmpty else { return }
+        let pool = state.keyring.keys + newKeys
+        let ordered = rotation.entries.compactMap { e in pool.first { $0.id == e.id } }
+        guard ordered.count == rotation.entries.count else {
+            throw AgentError("cluster key rotation lost track of a key (bug): keyring \(state.keyring.ids), state \(rotation.entries.map(\.id))")
+        }
+        let keyring = Keyring(primary: ordered[0], others: Array(ordered.dropFirst()))
+        if keyring != state.keyring || rotation != state.clusterKeys {
+            try store.saveKeyring(keyring, rotation: rotation)
+        }
+        state.keyring = keyring
+        state.clusterKeys = rotation
+        clusterKeyAgent.sequence += 1
+        for action in actions {
+            switch action {
+            case .promote(let id): logger.info("cluster key promoted: gossip is sealed with it from now on", metadata: ["key": "\(id)"])
+            case .remove(let id): logger.info("old cluster key removed", metadata: ["key": "\(id)"])
+            case .fetch: break
+            }
+        }
+        try? await transport?.setClusterKeys(keyring, tags: rotation.tags, sequence: clusterKeyAgent.sequence)
+    }
+
+    /// Asks `names` in turn for the keyring until one answers, and merges it.
+    /// Returns the refusals (member → reason) when nobody handed it over.
+    @discardableResult
+    func fetchClusterKeys(from names: [String], reason: String, quiet: Bool = false) async -> [String: KeyringRefusal] {
+        guard !clusterKeyAgent.fetching, let transport else { return [:] }
+        clusterKeyAgent.fetching = true
+        defer { clusterKeyAgent.fetching = false }
+        let members = (try? await transport.members()) ?? []
+        var refusals: [String: KeyringRefusal] = [:]
+        for name in names {
+            guard let member = members.first(where: { $0.name == name }) else { continue }
+            if let last = clusterKeyAgent.lastAsked[name], Date().timeIntervalSince(last) < 5 { continue }
+            clusterKeyAgent.lastAsked[name] = Date()
+            let record = member.record.record
+            let result = await Self.requestKeyring(
+                from: record.gossipAddress, memberIdentity: record.identity, clusterID: state.clusterID,
+                node: state.node.name, identity: state.identity)
+            switch result {
+            case .success(let got):
+                var rotation = state.clusterKeys
+                let actions = rotation.merge(got.map { $0.tag })
+                do {
+                    try await applyClusterKeys(rotation, newKeys: got.map { $0.key }.filter { !state.keyring.keys.contains($0) },
+                                               actions: actions)
+                } catch {
+                    logger.error("cluster key rotation: could not save the keyring from \(name): \(error)")
+                    return refusals
+                }
+                clusterKeyAgent.problem = nil
+                logger.info("cluster keys fetched", metadata: [
+                    "from": "\(name)", "reason": "\(reason)", "keys": "\(got.map { $0.tag })"])
+                return [:]
+            case .failure(let refusal):
+                refusals[name] = refusal
+                logger.log(level: quiet ? .debug : .notice, "keyring request refused",
+                           metadata: ["member": "\(name)", "error": "\(refusal)"])
+            }
+        }
+        return refusals
+    }
+
+    /// A node that cannot read the cluster any more (it was away during a rotation, or partitioned
+    /// past the grace period): nobody is live in its view while datagrams fail authentication, or
+    /// every member asked at start had forgotten it. Then it asks the members it remembers ("join
+    /// history"); if every member that answers has forgotten it, `status` says to join again.
+    func checkClusterKeysReachable(members: [Member]) async {
+        guard let counters = try? await transport?.counters() else { return }
+        let failed = counters.droppedAuthFailed
+        defer { clusterKeyAgent.authFailedSeen = failed }
+        let others = members.filter { $0.name != state.node.name && Self.stateName($0.status) != "left" }
+        if others.contains(where: { $0.status.isActive }) {
+            clusterKeyAgent.problem = nil
+            clusterKeyAgent.forgottenAtStart = false
+            return
+        }
+        guard failed > clusterKeyAgent.authFailedSeen || clusterKeyAgent.forgottenAtStart else { return }
+        let names = others.map(\.name).shuffled()
+        Task { await self.syncClusterKeys(members: names, reason: "no live member while gossip fails authentication", report: true) }
+    }
+
+    /// Asks remembered members for the keyring (at start, and when the cluster cannot be read).
+    /// With `report`, a node every answering member has forgotten gets the problem in `status`.
+    func syncClusterKeys(members names: [String], reason: String, report: Bool) async {
+        guard !names.isEmpty else { return }
+        let refusals = await fetchClusterKeys(from: names, reason: reason, quiet: !report)
+        guard !refusals.isEmpty else { return }
+        let forgotten = refusals.values.filter { ["unknown-member", "left"].contains($0.code) }
+        if forgotten.count == refusals.count && !report {
+            clusterKeyAgent.forgottenAtStart = true
+        } else if forgotten.count == refusals.count {
+            let problem = "no member of cluster \(state.clusterID) that answered knows node '\(state.node.name)' any more "
+                + "(\(refusals.keys.sorted().joined(separator: ", ")): \(forgotten.first!.message)); it cannot get the current cluster key: "
+                + "stop the agent, move the state directory \(store.directory) away, and run 'wiremesh join TOKEN' with a fresh token "
+                + "('wiremesh token create' on a member)"
+            if clusterKeyAgent.problem != problem { logger.error("\(problem)") }
+            clusterKeyAgent.problem = problem
+        }
+    }
+
+    /// At agent start: ask the remembered members for the keyring, in case a rotation happened while
+    /// this node was down (its old key may be gone everywhere).
+    func syncClusterKeysAtStart() async {
+        let members = (try? await transport?.members()) ?? []
+        await syncClusterKeys(members: members.filter { $0.name != state.node.name }.map(\.name).shuffled(),
+                              reason: "agent start", report: false)
+    }
+
+    /// One line on the TCP line port: a keyring request, else what `answerLine` handles.
+    func answerTCPLine(_ line: [UInt8]) async -> [UInt8] {
+        guard let request = KeyringRequest.decode(line: line) else { return await answerLine(line) }
+        let members = (try? await transport?.members()) ?? []
+        let known = members.map {
+            KnownMember(name: $0.name, identity: $0.record.record.identity, left: Self.stateName($0.status) == "left")
+        }
+        let generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
+        let answer = KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
+                                          generations: generations, identity: state.identity, name: state.node.name,
+                                          nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+        if answer.ok {
+            logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
+        } else {
+            logger.notice("refused a keyring request", metadata: ["node": "\(request.node)", "error": "\(answer.error ?? "")"])
+        }
+        return answer.line()
+    }
+
+    /// The cluster key part of `status`.
+    var clusterKeyStatus: (keys: [ClusterKeyInfo], phase: String, problem: String?) {
+        let keys = state.clusterKeys.entries.enumerated().map { i, e in
+            ClusterKeyInfo(id: e.id.description, generation: e.generation ?? 0, primary: i == 0,
+                           retireAt: e.retireAt.map { Date(timeIntervalSince1970: $0) })
+        }
+        return (keys, state.clusterKeys.phase.rawValue, clusterKeyAgent.problem)
+    }
+
+    /// One keyring request over TCP (blocking, so on a Dispatch thread).
+    static func requestKeyring(from endpoint: Endpoint, memberIdentity: IdentityPublicKey, clusterID: String, node: String,
+                               identity: SigningIdentity) async -> Result<[(key: ClusterKey, tag: ClusterKeyTag)], KeyringRefusal> {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let ephemeral = Key.generatePrivate()
+                let request = KeyringRequest(clusterID: clusterID, node: node, ephemeral: ephemeral,
+                                             issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: identity)
+                do {
+                    let reply = try JoinClient.exchange(request.line(), with: endpoint, timeoutSeconds: 3)
+                    guard let answer = try? JSONDecoder().decode(KeyringAnswer.self, from: Data(reply)) else {
+                        throw KeyringRefusal(code: "bad-answer", message: "\(endpoint) answered something that is not a keyring answer")
+                    }
+                    continuation.resume(returning: .success(try answer.open(
+                        for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID)))
+                } catch let refusal as KeyringRefusal {
+                    continuation.resume(returning: .failure(refusal))
+                } catch {
+                    continuation.resume(returning: .failure(KeyringRefusal(code: "unreachable", message: "\(error)")))
+                }
+            }
+        }
+    }
+}
