@@ -110,6 +110,13 @@ public enum Lifecycle {
         let fd = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
+        if type == Int32(SOCK_STREAM.rawValue) {
+            // As the join server binds: connections it answered just before a restart linger in
+            // TIME_WAIT on the port for a minute and must not make it look taken. (Not for UDP, where
+            // SO_REUSEADDR on both sides would let two agents share the gossip port.)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         let raw = address.bytes
         let rc: Int32
         if address.isIPv4 {
