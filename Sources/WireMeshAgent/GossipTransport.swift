@@ -103,6 +103,7 @@ public final class GossipTransport: Service, Sendable {
             // on this host) or ENETUNREACH (link down) would then stop the agent during a partition.
             let fd = try GossipSocket.bound(to: settings.bind)
             channel = try await DatagramBootstrap(group: group)
+                .channelOption(.maxMessagesPerRead, value: 32)  // drain bursts in fewer wake-ups
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
@@ -373,7 +374,29 @@ enum GossipSocket {
             close(fd)
             throw IOError(errnoCode: err, reason: "bind")
         }
+        setReceiveBuffer(fd, bytes: receiveBufferBytes)
         return fd
+    }
+
+    /// Receive buffer asked for. A joining member's full-state exchange arrives as a burst of a few
+    /// hundred datagrams at 1000 members; the default (~208 KiB) drops part of it.
+    static let receiveBufferBytes: CInt = 4 << 20
+
+    /// SO_RCVBUFFORCE (the agent has CAP_NET_ADMIN; it passes net.core.rmem_max), else SO_RCVBUF
+    /// (capped by rmem_max). Best effort: a smaller buffer only means more loss in bursts.
+    static func setReceiveBuffer(_ fd: CInt, bytes: CInt) {
+        var size = bytes
+        let len = socklen_t(MemoryLayout<CInt>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, len) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, len)
+        }
+    }
+
+    /// The socket's receive buffer as the kernel reports it (twice what was set, for bookkeeping).
+    static func receiveBuffer(_ fd: CInt) -> CInt {
+        var size: CInt = 0
+        var len = socklen_t(MemoryLayout<CInt>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &len) == 0 ? size : -1
     }
 
     /// sendto(2) of one datagram; the errno when it failed (EAGAIN included: the datagram is dropped).

@@ -1,10 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import IPNetwork
 import Membership
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Testing
-import WireMeshAgent
+@testable import WireMeshAgent
 import WireMeshCrypto
 
 /// Real UDP gossip between transports on 127.0.0.1 (ports chosen by the system, so parallel tests
@@ -36,6 +39,20 @@ struct GossipTransportTests {
 
     func status(of name: String, at transport: GossipTransport) async throws -> MemberStatus? {
         try await transport.members().first { $0.name == name }?.status
+    }
+
+    @Test("the gossip socket gets a receive buffer for join bursts (as root: beyond net.core.rmem_max)")
+    func receiveBuffer() throws {
+        let fd = try GossipSocket.bound(to: Endpoint(address: try IPAddress("127.0.0.1"), port: 0))
+        defer { close(fd) }
+        let size = GossipSocket.receiveBuffer(fd)
+        if geteuid() == 0 {
+            // The kernel reports twice the size set.
+            #expect(size >= 2 * GossipSocket.receiveBufferBytes, "SO_RCVBUF is \(size)")
+        } else {
+            print("not root: SO_RCVBUFFORCE needs CAP_NET_ADMIN; only checking the socket has a buffer")
+            #expect(size > 0)
+        }
     }
 
     @Test("three transports see each other's records, then one leaves and the others see it leave")
