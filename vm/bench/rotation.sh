@@ -1,8 +1,8 @@
 # Guest half of `./scripts/bench rotation --backend kernel` (runs inside the VM, busybox sh).
 # A NODES-node mesh on kernel WireGuard (guest/mesh.sh), then ROTATIONS rotations of node 1's key, each
-# under ping floods at PPS per direction between pod 1 and every other pod (FLOOD seconds of pings).
-# Before the rotations, one flood of the same size without a rotation measures the loss the loaded
-# VM causes by itself.
+# under ping floods at PPS per direction between pod 1 and every other pod (from 1 s before the
+# command to 1 s after it). Before the rotations, FLOOD seconds of the same floods without a rotation
+# measure the loss the loaded VM causes by itself.
 # Prints: the ROTATION lines of rotate_under_load (tags baseline, 1..ROTATIONS), then WMBENCH-END.
 . /wmtest/lib.sh
 . /wmtest/mesh.sh
@@ -32,7 +32,7 @@ echo "ROTATION baseline lost=$lost sent=$sent pps_min=$rate switched_s=null rota
 
 r=1
 while [ "$r" -le "$ROTATIONS" ]; do
-  ( rotate_under_load 1 "$NODES" "$PPS" "$FLOOD" 0 "$r" ) > /tmp/bench.rot 2>&1 || {
+  ( rotate_under_load 1 "$NODES" "$PPS" 0 "$r" ) > /tmp/bench.rot 2>&1 || {
     cat /tmp/bench.rot; echo "WMBENCH-ERROR rotation $r failed"; }
   grep -E '^(ROTATION|lost per flow|rotate-key:)' /tmp/bench.rot
   r=$((r + 1))
