@@ -117,9 +117,11 @@ rotate_under_load() {
   pids=""
   for j in $(seq 1 "$N"); do
     [ "$j" = "$R" ] && continue
-    in_ns wmp$R $PING -n -i "$interval" -W 2 "$(cat /tmp/k$j.pod)" > /tmp/rot.ping.${R}to$j 2>&1 &
+    # nsenter directly, not through in_ns: a backgrounded function is a subshell, so $! would not be
+    # the ping (and stopping it left the flood running into the next rotation).
+    nsenter --net=/run/netns/wmp$R $PING -n -i "$interval" -W 2 "$(cat /tmp/k$j.pod)" > /tmp/rot.ping.${R}to$j 2>&1 &
     pids="$pids $!"
-    in_ns wmp$j $PING -n -i "$interval" -W 2 "$podR" > /tmp/rot.ping.${j}to$R 2>&1 &
+    nsenter --net=/run/netns/wmp$j $PING -n -i "$interval" -W 2 "$podR" > /tmp/rot.ping.${j}to$R 2>&1 &
     pids="$pids $!"
   done
   tf=$(now)
