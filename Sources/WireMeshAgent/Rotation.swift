@@ -162,6 +162,8 @@ extension Agent {
         guard !rotation.inProgress else { throw AgentError("a key rotation is already running on this node: wait for it to finish") }
         rotation.inProgress = true
         defer { rotation.inProgress = false }
+        let clock = ContinuousClock()
+        let received = clock.now
 
         let next = state.pendingWireGuardKey ?? Key.generatePrivate()
         let oldPublic = state.wireGuardKey.publicKey(), newPublic = next.publicKey()
@@ -179,7 +181,6 @@ extension Agent {
             return ((try? JSONEncoder().encode(m)).map(Array.init) ?? []) + [0x0A]
         }
         let timeout = rotation.peerTimeoutSeconds
-        let clock = ContinuousClock()
         let started = clock.now
         let prepared = await Self.tell(peers, message(.prepare), timeoutSeconds: timeout)
         let switchAt = clock.now
@@ -200,6 +201,7 @@ extension Agent {
         await reached(.promoted)
         // The kernel sends the initiations from a work queue: let them leave before any peer moves.
         try? await Task.sleep(for: .milliseconds(5))
+        let keySetAt = clock.now
         let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
         let toldAt = clock.now
         await reached(.switched)
@@ -208,6 +210,7 @@ extension Agent {
             $0.pendingWireguardKey = nil
         }
         await reached(.published)
+        let publishedAt = clock.now
         let outcome = RotationOutcome(
             newKey: newPublic, livePeers: peers.map(\.name).sorted(),
             prepared: prepared.filter { $0.value == nil }.keys.sorted(),
@@ -216,7 +219,9 @@ extension Agent {
         for failure in outcome.failures { logger.warning("rotation: peer did not answer: \(failure)") }
         logger.info("rotated WireGuard key", metadata: [
             "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)",
-            "prepare_ms": "\((switchAt - started).milliseconds)", "switch_ms": "\((toldAt - switchAt).milliseconds)"])
+            "announce_ms": "\((started - received).milliseconds)", "prepare_ms": "\((switchAt - started).milliseconds)",
+            "key_ms": "\((keySetAt - switchAt).milliseconds)", "switch_ms": "\((toldAt - keySetAt).milliseconds)",
+            "record_ms": "\((publishedAt - toldAt).milliseconds)"])
         return outcome
     }
 
@@ -235,14 +240,16 @@ extension Agent {
     }
 
     /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.
-    /// The exchanges block, so they run on Dispatch threads, not on the cooperative pool.
+    /// The exchanges block, so each runs on a thread of its own: Dispatch's global pool (which also
+    /// runs the cooperative pool on Linux) has about one thread per core, so ten peers were told a
+    /// few at a time, and more slowly the busier the machine (BENCHMARKS.md, "rotation").
     static func tell(_ peers: [(name: String, endpoint: Endpoint)], _ line: [UInt8],
                      timeoutSeconds: Int) async -> [String: String?] {
         await withTaskGroup(of: (String, String?).self) { group in
             for peer in peers {
                 group.addTask {
                     await withCheckedContinuation { continuation in
-                        DispatchQueue.global().async {
+                        Thread.detachNewThread {
                             do {
                                 let reply = try JoinClient.exchange(line, with: peer.endpoint, timeoutSeconds: timeoutSeconds)
                                 let ack = try JSONDecoder().decode(RotationAck.self, from: Data(reply))

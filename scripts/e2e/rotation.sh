@@ -14,7 +14,11 @@
 #   scheduled   node 1 runs with --key-rotation-interval 20s: it must rotate by itself, under ping
 #               floods; `status` shows key age and next rotation, and a restart keeps the schedule.
 #
-#   scripts/e2e/rotation.sh [--case C] [--nodes N] [--rotations R] [--pps P] [--stream-seconds S] [--keep]
+#   scripts/e2e/rotation.sh [--case C] [--nodes N] [--rotations R] [--pps P] [--stream-seconds S] [--flood-seconds S] [--keep]
+#
+# Case load: pings run max(S, --flood-seconds (4)) seconds per flow; the rotation starts 1.5 s in. Its
+# RESULT also holds rotate_s (how long each rotate-key command took) and agent_ms (the agent's phase
+# timings per rotation, from its log).
 #
 # Prints progress on stderr and a final "RESULT {json}" line on stdout (keys per case, below).
 # Exit status: 0 when the case's checks passed (loss is reported; the caller judges it).
@@ -26,6 +30,7 @@ NODES=""
 ROTATIONS=1
 PPS=200
 STREAM=6
+FLOOD=4
 KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,8 +39,9 @@ while [ $# -gt 0 ]; do
     --rotations) ROTATIONS="$2"; shift 2 ;;
     --pps) PPS="$2"; shift 2 ;;
     --stream-seconds) STREAM="$2"; shift 2 ;;
+    --flood-seconds) FLOOD="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 [--case load|crash|concurrent|partition|scheduled] [--nodes N] [--rotations R] [--pps P] [--stream-seconds S] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--case load|crash|concurrent|partition|scheduled] [--nodes N] [--rotations R] [--pps P] [--stream-seconds S] [--flood-seconds S] [--keep]" >&2; exit 2 ;;
   esac
 done
 case "$CASE" in
@@ -233,11 +239,13 @@ flood_result() { # tag
 case_load() {
   LOSSES=()
   SWITCHED=()
+  ROTATE_S=()
+  AGENT_MS=()
   STREAM_OK=1
   KEYS_OK=1
   for r in $(seq 1 "$ROTATIONS"); do
     OLD="$(node 1 status --json | jq -r .public_key)"
-    flood_s=$(awk -v s="$STREAM" 'BEGIN { print (s > 4 ? s : 4) }')
+    flood_s=$(awk -v s="$STREAM" -v f="$FLOOD" 'BEGIN { print (s > f ? s : f) }')
     count=$(awk -v p="$PPS" -v s="$flood_s" 'BEGIN { printf "%d", p * s }')
     PINGS=()
     for j in $(seq 2 "$NODES"); do
@@ -260,23 +268,31 @@ case_load() {
     t0="$(now)"
     node 1 rotate-key >"$WORK/rotate.$r.out" 2>&1 &
     ROT=$!
-    # Time until every peer routes node 1's pod CIDR to a key other than the old one.
-    pending=$(seq 2 "$NODES")
-    t_all=""
-    while [ -n "$pending" ]; do
-      left=""
-      for j in $pending; do
-        o="$(owner_on "$j")"
-        if [ -z "$o" ] || [ "$o" = "$OLD" ]; then left="$left $j"; fi
-      done
-      pending="$left"
-      [ -z "$pending" ] && { t_all="$(now)"; break; }
-      if [ "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print (a - b > 30) }')" = 1 ]; then
-        log "rotation $r: peers$pending still route pod 1 to the old key after 30 s"; KEYS_OK=0; break
-      fi
-      sleep 0.01
+    # Time until every peer routes node 1's pod CIDR to a key other than the old one: one poller per
+    # peer, each polling only its own peer's device (one pass over all peers in turn takes ~100 ms with
+    # 10 peers on a loaded machine, which made the last peer look late by up to a pass). A poller
+    # records the end of the first poll that saw the switch (an upper bound).
+    POLLERS=()
+    for j in $(seq 2 "$NODES"); do
+      ( for _ in $(seq 1 3000); do
+          o="$(nsenter --net="/run/netns/$P-n$j" wg show "${P}w$j" dump \
+               | awk -v c="$CIDR1" 'NR > 1 { n = split($4, a, ","); for (k = 1; k <= n; k++) if (a[k] == c) print $1 }')"
+          if [ -n "$o" ] && [ "$o" != "$OLD" ]; then now >"$WORK/switched.$r.$j"; exit 0; fi
+          sleep 0.005
+        done; exit 1 ) &
+      POLLERS+=($!)
     done
     if ! wait "$ROT"; then log "rotation $r: rotate-key failed:"; cat "$WORK/rotate.$r.out" >&2; exit 1; fi
+    t_cmd="$(now)"
+    t_all=""
+    for pid in "${POLLERS[@]}"; do wait "$pid" || true; done
+    for j in $(seq 2 "$NODES"); do
+      if [ ! -e "$WORK/switched.$r.$j" ]; then
+        log "rotation $r: peer $j still routes pod 1 to the old key after 30 s"; KEYS_OK=0; t_all=""; break
+      fi
+      t="$(cat "$WORK/switched.$r.$j")"
+      if [ -z "$t_all" ] || [ "$(awk -v a="$t" -v b="$t_all" 'BEGIN { print (a > b) }')" = 1 ]; then t_all="$t"; fi
+    done
     for pid in "${PINGS[@]}"; do wait "$pid" || true; done
     if [ -n "$IPERF" ]; then
       if wait "$IPERF" && jq -e '.end.sum_received.bytes > 0' "$WORK/iperf.json" >/dev/null; then
@@ -299,7 +315,12 @@ case_load() {
     [ -n "$t_all" ] && sw="$(awk -v a="$t_all" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')"
     LOSSES+=("$lost")
     SWITCHED+=("$sw")
+    ROTATE_S+=("$(awk -v a="$t_cmd" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')")
+    # The agent's own phase timings: "rotated WireGuard key" log line, metadata name_ms=N.
+    AGENT_MS+=("$(grep 'rotated WireGuard key' "$WORK/agent1.log" | tail -n 1 | grep -o '[a-z_]*_ms=[0-9]*' \
+      | jq -R 'split("=") | {(.[0]): (.[1] | tonumber)}' | jq -cs 'add')")
     echo "rotation $r: $(cat "$WORK/rotate.$r.out")"
+    echo "rotation $r: agent phases ${AGENT_MS[-1]}; rotate-key took ${ROTATE_S[-1]} s"
     echo "rotation $r: lost $lost of $((count * 2 * (NODES - 1))) pings at $PPS pps per direction (lost per flow:$detail); all peers switched after ${sw} s"
 
     # Keys: node 1's device has the new key; every peer ends with exactly one entry for node 1, the new key.
@@ -329,9 +350,10 @@ case_load() {
     --argjson median "$(median "${LOSSES[@]}")" --argjson lmax "$(max "${LOSSES[@]}")" \
     --argjson swmax "${sw_max:-null}" --argjson stream "$([ "$STREAM_OK" = 1 ] && echo true || echo false)" \
     --argjson keys "$([ "$KEYS_OK" = 1 ] && echo true || echo false)" \
+    --argjson rotate_s "[$(IFS=,; echo "${ROTATE_S[*]}")]" --argjson agent_ms "[$(IFS=,; echo "${AGENT_MS[*]}")]" \
     '{case: "load", backend: $backend, nodes: $nodes, rotations: $rotations, pps: $pps, lost: $lost, lost_packets_median: $median,
       lost_packets_max: $lmax, all_peers_switched_s: $switched, all_peers_switched_s_max: $swmax,
-      stream_ok: $stream, keys_ok: $keys}' | sed 's/^/RESULT /'
+      stream_ok: $stream, keys_ok: $keys, rotate_s: $rotate_s, agent_ms: $agent_ms}' | sed 's/^/RESULT /'
   [ "$STREAM_OK" = 1 ] && [ "$KEYS_OK" = 1 ]
 }
 

@@ -3,6 +3,7 @@
 # checks them with the reference tools; "reference" does the same steps with `ip`/`wg` only, which
 # proves the harness itself (used while the project commands were being written).
 . /wmtest/lib.sh
+. /wmtest/mesh.sh
 MODE=$(cat /wmtest/mode 2>/dev/null || echo wiremesh)
 echo "mode=$MODE"
 # The kernel would try /sbin/modprobe on its own when a wireguard link or genl family is requested;
@@ -194,48 +195,14 @@ case_delta_remove() {
 }
 
 # Three agents with kernel WireGuard: nodes are netns on a bridge (10.99.0.0/24); node 1 runs
-# `wiremesh init` + `agent`, nodes 2 and 3 `wiremesh join TOKEN`; each node pings the others' overlay
-# addresses through the mesh, and each device holds the other two nodes as peers (`wg show` reference).
+# `wiremesh init` + `agent`, nodes 2 and 3 `wiremesh join TOKEN` (mesh_up, guest/mesh.sh); each node
+# pings the others' overlay addresses through the mesh, and each device holds the other two nodes as
+# peers (`wg show` reference). The agents keep running for the rotation case.
 case_agent_mesh() {
   [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
-  modprobe bridge || fail "modprobe bridge"
-  $IP netns add wmul && $IP -n wmul link add br0 type bridge && $IP -n wmul link set br0 up || fail "bridge"
+  mesh_up 3
+  overlay() { json_str overlay_address < /tmp/k$1.status; }
   for i in 1 2 3; do
-    $IP netns add wmn$i && $IP -n wmn$i link set lo up || fail "netns wmn$i"
-    $IP link add u$i netns wmul type veth peer name eth0 netns wmn$i || fail "veth $i"
-    $IP -n wmul link set u$i master br0 up
-    $IP -n wmn$i addr add 10.99.0.$i/24 dev eth0 && $IP -n wmn$i link set eth0 up
-  done
-  common() { echo "--state-dir /tmp/k$1 --control-socket /tmp/k$1.sock"; }
-  node_flags() { echo "$(common $1) --interface wmk$1 --advertise-address 10.99.0.$1"; }
-  $IP netns exec wmn1 wiremesh init --name k1 $(node_flags 1) --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
-  $IP netns exec wmn1 wiremesh agent $(node_flags 1) > /tmp/k1.log 2>&1 &
-  ready() { for _ in $(seq 1 300); do $IP netns exec wmn$1 wiremesh status $(common $1) >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
-  ready 1 || { cat /tmp/k1.log; fail "agent 1 did not come up"; }
-  token=$($IP netns exec wmn1 wiremesh token create --ttl 10m $(common 1)) || fail "token create"
-  for i in 2 3; do
-    $IP netns exec wmn$i wiremesh join "$token" --name k$i $(node_flags $i) > /tmp/k$i.log 2>&1 &
-    ready $i || { cat /tmp/k$i.log; fail "agent $i did not come up"; }
-  done
-  for i in 1 2 3; do
-    $IP netns exec wmn$i wiremesh status --json $(common $i) > /tmp/k$i.status
-    grep -q '"backend" : "kernel"' /tmp/k$i.status || { cat /tmp/k$i.status; fail "node $i is not on kernel WireGuard"; }
-  done
-  overlay() { sed -n 's/.*"overlay_address" : "\([^"]*\)".*/\1/p' /tmp/k$1.status; }
-  alive_ok=0
-  for _ in $(seq 1 300); do
-    n=0
-    for i in 1 2 3; do
-      c=$($IP netns exec wmn$i wiremesh peers --json $(common $i) | grep -c '"state" : "alive"')
-      [ "$c" -eq 2 ] && n=$((n + 1))
-    done
-    [ "$n" -eq 3 ] && { alive_ok=1; break; }
-    sleep 0.1
-  done
-  [ "$alive_ok" = 1 ] || { for i in 1 2 3; do $IP netns exec wmn$i wiremesh peers $(common $i); done; fail "not every node sees two live peers"; }
-  for i in 1 2 3; do
-    peers=$($IP netns exec wmn$i wg show wmk$i dump | tail -n +2 | wc -l)
-    [ "$peers" -eq 2 ] || { $IP netns exec wmn$i wg show wmk$i dump; fail "node $i device has $peers peers, want 2"; }
     for j in 1 2 3; do
       [ "$i" = "$j" ] && continue
       dst=$(overlay $j)
@@ -249,6 +216,22 @@ case_agent_mesh() {
   echo "OK: 3 agents joined by token on kernel WireGuard; all 6 overlay pings pass"
 }
 
+# `wiremesh rotate-key` on node 1 of agent_mesh's cluster while pings flow at 200 pps in each direction
+# between node 1's pod and the pods of nodes 2 and 3, and an iperf3 TCP stream (10 Mbit/s, 6 s from when the agent begins) from
+# pod 1 to pod 2 run across the rotation (rotate_under_load, guest/mesh.sh). Passes when the stream completes and
+# every peer's device (`wg show`) holds exactly the new key for node 1; the lost pings are reported.
+case_rotation() {
+  [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
+  [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
+  pods_up 3
+  ( rotate_under_load 1 3 200 6 e2e 0.1 ) > /tmp/rot.case 2>&1; rc=$?
+  cat /tmp/rot.case
+  line=$(grep '^ROTATION ' /tmp/rot.case | tail -n 1)
+  [ -n "$line" ] || fail "$(grep '^FAIL:' /tmp/rot.case | tail -n 1 | cut -c7-)"
+  [ "$rc" -eq 0 ] || fail "${line#ROTATION e2e }"
+  echo "OK: ${line#ROTATION e2e }"
+}
+
 wm_case no_module case_no_module
 modprobe wireguard || echo "modprobe wireguard failed"
 modprobe veth || echo "modprobe veth failed"
@@ -257,3 +240,4 @@ wm_case route_list case_route_list
 wm_case big_device case_big_device
 wm_case delta_remove case_delta_remove
 wm_case agent_mesh case_agent_mesh
+wm_case rotation case_rotation
