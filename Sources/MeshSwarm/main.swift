@@ -38,6 +38,9 @@ struct Swarm: AsyncParsableCommand {
     @Option(help: "Slow the simulated members' own protocol periods (probe, gossip, anti-entropy) by this factor, so one process can host many; the agent keeps its defaults.")
     var slow = 5
 
+    @Option(help: "Event-loop threads the members share.")
+    var threads = 2
+
     @Option(help: "Members started per second; each joins through the seed and a few members started before it, as nodes joining over time would.")
     var joinRate = 50
 
@@ -58,7 +61,7 @@ struct Swarm: AsyncParsableCommand {
         }
         var logger = Logger(label: "wiremesh.swarm")
         logger.logLevel = .warning
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         guard slow >= 1 else { throw ValidationError("--slow must be at least 1") }
         guard joinRate >= 1 else { throw ValidationError("--join-rate must be at least 1") }
         var config = MembershipConfig.wiremeshDefaults
