@@ -137,7 +137,13 @@ left="$(leftovers "${P}b")"; [ -z "$left" ] || problems+=" left after the failur
 child "${P}c" 'ip netns exec "$P-n1" sleep 300 & wait' >"$WORK/c.out" & c=$!
 for _ in $(seq 1 100); do grep -q ready "$WORK/c.out" 2>/dev/null && break; sleep 0.1; done
 [ -n "$(leftovers "${P}c")" ] || problems+=" the TERM case built nothing;"
-kill -TERM "$c"; wait "$c"; rc=$?
+kill -TERM "$c"
+for _ in $(seq 1 100); do _netns_running "$c" || break; sleep 0.1; done
+if _netns_running "$c"; then
+  problems+=" TERM did not end the script within 10 s (blocked or ignored here? $(grep -E '^Sig(Blk|Ign)' /proc/$c/status | tr '\n\t' '  '));"
+  kill -9 "$c"
+fi
+wait "$c"; rc=$?
 [ "$rc" = 130 ] || problems+=" after TERM the script exited $rc (want 130);"
 left="$(leftovers "${P}c")"; [ -z "$left" ] || problems+=" left after TERM: $left;"
 result trap "$problems" "after a failing command (exit 1) and after TERM (exit 130) nothing of the run is left"
