@@ -1,6 +1,7 @@
 # Network-namespace test harness helpers (bash). Source it; sourcing only defines functions.
 # Safe under `set -euo pipefail` and without it: each setup function stops at the first failing step
-# and returns its status (commands are chained with &&, which also works where errexit is off). Every name derives from a per-run PREFIX (letters and digits, at most 10):
+# and returns its status (steps chained with &&, which holds also where errexit is off).
+# Every name derives from a per-run PREFIX (letters and digits, at most 10):
 #   PREFIX-ul        underlay namespace holding bridge br0
 #   PREFIX-nI        node I: eth0 = 10.99.0.I/24 on the bridge (host side PREFIXuI), lo up, IPv4 forwarding
 #   PREFIX-pI        pod of node I: eth0 = POD/32, default via 169.254.1.1 (node side PREFIXvI, proxy ARP)
