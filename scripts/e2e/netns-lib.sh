@@ -34,15 +34,17 @@ for tool in ip wireguard-go ping; do
 done
 [ "$(id -u)" = 0 ] || { echo "NETNS setup FAIL needs root (network namespaces)"; exit 1; }
 
-# --- source: under set -euo pipefail, sourcing defines functions only
+# --- source: under set -euo pipefail, sourcing defines functions only (and runs no command: PATH is
+# empty while it is sourced; other suites may create namespaces meanwhile, so none are compared)
 problems=""
 out="$(bash -c '
   set -euo pipefail
-  before_ns="$(ip netns list | sort)"; before_opts="$- $(set +o)"; before_traps="$(trap -p)"
-  before_vars="$(compgen -v | grep -vxE "BASH_.*|FUNCNAME|_|PIPESTATUS|LINENO|RANDOM|SECONDS|SRANDOM|EPOCH.*|BASHPID|before_.*" | sort)"
+  before_opts="$- $(set +o)"; before_traps="$(trap -p)"
+  before_vars="$(compgen -v | grep -vxE "BASH_.*|FUNCNAME|_|PIPESTATUS|LINENO|RANDOM|SECONDS|SRANDOM|EPOCH.*|BASHPID|before_.*|saved_path" | sort)"
+  saved_path=$PATH; PATH=/nonexistent
   . "$1"
-  after_vars="$(compgen -v | grep -vxE "BASH_.*|FUNCNAME|_|PIPESTATUS|LINENO|RANDOM|SECONDS|SRANDOM|EPOCH.*|BASHPID|before_.*" | sort)"
-  [ "$before_ns" = "$(ip netns list | sort)" ] || echo " namespaces changed;"
+  PATH=$saved_path
+  after_vars="$(compgen -v | grep -vxE "BASH_.*|FUNCNAME|_|PIPESTATUS|LINENO|RANDOM|SECONDS|SRANDOM|EPOCH.*|BASHPID|before_.*|saved_path" | sort)"
   [ "$before_opts" = "$- $(set +o)" ] || echo " shell options changed;"
   [ "$before_traps" = "$(trap -p)" ] || echo " traps changed;"
   [ "$before_vars" = "$after_vars" ] || echo " variables added: $(comm -13 <(echo "$before_vars") <(echo "$after_vars") | tr "\n" " ");"
@@ -74,7 +76,7 @@ result topology "$problems" "underlay, nodes 10.99.0.1-2, pods behind proxy ARP:
 
 # --- bad input: a clear message naming the bad value, non-zero, nothing created
 problems=""
-before="$(ip netns list | sort)"
+before="$(netns_namespaces "$P" | sort)"
 for call in "netns_node $P 0|node index '0'" "netns_node $P 255|node index '255'" "netns_node $P x|node index 'x'" \
             "netns_underlay bad-prefix|prefix 'bad-prefix'" "netns_underlay waytoolongprefix|prefix 'waytoolongprefix'" \
             "netns_pod $P 1|missing the pod address"; do
@@ -83,7 +85,8 @@ for call in "netns_node $P 0|node index '0'" "netns_node $P 255|node index '255'
   [ "$rc" != 0 ] || problems+=" '$cmd' exited 0;"
   grep -qF "$want" <<<"$err" || problems+=" '$cmd' said: $err;"
 done
-[ "$before" = "$(ip netns list | sort)" ] || problems+=" namespaces changed by refused calls;"
+[ "$before" = "$(netns_namespaces "$P" | sort)" ] || problems+=" namespaces of $P changed by refused calls;"
+ip netns list | grep -qE '^(bad-prefix|waytoolongprefix)-' && problems+=" a namespace of a refused prefix was created;"
 result bad-input "$problems" "bad prefixes, indexes, a missing pod address: refused with the value named, nothing created"
 
 # --- wg-go-pids: exact command line (w1 is not w11), in any namespace
