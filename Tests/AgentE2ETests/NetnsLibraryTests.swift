@@ -17,7 +17,7 @@ enum NetnsLibraryCase: String, CaseIterable, Sendable, CustomTestStringConvertib
         case .badInput: return "bad prefix, index or pod address: refused with the value named, nothing created"
         case .wgGoPids: return "wireguard-go pids by exact command line (w1 is not w11)"
         case .cleanup: return "cleanup removes the run's namespaces, processes, sockets; another run's stay"
-        case .trap: return "cleanup from netns_trap after a failing command and after TERM"
+        case .trap: return "cleanup from netns_trap after a failing command, after TERM, and when TERM comes during the cleanup"
         }
     }
 }

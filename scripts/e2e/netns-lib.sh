@@ -13,7 +13,7 @@ WORK="$(mktemp -d "/tmp/$P.XXXX")"
 . "$LIB"
 cleanup() {
   local q
-  for q in "$P" "${P}a" "${P}a1" "${P}b" "${P}c"; do netns_cleanup "$q"; done
+  for q in "$P" "${P}a" "${P}a1" "${P}b" "${P}c" "${P}d"; do netns_cleanup "$q"; done
   rm -rf "$WORK"
 }
 netns_trap cleanup
@@ -149,5 +149,12 @@ fi
 wait "$c"; rc=$?
 [ "$rc" = 130 ] || problems+=" after TERM the script exited $rc (want 130);"
 left="$(leftovers "${P}c")"; [ -z "$left" ] || problems+=" left after TERM: $left;"
-result trap "$problems" "after a failing command (exit 1) and after TERM (exit 130) nothing of the run is left"
+# TERM while the cleanup waits for a process that ignores TERM: the cleanup still finishes.
+child "${P}d" 'ip netns exec "$P-n1" bash -c "trap \"\" TERM; while :; do sleep 0.1; done" & false' >"$WORK/d.out" & d=$!
+for _ in $(seq 1 100); do grep -q ready "$WORK/d.out" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+kill -TERM "$d" 2>/dev/null
+wait "$d"
+left="$(leftovers "${P}d")"; [ -z "$left" ] || problems+=" left after TERM during the cleanup: $left;"
+result trap "$problems" "after a failing command (exit 1), after TERM (exit 130), after TERM during the cleanup: nothing of the run is left"
 echo "NETNS-DONE"

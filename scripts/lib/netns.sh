@@ -120,10 +120,13 @@ _netns_running() { # PID: exists and is not a zombie (an unreaped child still an
 
 # netns_cleanup PREFIX: ends every process of the run (TERM, KILL after 2 s), removes its UAPI sockets
 # and deletes its namespaces (with their links, routes and nft tables). Never fails; for EXIT traps.
+# INT and TERM are ignored meanwhile: a second signal must not leave half a run behind.
 netns_cleanup() {
-  local - p="$1" pid ns left _
+  local - p="$1" pid ns left _ traps
   set +e
   netns_check_prefix "$p" || return 0
+  traps="$(trap -p INT TERM)"
+  trap '' INT TERM
   for pid in $(netns_pids "$p" | sort -un); do kill "$pid" 2>/dev/null; done
   for _ in $(seq 1 20); do
     left=""
@@ -135,6 +138,8 @@ netns_cleanup() {
   rm -f /var/run/wireguard/"${p}"w[0-9]*.sock
   for ns in $(netns_namespaces "$p"); do [ "$ns" = "$p-ul" ] || ip netns del "$ns" 2>/dev/null; done
   ip netns del "$p-ul" 2>/dev/null
+  trap - INT TERM
+  eval "$traps"
   return 0
 }
 
