@@ -17,6 +17,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/scripts/lib/netns.sh"
 WM="${WIREMESH:-$ROOT/.build/debug/wiremesh}"
 [ -x "$WM" ] || { echo "demo: $WM not found; run 'swift build' first" >&2; exit 1; }
 P="wmd$(printf '%04x' $((RANDOM % 65536)))"   # per-run prefix
@@ -25,35 +26,18 @@ UL="$P-ul"
 PIDS=()
 
 cleanup() {
-  set +e
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  sleep 0.3
-  for i in $(seq 1 "$NODES"); do
-    pkill -f "wireguard-go -f ${P}w$i\$" 2>/dev/null
-    ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
-  done
-  ip netns del "$UL" 2>/dev/null
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  netns_cleanup "$P"
   rm -rf "$WORK"
 }
-if [ "$KEEP" = 0 ]; then trap cleanup EXIT; else echo "demo: --keep: remove with 'ip netns | grep $P'"; fi
+if [ "$KEEP" = 0 ]; then netns_trap cleanup; else echo "demo: --keep: remove with 'ip netns | grep $P'"; fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 node() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
 
 say "underlay: bridge in $UL, $NODES nodes on 10.99.0.0/24"
-ip netns add "$UL"
-ip -n "$UL" link add br0 type bridge
-ip -n "$UL" link set br0 up
-for i in $(seq 1 "$NODES"); do
-  ip netns add "$P-n$i"
-  ip link add "${P}u$i" type veth peer name eth0 netns "$P-n$i"
-  ip link set "${P}u$i" netns "$UL"
-  ip -n "$UL" link set "${P}u$i" master br0 up
-  ip -n "$P-n$i" addr add "10.99.0.$i/24" dev eth0
-  ip -n "$P-n$i" link set eth0 up
-  ip -n "$P-n$i" link set lo up
-  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
-done
+netns_underlay "$P"
+for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
 
 start_agent() { # i, then the rest of the command
   local i=$1; shift
@@ -83,21 +67,10 @@ done
 say "pods: one namespace per node, address from the node's pod CIDR"
 for i in $(seq 1 "$NODES"); do
   cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
-  base="${cidr%/*}"; pod="${base%.*}.$(( ${base##*.} + 10 ))"
+  pod="$(netns_pod_address "$cidr")"
   echo "node$i pod CIDR $cidr -> pod $pod"
   echo "$pod" >"$WORK/pod$i"
-  ip netns add "$P-p$i"
-  ip link add "${P}v$i" type veth peer name eth0 netns "$P-p$i"
-  ip link set "${P}v$i" netns "$P-n$i"
-  ip -n "$P-n$i" link set "${P}v$i" up
-  ip -n "$P-n$i" route add "$pod/32" dev "${P}v$i"
-  ip -n "$P-p$i" link set eth0 up
-  ip -n "$P-p$i" link set lo up
-  ip -n "$P-p$i" addr add "$pod/32" dev eth0
-  ip -n "$P-p$i" route add 169.254.1.1 dev eth0
-  ip -n "$P-p$i" route add default via 169.254.1.1 dev eth0
-  ip -n "$P-n$i" addr add 169.254.1.1/32 dev "${P}v$i"
-  ip netns exec "$P-n$i" sysctl -qw "net.ipv4.conf.${P}v$i.proxy_arp=1"
+  netns_pod "$P" "$i" "$pod"
 done
 
 say "waiting until every node has every peer"

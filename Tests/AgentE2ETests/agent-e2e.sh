@@ -13,6 +13,7 @@ set -uo pipefail
 KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/scripts/lib/netns.sh"
 WM="${WIREMESH:-$ROOT/.build/debug/wiremesh}"
 P="wma$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix: namespaces, interfaces, files
 WORK="$(mktemp -d "/tmp/$P.XXXX")"
@@ -27,35 +28,15 @@ CASELOG=/dev/null
 # ---------------------------------------------------------------------------------------------
 # Bookkeeping
 
-wg_go_pids() { # IFACE: pids of `wireguard-go -f IFACE` (exact command line)
-  local f c
-  for f in /proc/[0-9]*/cmdline; do
-    c="$( { tr '\0' ' ' <"$f"; } 2>/dev/null)" || continue
-    if [ "$c" = "wireguard-go -f $1 " ]; then f="${f#/proc/}"; echo "${f%/cmdline}"; fi
-  done
-}
-
 cleanup() {
-  set +e
-  local i pid
+  local i
   for i in "${!AGENT[@]}"; do kill -9 "${AGENT[$i]}" 2>/dev/null; done
-  [ -n "${TCPDUMP:-}" ] && kill "$TCPDUMP" 2>/dev/null
-  [ -n "${BLOCKER:-}" ] && kill "$BLOCKER" 2>/dev/null
-  for i in $(seq 1 $SPARE); do
-    for pid in $(wg_go_pids "${P}w$i"); do kill "$pid" 2>/dev/null; done
-  done
-  sleep 0.2
-  for i in $(seq 1 $SPARE); do
-    for pid in $(wg_go_pids "${P}w$i"); do kill -9 "$pid" 2>/dev/null; done
-    rm -f "/var/run/wireguard/${P}w$i.sock"
-    ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
-  done
-  ip netns del "$P-ul" 2>/dev/null
+  # tcpdump, the port blocker, wireguard-go: everything in the run's namespaces
+  netns_cleanup "$P"
   [ "$KEEP" = 0 ] && rm -rf "$WORK"
   echo "E2E-LOGS $LOGDIR"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+netns_trap cleanup
 
 begin() { CASELOG="$LOGDIR/$1.log"; : >"$CASELOG"; CASE="$1"; }
 note() { echo "$*" >>"$CASELOG"; }
@@ -126,19 +107,8 @@ done
 # Case "mesh": 4 nodes, init + token + 3 joins, every pod pings every other pod (under a capture)
 
 begin mesh
-ip netns add "$P-ul"
-ip -n "$P-ul" link add br0 type bridge
-ip -n "$P-ul" link set br0 up
-for i in $(seq 1 $SPARE); do
-  ip netns add "$P-n$i"
-  ip link add "${P}u$i" type veth peer name eth0 netns "$P-n$i"
-  ip link set "${P}u$i" netns "$P-ul"
-  ip -n "$P-ul" link set "${P}u$i" master br0 up
-  ip -n "$P-n$i" addr add "10.99.0.$i/24" dev eth0
-  ip -n "$P-n$i" link set eth0 up
-  ip -n "$P-n$i" link set lo up
-  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
-done
+netns_underlay "$P"
+for i in $(seq 1 $SPARE); do netns_node "$P" "$i"; done
 
 setup_ok=1
 if ! ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
@@ -163,21 +133,10 @@ if [ "$setup_ok" = 1 ]; then
   for i in $(seq 1 $NODES); do
     cidr="$(wm "$i" status --json | jq -r '.pod_cidrs[0]')"
     wm "$i" status --json | jq -r '.public_key' >"$WORK/key$i"
-    base="${cidr%/*}"; podip="${base%.*}.$(( ${base##*.} + 10 ))"
+    podip="$(netns_pod_address "$cidr")"
     echo "$cidr" >"$WORK/cidr$i"; echo "$podip" >"$WORK/pod$i"
     note "node$i pod CIDR $cidr, pod $podip, key $(cat "$WORK/key$i")"
-    ip netns add "$P-p$i"
-    ip link add "${P}v$i" type veth peer name eth0 netns "$P-p$i"
-    ip link set "${P}v$i" netns "$P-n$i"
-    ip -n "$P-n$i" link set "${P}v$i" up
-    ip -n "$P-n$i" addr add 169.254.1.1/32 dev "${P}v$i"
-    ip -n "$P-n$i" route add "$podip/32" dev "${P}v$i"
-    ip netns exec "$P-n$i" sysctl -qw "net.ipv4.conf.${P}v$i.proxy_arp=1"
-    ip -n "$P-p$i" link set lo up
-    ip -n "$P-p$i" link set eth0 up
-    ip -n "$P-p$i" addr add "$podip/32" dev eth0
-    ip -n "$P-p$i" route add 169.254.1.1 dev eth0
-    ip -n "$P-p$i" route add default via 169.254.1.1 dev eth0
+    netns_pod "$P" "$i" "$podip"
   done
   all_alive() { local i; for i in $(seq 1 $NODES); do [ "$(alive_count "$i")" = $((NODES - 1)) ] || return 1; done; }
   wait_until 30 all_alive || { fail "not every node saw $((NODES - 1)) alive peers within 30 s"; setup_ok=0; }
@@ -223,7 +182,7 @@ begin kill9
 KILL9_OK=0
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'
-  note "agent 2 killed; wireguard-go for ${P}w2: $(wg_go_pids "${P}w2" | tr '\n' ' ')"
+  note "agent 2 killed; wireguard-go for ${P}w2: $(netns_wg_go_pids "${P}w2" | tr '\n' ' ')"
   failed="$(ping_both_ways 2 1 3 4)"
   if [ -z "$failed" ]; then pass "pods to and from node 2 ping while its agent is down"; KILL9_OK=1
   else fail "pings failed while agent 2 was down:$failed"; agent_logs 1 2; fi
@@ -354,7 +313,7 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   wait_until 20 removed || problems+=" node4's key still on:$(for j in 1 2 3; do has_peer "$j" "$key4" && printf ' node%s' "$j"; done);"
   wait_until 10 shown_left || problems+=" peers --json shows node4 as:$(for j in 1 2 3; do printf ' %s' "$(peer_state "$j" node4)"; done);"
   ip -n "$P-n4" link show "${P}w4" >/dev/null 2>&1 && problems+=" interface ${P}w4 still exists in node 4's namespace;"
-  [ -z "$(wg_go_pids "${P}w4")" ] || problems+=" wireguard-go for ${P}w4 still running (pid $(wg_go_pids "${P}w4" | tr '\n' ' '));"
+  [ -z "$(netns_wg_go_pids "${P}w4")" ] || problems+=" wireguard-go for ${P}w4 still running (pid $(netns_wg_go_pids "${P}w4" | tr '\n' ' '));"
   [ -e "/var/run/wireguard/${P}w4.sock" ] && problems+=" UAPI socket of ${P}w4 still there;"
   ours="$(ip -n "$P-n4" route show table all proto 87 2>/dev/null)"
   [ -z "$ours" ] || { problems+=" routes with protocol 87 left in node 4's namespace;"; note "routes left: $ours"; }
@@ -383,7 +342,7 @@ begin crash
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   key3="$(cat "$WORK/key3")"
   kill -9 "${AGENT[3]}"; wait "${AGENT[3]}" 2>/dev/null; unset 'AGENT[3]'
-  for pid in $(wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
   t0=$(date +%s)
   removed3() { local j; for j in 1 2; do has_peer "$j" "$key3" && return 1; done; return 0; }
   problems=""
@@ -498,7 +457,7 @@ print("bound", flush=True); time.sleep(120)' >"$WORK/blocker.out" 2>&1 &
   expect_refusal "join with the gossip port in use" "$WORK/x-port" nonzero join "$TOKEN" --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
   expect_refusal "init with the gossip port in use" "$WORK/x-port" nonzero init --name bad5 --state-dir "$WORK/x-port" "${J[@]}"
   kill -9 "$BLOCKER" 2>/dev/null; wait "$BLOCKER" 2>/dev/null; BLOCKER=""
-  for pid in $(wg_go_pids "${P}w$SPARE"); do note "wireguard-go left running for ${P}w$SPARE (pid $pid)"; BAD_PROBLEMS+=" a wireguard-go was left running;"; kill "$pid"; done
+  for pid in $(netns_wg_go_pids "${P}w$SPARE"); do note "wireguard-go left running for ${P}w$SPARE (pid $pid)"; BAD_PROBLEMS+=" a wireguard-go was left running;"; kill "$pid"; done
 }
 bad_expired() {
   [ -n "$EXPIRED" ] || { BAD_PROBLEMS+=" token create --ttl 1s printed nothing;"; return; }

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 done
 NODES=4
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/scripts/lib/netns.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
 [ -x "$WM" ] || { echo "cluster-key: $WM not found; run 'swift build' first" >&2; exit 1; }
@@ -38,38 +39,16 @@ for tool in ip wg ping jq nft; do
 done
 P="wmk$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
 WORK="$(mktemp -d /tmp/$P.XXXX)"
-UL="$P-ul"
 declare -A AGENT=()
 PINGS=()
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.4f", 1 / p }')"
 
-wg_go_pids() { # IFACE: pids of `wireguard-go -f IFACE`
-  local f c
-  for f in /proc/[0-9]*/cmdline; do
-    c="$( { tr '\0' ' ' <"$f"; } 2>/dev/null)" || continue
-    if [ "$c" = "wireguard-go -f $1 " ]; then f="${f#/proc/}"; echo "${f%/cmdline}"; fi
-  done
-}
 cleanup() {
-  set +e
-  for pid in "${PINGS[@]}"; do kill "$pid" 2>/dev/null; done
-  for i in "${!AGENT[@]}"; do kill "${AGENT[$i]}" 2>/dev/null; done
-  sleep 0.3
-  for i in $(seq 1 "$NODES"); do
-    [ -n "${AGENT[$i]:-}" ] && kill -9 "${AGENT[$i]}" 2>/dev/null
-    for pid in $(wg_go_pids "${P}w$i"); do kill -9 "$pid" 2>/dev/null; done
-    ip netns pids "$P-p$i" 2>/dev/null | xargs -r kill 2>/dev/null
-  done
-  sleep 0.2
-  for i in $(seq 1 "$NODES"); do
-    ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
-    rm -f "/var/run/wireguard/${P}w$i.sock"
-  done
-  ip netns del "$UL" 2>/dev/null
+  # Agents, their wireguard-go, the pings: every process in the run's namespaces (TERM, then KILL).
+  netns_cleanup "$P"
   if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else echo "cluster-key: --keep: state in $WORK" >&2; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+netns_trap cleanup
 
 log() { echo "cluster-key: $*" >&2; }
 now() { date +%s.%N; }
@@ -113,19 +92,8 @@ ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip net
 # ---------------------------------------------------------------------------------------------
 # A 4-node cluster with one pod per node
 
-ip netns add "$UL"
-ip -n "$UL" link add br0 type bridge
-ip -n "$UL" link set br0 up
-for i in $(seq 1 "$NODES"); do
-  ip netns add "$P-n$i"
-  ip link add "${P}u$i" type veth peer name eth0 netns "$P-n$i"
-  ip link set "${P}u$i" netns "$UL"
-  ip -n "$UL" link set "${P}u$i" master br0 up
-  ip -n "$P-n$i" addr add "10.99.0.$i/24" dev eth0
-  ip -n "$P-n$i" link set eth0 up
-  ip -n "$P-n$i" link set lo up
-  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
-done
+netns_underlay "$P"
+for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
 ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
   --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >/dev/null
 start_agent 1 agent
@@ -137,20 +105,9 @@ for i in $(seq 2 "$NODES"); do
 done
 for i in $(seq 1 "$NODES"); do
   cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
-  base="${cidr%/*}"; p="${base%.*}.$(( ${base##*.} + 10 ))"
+  p="$(netns_pod_address "$cidr")"
   echo "$p" >"$WORK/pod$i"
-  ip netns add "$P-p$i"
-  ip link add "${P}v$i" type veth peer name eth0 netns "$P-p$i"
-  ip link set "${P}v$i" netns "$P-n$i"
-  ip -n "$P-n$i" link set "${P}v$i" up
-  ip -n "$P-n$i" route add "$p/32" dev "${P}v$i"
-  ip -n "$P-p$i" link set eth0 up
-  ip -n "$P-p$i" link set lo up
-  ip -n "$P-p$i" addr add "$p/32" dev eth0
-  ip -n "$P-p$i" route add 169.254.1.1 dev eth0
-  ip -n "$P-p$i" route add default via 169.254.1.1 dev eth0
-  ip -n "$P-n$i" addr add 169.254.1.1/32 dev "${P}v$i"
-  ip netns exec "$P-n$i" sysctl -qw "net.ipv4.conf.${P}v$i.proxy_arp=1"
+  netns_pod "$P" "$i" "$p"
 done
 BACKEND="$(node 1 status --json | jq -r .backend)"
 all_alive() { local i; for i in "$@"; do [ "$(alive_count "$i")" -eq $(($# - 1)) ] || return 1; done; }
