@@ -96,16 +96,18 @@ let package = Package(
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
         // Real-kernel WireGuard e2e: boots the Debian kernel under qemu (vm/) once and runs the wiremesh binary in it.
-        .testTarget(name: "KernelE2ETests"),
+        // Test helpers shared by the test targets (blocking work off the cooperative pool).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "KernelE2ETests", dependencies: ["TestSupport"]),
         // Hitless key rotation under a ping flood and a TCP stream: runs scripts/e2e/rotation.sh.
-        .testTarget(name: "RotationE2ETests"),
+        .testTarget(name: "RotationE2ETests", dependencies: ["TestSupport"]),
         // Cluster (gossip) key rotation with one node down, then its return: runs scripts/e2e/cluster-key.sh.
-        .testTarget(name: "ClusterKeyE2ETests"),
+        .testTarget(name: "ClusterKeyE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshCrypto", "IPNetwork", "Membership",
+            "WireMeshAgent", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

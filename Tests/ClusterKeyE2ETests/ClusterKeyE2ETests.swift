@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -60,23 +61,27 @@ private struct ClusterKeyResult: Decodable {
 /// open makes it ask a member for the keyring). Then a third rotation whose agent is
 /// killed (kill -9) right after installing the key must still complete on all four nodes after a restart.
 @Suite(.serialized) struct ClusterKeyE2ETests {
-    @Test func rotationWithOneNodeDownThenThatNodeGetsBackIn() throws {
+    @Test func rotationWithOneNodeDownThenThatNodeGetsBackIn() async throws {
         if let reason = missingPrerequisite() {
             print("ClusterKeyE2ETests skipped: \(reason)")
             return
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/e2e/cluster-key.sh")
-        p.arguments = ["--grace", "5", "--pps", "50"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let script = packageRoot + "/scripts/e2e/cluster-key.sh"
+        let (data, status) = try await onThread { () throws -> (Data, Int32) in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: script)
+            p.arguments = ["--grace", "5", "--pps", "50"]
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (data, p.terminationStatus)
+        }
         let text = String(decoding: data, as: UTF8.self)
         print(text)
         let line = try #require(text.split(separator: "\n").last { $0.hasPrefix("RESULT ") },
-                                "the script printed no RESULT line (exit \(p.terminationStatus)); its stderr is above")
+                                "the script printed no RESULT line (exit \(status)); its stderr is above")
         let r = try JSONDecoder().decode(ClusterKeyResult.self, from: Data(line.dropFirst("RESULT ".count).utf8))
         print("cluster-key rotate on \(r.backend): \(r.oldKey) -> \(r.newKey); primary everywhere after \(r.promotedS.map { "\($0) s" } ?? "never"), "
               + "old key gone after \(r.oldRemovedS.map { "\($0) s" } ?? "never"); \(r.pingsLost) of \(r.pingsSent) pings lost; "
@@ -93,6 +98,6 @@ private struct ClusterKeyResult: Decodable {
         #expect(r.pingsSent > 0)
         // The data path does not depend on the gossip key: a lost ping means a peer was dropped.
         #expect(r.pingsLost * 100 <= r.pingsSent, "\(r.pingsLost) of \(r.pingsSent) pings lost across the cluster key rotation")
-        #expect(p.terminationStatus == 0)
+        #expect(status == 0)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 // Real-kernel WireGuard end-to-end tests. The host kernel has no WireGuard, so these boot the Debian
@@ -55,7 +56,8 @@ func parseConsole(_ console: String) -> [String: VMCase] {
 
 /// Boots the VM once per process and hands every test the same result.
 enum KernelVM {
-    static let run: Task<VMRun, Never> = Task.detached { boot() }
+    // The boot blocks for minutes: on a thread of its own, not on the cooperative pool.
+    static let run: Task<VMRun, Never> = Task { try! await onThread { boot() } }
 
     /// The repository root, found from this file's path (Tests/KernelE2ETests/<file>).
     static var repository: URL {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -25,25 +26,29 @@ private func missingPrerequisite() -> String? {
 }
 
 /// Runs one case of scripts/e2e/rotation.sh; its RESULT object and exit status, or nil when skipped.
-private func runCase(_ name: String, _ arguments: [String] = []) throws -> (result: [String: Any], status: Int32)? {
+private func runCase(_ name: String, _ arguments: [String] = []) async throws -> (result: [String: Any], status: Int32)? {
     if let reason = missingPrerequisite() {
         print("RotationE2ETests.\(name) skipped: \(reason)")
         return nil
     }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/e2e/rotation.sh")
-    p.arguments = ["--case", name] + arguments
-    let out = Pipe()
-    p.standardOutput = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
+    let script = packageRoot + "/scripts/e2e/rotation.sh"
+    let (data, status) = try await onThread { () throws -> (Data, Int32) in
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: script)
+        p.arguments = ["--case", name] + arguments
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (data, p.terminationStatus)
+    }
     let text = String(decoding: data, as: UTF8.self)
     print(text)
     let line = try #require(text.split(separator: "\n").last { $0.hasPrefix("RESULT ") },
-                            "case \(name): the script printed no RESULT line (exit \(p.terminationStatus)); its stderr is above")
+                            "case \(name): the script printed no RESULT line (exit \(status)); its stderr is above")
     let object = try JSONSerialization.jsonObject(with: Data(line.dropFirst("RESULT ".count).utf8))
-    return (try #require(object as? [String: Any]), p.terminationStatus)
+    return (try #require(object as? [String: Any]), status)
 }
 
 /// Key rotation on a live mesh in network namespaces with wireguard-go, one test per scenario
@@ -53,8 +58,8 @@ private func runCase(_ name: String, _ arguments: [String] = []) throws -> (resu
     /// `rotate-key` on a 4-node mesh under a 200 pps ping flood both ways between the rotating node's pod
     /// and every other pod, plus an iperf3 TCP stream: the stream completes, and every peer's device
     /// (read with `wg`) ends with exactly the new key for the rotated node.
-    @Test func rotateKeyUnderLoadKeepsTheStreamAndLeavesOnlyTheNewKey() throws {
-        guard let (r, status) = try runCase("load", ["--nodes", "4", "--rotations", "1", "--pps", "200", "--stream-seconds", "6"])
+    @Test func rotateKeyUnderLoadKeepsTheStreamAndLeavesOnlyTheNewKey() async throws {
+        guard let (r, status) = try await runCase("load", ["--nodes", "4", "--rotations", "1", "--pps", "200", "--stream-seconds", "6"])
         else { return }
         print("load: lost \(r["lost"] ?? "?") pings; all peers switched after \(r["all_peers_switched_s"] ?? "?") s")
         #expect(r["stream_ok"] as? Bool == true, "the TCP stream across the rotation did not complete")
@@ -67,8 +72,8 @@ private func runCase(_ name: String, _ arguments: [String] = []) throws -> (resu
     /// kill -9 of the rotating agent at each phase of `rotate-key` (WM_FAULT_PAUSE_AT), then a restart:
     /// the state keeps a whole key (and the announced pending key until the switch), and the mesh
     /// converges (every device holds exactly the keys the nodes' states name, pods ping both ways).
-    @Test func aCrashAtEveryPhaseOfRotateKeyConvergesAfterRestart() throws {
-        guard let (r, status) = try runCase("crash") else { return }
+    @Test func aCrashAtEveryPhaseOfRotateKeyConvergesAfterRestart() async throws {
+        guard let (r, status) = try await runCase("crash") else { return }
         let phases = try #require(r["phases"] as? [[String: Any]])
         #expect(phases.map { $0["phase"] as? String } == ["pending-saved", "prepared", "promoted", "switched", "published"])
         for phase in phases {
@@ -82,8 +87,8 @@ private func runCase(_ name: String, _ arguments: [String] = []) throws -> (resu
 
     /// Two nodes run `rotate-key` at the same moment under ping floods between all pods: both keys
     /// change and every device converges on exactly the new keys.
-    @Test func twoNodesRotatingAtOnceConverge() throws {
-        guard let (r, status) = try runCase("concurrent") else { return }
+    @Test func twoNodesRotatingAtOnceConverge() async throws {
+        guard let (r, status) = try await runCase("concurrent") else { return }
         print("concurrent: lost \(r["lost"] ?? "?") of \(r["sent"] ?? "?") pings; converged after \(r["converged_s"] ?? "never") s")
         #expect(r["rotate_ok"] as? Bool == true, "a rotate-key failed (see stderr)")
         #expect(r["keys_changed"] as? Bool == true)
@@ -93,8 +98,8 @@ private func runCase(_ name: String, _ arguments: [String] = []) throws -> (resu
     }
 
     /// A node cut off from the underlay while another rotates catches up once the cut heals.
-    @Test func aPartitionedPeerCatchesUpWithTheNewKeyAfterHeal() throws {
-        guard let (r, status) = try runCase("partition") else { return }
+    @Test func aPartitionedPeerCatchesUpWithTheNewKeyAfterHeal() async throws {
+        guard let (r, status) = try await runCase("partition") else { return }
         print("partition: cut \(r["cut_s"] ?? "?") s; caught up \(r["caught_up_s"] ?? "never") s after the heal")
         #expect(r["rotate_ok"] as? Bool == true, "rotate-key failed with a peer cut off")
         #expect(r["connected_peers_switched"] as? Bool == true)
@@ -108,8 +113,8 @@ private func runCase(_ name: String, _ arguments: [String] = []) throws -> (resu
     /// `--key-rotation-interval 20s`: the node rotates by itself (no operator command), within the
     /// jittered schedule counted from the key's creation, losing no more than `rotate-key` may
     /// (≤ 3 pings); `status` shows the key age and next rotation, and a restart keeps the schedule.
-    @Test func scheduledRotationHappensByItselfAndSurvivesRestart() throws {
-        guard let (r, status) = try runCase("scheduled") else { return }
+    @Test func scheduledRotationHappensByItselfAndSurvivesRestart() async throws {
+        guard let (r, status) = try await runCase("scheduled") else { return }
         let lost = r["lost"] as? Int ?? -1
         print("scheduled: lost \(lost) of \(r["sent"] ?? "?") pings")
         #expect(r["rotated"] as? Bool == true, "the key did not change by itself")

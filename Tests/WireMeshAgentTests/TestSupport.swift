@@ -1,3 +1,4 @@
+@_exported import TestSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -40,17 +41,6 @@ func hexBytes(_ text: String) -> [UInt8] {
         i = j
     }
     return out
-}
-
-/// Runs blocking code (the synchronous control client) on its own thread, so it cannot starve
-/// Swift's small cooperative pool, where the server's handler tasks run.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
-        thread.start()
-    }
 }
 
 /// Removes a directory tree; retried because a server task finishing concurrently may unlink its
