@@ -6,24 +6,8 @@ import Testing
 import Glibc
 #endif
 
-/// The package root, found from this file's path (Tests/RotationE2ETests/RotationE2ETests.swift).
-private let packageRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
-
 /// Why the host cannot run this suite, or nil when it can (root, netns, a WireGuard implementation).
-private func missingPrerequisite() -> String? {
-    if geteuid() != 0 { return "not root: network namespaces need CAP_SYS_ADMIN" }
-    let binary = ProcessInfo.processInfo.environment["WIREMESH_BIN"] ?? packageRoot + "/.build/debug/wiremesh"
-    if !FileManager.default.isExecutableFile(atPath: binary) { return "\(binary) not built: run 'swift build' first" }
-    for tool in ["wireguard-go", "wg", "iperf3", "jq", "nft"] where !["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/"]
-        .contains(where: { FileManager.default.isExecutableFile(atPath: $0 + tool) }) {
-        return "'\(tool)' is not installed: run scripts/setup"
-    }
-    return nil
-}
+private func missingPrerequisite() -> String? { missingNetnsPrerequisite(tools: ["wireguard-go", "wg", "iperf3", "jq", "nft"]) }
 
 /// Runs one case of scripts/e2e/rotation.sh; its RESULT object and exit status, or nil when skipped.
 private func runCase(_ name: String, _ arguments: [String] = []) async throws -> (result: [String: Any], status: Int32)? {
