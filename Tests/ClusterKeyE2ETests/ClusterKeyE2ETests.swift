@@ -50,23 +50,9 @@ private struct ClusterKeyResult: Decodable {
             print("ClusterKeyE2ETests skipped: \(reason)")
             return
         }
-        let script = packageRoot + "/scripts/e2e/cluster-key.sh"
-        let (data, status) = try await onThread { () throws -> (Data, Int32) in
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: script)
-            p.arguments = ["--grace", "5", "--pps", "50"]
-            let out = Pipe()
-            p.standardOutput = out
-            try p.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (data, p.terminationStatus)
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        print(text)
-        let line = try #require(text.split(separator: "\n").last { $0.hasPrefix("RESULT ") },
-                                "the script printed no RESULT line (exit \(status)); its stderr is above")
-        let r = try JSONDecoder().decode(ClusterKeyResult.self, from: Data(line.dropFirst("RESULT ".count).utf8))
+        let (result, status) = try await runResultScript(packageRoot + "/scripts/e2e/cluster-key.sh", ["--grace", "5", "--pps", "50"])
+        let json = try #require(result, "the script printed no RESULT line (exit \(status)); its stderr is above")
+        let r = try JSONDecoder().decode(ClusterKeyResult.self, from: json)
         print("cluster-key rotate on \(r.backend): \(r.oldKey) -> \(r.newKey); primary everywhere after \(r.promotedS.map { "\($0) s" } ?? "never"), "
               + "old key gone after \(r.oldRemovedS.map { "\($0) s" } ?? "never"); \(r.pingsLost) of \(r.pingsSent) pings lost; "
               + "down node back in after \(r.rejoinS.map { "\($0) s" } ?? "never"); "

@@ -15,23 +15,9 @@ private func runCase(_ name: String, _ arguments: [String] = []) async throws ->
         print("RotationE2ETests.\(name) skipped: \(reason)")
         return nil
     }
-    let script = packageRoot + "/scripts/e2e/rotation.sh"
-    let (data, status) = try await onThread { () throws -> (Data, Int32) in
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: script)
-        p.arguments = ["--case", name] + arguments
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (data, p.terminationStatus)
-    }
-    let text = String(decoding: data, as: UTF8.self)
-    print(text)
-    let line = try #require(text.split(separator: "\n").last { $0.hasPrefix("RESULT ") },
-                            "case \(name): the script printed no RESULT line (exit \(status)); its stderr is above")
-    let object = try JSONSerialization.jsonObject(with: Data(line.dropFirst("RESULT ".count).utf8))
+    let (result, status) = try await runResultScript(packageRoot + "/scripts/e2e/rotation.sh", ["--case", name] + arguments)
+    let json = try #require(result, "case \(name): the script printed no RESULT line (exit \(status)); its stderr is above")
+    let object = try JSONSerialization.jsonObject(with: json)
     return (try #require(object as? [String: Any]), status)
 }
 
