@@ -1,6 +1,15 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The agent stays resident on every node, so its binary should map little. lld (shipped with the
+// toolchain) packs relative relocations (`.relr.dyn`: ~20 KB instead of 2 MB of `.rela.dyn` read at every
+// start), and the executable exports no symbols (gold's -export-dynamic default put 1 MB of dynamic symbol
+// tables in it; nothing dlopens wiremesh). Still a PIE. Measured in BENCHMARKS.md (bench join).
+let leanBinary: [LinkerSetting] = [
+    .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
+                 .when(platforms: [.linux])),
+]
+
 let package = Package(
     name: "wiremesh",
     platforms: [.macOS(.v14)],
@@ -22,6 +31,8 @@ let package = Package(
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        // glibc's <malloc.h> (mallopt, malloc_trim).
+        .systemLibrary(name: "CMalloc"),
 
         // IP addresses, prefixes and endpoints: pure value types shared by every layer.
         .target(name: "IPNetwork"),
@@ -56,6 +67,7 @@ let package = Package(
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
             "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan",
+            .target(name: "CMalloc", condition: .when(platforms: [.linux])),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -70,7 +82,7 @@ let package = Package(
             "WireMeshAgent", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "IPNetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], linkerSettings: leanBinary),
 
         // Membership benchmark in the simulator (./scripts/bench membership).
         .executableTarget(name: "MembershipBench", dependencies: ["MembershipSimulator", "Membership"]),

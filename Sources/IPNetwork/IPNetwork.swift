@@ -159,6 +159,21 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// True when the two prefixes share at least one address.
     public func overlaps(_ other: IPPrefix) -> Bool { contains(other) || other.contains(self) }
 
+    /// The first address of the prefix (host bits cleared).
+    public var firstAddress: IPAddress { address.masked(to: length) }
+
+    /// The last address of the prefix (host bits set).
+    public var lastAddress: IPAddress {
+        switch address.masked(to: length) {
+        case .v4(let a):
+            return .v4(length >= 32 ? a : a | (UInt32.max >> UInt32(length)))
+        case .v6(let hi, let lo):
+            let hostHi: UInt64 = length >= 64 ? 0 : UInt64.max >> UInt64(length)
+            let hostLo: UInt64 = length >= 128 ? 0 : (length <= 64 ? .max : UInt64.max >> UInt64(length - 64))
+            return .v6(hi | hostHi, lo | hostLo)
+        }
+    }
+
     public var description: String { "\(address)/\(length)" }
 
     public static func < (a: IPPrefix, b: IPPrefix) -> Bool {
@@ -202,3 +217,44 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)"
     }
 }
+
+/// Prefixes none of which overlap another, each with a value. Finds the entry a candidate overlaps in
+/// O(log n): the entries are disjoint ranges sorted by first address, so only the last one starting
+/// at or before the candidate's end can reach into it.
+public struct DisjointPrefixes<Value> {
+    public private(set) var entries: [(prefix: IPPrefix, value: Value)] = []
+    private var ranges: [(first: IPAddress, last: IPAddress)] = []
+
+    public init() {}
+
+    public var count: Int { entries.count }
+
+    /// The index of the first entry starting after `address`.
+    private func upperBound(_ address: IPAddress) -> Int {
+        var low = 0, high = ranges.count
+        while low < high {
+            let mid = (low + high) / 2
+            if ranges[mid].first <= address { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
+    /// The entry sharing an address with `prefix`, if any.
+    public func overlapping(_ prefix: IPPrefix) -> (prefix: IPPrefix, value: Value)? {
+        let i = upperBound(prefix.lastAddress)
+        guard i > 0, ranges[i - 1].last >= prefix.firstAddress else { return nil }
+        return entries[i - 1]
+    }
+
+    /// Adds `prefix` unless it overlaps an entry; then returns that entry and adds nothing.
+    @discardableResult
+    public mutating func insert(_ prefix: IPPrefix, _ value: Value) -> (prefix: IPPrefix, value: Value)? {
+        if let clash = overlapping(prefix) { return clash }
+        let i = upperBound(prefix.lastAddress)
+        ranges.insert((prefix.firstAddress, prefix.lastAddress), at: i)
+        entries.insert((prefix, value), at: i)
+        return nil
+    }
+}
+
+extension DisjointPrefixes: Sendable where Value: Sendable {}

@@ -47,7 +47,9 @@ public struct MembershipNode {
     var names: [String] = []
     var nameIndex: [String: Int] = [:]
     var byHash: [UInt64: String] = [:]
-    var bucketNames: [Set<String>]
+    /// Per digest bucket, each member's digest entry by name hash (kept by `store`/`remove`), so a
+    /// summary answer reads entries without copying member states.
+    var bucketDigests: [[UInt64: DigestEntry]]
     var bucketFingerprints: [UInt64]
     let bucketShift: UInt64
     var suspects: Set<String> = []
@@ -103,7 +105,7 @@ public struct MembershipNode {
         var bits: UInt64 = 0
         while (1 << bits) < config.digestBuckets { bits += 1 }
         self.bucketShift = 64 - bits
-        self.bucketNames = Array(repeating: [], count: config.digestBuckets)
+        self.bucketDigests = Array(repeating: [:], count: config.digestBuckets)
         self.bucketFingerprints = Array(repeating: 0, count: config.digestBuckets)
         self.nextSeq = 0
         self.nextProbeAt = now
@@ -808,10 +810,8 @@ public struct MembershipNode {
     /// Our digest entries (including ourselves) in bucket `b`, sorted by name hash.
     func bucketEntries(_ b: Int) -> [DigestEntry] {
         var entries: [DigestEntry] = []
-        entries.reserveCapacity(bucketNames[b].count + 1)
-        for name in bucketNames[b] {
-            if let m = table[name] { entries.append(DigestEntry(nameHash: m.hash, version: m.signed.record.version, status: m.status)) }
-        }
+        entries.reserveCapacity(bucketDigests[b].count + 1)
+        entries.append(contentsOf: bucketDigests[b].values)
         if bucket(of: localHash) == b {
             entries.append(DigestEntry(nameHash: localHash, version: local.record.version, status: localStatus))
         }
@@ -900,8 +900,8 @@ public struct MembershipNode {
             nameIndex[name] = names.count
             names.append(name)
             byHash[state.hash] = name
-            bucketNames[b].insert(name)
         }
+        bucketDigests[b][state.hash] = DigestEntry(nameHash: state.hash, version: state.signed.record.version, status: state.status)
         table[name] = state
         bucketFingerprints[b] &+= entryFingerprint(state.hash, state.signed.record.version, state.status)
         if state.status.isActive { activeCount += 1 }
@@ -914,7 +914,7 @@ public struct MembershipNode {
         let b = bucket(of: old.hash)
         bucketFingerprints[b] &-= entryFingerprint(old.hash, old.signed.record.version, old.status)
         if old.status.isActive { activeCount -= 1 }
-        bucketNames[b].remove(name)
+        bucketDigests[b][old.hash] = nil
         byHash[old.hash] = nil
         suspects.remove(name)
         inactive.remove(name)

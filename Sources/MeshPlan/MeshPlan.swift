@@ -86,7 +86,8 @@ public enum MeshPlanner {
         let candidates = members.filter { isPeer($0, localName: local.name) }
             .sorted { ($0.record.record.version, $0.name) < ($1.record.record.version, $1.name) }
 
-        var owners: [(prefix: IPPrefix, owner: String)] = localPrefixes.map { ($0, local.name) }
+        var owners = DisjointPrefixes<String>()
+        for prefix in localPrefixes { owners.insert(prefix, local.name) }
         var conflicts: [PrefixConflict] = []
         var peers: [Peer] = []
         var seenKeys: Set<Key> = [privateKey.publicKey()]
@@ -96,11 +97,10 @@ public enum MeshPlanner {
             guard seenKeys.insert(record.wireguardKey).inserted else { continue }
             var allowed: [IPPrefix] = []
             for prefix in claimedPrefixes(of: record) {
-                if let clash = owners.first(where: { $0.prefix.overlaps(prefix) }) {
-                    conflicts.append(PrefixConflict(prefix: prefix, winner: clash.owner, loser: record.name))
+                if let clash = owners.insert(prefix, record.name) {
+                    conflicts.append(PrefixConflict(prefix: prefix, winner: clash.value, loser: record.name))
                     continue
                 }
-                owners.append((prefix, record.name))
                 allowed.append(prefix)
             }
             peers.append(Peer(publicKey: record.wireguardKey,
@@ -108,7 +108,8 @@ public enum MeshPlanner {
                               persistentKeepaliveInterval: settings.persistentKeepalive,
                               allowedIPs: allowed))
         }
-        peers.sort { $0.publicKey.base64 < $1.publicKey.base64 }
+        // Sorted by key text (as `wg` lists them); each key encoded once, not per comparison.
+        peers = peers.map { ($0.publicKey.base64, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
 
         let device = Device(name: settings.interface, privateKey: privateKey, publicKey: privateKey.publicKey(),
                             listenPort: settings.listenPort, peers: peers)

@@ -105,7 +105,7 @@ extension MeshPlanner {
                                   persistentKeepaliveInterval: settings.persistentKeepalive, allowedIPs: []))
             }
         }
-        peers.sort { $0.publicKey.base64 < $1.publicKey.base64 }
+        peers = peers.map { ($0.publicKey.base64, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
         mesh.device.peers = peers
         return mesh
     }

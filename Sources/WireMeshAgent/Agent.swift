@@ -112,6 +112,7 @@ public actor Agent {
         }
         await syncTokens(members: members)
         if transport != nil { await evaluateClusterKeys(members: members) }
+        ProcessMemory.releaseFreed()
     }
 
     /// A peer that was just (re-)added has no session here, while the node behind it may still hold

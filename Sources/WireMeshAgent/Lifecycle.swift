@@ -157,6 +157,7 @@ public enum Lifecycle {
     /// Runs the agent until SIGTERM/SIGINT or `wiremesh leave`. The interface, its peers and the
     /// routes stay when the agent stops, so traffic keeps flowing across restarts.
     public static func runAgent(config: AgentConfig, logger: Logger, extraSeeds: [Endpoint] = []) async throws {
+        ProcessMemory.limitArenas()
         let store = StateStore(directory: config.stateDirectory)
         let state = try store.load()  // refuses a node that left
         let link = try LinkManager(interface: config.interface, logDirectory: config.stateDirectory, logger: logger)

@@ -42,3 +42,49 @@ import IPNetwork
         #expect(try IPAddress("fd00::ffff:ffff:ffff:ffff").adding(1) == (try IPAddress("fd00:0:0:1::")))
     }
 }
+
+@Suite struct DisjointPrefixesTests {
+    @Test func firstAndLastAddresses() throws {
+        #expect(try IPPrefix("10.244.1.7/24").firstAddress == IPAddress("10.244.1.0"))
+        #expect(try IPPrefix("10.244.1.7/24").lastAddress == IPAddress("10.244.1.255"))
+        #expect(try IPPrefix("10.0.0.1/32").lastAddress == IPAddress("10.0.0.1"))
+        #expect(try IPPrefix("0.0.0.0/0").lastAddress == IPAddress("255.255.255.255"))
+        #expect(try IPPrefix("fd00::/64").lastAddress == IPAddress("fd00::ffff:ffff:ffff:ffff"))
+        #expect(try IPPrefix("fd00::/56").lastAddress == IPAddress("fd00:0:0:ff:ffff:ffff:ffff:ffff"))
+        #expect(try IPPrefix("fd00::1/128").lastAddress == IPAddress("fd00::1"))
+        #expect(try IPPrefix("fd00::/72").lastAddress == IPAddress("fd00::ff:ffff:ffff:ffff"))
+    }
+
+    @Test func insertRefusesOverlapsAndNamesTheOwner() throws {
+        var set = DisjointPrefixes<String>()
+        #expect(set.insert(try IPPrefix("10.244.1.0/24"), "a") == nil)
+        #expect(set.insert(try IPPrefix("10.244.3.0/24"), "b") == nil)
+        #expect(["a", "b"].contains(set.insert(try IPPrefix("10.0.0.0/8"), "c")?.value ?? "none"))  // contains both
+        #expect(set.insert(try IPPrefix("10.244.0.0/23"), "c2")?.value == "a")   // contains a only
+        #expect(set.insert(try IPPrefix("10.244.1.9/32"), "d")?.value == "a")    // inside a
+        #expect(set.insert(try IPPrefix("10.244.2.0/24"), "e") == nil)           // between a and b
+        #expect(set.insert(try IPPrefix("10.244.0.0/22"), "f")?.value != nil)
+        #expect(set.insert(try IPPrefix("fd00::/64"), "g") == nil)               // families never overlap
+        #expect(set.insert(try IPPrefix("fd00::1/128"), "h")?.value == "g")
+        #expect(set.count == 4)
+        #expect(set.entries.map(\.value) == ["a", "e", "b", "g"])
+        #expect(set.overlapping(try IPPrefix("10.244.4.0/24")) == nil)
+    }
+
+    /// Against the pairwise definition, on random prefixes from a small space (many overlaps).
+    @Test func agreesWithPairwiseOverlaps() throws {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            var set = DisjointPrefixes<Int>()
+            var kept: [IPPrefix] = []
+            for i in 0..<200 {
+                let length = Int.random(in: 20...32, using: &rng)
+                let p = try IPPrefix(address: .v4(0x0A00_0000 | UInt32.random(in: 0..<(1 << 14), using: &rng)), length: length).network
+                let expected = kept.first { $0.overlaps(p) }
+                let clash = set.insert(p, i)
+                #expect((clash == nil) == (expected == nil), "\(p)")
+                if clash == nil { kept.append(p) } else { #expect(clash!.prefix.overlaps(p)) }
+            }
+        }
+    }
+}
