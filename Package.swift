@@ -31,8 +31,8 @@ let package = Package(
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
-        // glibc's <malloc.h> (mallopt, malloc_trim).
-        .systemLibrary(name: "CMalloc"),
+        // glibc extras: <malloc.h> (mallopt, malloc_trim), <link.h> (dl_iterate_phdr).
+        .systemLibrary(name: "CGlibcExtras"),
 
         // IP addresses, prefixes and endpoints: pure value types shared by every layer.
         .target(name: "IPNetwork"),
@@ -67,7 +67,7 @@ let package = Package(
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
             "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan",
-            .target(name: "CMalloc", condition: .when(platforms: [.linux])),
+            .target(name: "CGlibcExtras", condition: .when(platforms: [.linux])),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

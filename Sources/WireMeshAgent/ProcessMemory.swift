@@ -1,15 +1,16 @@
-#if canImport(CMalloc)
-import CMalloc
+#if canImport(CGlibcExtras)
+import CGlibcExtras
+import Glibc
 #endif
 
-/// The agent runs for months and is idle most of the time: keep glibc's allocator from holding
-/// memory the agent no longer uses.
+/// The agent runs for months and is idle most of the time: keep it from holding memory it no
+/// longer uses.
 enum ProcessMemory {
     /// Caps malloc arenas. glibc gives threads that contend for the heap arenas of their own (up to
     /// 8 per core), and each keeps its high-water mark; the agent's threads (NIO loop, Dispatch,
     /// Swift's pool) allocate little and never in parallel for long.
     static func limitArenas(to count: Int32 = 2) {
-        #if canImport(CMalloc)
+        #if canImport(CGlibcExtras)
         _ = mallopt(M_ARENA_MAX, count)
         #endif
     }
@@ -17,8 +18,62 @@ enum ProcessMemory {
     /// Returns freed heap pages to the kernel: a reconcile pass over a large view allocates and
     /// frees megabytes that would otherwise stay resident until the next pass.
     static func releaseFreed() {
-        #if canImport(CMalloc)
+        #if canImport(CGlibcExtras)
         _ = malloc_trim(0)
         #endif
     }
+
+    /// Start-up (argument parsing, YAML, state loading, ICU tables Foundation reads once) touches
+    /// code and tables across the whole executable, and the kernel maps them in 64 KB+ chunks that
+    /// then stay in the agent's page tables for its lifetime. This unmaps the executable's read-only
+    /// load segments (code, symbol and metadata tables: clean pages of the file, never written) from
+    /// this process; what the agent still runs faults back in from the page cache. The page cache
+    /// itself is untouched. Writable segments (data, relocated tables) are left alone.
+    /// Returns the bytes advised.
+    @discardableResult
+    static func dropStartupPages() -> Int {
+        #if canImport(CGlibcExtras)
+        var total = 0
+        for range in readOnlyImageRanges() {
+            if madvise(UnsafeMutableRawPointer(bitPattern: range.start), Int(range.end - range.start), MADV_DONTNEED) == 0 {
+                total += Int(range.end - range.start)
+            }
+        }
+        return total
+        #else
+        return 0
+        #endif
+    }
+
+    #if canImport(CGlibcExtras)
+    /// Page ranges (inside the segment, never a page shared with another one) of the executable's
+    /// loadable segments that are neither writable nor made read-only after relocation.
+    static func readOnlyImageRanges() -> [(start: UInt, end: UInt)] {
+        var ranges: [(start: UInt, end: UInt)] = []
+        withUnsafeMutablePointer(to: &ranges) { out in
+            _ = dl_iterate_phdr({ info, _, data in
+                guard let info, let data else { return 1 }
+                let out = data.assumingMemoryBound(to: [(start: UInt, end: UInt)].self)
+                let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
+                let image = info.pointee
+                var relro: [(UInt, UInt)] = []
+                for k in 0..<Int(image.dlpi_phnum) where image.dlpi_phdr[k].p_type == UInt32(PT_GNU_RELRO) {
+                    let ph = image.dlpi_phdr[k]
+                    relro.append((UInt(image.dlpi_addr) + UInt(ph.p_vaddr), UInt(image.dlpi_addr) + UInt(ph.p_vaddr + ph.p_memsz)))
+                }
+                for k in 0..<Int(image.dlpi_phnum) {
+                    let ph = image.dlpi_phdr[k]
+                    guard ph.p_type == UInt32(PT_LOAD), ph.p_flags & UInt32(PF_W) == 0 else { continue }
+                    let low = UInt(image.dlpi_addr) + UInt(ph.p_vaddr)
+                    let start = (low + page - 1) & ~(page - 1)
+                    let end = (low + UInt(ph.p_memsz)) & ~(page - 1)
+                    guard end > start, !relro.contains(where: { $0.0 < end && start < $0.1 }) else { continue }
+                    out.pointee.append((start, end))
+                }
+                return 1  // the first object reported is the executable itself
+            }, out)
+        }
+        return ranges
+    }
+    #endif
 }
