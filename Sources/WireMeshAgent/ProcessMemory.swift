@@ -51,7 +51,7 @@ enum ProcessMemory {
     static func readOnlyImageRanges() -> [(start: UInt, end: UInt)] {
         var ranges: [(start: UInt, end: UInt)] = []
         withUnsafeMutablePointer(to: &ranges) { out in
-            _ = dl_iterate_phdr({ info, _, data in
+            _ = wiremesh_dl_iterate_phdr({ info, _, data in
                 guard let info, let data else { return 1 }
                 let out = data.assumingMemoryBound(to: [(start: UInt, end: UInt)].self)
                 let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
