@@ -32,7 +32,12 @@ public actor Agent {
     /// time: an admitted node that never shows up frees its block after `pendingAssignmentTTL`).
     var pendingAssignments: [String: (block: IPPrefix, at: Date)] = [:]
     static let pendingAssignmentTTL: TimeInterval = 300
-    var lastSavedMembers: [UInt8] = []
+    /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members).
+    var lastSavedMembersDigest: [UInt8] = []
+    /// When a reconcile pass last changed the device or routes; start-up pages are dropped once the
+    /// mesh has been steady for a while (see `releaseStartupPagesWhenSteady`).
+    var lastMeshChange = ContinuousClock.now
+    var startupPagesReleased = false
     var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
     /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
@@ -95,16 +100,19 @@ public actor Agent {
                 logger.info("reconciled WireGuard", metadata: [
                     "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
                 kickHandshakes(added: change, actual: actual)
+                lastMeshChange = .now
             }
             let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
             if !routes.isEmpty {
                 try link.apply((routes.add, routes.remove))
+                lastMeshChange = .now
                 logger.info("reconciled routes", metadata: ["added": "\(routes.add.count)", "removed": "\(routes.remove.count)"])
             }
         } catch {
             logger.error("reconcile failed: \(error)")
         }
-        saveMembers(members)
+        // Before gossip is up there is no view: the saved list (from the last run or the join) must stay.
+        if transport != nil { saveMembers(members) }
         let now = Date()
         for (name, pending) in pendingAssignments
         where members.contains(where: { $0.name == name }) || now.timeIntervalSince(pending.at) > Self.pendingAssignmentTTL {
@@ -113,6 +121,17 @@ public actor Agent {
         await syncTokens(members: members)
         if transport != nil { await evaluateClusterKeys(members: members) }
         ProcessMemory.releaseFreed()
+        releaseStartupPagesWhenSteady()
+    }
+
+    /// Start-up — parsing, state loading, joining and the first sync of a large cluster — runs code
+    /// that a steady agent never runs again, yet its pages stay mapped. The first time the mesh has
+    /// needed no change for `steadyAfter`, they are released (`ProcessMemory.dropStartupPages`).
+    func releaseStartupPagesWhenSteady(steadyAfter: Duration = .seconds(30)) {
+        guard !startupPagesReleased, transport != nil, ContinuousClock.now - lastMeshChange >= steadyAfter else { return }
+        startupPagesReleased = true
+        let bytes = ProcessMemory.dropStartupPages()
+        logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
     }
 
     /// A peer that was just (re-)added has no session here, while the node behind it may still hold
@@ -156,10 +175,11 @@ public actor Agent {
         // most every 2 s is enough; the periodic resync writes the final state.
         if let last = lastMembersSave, ContinuousClock.now - last < .seconds(2) { return }
         let blob = MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record))
-        guard blob != lastSavedMembers else { return }
+        let digest = KeyDerivation.genericHash(blob)
+        guard digest != lastSavedMembersDigest else { return }
         do {
             try store.saveMembers(blob)
-            lastSavedMembers = blob
+            lastSavedMembersDigest = digest
             lastMembersSave = .now
         } catch {
             logger.error("could not save members: \(error)")

@@ -197,13 +197,6 @@ public enum Lifecycle {
             "node": "\(state.node.name)", "interface": "\(config.interface)", "backend": "\(link.backend.kind)",
             "pod_cidr": "\(state.node.podCIDR)", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])
         _ = try? SystemdNotify.notify("READY=1", environment: ProcessInfo.processInfo.environment)
-        let settle = Task {
-            // Once joining, the first resyncs and their logging are behind us, start-up code is not run again.
-            try await Task.sleep(for: .seconds(30))
-            let bytes = ProcessMemory.dropStartupPages()
-            logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
-        }
-        defer { settle.cancel() }
         try await group.run()
         if await agent.isLeaving {
             // The leave has been gossiped: end this node's part in the mesh.
