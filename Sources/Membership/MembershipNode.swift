@@ -988,6 +988,9 @@ public struct MembershipNode {
             // Fewest transmissions first, newest first within a tier (like memberlist's queue).
             let limit = config.retransmitLimit(clusterSize: clusterSize)
             var promoted: [(tier: Int, key: BroadcastKey, serial: UInt64)] = []
+            // After a run of broadcasts too big for the room left, the datagram is as good as full:
+            // stop instead of scanning a queue of thousands (after a mass join) on every send.
+            var misfits = 0
             var t = 0
             outer: while t < tiers.count {
                 var i = tiers[t].count - 1
@@ -999,7 +1002,11 @@ public struct MembershipNode {
                     }
                     let room = budget - payload.count
                     if room < 8 { break outer }
-                    if b.bytes.count <= room {
+                    if b.bytes.count > room {
+                        misfits += 1
+                        if misfits >= 16 { break outer }
+                    } else {
+                        misfits = 0
                         payload.append(contentsOf: b.bytes)
                         tiers[t].remove(at: i)
                         if t + 1 >= limit {
