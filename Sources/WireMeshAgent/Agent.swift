@@ -34,10 +34,11 @@ public actor Agent {
     static let pendingAssignmentTTL: TimeInterval = 300
     /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members).
     var lastSavedMembersDigest: [UInt8] = []
-    /// When a reconcile pass last changed the device or routes; start-up pages are dropped once the
-    /// mesh has been steady for a while (see `releaseStartupPagesWhenSteady`).
+    /// When a reconcile pass last changed the device or routes, and how many peers it changed since
+    /// pages were last released (see `releaseStartupPagesWhenSteady`).
     var lastMeshChange = ContinuousClock.now
-    var startupPagesReleased = false
+    var peersChangedSinceRelease = 0
+    var lastPagesRelease: ContinuousClock.Instant?
     var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
     /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
@@ -101,6 +102,7 @@ public actor Agent {
                     "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
                 kickHandshakes(added: change, actual: actual)
                 lastMeshChange = .now
+                peersChangedSinceRelease += change.peers.count
             }
             let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
             if !routes.isEmpty {
@@ -124,12 +126,20 @@ public actor Agent {
         releaseStartupPagesWhenSteady()
     }
 
-    /// Start-up — parsing, state loading, joining and the first sync of a large cluster — runs code
-    /// that a steady agent never runs again, yet its pages stay mapped. The first time the mesh has
-    /// needed no change for `steadyAfter`, they are released (`ProcessMemory.dropStartupPages`).
-    func releaseStartupPagesWhenSteady(steadyAfter: Duration = .seconds(30)) {
-        guard !startupPagesReleased, transport != nil, ContinuousClock.now - lastMeshChange >= steadyAfter else { return }
-        startupPagesReleased = true
+    /// Start-up — parsing, state loading, joining — and the sync of a large change (hundreds of
+    /// members joining) run code that a steady agent does not run again, yet its pages stay mapped.
+    /// They are released (`ProcessMemory.dropStartupPages`) once the mesh has needed no change for
+    /// `steadyAfter`: after start, and again after a change of at least `largeChange` peers, at most
+    /// every `minimumInterval`.
+    func releaseStartupPagesWhenSteady(steadyAfter: Duration = .seconds(30), largeChange: Int = 100,
+                                       minimumInterval: Duration = .seconds(600)) {
+        let now = ContinuousClock.now
+        guard transport != nil, now - lastMeshChange >= steadyAfter else { return }
+        if let last = lastPagesRelease {
+            guard peersChangedSinceRelease >= largeChange, now - last >= minimumInterval else { return }
+        }
+        lastPagesRelease = now
+        peersChangedSinceRelease = 0
         let bytes = ProcessMemory.dropStartupPages()
         logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
     }
