@@ -25,19 +25,21 @@ enum ProcessMemory {
 
     /// Start-up (argument parsing, YAML, state loading, ICU tables Foundation reads once) touches
     /// code and tables across the whole executable, and the kernel maps them in 64 KB+ chunks that
-    /// then stay in the agent's page tables for its lifetime. This unmaps the executable's read-only
-    /// load segments (code, symbol and metadata tables: clean pages of the file, never written) from
-    /// this process; what the agent still runs faults back in from the page cache. The page cache
-    /// itself is untouched. Writable segments (data, relocated tables) are left alone.
+    /// then stay in the agent's page tables for its lifetime. This releases the executable's read-only
+    /// load segments (code, symbol and metadata tables: clean pages of the file, never written): pages
+    /// only this process maps are reclaimed, shared ones unmapped from it; what the agent still runs
+    /// faults back in. Writable segments (data, relocated tables) are left alone.
     /// Returns the bytes advised.
     @discardableResult
     static func dropStartupPages() -> Int {
         #if canImport(CGlibcExtras)
         var total = 0
         for range in readOnlyImageRanges() {
-            if madvise(UnsafeMutableRawPointer(bitPattern: range.start), Int(range.end - range.start), MADV_DONTNEED) == 0 {
-                total += Int(range.end - range.start)
-            }
+            let start = UnsafeMutableRawPointer(bitPattern: range.start), length = Int(range.end - range.start)
+            // Reclaim what only this process maps (the page cache copy too: memory really freed; what
+            // runs again is read back in small pieces), then unmap what other processes share.
+            _ = madvise(start, length, madvisePageout)
+            if madvise(start, length, MADV_DONTNEED) == 0 { total += length }
         }
         return total
         #else
@@ -46,6 +48,9 @@ enum ProcessMemory {
     }
 
     #if canImport(CGlibcExtras)
+    /// MADV_PAGEOUT (Linux 5.4; older kernels refuse it with EINVAL, which is harmless here).
+    static let madvisePageout: Int32 = 21
+
     /// Page ranges (inside the segment, never a page shared with another one) of the executable's
     /// loadable segments that are neither writable nor made read-only after relocation.
     static func readOnlyImageRanges() -> [(start: UInt, end: UInt)] {
