@@ -29,6 +29,9 @@ public struct NodeRecord: Sendable, Equatable {
     /// The cluster (gossip) keys the node holds, its primary first (cluster key rotation reads these:
     /// a new key becomes primary once every live member lists it). At most 8.
     public var clusterKeys: [ClusterKeyTag] = []
+    /// Tags of extensions this version does not know, skipped when the record was decoded (written
+    /// by a newer node; they stay in its signed bytes). Never encoded.
+    public internal(set) var unknownExtensionTags: [UInt8] = []
 
     /// A record with the given fields; `version` starts at 1 unless given.
     public init(name: String, identity: IdentityPublicKey, version: UInt64 = 1, wireguardKey: Key,
@@ -92,14 +95,25 @@ public struct NodeRecord: Sendable, Equatable {
         for k in labels.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             w.shortString(k); w.shortString(labels[k]!)
         }
-        // Tagged trailing extensions in increasing tag order, each absent when empty (so records
-        // without them keep their bytes).
-        TokenAnnouncement.encodeSection(tokens, into: &w)
+        // Trailing extensions in increasing tag order, each absent when empty (so records without
+        // them keep their bytes), each `tag ‖ varint length ‖ body`: a node that does not know a
+        // tag skips it and still accepts the record (rolling upgrades add extensions).
+        if !tokens.isEmpty {
+            var body = ByteWriter()
+            TokenAnnouncement.encodeEntries(tokens, into: &body)
+            Self.writeExtension(TokenAnnouncement.sectionTag, body.bytes, into: &w)
+        }
         if !clusterKeys.isEmpty {
-            w.u8(Self.clusterKeysTag); w.u8(UInt8(clusterKeys.count))
-            for t in clusterKeys { w.raw(t.id.bytes); w.varint(t.generation) }
+            var body = ByteWriter()
+            body.u8(UInt8(clusterKeys.count))
+            for t in clusterKeys { body.raw(t.id.bytes); body.varint(t.generation) }
+            Self.writeExtension(Self.clusterKeysTag, body.bytes, into: &w)
         }
         return w.bytes
+    }
+
+    static func writeExtension(_ tag: UInt8, _ body: [UInt8], into w: inout ByteWriter) {
+        w.u8(tag); w.varint(UInt64(body.count)); w.raw(body)
     }
 
     /// Decodes a canonical encoding; rejects trailing bytes so each record has exactly one encoding.
@@ -148,18 +162,28 @@ public struct NodeRecord: Sendable, Equatable {
             let tag = try r.u8()
             guard Int(tag) > lastTag else { throw .malformed("record extensions out of order") }
             lastTag = Int(tag)
+            let length = try r.varint()
+            guard length <= UInt64(r.remaining) else { throw .truncated }
+            let bodyEnd = r.offset + Int(length)
+            var body = ByteReader(r.bytes, offset: r.offset, end: bodyEnd)
+            r.offset = bodyEnd
             switch tag {
             case TokenAnnouncement.sectionTag:
-                record.tokens = try TokenAnnouncement.decodeEntries(&r)
+                record.tokens = try TokenAnnouncement.decodeEntries(&body)
             case clusterKeysTag:
-                let n = Int(try r.u8())
+                let n = Int(try body.u8())
                 guard (1...8).contains(n) else { throw .malformed("cluster key count \(n)") }
                 for _ in 0..<n {
-                    guard let id = ClusterKeyID(bytes: try r.raw(ClusterKeyID.length)) else { throw .truncated }
-                    record.clusterKeys.append(ClusterKeyTag(id: id, generation: try r.varint()))
+                    guard let id = ClusterKeyID(bytes: try body.raw(ClusterKeyID.length)) else { throw .truncated }
+                    record.clusterKeys.append(ClusterKeyTag(id: id, generation: try body.varint()))
                 }
-            default: throw .malformed("unknown record extension \(tag)")
+            default:
+                // A newer node's extension: its bytes stay in the signed encoding, which is what
+                // is verified and relayed; this node just does not read it.
+                record.unknownExtensionTags.append(tag)
+                continue
             }
+            guard body.isAtEnd else { throw .malformed("record extension \(tag) has trailing bytes") }
         }
         return record
     }

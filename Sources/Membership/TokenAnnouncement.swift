@@ -44,9 +44,8 @@ public struct TokenAnnouncement: Sendable, Equatable, Hashable {
 
     /// Appends the token section of a record: tag 1, count, entries sorted by id. Nothing for none,
     /// so records without tokens encode exactly as before.
-    static func encodeSection(_ entries: [TokenAnnouncement], into w: inout ByteWriter) {
-        guard !entries.isEmpty else { return }
-        w.u8(sectionTag)
+    /// Writes the token section's body (the record frames it with `sectionTag` and a length).
+    static func encodeEntries(_ entries: [TokenAnnouncement], into w: inout ByteWriter) {
         w.u8(UInt8(entries.count))
         for e in entries.sorted(by: { $0.id.lexicographicallyPrecedes($1.id) }) {
             w.raw(e.id)
@@ -58,7 +57,7 @@ public struct TokenAnnouncement: Sendable, Equatable, Hashable {
         }
     }
 
-    /// Reads the token section's entries (the reader is just past `sectionTag`).
+    /// Reads the token section's body.
     /// Strict, so each record keeps exactly one encoding: entries sorted, ids unique, no unknown flags.
     static func decodeEntries(_ r: inout ByteReader) throws(WireDecodeError) -> [TokenAnnouncement] {
         let n = Int(try r.u8())

@@ -132,7 +132,7 @@ public actor Agent {
     /// `steadyAfter`: after start, and again after a change of at least `largeChange` peers, at most
     /// every `minimumInterval`.
     func releaseStartupPagesWhenSteady(steadyAfter: Duration = .seconds(30), largeChange: Int = 100,
-                                       minimumInterval: Duration = .seconds(600)) {
+                                       minimumInterval: Duration = .seconds(120)) {
         let now = ContinuousClock.now
         guard transport != nil, now - lastMeshChange >= steadyAfter else { return }
         if let last = lastPagesRelease {

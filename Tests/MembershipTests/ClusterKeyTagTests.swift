@@ -26,7 +26,7 @@ struct ClusterKeyTagTests {
         tagged.clusterKeys = [tag("k1", 1)]
         let a = try plain.canonicalEncoding(), b = try tagged.canonicalEncoding()
         #expect(Array(b.prefix(a.count)) == a, "the tags are a trailing extension")
-        #expect(b.count == a.count + 2 + ClusterKeyID.length + 1)
+        #expect(b.count == a.count + 3 + ClusterKeyID.length + 1, "tag, length, count, id, generation")
     }
 
     @Test func tagsCannotBeChangedWithoutTheOwnersSignature() throws {
@@ -46,14 +46,45 @@ struct ClusterKeyTagTests {
             var r = ByteReader(base + tail)
             return try NodeRecord.decode(&r)
         }
-        #expect(throws: WireDecodeError.self, "zero tags has no canonical form") { try decode([0xC1, 0]) }
-        #expect(throws: WireDecodeError.self, "unknown extension") { try decode([0x7F]) }
-        #expect(throws: WireDecodeError.self, "truncated id") { try decode([0xC1, 1, 1, 2, 3]) }
+        let id = [UInt8](repeating: 1, count: ClusterKeyID.length)
+        #expect(throws: WireDecodeError.self, "zero tags has no canonical form") { try decode([0xC1, 1, 0]) }
+        #expect(throws: WireDecodeError.self, "a tag without a length") { try decode([0x7F]) }
+        #expect(throws: WireDecodeError.self, "a length past the end") { try decode([0x7F, 5, 1, 2]) }
+        #expect(throws: WireDecodeError.self, "truncated id") { try decode([0xC1, 4, 1, 1, 2, 3]) }
+        #expect(throws: WireDecodeError.self, "trailing bytes in a known extension") { try decode([0xC1, 11, 1] + id + [1, 0xFF]) }
         #expect(throws: WireDecodeError.self, "the extension twice") {
-            try decode([0xC1, 1] + [UInt8](repeating: 1, count: 8) + [1, 0xC1, 1] + [UInt8](repeating: 2, count: 8) + [2])
+            try decode([0xC1, 10, 1] + id + [1, 0xC1, 10, 1] + id + [2])
         }
+        #expect(throws: WireDecodeError.self, "an unknown extension out of order") { try decode([0xC1, 10, 1] + id + [1, 0x80, 0]) }
         var tooMany = testRecord("a", index: 1, identity: identity)
         tooMany.clusterKeys = (0..<9).map { tag("k\($0)", UInt64($0)) }
         #expect(throws: RecordError.tooMany(field: "clusterKeys", count: 9, limit: 8)) { try tooMany.canonicalEncoding() }
+    }
+
+    /// Rolling upgrades: a newer node adds an extension this version does not know. The record is
+    /// accepted, its known fields read, and its signature (over the bytes as written) still holds, so
+    /// it is relayed unchanged.
+    @Test func unknownExtensionsAreSkippedAndTheSignatureHolds() throws {
+        var record = testRecord("a", index: 1, identity: identity)
+        record.clusterKeys = [tag("k1", 7)]
+        record.tokens = [TokenAnnouncement(id: [1, 2, 3, 4, 5, 6, 7, 8], createdAt: 1, expiresAt: 2, usesLimit: 3,
+                                           issued: true, revoked: false, used: 0)]
+        // Tags 0x05 (between the tokens and cluster keys) and 0xE0 (after them), as a newer node writes.
+        let known = try record.canonicalEncoding()
+        var plain = testRecord("a", index: 1, identity: identity)
+        plain.tokens = record.tokens
+        let head = try plain.canonicalEncoding()
+        let encoded = head + [0x05, 3, 9, 9, 9] + Array(known[head.count...]) + [0xE0, 0x81, 0x01] + [UInt8](repeating: 0xAB, count: 129)
+        let signed = SignedNodeRecord(record: record, encodedRecord: encoded,
+                                      signature: identity.sign(NodeRecord.signingContext + encoded))
+        let decoded = try SignedNodeRecord.decode(signed.encode())
+        #expect(decoded.verify())
+        #expect(decoded.encodedRecord == encoded)
+        #expect(decoded.record.unknownExtensionTags == [0x05, 0xE0])
+        #expect(decoded.record.clusterKeys == record.clusterKeys)
+        #expect(decoded.record.tokens == record.tokens)
+        var comparable = decoded.record
+        comparable.unknownExtensionTags = []
+        #expect(comparable == record)
     }
 }

@@ -41,7 +41,7 @@ struct TokenAnnouncementTests {
         let plain = try record.canonicalEncoding()
         let extended = try with.canonicalEncoding()
         // No section at all without tokens: records of nodes that never touched a token are unchanged.
-        #expect(extended.count == plain.count + 2 + TokenAnnouncement.encodedSize)
+        #expect(extended.count == plain.count + 3 + TokenAnnouncement.encodedSize, "tag, length, count, entry")
         #expect(Array(extended.prefix(plain.count)) == plain)
     }
 
@@ -50,25 +50,32 @@ struct TokenAnnouncementTests {
         var record = testRecord("a", index: 1, identity: identity)
         record.tokens = [entry(1), entry(2)]
         let good = try record.canonicalEncoding()
-        let section = good.count - 2 - 2 * TokenAnnouncement.encodedSize
+        let size = TokenAnnouncement.encodedSize
+        let section = good.count - 3 - 2 * size   // tag, length, count, entries
+        #expect(good[section] == 1 && Int(good[section + 1]) == 1 + 2 * size && good[section + 2] == 2)
+        let body = section + 3
         func decode(_ bytes: [UInt8]) throws(WireDecodeError) -> NodeRecord {
             var r = ByteReader(bytes)
             return try NodeRecord.decode(&r)
         }
         #expect(try decode(good).tokens.count == 2)
         var swapped = good   // entries out of order
-        let first = Array(good[(section + 2)..<(section + 2 + 21)]), second = Array(good[(section + 23)..<(section + 44)])
-        swapped.replaceSubrange((section + 2)..<(section + 44), with: second + first)
+        let first = Array(good[body..<(body + size)]), second = Array(good[(body + size)..<(body + 2 * size)])
+        swapped.replaceSubrange(body..<(body + 2 * size), with: second + first)
         #expect(throws: WireDecodeError.self) { try decode(swapped) }
         var badFlags = good
-        badFlags[section + 2 + 18] = 0x80
+        badFlags[body + 18] = 0x80
         #expect(throws: WireDecodeError.self) { try decode(badFlags) }
-        var badTag = good
-        badTag[section] = 9
-        #expect(throws: WireDecodeError.self) { try decode(badTag) }
-        var zero = Array(good.prefix(section)) + [1, 0]
+        // Another tag is an extension this version does not know: skipped, not an error.
+        var otherTag = good
+        otherTag[section] = 9
+        let skipped = try decode(otherTag)
+        #expect(skipped.tokens.isEmpty && skipped.unknownExtensionTags == [9])
+        var zero = Array(good.prefix(section)) + [1, 1, 0]
         #expect(throws: WireDecodeError.self) { try decode(zero) }
-        zero = Array(good.prefix(section + 2 + 21))  // count says 2, one entry present
+        zero = Array(good.prefix(body + size))  // the length says two entries, one present
+        #expect(throws: WireDecodeError.self) { try decode(zero) }
+        zero = Array(good.prefix(section)) + [1, UInt8(1 + size), 2] + Array(good[body..<(body + size)])  // count 2, one entry
         #expect(throws: WireDecodeError.self) { try decode(zero) }
     }
 
