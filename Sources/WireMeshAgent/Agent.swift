@@ -38,6 +38,8 @@ public actor Agent {
     /// pages were last released (see `releaseStartupPagesWhenSteady`).
     var lastMeshChange = ContinuousClock.now
     var peersChangedSinceRelease = 0
+    /// The last plan without key switches, and what it was computed from.
+    var planCache: (inputs: PlanInputs, plan: DesiredMesh)?
     var lastPagesRelease: ContinuousClock.Instant?
     var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by

@@ -72,9 +72,17 @@ extension Agent {
             rotation.switches[name] = nil
             logger.debug("key switch settled", metadata: ["node": "\(name)"])
         }
-        return MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
-                                switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
-                                timing: rotation.timing)
+        // The resync every 10 s mostly finds the view unchanged: reuse the plan (the device is still
+        // read back and diffed against it, so drift is repaired all the same). Not while a key switch
+        // is in flight: those plans depend on time.
+        let inputs = PlanInputs(record: record, key: state.wireGuardKey, settings: settings,
+                                preinstall: rotation.preinstallPending, view: PlanInputs.fingerprint(members))
+        if rotation.switches.isEmpty, let cached = planCache, cached.inputs == inputs { return cached.plan }
+        let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
+                                    switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
+                                    timing: rotation.timing)
+        planCache = rotation.switches.isEmpty ? (inputs, plan) : nil
+        return plan
     }
 
     /// One line on the TCP line port: a rotation message from a peer, or a join request.
@@ -271,4 +279,24 @@ extension Agent {
 extension Duration {
     /// Whole milliseconds, for logs.
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+/// What a plan without key switches depends on; the member view as a fingerprint of each member's
+/// signed record and status (not kept: at 1000 members a copy of the view is a quarter megabyte).
+struct PlanInputs: Equatable {
+    var record: NodeRecord
+    var key: Key
+    var settings: MeshSettings
+    var preinstall: Bool
+    var view: Int
+
+    static func fingerprint(_ members: [Member]) -> Int {
+        var hasher = Hasher()
+        hasher.combine(members.count)
+        for m in members {
+            hasher.combine(m.record.encodedRecord)
+            hasher.combine(m.status)
+        }
+        return hasher.finalize()
+    }
 }
