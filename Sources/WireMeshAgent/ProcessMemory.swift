@@ -25,8 +25,9 @@ enum ProcessMemory {
 
     /// Start-up (argument parsing, YAML, state loading, ICU tables Foundation reads once) touches
     /// code and tables across the whole executable, and the kernel maps them in 64 KB+ chunks that
-    /// then stay in the agent's page tables for its lifetime. This releases the executable's read-only
-    /// load segments (code, symbol and metadata tables: clean pages of the file, never written): pages
+    /// then stay in the agent's page tables for its lifetime; so do the libraries' symbol tables read
+    /// while linking. This releases the read-only load segments of the executable and its libraries
+    /// (code, symbol and metadata tables: clean pages of the files, never written): pages
     /// only this process maps are reclaimed, shared ones unmapped from it; what the agent still runs
     /// faults back in. Writable segments (data, relocated tables) are left alone.
     /// Returns the bytes advised.
@@ -51,8 +52,9 @@ enum ProcessMemory {
     /// MADV_PAGEOUT (Linux 5.4; older kernels refuse it with EINVAL, which is harmless here).
     static let madvisePageout: Int32 = 21
 
-    /// Page ranges (inside the segment, never a page shared with another one) of the executable's
-    /// loadable segments that are neither writable nor made read-only after relocation.
+    /// Page ranges (inside the segment, never a page shared with another one) of the loadable segments
+    /// of the executable and its libraries that are neither writable nor made read-only after
+    /// relocation.
     static func readOnlyImageRanges() -> [(start: UInt, end: UInt)] {
         var ranges: [(start: UInt, end: UInt)] = []
         withUnsafeMutablePointer(to: &ranges) { out in
@@ -61,6 +63,8 @@ enum ProcessMemory {
                 let out = data.assumingMemoryBound(to: [(start: UInt, end: UInt)].self)
                 let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
                 let image = info.pointee
+                // The vDSO is the kernel's, not a file.
+                if let name = image.dlpi_name, strstr(name, "linux-vdso") != nil { return 0 }
                 var relro: [(UInt, UInt)] = []
                 for k in 0..<Int(image.dlpi_phnum) where image.dlpi_phdr[k].p_type == UInt32(PT_GNU_RELRO) {
                     let ph = image.dlpi_phdr[k]
@@ -75,7 +79,7 @@ enum ProcessMemory {
                     guard end > start, !relro.contains(where: { $0.0 < end && start < $0.1 }) else { continue }
                     out.pointee.append((start, end))
                 }
-                return 1  // the first object reported is the executable itself
+                return 0  // every loaded object: the executable, then libc, libstdc++, libsodium...
             }, out)
         }
         return ranges

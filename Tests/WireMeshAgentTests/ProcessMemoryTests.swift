@@ -6,7 +6,18 @@ import Testing
 @Suite struct ProcessMemoryTests {
     /// /proc/self/maps: (start, end, permissions) of every mapping.
     func mappings() throws -> [(start: UInt, end: UInt, perms: String)] {
-        try String(contentsOfFile: "/proc/self/maps", encoding: .utf8).split(separator: "\n").compactMap { line in
+        // Read to the end by hand: procfs reports a size of 0, and this file is longer than one read.
+        let fd = open("/proc/self/maps", O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             let bounds = fields[0].split(separator: "-")
             guard let start = UInt(bounds[0], radix: 16), let end = UInt(bounds[1], radix: 16) else { return nil }
@@ -22,13 +33,13 @@ import Testing
         #expect(ranges.contains { r in maps.contains { $0.start <= r.start && r.start < $0.end && $0.perms.contains("x") } })
         for range in ranges {
             #expect(range.start < range.end && range.start % 4096 == 0 && range.end % 4096 == 0)
-            // Every page of every range sits in mappings that are not writable, so no data or relocated
-            // table (relro: written at load, then made read-only) can be thrown away.
-            var at = range.start
-            while at < range.end {
-                let m = try #require(maps.first { $0.start <= at && at < $0.end }, "no mapping at \(String(at, radix: 16))")
-                #expect(!m.perms.contains("w"), "writable mapping \(m.perms) at \(String(at, radix: 16))")
-                at = m.end
+            // Every mapping a range touches is not writable, so no data or relocated table (relro:
+            // written at load, then made read-only) can be thrown away. (A segment may have unmapped
+            // holes: madvise skips those.)
+            let touched = maps.filter { $0.start < range.end && range.start < $0.end }
+            #expect(!touched.isEmpty, "nothing mapped at \(String(range.start, radix: 16))")
+            for m in touched {
+                #expect(!m.perms.contains("w"), "writable mapping \(m.perms) at \(String(m.start, radix: 16))")
             }
         }
     }
