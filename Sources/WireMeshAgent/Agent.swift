@@ -34,13 +34,10 @@ public actor Agent {
     static let pendingAssignmentTTL: TimeInterval = 300
     /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members).
     var lastSavedMembersDigest: [UInt8] = []
-    /// When a reconcile pass last changed the device or routes, and how many peers it changed since
-    /// pages were last released (see `releaseStartupPagesWhenSteady`).
-    var lastMeshChange = ContinuousClock.now
-    var peersChangedSinceRelease = 0
+    /// When to release start-up pages (see `releaseStartupPagesWhenSteady`).
+    var pageRelease = PageReleasePolicy(start: .now)
     /// The last plan without key switches, and what it was computed from.
     var planCache: (inputs: PlanInputs, plan: DesiredMesh)?
-    var lastPagesRelease: ContinuousClock.Instant?
     var lastMembersSave: ContinuousClock.Instant?
     /// WireGuard peers for nodes this member just admitted, until their signed records arrive by
     /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
@@ -103,13 +100,12 @@ public actor Agent {
                 logger.info("reconciled WireGuard", metadata: [
                     "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
                 kickHandshakes(added: change, actual: actual)
-                lastMeshChange = .now
-                peersChangedSinceRelease += change.peers.count
+                pageRelease.meshChanged(peers: change.peers.count, at: .now)
             }
             let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
             if !routes.isEmpty {
                 try link.apply((routes.add, routes.remove))
-                lastMeshChange = .now
+                pageRelease.meshChanged(peers: 0, at: .now)
                 logger.info("reconciled routes", metadata: ["added": "\(routes.add.count)", "removed": "\(routes.remove.count)"])
             }
         } catch {
@@ -130,18 +126,9 @@ public actor Agent {
 
     /// Start-up — parsing, state loading, joining — and the sync of a large change (hundreds of
     /// members joining) run code that a steady agent does not run again, yet its pages stay mapped.
-    /// They are released (`ProcessMemory.dropStartupPages`) once the mesh has needed no change for
-    /// `steadyAfter`: after start, and again after a change of at least `largeChange` peers, at most
-    /// every `minimumInterval`.
-    func releaseStartupPagesWhenSteady(steadyAfter: Duration = .seconds(30), largeChange: Int = 100,
-                                       minimumInterval: Duration = .seconds(120)) {
-        let now = ContinuousClock.now
-        guard transport != nil, now - lastMeshChange >= steadyAfter else { return }
-        if let last = lastPagesRelease {
-            guard peersChangedSinceRelease >= largeChange, now - last >= minimumInterval else { return }
-        }
-        lastPagesRelease = now
-        peersChangedSinceRelease = 0
+    /// They are released (`ProcessMemory.dropStartupPages`) when `PageReleasePolicy` says so.
+    func releaseStartupPagesWhenSteady() {
+        guard transport != nil, pageRelease.shouldRelease(at: .now) else { return }
         let bytes = ProcessMemory.dropStartupPages()
         logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
     }

@@ -86,3 +86,34 @@ enum ProcessMemory {
     }
     #endif
 }
+
+/// When the agent releases its start-up pages: once the mesh has needed no change for `steadyAfter`,
+/// first after start, then again only after a change of at least `largeChange` peers and at most every
+/// `minimumInterval`. Pure: the caller passes the time.
+struct PageReleasePolicy {
+    var steadyAfter: Duration = .seconds(30)
+    var largeChange = 100
+    var minimumInterval: Duration = .seconds(120)
+    private(set) var lastChange: ContinuousClock.Instant
+    private(set) var changedSinceRelease = 0
+    private(set) var lastRelease: ContinuousClock.Instant?
+
+    init(start: ContinuousClock.Instant) { lastChange = start }
+
+    /// A reconcile pass changed the device (`peers` peers) or the routes.
+    mutating func meshChanged(peers: Int, at now: ContinuousClock.Instant) {
+        lastChange = now
+        changedSinceRelease += peers
+    }
+
+    /// True when the pages should be released now; records the release.
+    mutating func shouldRelease(at now: ContinuousClock.Instant) -> Bool {
+        guard now - lastChange >= steadyAfter else { return false }
+        if let last = lastRelease {
+            guard changedSinceRelease >= largeChange, now - last >= minimumInterval else { return false }
+        }
+        lastRelease = now
+        changedSinceRelease = 0
+        return true
+    }
+}

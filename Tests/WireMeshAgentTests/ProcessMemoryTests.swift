@@ -57,4 +57,32 @@ import Testing
         #expect(blocks.isEmpty)
     }
 }
+@Suite struct PageReleasePolicyTests {
+    let t0 = ContinuousClock.now
+    func at(_ seconds: Int) -> ContinuousClock.Instant { t0 + .seconds(seconds) }
+    func release(_ policy: inout PageReleasePolicy, _ seconds: Int) -> Bool { policy.shouldRelease(at: at(seconds)) }
+
+    @Test func firstReleaseOnceTheMeshIsSteadyAfterStart() {
+        var policy = PageReleasePolicy(start: t0)
+        #expect(!release(&policy, 10))
+        policy.meshChanged(peers: 3, at: at(20))
+        #expect(!release(&policy, 40), "only 20 s since the last change")
+        #expect(release(&policy, 50))
+        #expect(!release(&policy, 60), "once; nothing changed since")
+    }
+
+    @Test func againOnlyAfterALargeChangeAndNotTooOften() {
+        var policy = PageReleasePolicy(start: t0)
+        #expect(release(&policy, 30))
+        policy.meshChanged(peers: 40, at: at(40))
+        #expect(!release(&policy, 500), "40 peers is not a large change")
+        policy.meshChanged(peers: 60, at: at(510))     // 100 in all since the release
+        #expect(!release(&policy, 530), "not steady yet")
+        #expect(release(&policy, 540))
+        policy.meshChanged(peers: 1000, at: at(550))
+        #expect(!release(&policy, 600), "steady, but only 60 s since the last release")
+        #expect(release(&policy, 660))
+        #expect(policy.changedSinceRelease == 0)
+    }
+}
 #endif
