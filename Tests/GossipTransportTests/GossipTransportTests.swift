@@ -146,7 +146,12 @@ struct GossipTransportTests {
         defer { aTask.cancel() }
         let group = ServiceGroup(configuration: .init(services: [b], logger: .init(label: "test")))
         let groupTask = Task { try await group.run() }
-        let joined = try await eventually { try await a.members().contains { $0.name == "bravo" } }
+        // Both ways: the leave goes to the members bravo knows (under load alpha can know bravo first).
+        let joined = try await eventually {
+            let alphaKnowsBravo = try await a.members().contains { $0.name == "bravo" }
+            let bravoKnowsAlpha = try await b.members().contains { $0.name == "alpha" }
+            return alphaKnowsBravo && bravoKnowsAlpha
+        }
         #expect(joined)
         await group.triggerGracefulShutdown()
         try await groupTask.value
