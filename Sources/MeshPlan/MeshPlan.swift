@@ -108,12 +108,16 @@ public enum MeshPlanner {
                               persistentKeepaliveInterval: settings.persistentKeepalive,
                               allowedIPs: allowed))
         }
-        // Sorted by key text (as `wg` lists them); each key encoded once, not per comparison.
-        peers = peers.map { ($0.publicKey.base64, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+        peers = sortedByKeyText(peers)
 
         let device = Device(name: settings.interface, privateKey: privateKey, publicKey: privateKey.publicKey(),
                             listenPort: settings.listenPort, peers: peers)
         return DesiredMesh(device: device, routes: routes(settings: settings), conflicts: conflicts)
+    }
+
+    /// Peers in the order `wg` lists them (by key text); each key encoded once, not per comparison.
+    static func sortedByKeyText(_ peers: [Peer]) -> [Peer] {
+        peers.map { ($0.publicKey.base64, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
     }
 
     /// The routes of the plan: each cluster range into the interface, plus an `unreachable` backstop

@@ -105,7 +105,7 @@ extension MeshPlanner {
                                   persistentKeepaliveInterval: settings.persistentKeepalive, allowedIPs: []))
             }
         }
-        peers = peers.map { ($0.publicKey.base64, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+        peers = sortedByKeyText(peers)
         mesh.device.peers = peers
         return mesh
     }
