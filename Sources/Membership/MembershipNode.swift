@@ -127,6 +127,10 @@ public struct MembershipNode {
             .sorted { $0.name < $1.name }
     }
 
+    /// Changes whenever `members` may have changed (never otherwise): a caller that keeps a copy
+    /// of the view refreshes it only when this moved.
+    public private(set) var viewGeneration: UInt64 = 0
+
     /// The member called `name`, if known (not this node).
     public func member(named name: String) -> Member? {
         table[name].map { Member(record: $0.signed, status: $0.status, since: $0.since) }
@@ -892,6 +896,7 @@ public struct MembershipNode {
 
     /// The only way the view changes: keeps fingerprints, indexes and status sets in step.
     mutating func store(_ name: String, _ state: MemberState) {
+        viewGeneration &+= 1
         let b = bucket(of: state.hash)
         if let old = table[name] {
             bucketFingerprints[b] &-= entryFingerprint(old.hash, old.signed.record.version, old.status)
@@ -911,6 +916,7 @@ public struct MembershipNode {
 
     mutating func remove(_ name: String) {
         guard let old = table.removeValue(forKey: name) else { return }
+        viewGeneration &+= 1
         let b = bucket(of: old.hash)
         bucketFingerprints[b] &-= entryFingerprint(old.hash, old.signed.record.version, old.status)
         if old.status.isActive { activeCount -= 1 }

@@ -32,8 +32,12 @@ public actor Agent {
     /// time: an admitted node that never shows up frees its block after `pendingAssignmentTTL`).
     var pendingAssignments: [String: (block: IPPrefix, at: Date)] = [:]
     static let pendingAssignmentTTL: TimeInterval = 300
-    /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members).
+    /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members), and the
+    /// view generation it was saved from.
     var lastSavedMembersDigest: [UInt8] = []
+    var lastSavedGeneration: UInt64?
+    /// The gossip view as last read (`currentView`).
+    var view: MemberView?
     /// When to release start-up pages (see `releaseStartupPagesWhenSteady`).
     var pageRelease = PageReleasePolicy(start: .now)
     /// The last plan without key switches, and what it was computed from.
@@ -46,6 +50,9 @@ public actor Agent {
     var admittedPeers: [String: (peer: Peer, at: Date)] = [:]
     /// Set by `leave`: the services stop once the leave has been gossiped.
     var leaving = false
+    /// Yields once on `leave` (the reconcile loop ends on it).
+    nonisolated let leaves: AsyncStream<Void>
+    let leaveSignal: AsyncStream<Void>.Continuation
     let startedAt = Date()
     /// Key switches announced by peers and this node's own rotation (Rotation.swift).
     var rotation = RotationState()
@@ -61,6 +68,7 @@ public actor Agent {
         self.advertise = advertise
         self.interfaceIndex = interfaceIndex
         self.logger = logger
+        (leaves, leaveSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// This node's record as it is announced.
@@ -83,11 +91,12 @@ public actor Agent {
 
     /// One reconciliation pass: plan from the view, diff against the device and routes, apply the delta.
     func reconcile() async {
-        let members = (try? await transport?.members()) ?? []
+        let view = await currentView()
+        let members = view.members
         let record = localRecord(version: 0)
         do {
             interfaceIndex = try link.interfaceIndex()
-            let plan = planMesh(record: record, members: members)
+            let plan = planMesh(record: record, view: view)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
             let actual = try link.backend.device(named: config.interface)
             var desired = plan.device
@@ -112,7 +121,7 @@ public actor Agent {
             logger.error("reconcile failed: \(error)")
         }
         // Before gossip is up there is no view: the saved list (from the last run or the join) must stay.
-        if transport != nil { saveMembers(members) }
+        if transport != nil { saveMembers(view) }
         let now = Date()
         for (name, pending) in pendingAssignments
         where members.contains(where: { $0.name == name }) || now.timeIntervalSince(pending.at) > Self.pendingAssignmentTTL {
@@ -168,17 +177,33 @@ public actor Agent {
         }
     }
 
+    /// The members the gossip core knows (none before gossip is up), copied out of it only when its
+    /// generation moved since the last read.
+    func currentView() async -> MemberView {
+        guard let transport else { return MemberView(generation: 0, members: []) }
+        do {
+            if let fresh = try await transport.view(unlessAt: view?.generation) { view = fresh }
+            return view ?? MemberView(generation: 0, members: [])
+        } catch {
+            return MemberView(generation: 0, members: [])
+        }
+    }
+
+    func currentMembers() async -> [Member] { await currentView().members }
+
     /// Persists the active members so a restart rejoins without a token.
-    func saveMembers(_ members: [Member]) {
+    func saveMembers(_ view: MemberView) {
+        guard view.generation != lastSavedGeneration else { return }
         // The saved list only seeds a restart: while a big cluster churns, writing (and fsyncing) it at
         // most every 2 s is enough; the periodic resync writes the final state.
         if let last = lastMembersSave, ContinuousClock.now - last < .seconds(2) { return }
-        let blob = MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record))
+        let blob = MemberBlob.encode(view.members.filter { $0.status.isActive }.map(\.record))
         let digest = KeyDerivation.genericHash(blob)
-        guard digest != lastSavedMembersDigest else { return }
+        guard digest != lastSavedMembersDigest else { lastSavedGeneration = view.generation; return }
         do {
             try store.saveMembers(blob)
             lastSavedMembersDigest = digest
+            lastSavedGeneration = view.generation
             lastMembersSave = .now
         } catch {
             logger.error("could not save members: \(error)")
@@ -191,7 +216,7 @@ public actor Agent {
         do {
             switch request {
             case .status:
-                let members = (try? await transport?.members()) ?? []
+                let members = await currentMembers()
                 let keys = clusterKeyStatus
                 return .status(StatusInfo(
                     nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
@@ -206,14 +231,14 @@ public actor Agent {
             case .tokenCreate(let ttl, let uses):
                 return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses)
             case .tokenList:
-                let members = (try? await transport?.members()) ?? []
+                let members = await currentMembers()
                 let now = Date()
                 let view = tokenView(try store.loadTokens(), members: members)
                 return .tokens(view.values.map { TokenInfo($0, now: now) }.sorted {
                     ($0.createdAt ?? .distantPast, $0.id) < ($1.createdAt ?? .distantPast, $1.id)
                 })
             case .tokenRevoke(let id):
-                let members = (try? await transport?.members()) ?? []
+                let members = await currentMembers()
                 let records = try store.loadTokens()
                 let revoked = try TokenRecords.revoke(id, in: records, view: tokenView(records, members: members))
                 try store.saveTokens(revoked)
@@ -223,6 +248,7 @@ public actor Agent {
                 // Recorded first: from here on the agent refuses to start until a new join.
                 try store.markLeft(clusterID: state.clusterID)
                 leaving = true
+                leaveSignal.yield()
                 try await transport?.leave()
                 return .done("left cluster \(state.clusterID); the agent removes interface \(config.interface) and its routes, then stops")
             case .rotateKey:
@@ -240,7 +266,7 @@ public actor Agent {
     }
 
     func peers() async throws -> [PeerInfo] {
-        let members = (try? await transport?.members()) ?? []
+        let members = await currentMembers()
         let device = try? link.backend.device(named: config.interface)
         let now = Date().timeIntervalSince1970
         return members.filter { $0.name != state.node.name }.sorted { $0.name < $1.name }.map { member in
@@ -269,7 +295,7 @@ public actor Agent {
     func admit(_ line: [UInt8]) async -> [UInt8] {
         do {
             let request = try JSONDecoder().decode(JoinRequest.self, from: Data(line))
-            let members = (try? await transport?.members()) ?? []
+            let members = await currentMembers()
             let now = Date()
             let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
             var claims = members.filter { $0.name != state.node.name }.flatMap { m in
@@ -335,7 +361,7 @@ extension Agent {
     /// Issues a token listing this member and up to three other live members as endpoints.
     func createToken(ttl: TimeInterval, uses: Int?) async throws -> ControlResponse {
         let now = Date()
-        let members = (try? await transport?.members()) ?? []
+        let members = await currentMembers()
         var records = TokenRecords.pruned(try store.loadTokens(), now: now)
         guard TokenRecords.liveCount(records, now: now) < TokenAnnouncement.maxPerRecord else {
             throw JoinError.invalidRequest("this member already announces \(TokenAnnouncement.maxPerRecord) unexpired tokens, all a gossip record has room for: create the token on another member, or wait until some expire")

@@ -186,7 +186,7 @@ extension Agent {
     /// At agent start: ask the remembered members for the keyring, in case a rotation happened while
     /// this node was down (its old key may be gone everywhere).
     func syncClusterKeysAtStart() async {
-        let members = (try? await transport?.members()) ?? []
+        let members = await currentMembers()
         await syncClusterKeys(members: members.filter { $0.name != state.node.name }.map(\.name).shuffled(),
                               reason: "agent start", report: false)
     }
@@ -194,7 +194,7 @@ extension Agent {
     /// One line on the TCP line port: a keyring request, else what `answerLine` handles.
     func answerTCPLine(_ line: [UInt8]) async -> [UInt8] {
         guard let request = KeyringRequest.decode(line: line) else { return await answerLine(line) }
-        let members = (try? await transport?.members()) ?? []
+        let members = await currentMembers()
         let known = members.map {
             KnownMember(name: $0.name, identity: $0.record.record.identity, left: Self.stateName($0.status) == "left")
         }

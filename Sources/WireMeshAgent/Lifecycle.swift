@@ -207,25 +207,35 @@ public enum Lifecycle {
 }
 
 extension Agent {
-    func setTransport(_ t: GossipTransport) { transport = t }
+    func setTransport(_ t: GossipTransport) {
+        transport = t
+        // Generations count within one core.
+        view = nil
+        planCache = nil
+        lastSavedGeneration = nil
+    }
     var isLeaving: Bool { leaving }
 }
 
-/// Reconciles on every membership event and every `resync`; ends after a leave.
+/// Reconciles on every membership event and every `resync`; ends a second after a leave.
 struct ReconcileLoop: Service {
     let reconcile: @Sendable () async -> Void
     let isLeaving: @Sendable () async -> Bool
+    /// Yields once when the node leaves (`Agent.leaves`).
+    let leaves: AsyncStream<Void>
     let events: AsyncStream<MemberEvent>
     let resync: Duration
 
     init(agent: Agent, events: AsyncStream<MemberEvent>, resync: Duration) {
-        self.init(reconcile: { await agent.reconcile() }, isLeaving: { await agent.isLeaving }, events: events, resync: resync)
+        self.init(reconcile: { await agent.reconcile() }, isLeaving: { await agent.isLeaving }, leaves: agent.leaves,
+                  events: events, resync: resync)
     }
 
     init(reconcile: @escaping @Sendable () async -> Void, isLeaving: @escaping @Sendable () async -> Bool,
-         events: AsyncStream<MemberEvent>, resync: Duration) {
+         leaves: AsyncStream<Void>, events: AsyncStream<MemberEvent>, resync: Duration) {
         self.reconcile = reconcile
         self.isLeaving = isLeaving
+        self.leaves = leaves
         self.events = events
         self.resync = resync
     }
@@ -239,7 +249,7 @@ struct ReconcileLoop: Service {
     }
 
     func run() async throws {
-        let (reconcile, isLeaving, events, resync) = (self.reconcile, self.isLeaving, self.events, self.resync)
+        let (reconcile, isLeaving, leaves, events, resync) = (self.reconcile, self.isLeaving, self.leaves, self.events, self.resync)
         // Events only mark the view dirty: a buffer of one collapses a burst (a thousand members joining)
         // into one pending pass, instead of one full pass per event.
         let (dirty, markDirty) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -258,22 +268,21 @@ struct ReconcileLoop: Service {
                 return false
             }
             group.addTask {
-                // Short ticks so a leave stops the agent within a second (not at the next resync);
-                // a full resync every `resync`.
-                let tick = Duration.milliseconds(200)
-                var sinceResync = Duration.zero
+                // Woken only by its own timer: an idle agent among a thousand members should sleep.
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: tick)
-                    if await isLeaving() {
-                        try? await Task.sleep(for: .seconds(1))  // time for the leave to be gossiped
-                        return false
-                    }
-                    sinceResync += tick
-                    if sinceResync >= resync {
-                        sinceResync = .zero
-                        await reconcile()
-                    }
+                    try? await Task.sleep(for: resync)
+                    if Task.isCancelled { break }
+                    await reconcile()
                 }
+                return false
+            }
+            group.addTask {
+                for await _ in leaves {
+                    try? await Task.sleep(for: .seconds(1))  // time for the leave to be gossiped
+                    return false
+                }
+                // Cancelled (the stream never ends by itself): wait like the others do.
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
                 return false
             }
             let first = await group.next() ?? false

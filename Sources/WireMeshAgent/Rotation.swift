@@ -65,7 +65,8 @@ struct RotationOutcome: Sendable {
 
 extension Agent {
     /// The desired mesh with the key switches peers announced directly; forgets settled switches.
-    func planMesh(record: NodeRecord, members: [Member]) -> DesiredMesh {
+    func planMesh(record: NodeRecord, view: MemberView) -> DesiredMesh {
+        let members = view.members
         let now = Date().timeIntervalSince1970
         for (name, s) in rotation.switches where s.isSettled(member: members.first { $0.name == name }, now: now,
                                                               timing: rotation.timing) {
@@ -76,7 +77,7 @@ extension Agent {
         // read back and diffed against it, so drift is repaired all the same). Not while a key switch
         // is in flight: those plans depend on time.
         let inputs = PlanInputs(record: record, key: state.wireGuardKey, settings: settings,
-                                preinstall: rotation.preinstallPending, view: PlanInputs.fingerprint(members))
+                                preinstall: rotation.preinstallPending, view: view.generation)
         if rotation.switches.isEmpty, let cached = planCache, cached.inputs == inputs { return cached.plan }
         let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
                                     switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
@@ -101,8 +102,8 @@ extension Agent {
     /// device operation (adding a prefix to another peer moves it: allowed IPs are unique per
     /// interface), so no packet finds the prefix without an owner.
     func handleRotation(_ message: RotationMessage) async throws {
-        let members = (try? await transport?.members()) ?? []
-        guard let member = members.first(where: { $0.name == message.node }), member.status.isActive,
+        let view = await currentView()
+        guard let member = view.members.first(where: { $0.name == message.node }), member.status.isActive,
               message.node != state.node.name else {
             throw RotationRefusal("'\(message.node)' is not a live member here: wait for it to be gossiped, then retry")
         }
@@ -122,7 +123,7 @@ extension Agent {
             // From here to the end no suspension point: a reconcile cannot interleave.
             rotation.switches[message.node] = KeySwitch(node: message.node, oldKey: keys.old, newKey: keys.new,
                                                         appliedAt: Date().timeIntervalSince1970)
-            let plan = planMesh(record: localRecord(version: 0), members: members)
+            let plan = planMesh(record: localRecord(version: 0), view: view)
             guard let entry = plan.device.peers.first(where: { $0.publicKey == keys.new }) else {
                 rotation.switches[message.node] = nil
                 throw RotationRefusal("'\(message.node)' switches to a key another member holds")
@@ -288,15 +289,6 @@ struct PlanInputs: Equatable {
     var key: Key
     var settings: MeshSettings
     var preinstall: Bool
-    var view: Int
-
-    static func fingerprint(_ members: [Member]) -> Int {
-        var hasher = Hasher()
-        hasher.combine(members.count)
-        for m in members {
-            hasher.combine(m.record.encodedRecord)
-            hasher.combine(m.status)
-        }
-        return hasher.finalize()
-    }
+    /// `MemberView.generation` (the cache is dropped when the transport changes).
+    var view: UInt64
 }

@@ -9,6 +9,11 @@ struct RotationScheduler: Service {
 
     func run() async throws {
         // A shutdown cutting a rotation short is safe: every phase survives a crash (rotation e2e, "crash").
+        // Off (the default): nothing to wake up for.
+        guard await agent.rotationSchedule != nil else {
+            try? await gracefulShutdown()
+            return
+        }
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(1))

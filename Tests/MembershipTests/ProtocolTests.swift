@@ -25,6 +25,23 @@ struct ProtocolTests {
         #expect(pump.events(at: eps[3], kind: .joined, name: "n1").count == 1)
     }
 
+    @Test("the view generation stays put while nothing changes and moves with every change")
+    func viewGeneration() {
+        var (pump, eps) = cluster(5)
+        pump.run(for: .seconds(30))  // dissemination tail
+        let settled = eps.map { pump.nodes[$0]!.viewGeneration }
+        let views = eps.map { pump.nodes[$0]!.members }
+        pump.run(for: .seconds(60))  // probes, acks and anti-entropy rounds, no change
+        #expect(eps.map { pump.nodes[$0]!.viewGeneration } == settled)
+        #expect(eps.map { pump.nodes[$0]!.members } == views)
+        _ = pump.crash(eps[4])
+        pump.run(for: .seconds(30))
+        for (i, ep) in eps.dropLast().enumerated() {
+            #expect(pump.nodes[ep]!.viewGeneration != settled[i], "n4's death did not move the generation at \(ep)")
+            #expect(pump.nodes[ep]!.members != views[i])
+        }
+    }
+
     @Test("no datagram ever exceeds 1200 bytes, even with large records")
     func datagramLimit() throws {
         var pump = Pump()

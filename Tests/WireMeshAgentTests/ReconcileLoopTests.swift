@@ -25,7 +25,7 @@ struct ReconcileLoopTests {
         let (events, feed) = AsyncStream<MemberEvent>.makeStream()
         for i in 0..<200 { feed.yield(try event(i)) }
         let passes = Counter()
-        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { false }, events: events, resync: .seconds(3600))
+        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { false }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
         let run = Task { try await loop.run() }
         // Wait for the first pass, then for any pass the burst still causes.
         while passes.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
@@ -41,20 +41,47 @@ struct ReconcileLoopTests {
     @Test func eventsEndingOnTheirOwnIsAnError() async throws {
         let (events, feed) = AsyncStream<MemberEvent>.makeStream()
         feed.finish()  // what the transport does when its socket closes
-        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, events: events, resync: .seconds(3600))
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
         await #expect(throws: ReconcileLoop.GossipStopped.self) { try await loop.run() }
     }
 
     @Test func endingAfterALeaveIsNotAnError() async throws {
         let (events, feed) = AsyncStream<MemberEvent>.makeStream()
         feed.finish()
-        let loop = ReconcileLoop(reconcile: {}, isLeaving: { true }, events: events, resync: .seconds(3600))
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { true }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
         try await loop.run()
+    }
+
+    @Test func withoutEventsItResyncsEveryPeriod() async throws {
+        let (events, _) = AsyncStream<MemberEvent>.makeStream()
+        let passes = Counter()
+        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { false }, leaves: AsyncStream { _ in },
+                                 events: events, resync: .milliseconds(20))
+        let run = Task { try await loop.run() }
+        while passes.count < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        run.cancel()
+        try await run.value
+    }
+
+    @Test func aLeaveEndsTheLoopWhileEventsGoOn() async throws {
+        let (events, feed) = AsyncStream<MemberEvent>.makeStream()
+        let (leaves, leave) = AsyncStream<Void>.makeStream()
+        let passes = Counter()
+        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { true }, leaves: leaves, events: events,
+                                 resync: .seconds(3600))
+        let run = Task { try await loop.run() }
+        feed.yield(try event(1))
+        while passes.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        leave.yield()
+        // Ends by itself (the gossip events have not ended), after the second the leave is given.
+        let started = ContinuousClock.now
+        try await run.value
+        #expect(ContinuousClock.now - started >= .milliseconds(900))
     }
 
     @Test func cancellationIsNotAnError() async throws {
         let (events, _) = AsyncStream<MemberEvent>.makeStream()
-        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, events: events, resync: .seconds(3600))
+        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
         let run = Task { try await loop.run() }
         try await Task.sleep(for: .milliseconds(50))
         run.cancel()
