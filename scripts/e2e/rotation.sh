@@ -61,28 +61,12 @@ for tool in ip wg ping iperf3 jq nft; do
 done
 P="wmr$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
 WORK="$(mktemp -d /tmp/$P.XXXX)"
-UL="$P-ul"
-PIDS=()
 declare -A AGENT=()   # node -> pid of its running agent
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.4f", 1 / p }')"
 
-cleanup() {
-  set +e
-  for pid in "${AGENT[@]}" "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  sleep 0.3
-  for i in $(seq 1 "$NODES"); do
-    ip netns pids "$P-p$i" 2>/dev/null | xargs -r kill 2>/dev/null
-    ip netns pids "$P-n$i" 2>/dev/null | xargs -r kill 2>/dev/null
-  done
-  sleep 0.2
-  for i in $(seq 1 "$NODES"); do
-    ip netns del "$P-n$i" 2>/dev/null; ip netns del "$P-p$i" 2>/dev/null
-    rm -f "/var/run/wireguard/${P}w$i.sock"
-  done
-  ip netns del "$UL" 2>/dev/null
-  rm -rf "$WORK"
-}
-if [ "$KEEP" = 0 ]; then trap cleanup EXIT; else echo "rotation: --keep: remove with 'ip netns | grep $P'"; fi
+. "$ROOT/scripts/lib/netns.sh"
+cleanup() { netns_cleanup "$P"; rm -rf "$WORK"; }
+if [ "$KEEP" = 0 ]; then netns_trap cleanup; else echo "rotation: --keep: remove with 'ip netns | grep $P'"; fi
 
 log() { echo "rotation: $*" >&2; }
 now() { date +%s.%N; }
@@ -91,19 +75,8 @@ node() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK
 dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump; }
 json_bool() { [ "$1" = 1 ] && echo true || echo false; }
 
-ip netns add "$UL"
-ip -n "$UL" link add br0 type bridge
-ip -n "$UL" link set br0 up
-for i in $(seq 1 "$NODES"); do
-  ip netns add "$P-n$i"
-  ip link add "${P}u$i" type veth peer name eth0 netns "$P-n$i"
-  ip link set "${P}u$i" netns "$UL"
-  ip -n "$UL" link set "${P}u$i" master br0 up
-  ip -n "$P-n$i" addr add "10.99.0.$i/24" dev eth0
-  ip -n "$P-n$i" link set eth0 up
-  ip -n "$P-n$i" link set lo up
-  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
-done
+netns_underlay "$P"
+for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
 
 start_agent() { # i, then the rest of the command; the log is appended to across restarts. FAULT=phase arms
   local i=$1; shift  # the crash hook (WM_FAULT_PAUSE_AT) for this start
@@ -131,20 +104,9 @@ done
 for i in $(seq 1 "$NODES"); do
   cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
   echo "$cidr" >"$WORK/cidr$i"
-  base="${cidr%/*}"; pod="${base%.*}.$(( ${base##*.} + 10 ))"
+  pod="$(netns_pod_address "$cidr")"
   echo "$pod" >"$WORK/pod$i"
-  ip netns add "$P-p$i"
-  ip link add "${P}v$i" type veth peer name eth0 netns "$P-p$i"
-  ip link set "${P}v$i" netns "$P-n$i"
-  ip -n "$P-n$i" link set "${P}v$i" up
-  ip -n "$P-n$i" route add "$pod/32" dev "${P}v$i"
-  ip -n "$P-p$i" link set eth0 up
-  ip -n "$P-p$i" link set lo up
-  ip -n "$P-p$i" addr add "$pod/32" dev eth0
-  ip -n "$P-p$i" route add 169.254.1.1 dev eth0
-  ip -n "$P-p$i" route add default via 169.254.1.1 dev eth0
-  ip -n "$P-n$i" addr add 169.254.1.1/32 dev "${P}v$i"
-  ip netns exec "$P-n$i" sysctl -qw "net.ipv4.conf.${P}v$i.proxy_arp=1"
+  netns_pod "$P" "$i" "$pod"
 done
 BACKEND="$(node 1 status --json | jq -r .backend)"
 pod() { cat "$WORK/pod$1"; }
@@ -258,7 +220,6 @@ case_load() {
     IPERF=""
     if [ "$r" = 1 ] && [ "$STREAM" -gt 0 ]; then
       ip netns exec "$P-p2" iperf3 -s -1 -p 5201 >"$WORK/iperf-server.log" 2>&1 &
-      PIDS+=($!)
       sleep 0.3
       ip netns exec "$P-p1" iperf3 -c "$(pod 2)" -p 5201 -t "$STREAM" -b 50M --connect-timeout 3000 -J \
         >"$WORK/iperf.json" 2>"$WORK/iperf.err" &
