@@ -180,12 +180,12 @@ public actor Agent {
     /// The members the gossip core knows (none before gossip is up), copied out of it only when its
     /// generation moved since the last read.
     func currentView() async -> MemberView {
-        guard let transport else { return MemberView(generation: 0, members: []) }
+        guard let transport else { return .empty }
         do {
             if let fresh = try await transport.view(unlessAt: view?.generation) { view = fresh }
-            return view ?? MemberView(generation: 0, members: [])
+            return view ?? .empty
         } catch {
-            return MemberView(generation: 0, members: [])
+            return .empty
         }
     }
 

@@ -168,7 +168,7 @@ public final class GossipTransport: Service, Sendable {
     /// the 10 s resync among a thousand members mostly finds it unchanged).
     public func view(unlessAt generation: UInt64?) async throws -> MemberView? {
         try await withHandler { handler in
-            guard let node = handler.node else { return MemberView(generation: 0, members: []) }
+            guard let node = handler.node else { return .empty }
             if node.viewGeneration == generation { return nil }
             return MemberView(generation: node.viewGeneration, members: node.members)
         }
@@ -422,4 +422,7 @@ enum GossipSocket {
 public struct MemberView: Sendable {
     public var generation: UInt64
     public var members: [Member]
+
+    /// No members (generation 0 always holds none: a core counts from its first change).
+    public static let empty = MemberView(generation: 0, members: [])
 }

@@ -282,8 +282,8 @@ extension Duration {
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }
 
-/// What a plan without key switches depends on; the member view as a fingerprint of each member's
-/// signed record and status (not kept: at 1000 members a copy of the view is a quarter megabyte).
+/// What a plan without key switches depends on; the member view by its generation (a new
+/// generation is a new view, even when the members came back to the same state).
 struct PlanInputs: Equatable {
     var record: NodeRecord
     var key: Key
