@@ -44,6 +44,10 @@ public final class UserspaceLauncher: @unchecked Sendable {
         let deadline = monotonicSeconds() + timeout
         while true {
             if let status = tryReap() {
+                // Its own words name the cause (e.g. TUN permission denied), which a guess cannot.
+                if let said = logFile.flatMap({ Self.lastError(inLog: $0) }) {
+                    throw UserspaceLaunchError(description: "\(executable) for '\(interface)' exited early (\(status)): it said: \(said)")
+                }
                 throw UserspaceLaunchError(description: "\(executable) for '\(interface)' exited early (\(status)); is it installed and is /dev/net/tun available?")
             }
             if backend.hasSocket(for: interface), (try? backend.device(named: interface)) != nil { break }
@@ -56,6 +60,21 @@ public final class UserspaceLauncher: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// The last error line a wireguard-go log holds ("ERROR: ..." or the last line), at most 300 characters.
+    static func lastError(inLog path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // The tail is enough: the child wrote its last words just now.
+        let size = lseek(fd, 0, SEEK_END)
+        let start = max(0, size - 4096)
+        var buf = [UInt8](repeating: 0, count: Int(size - start))
+        guard !buf.isEmpty, buf.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, $0.count, start) }) > 0 else { return nil }
+        let lines = String(decoding: buf, as: UTF8.self).split(separator: "\n").map { String($0.drop(while: { $0 == " " || $0 == "\t" || $0 == "\r" })) }.filter { !$0.isEmpty }
+        guard let line = lines.last(where: { $0.hasPrefix("ERROR") }) ?? lines.last else { return nil }
+        return String(line.prefix(300))
+    }
 
     /// The backend that talks to this child.
     public var wireGuardBackend: UserspaceBackend { backend }

@@ -58,10 +58,17 @@ public actor Agent {
     var rotation = RotationState()
     /// Cluster key rotation bookkeeping (ClusterKeyRotationAgent.swift).
     var clusterKeyAgent = ClusterKeyAgentState()
+    /// Why the last reconcile pass could not program the device or the routes (nil: it could). A node
+    /// in this state is black-holed whatever gossip says: `status` reports it and exits non-zero.
+    var deviceProblem: String?
+
+    /// The interface MTU set at start.
+    let mtu: Int
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
-         interfaceIndex: Int32, logger: Logger) {
+         interfaceIndex: Int32, mtu: Int, logger: Logger) {
         self.config = config
+        self.mtu = mtu
         self.store = store
         self.state = state
         self.link = link
@@ -117,8 +124,13 @@ public actor Agent {
                 pageRelease.meshChanged(peers: 0, at: .now)
                 logger.info("reconciled routes", metadata: ["added": "\(routes.add.count)", "removed": "\(routes.remove.count)"])
             }
+            if deviceProblem != nil { logger.notice("device and routes programmed again", metadata: ["interface": "\(config.interface)"]) }
+            deviceProblem = nil
         } catch {
-            logger.error("reconcile failed: \(error)")
+            let problem = Self.explain(error, config: config)
+            // Once per distinct problem, not every resync.
+            if problem != deviceProblem { logger.error("cannot program interface \(config.interface): \(problem)") }
+            deviceProblem = problem
         }
         // Before gossip is up there is no view: the saved list (from the last run or the join) must stay.
         if transport != nil { saveMembers(view) }
@@ -131,6 +143,14 @@ public actor Agent {
         if transport != nil { await evaluateClusterKeys(members: members) }
         ProcessMemory.releaseFreed()
         releaseStartupPagesWhenSteady()
+    }
+
+    /// A reconcile failure in an operator's words: the errno the device answered becomes what to do.
+    static func explain(_ error: Error, config: AgentConfig) -> String {
+        if case WireGuardError.rejected(_, let errno, _) = error, errno == EADDRINUSE || errno == -EADDRINUSE {
+            return "WireGuard port \(config.wireGuardPort) is in use by another process (\(error)): stop that process or choose another --wireguard-port"
+        }
+        return "\(error)"
     }
 
     /// Start-up — parsing, state loading, joining — and the sync of a large change (hundreds of
@@ -225,7 +245,9 @@ public actor Agent {
                     gossipPort: config.gossipPort, backend: link.backend.kind,
                     livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
                     keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation,
-                    clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem))
+                    clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem,
+                    healthy: deviceProblem == nil, problems: [deviceProblem].compactMap { $0 },
+                    advertiseAddress: advertise.description, mtu: mtu))
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):
@@ -296,6 +318,9 @@ public actor Agent {
         do {
             let request = try JSONDecoder().decode(JoinRequest.self, from: Data(line))
             let members = await currentMembers()
+            let ownRecord = try await transport?.localRecord()
+            // From here until the block is recorded in `pendingAssignments` nothing suspends: a second
+            // join answered by this member meanwhile would not see the block and could be given it too.
             let now = Date()
             let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
             var claims = members.filter { $0.name != state.node.name }.flatMap { m in
@@ -315,7 +340,7 @@ public actor Agent {
                 clusterID: state.clusterID, settings: state.settings, keyring: state.keyring,
                 joinSigning: state.joinSigning,
                 members: MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record)
-                    + [try await transport?.localRecord()].compactMap { $0 }))
+                    + [ownRecord].compactMap { $0 }))
             // From the view to the saved use, nothing suspends: two joins at this member cannot both
             // take a token's last use (joins racing at two members can, see README).
             let records = try store.loadTokens()

@@ -35,6 +35,9 @@ public struct AgentConfig: Sendable, Equatable {
     public var logLevel: Logger.Level = .info
     /// Where Prometheus metrics are served (nil: not served).
     public var metricsAddress: Endpoint?
+    /// What this run was told explicitly (config file, environment, flags), without defaults or the
+    /// node's saved settings: `init`/`join`/`agent` save it (`SavedSettings.swift`).
+    public var explicit = ConfigLayer()
 
     /// The default control socket (inside the unit's RuntimeDirectory).
     public static let defaultControlSocket = "/run/wiremesh/wiremesh.sock"
@@ -76,6 +79,14 @@ public struct AgentConfig: Sendable, Equatable {
     /// Reads and merges every source. `configFile` nil means the default file if it exists; a file
     /// given explicitly (flag or WIREMESH_CONFIG) must exist.
     public static func load(configFile: String?, environment: [String: String], flags: ConfigLayer) throws -> AgentConfig {
+        let given = try explicitLayer(configFile: configFile, environment: environment, flags: flags)
+        var config = AgentConfig().applying(given)
+        config.explicit = given
+        return config
+    }
+
+    /// The config file, the environment and the flags merged (later wins), without defaults.
+    static func explicitLayer(configFile: String?, environment: [String: String], flags: ConfigLayer) throws -> ConfigLayer {
         let explicit = configFile ?? environment[ConfigLayer.configFileVariable]
         let path = explicit ?? defaultConfigFile
         var fileLayer = ConfigLayer()
@@ -84,7 +95,7 @@ public struct AgentConfig: Sendable, Equatable {
         } else if explicit != nil {
             throw ConfigError(key: nil, source: "config file \(path)", message: "cannot be read (missing or no permission)")
         }
-        return merge(file: fileLayer, environment: try ConfigLayer(environment: environment), flags: flags)
+        return fileLayer.applying(try ConfigLayer(environment: environment)).applying(flags)
     }
 }
 

@@ -88,11 +88,24 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var clusterKeyPhase: String?
     /// Why this node cannot get the cluster's current keys, and what to do (nil when fine).
     public var clusterKeyProblem: String?
+    /// False when the agent cannot program its interface or routes: the node is black-holed.
+    public var healthy: Bool?
+    /// What is wrong and what to do, one sentence each (empty when healthy).
+    public var problems: [String]?
+    /// The underlay address other nodes reach this one at.
+    public var advertiseAddress: String?
+    /// The WireGuard interface MTU.
+    public var mtu: Int?
 
     public init(nodeName: String, clusterID: String, podCIDRs: [String], overlayAddress: String, interface: String,
                 wireGuardPublicKey: String, wireGuardPort: UInt16, gossipPort: UInt16, backend: String, livePeers: Int,
                 keyCreatedAt: Date, nextKeyRotation: Date?, clusterKeys: [ClusterKeyInfo]? = nil,
-                clusterKeyPhase: String? = nil, clusterKeyProblem: String? = nil) {
+                clusterKeyPhase: String? = nil, clusterKeyProblem: String? = nil, healthy: Bool? = nil,
+                problems: [String]? = nil, advertiseAddress: String? = nil, mtu: Int? = nil) {
+        self.healthy = healthy
+        self.problems = problems
+        self.advertiseAddress = advertiseAddress
+        self.mtu = mtu
         self.clusterKeys = clusterKeys
         self.clusterKeyPhase = clusterKeyPhase
         self.clusterKeyProblem = clusterKeyProblem
@@ -115,6 +128,7 @@ public struct StatusInfo: Codable, Sendable, Equatable {
         case interface, wireGuardPublicKey = "public_key", wireGuardPort = "wireguard_port", gossipPort = "gossip_port"
         case backend, livePeers = "live_peers", keyCreatedAt = "key_created_at", nextKeyRotation = "next_key_rotation"
         case clusterKeys = "cluster_keys", clusterKeyPhase = "cluster_key_phase", clusterKeyProblem = "cluster_key_problem"
+        case healthy, problems, advertiseAddress = "advertise_address", mtu
     }
 }
 

@@ -49,17 +49,28 @@ public enum Lifecycle {
             joinSigning: joinSigning, ttl: tokenTTL, uses: nil, now: Date())
         try store.initialise(state)
         try store.saveTokens([record])
+        try config.saveSettings(to: store)
         return token.text
+    }
+
+    /// The name a node joins under when `--name` is not given: the one it had if it left the cluster
+    /// (a rejoin keeps its name, and with it its block while that is free), else nil (the host name).
+    public static func previousName(config: AgentConfig) -> String? {
+        (try? StateStore(directory: config.stateDirectory).keysOfLeftNode())??.name
     }
 
     /// Joins the cluster a token names: the exchange hands this node the cluster key and its pod CIDR.
     /// The token's members are tried in order until one answers (a refusal is final).
     /// A node that left (`wiremesh leave`) joins again with its old identity and WireGuard key.
-    public static func join(token text: String, config: AgentConfig, node: NodeOptions) throws {
+    /// Returns the cluster id and this node's assignment.
+    @discardableResult
+    public static func join(token text: String, config: AgentConfig, node: NodeOptions) throws -> (clusterID: String, node: NodeAssignment) {
         let token = try JoinToken(parsing: text)
         let store = StateStore(directory: config.stateDirectory)
         let previous = try store.keysOfLeftNode()
         if previous == nil { try refuseInitialised(store) }
+        // A node that left may still have its agent running (stopping): two writers on one directory.
+        if let pid = StateLock.holder(directory: store.directory) { throw StateError.inUse(directory: store.directory, pid: pid) }
         let identity = previous?.identity ?? SigningIdentity.generate()
         let wireGuardKey = previous?.wireGuardKey ?? Key.generatePrivate()
         let request = JoinExchange.makeRequest(
@@ -80,61 +91,10 @@ public enum Lifecycle {
             try store.initialise(InitialState(
                 clusterID: grant.clusterID, settings: grant.settings, node: grant.assignment, identity: identity,
                 wireGuardKey: wireGuardKey, keyring: grant.keyring, joinSigning: grant.joinSigning, members: grant.members))
-            return
+            try config.saveSettings(to: store)
+            return (grant.clusterID, grant.assignment)
         }
         throw lastError
-    }
-
-    /// Refuses to start a node whose ports another process holds, before `init`/`join` write any
-    /// state: otherwise the state directory is prepared and the agent then fails to bind.
-    /// Checks the gossip port (UDP) and the join port (TCP, same number) on the advertise address,
-    /// and the WireGuard port (UDP, every address, as wireguard-go binds it).
-    public static func checkPortsFree(config: AgentConfig) throws {
-        let advertise = try advertiseAddress(config)
-        let any: IPAddress = advertise.isIPv4 ? try IPAddress("0.0.0.0") : try IPAddress("::")
-        let checks: [(IPAddress, UInt16, Int32, String, String)] = [
-            (advertise, config.gossipPort, Int32(SOCK_DGRAM.rawValue), "gossip port", "--gossip-port"),
-            (advertise, config.gossipPort, Int32(SOCK_STREAM.rawValue), "join port (TCP, the gossip port number)", "--gossip-port"),
-            (any, config.wireGuardPort, Int32(SOCK_DGRAM.rawValue), "WireGuard port", "--wireguard-port"),
-        ]
-        for (address, port, type, what, flag) in checks {
-            if let err = bindProbe(address: address, port: port, type: type) {
-                throw AgentError("\(what) \(port) on \(address) is not available: \(String(cString: strerror(err))); stop the process holding it or choose another \(flag)")
-            }
-        }
-    }
-
-    /// Binds and closes a socket; the errno of a failed bind, nil when the port is free.
-    static func bindProbe(address: IPAddress, port: UInt16, type: Int32) -> Int32? {
-        let family = address.isIPv4 ? AF_INET : AF_INET6
-        let fd = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return errno }
-        defer { close(fd) }
-        if type == Int32(SOCK_STREAM.rawValue) {
-            // As the join server binds: connections it answered just before a restart linger in
-            // TIME_WAIT on the port for a minute and must not make it look taken. (Not for UDP, where
-            // SO_REUSEADDR on both sides would let two agents share the gossip port.)
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        }
-        let raw = address.bytes
-        let rc: Int32
-        if address.isIPv4 {
-            var sa = sockaddr_in()
-            sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = port.bigEndian
-            withUnsafeMutableBytes(of: &sa.sin_addr) { $0.copyBytes(from: raw) }
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        } else {
-            var sa = sockaddr_in6()
-            sa.sin6_family = sa_family_t(AF_INET6)
-            sa.sin6_port = port.bigEndian
-            withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: raw) }
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        }
-        return rc == 0 ? nil : errno
     }
 
     static func refuseInitialised(_ store: StateStore) throws {
@@ -156,20 +116,37 @@ public enum Lifecycle {
 
     /// Runs the agent until SIGTERM/SIGINT or `wiremesh leave`. The interface, its peers and the
     /// routes stay when the agent stops, so traffic keeps flowing across restarts.
-    public static func runAgent(config: AgentConfig, logger: Logger, extraSeeds: [Endpoint] = []) async throws {
+    ///
+    /// `adoptInterface`: take over an existing WireGuard interface that is not this node's (see
+    /// `LinkManager.init`); without it such an interface is refused.
+    public static func runAgent(config: AgentConfig, logger: Logger, adoptInterface: Bool = false,
+                                extraSeeds: [Endpoint] = []) async throws {
         ProcessMemory.limitArenas()
         let store = StateStore(directory: config.stateDirectory)
+        // One agent per state directory, held until this process ends (however it ends).
+        let lock = store.isInitialised ? try StateLock.acquire(directory: store.directory) : nil
         let state = try store.load()  // refuses a node that left
-        let link = try LinkManager(interface: config.interface, logDirectory: config.stateDirectory, logger: logger)
+        try Preflight.checkPrivileges()
+        try Preflight.checkAdvertiseAddressIsLocal(config)
+        let ownKeys = Set([state.wireGuardKey.publicKey()] + [state.pendingWireGuardKey?.publicKey()].compactMap { $0 })
+        let link = try LinkManager(interface: config.interface, ownKeys: ownKeys, adopt: adoptInterface,
+                                   logDirectory: config.stateDirectory, logger: logger)
+        if let old = try AgentConfig.savedLayer(store).interface, old != config.interface {
+            // Otherwise the old interface keeps the WireGuard port, the cluster route and stale peers.
+            try LinkManager.retire(old, ownKeys: ownKeys, logger: logger)
+        }
         let advertise = try advertiseAddress(config)
         let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
         let overlay = try IPPrefix(address: state.node.overlayAddress, length: state.node.overlayAddress.bitWidth)
         try link.configureLink(mtu: mtu, address: overlay)
 
         let agent = Agent(config: config, store: store, state: state, link: link, advertise: advertise,
-                          interfaceIndex: try link.interfaceIndex(), logger: logger)
-        // Private key, port and the fail-closed routes go in before any gossip.
+                          interfaceIndex: try link.interfaceIndex(), mtu: mtu, logger: logger)
+        // Private key, port and the fail-closed routes go in before any gossip. A node that cannot
+        // program them would be announced alive while black-holed: stop here, saying why.
         await agent.reconcile()
+        if let problem = await agent.deviceProblem { throw AgentError("cannot program interface \(config.interface): \(problem)") }
+        do { try config.saveSettings(to: store) } catch { logger.warning("could not save this node's settings: \(error)") }
 
         let saved = MemberBlob.decode(try store.loadMembers()).filter { $0.record.name != state.node.name }
         let version = UInt64(Date().timeIntervalSince1970 * 1000)
@@ -203,6 +180,7 @@ public enum Lifecycle {
             link.tearDown(clusterRange: state.settings.podRange)
             logger.info("left the cluster: interface and routes removed", metadata: ["interface": "\(config.interface)"])
         }
+        withExtendedLifetime(lock) {}
     }
 }
 

@@ -6,6 +6,7 @@ import Logging
 import Netlink
 import WireGuard
 import WireGuardKernel
+import WireMeshCrypto
 
 /// Brings up the node's WireGuard interface on whichever implementation the host has, and
 /// programs its address, MTU and the agent's routes through rtnetlink.
@@ -22,22 +23,36 @@ public final class LinkManager: @unchecked Sendable {
     private var launcher: UserspaceLauncher?
 
     /// Opens the backends; creates the interface if it does not exist yet.
-    public init(interface: String, userspaceImplementation: String = "wireguard-go", logDirectory: String,
-                logger: Logger) throws {
+    ///
+    /// An interface that exists already is used only if it is this node's: its private key is one of
+    /// `ownKeys` (public keys of this node's current and next WireGuard key), or it is blank (no key,
+    /// no peers: e.g. left by a start that failed before configuring it). Anything else belongs to
+    /// someone else and is refused, unless `adopt` (`--adopt-interface`) says to take it over.
+    public init(interface: String, ownKeys: Set<Key> = [], adopt: Bool = true,
+                userspaceImplementation: String = "wireguard-go", logDirectory: String, logger: Logger) throws {
         self.interface = interface
         self.logger = logger
         rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
         let userspace = UserspaceBackend()
-        if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil {
+        if userspace.hasSocket(for: interface), let device = try? userspace.device(named: interface) {
+            if !adopt { try Self.checkOwnership(device, interface: interface, ownKeys: ownKeys) }
             backend = userspace
             logger.info("using running userspace WireGuard", metadata: ["interface": "\(interface)"])
             return
         }
+        let existing = try? rtnl.link(named: interface)
+        if let existing, existing.kind != "wireguard" {
+            // A TUN with our name and no UAPI socket is what a wireguard-go killed with -9 leaves.
+            let hint = existing.kind == "tun" ? " (a TUN device: if a wireguard-go serving it was killed, delete it with 'wiremesh link del \(interface)')" : ""
+            throw AgentError("interface \(interface) exists and is not a WireGuard interface (kind \(existing.kind ?? "unknown"))\(hint): choose another --interface")
+        }
         do {
             let kernel = try KernelBackend()
-            if (try? rtnl.link(named: interface)) == nil {
+            if existing == nil {
                 try rtnl.createLink(name: interface, kind: "wireguard")
                 logger.info("created kernel WireGuard interface", metadata: ["interface": "\(interface)"])
+            } else if !adopt {
+                try Self.checkOwnership(try kernel.device(named: interface), interface: interface, ownKeys: ownKeys)
             }
             backend = kernel
         } catch WireGuardError.kernelModuleMissing {
@@ -50,6 +65,17 @@ public final class LinkManager: @unchecked Sendable {
             self.launcher = launcher
             backend = launcher.wireGuardBackend
         }
+    }
+
+    /// Throws unless `device` is this node's or blank (see `init`). Names what was found, never a key.
+    static func checkOwnership(_ device: Device, interface: String, ownKeys: Set<Key>) throws {
+        if let key = device.privateKey {
+            if ownKeys.contains(key.publicKey()) { return }
+        } else if device.peers.isEmpty {
+            return
+        }
+        let what = device.privateKey == nil ? "no private key" : "a private key that is not this node's"
+        throw AgentError("interface \(interface) is a WireGuard interface wiremesh did not set up (\(what), \(device.peers.count) peer(s), listen port \(device.listenPort)): choose another --interface, or delete it, or pass --adopt-interface to let wiremesh take it over (its key, port and peers are replaced)")
     }
 
     /// Sets MTU, the overlay address and brings the link up; only what differs is changed.
@@ -107,28 +133,61 @@ extension LinkManager {
     /// also one an earlier agent run started) and removes its socket, and deletes the interface.
     /// Best effort: each failure is logged and the next step still runs.
     public func tearDown(clusterRange: IPPrefix) {
-        let index = try? interfaceIndex()
+        Self.remove(interface, routesInto: clusterRange, rtnl: rtnl, logger: logger, context: "leave")
+    }
+
+    /// The node's interface was renamed (`--interface` differs from the saved one): removes the old
+    /// one if it is this node's (see `init`), with its routes, so it cannot keep the WireGuard port,
+    /// the cluster route or stale peers. One that is not this node's is left alone.
+    public static func retire(_ old: String, ownKeys: Set<Key>, logger: Logger) throws {
+        let rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
+        let userspace = UserspaceBackend()
+        let device: Device?
+        if userspace.hasSocket(for: old) {
+            device = try? userspace.device(named: old)
+        } else if (try? rtnl.link(named: old))?.kind == "wireguard" {
+            device = try? KernelBackend().device(named: old)
+        } else {
+            device = nil
+        }
+        guard let device else { return }
+        do { try checkOwnership(device, interface: old, ownKeys: ownKeys) } catch {
+            logger.warning("the interface this node used before, \(old), is no longer this node's; left alone", metadata: ["interface": "\(old)"])
+            return
+        }
+        logger.notice("interface changed: removing this node's old interface \(old)", metadata: ["interface": "\(old)"])
+        remove(old, routesInto: nil, rtnl: rtnl, logger: logger, context: "interface change")
+    }
+
+    /// Removes our routes (protocol 87) through `name` or into `routesInto` (the fail-closed
+    /// backstop too), stops the userspace WireGuard serving it (found by its UAPI socket, so also one
+    /// an earlier agent run started) and removes its socket, and deletes the interface.
+    /// Best effort: each failure is logged and the next step still runs.
+    static func remove(_ name: String, routesInto clusterRange: IPPrefix?, rtnl: RouteNetlink, logger: Logger, context: String) {
+        let index = try? rtnl.interfaceIndex(named: name)
         do {
-            for route in try rtnl.routes() where (index != nil && route.interfaceIndex == index) || clusterRange.contains(route.destination) {
-                do { try rtnl.deleteRoute(route) } catch { logger.warning("leave: could not delete route \(route): \(error)") }
+            for route in try rtnl.routes()
+            where (index != nil && route.interfaceIndex == index) || (clusterRange?.contains(route.destination) ?? false) {
+                do { try rtnl.deleteRoute(route) } catch { logger.warning("\(context): could not delete route \(route): \(error)") }
             }
-        } catch { logger.warning("leave: could not list routes: \(error)") }
-        if let userspace = backend as? UserspaceBackend {
-            let socketPath = userspace.socketPath(for: interface)
-            if let pid = Self.serverPID(ofUnixSocket: socketPath) {
+        } catch { logger.warning("\(context): could not list routes: \(error)") }
+        let userspace = UserspaceBackend()
+        if userspace.hasSocket(for: name) {
+            let socketPath = userspace.socketPath(for: name)
+            if let pid = serverPID(ofUnixSocket: socketPath) {
                 kill(pid, SIGTERM)
-                if !Self.waitGone(pid, seconds: 5) {
-                    logger.warning("leave: userspace WireGuard (pid \(pid)) did not stop on SIGTERM; killing it")
+                if !waitGone(pid, seconds: 5) {
+                    logger.warning("\(context): userspace WireGuard (pid \(pid)) did not stop on SIGTERM; killing it")
                     kill(pid, SIGKILL)
-                    _ = Self.waitGone(pid, seconds: 2)
+                    _ = waitGone(pid, seconds: 2)
                 }
             }
             if unlink(socketPath) != 0 && errno != ENOENT {
-                logger.warning("leave: could not remove \(socketPath): \(String(cString: strerror(errno)))")
+                logger.warning("\(context): could not remove \(socketPath): \(String(cString: strerror(errno)))")
             }
         }
-        if (try? rtnl.link(named: interface)) != nil {
-            do { try rtnl.deleteLink(name: interface) } catch { logger.warning("leave: could not delete interface \(interface): \(error)") }
+        if (try? rtnl.link(named: name)) != nil {
+            do { try rtnl.deleteLink(name: name) } catch { logger.warning("\(context): could not delete interface \(name): \(error)") }
         }
     }
 

@@ -85,11 +85,13 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
     case left(directory: String, clusterID: String, at: Date)
     case corrupted(file: String, reason: String)
     case io(FileError)
+    /// Another agent holds the directory's lock (`StateLock`); pid nil when it could not be read.
+    case inUse(directory: String, pid: Int32?)
 
     public var description: String {
         switch self {
         case .alreadyInitialised(let dir, let cluster):
-            return "state directory \(dir) already initialised (cluster \(cluster)): use a different --state-dir or remove it"
+            return "state directory \(dir) already initialised (cluster \(cluster)): start this node with 'wiremesh agent --state-dir \(dir)', or use another --state-dir for a new node"
         case .left(let dir, let cluster, let at):
             return "this node left cluster \(cluster) at \(StateStore.timestamp(at)) (state directory \(dir)): run 'wiremesh join TOKEN' to rejoin"
         case .notInitialised(let dir):
@@ -98,6 +100,9 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
             return "state file \(file) is corrupted (\(reason)): restore it from a backup, or remove the state directory and join the cluster again with a new token"
         case .io(let e):
             return e.description
+        case .inUse(let dir, let pid):
+            let who = pid.map { "another wiremesh agent (pid \($0))" } ?? "another wiremesh agent"
+            return "state directory \(dir) is in use by \(who): stop it first ('systemctl stop wiremesh' or kill that pid), or give this one its own --state-dir"
         }
     }
 }
@@ -118,6 +123,9 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
 ///                               here and their nonces); no secret: token keys are derived again
 /// members.bin             0600  last-known members (opaque bytes of the membership layer)
 /// left.json               0644  written by `wiremesh leave`: the agent refuses to start until a new join
+/// settings.json           0644  this node's settings as `init`/`join`/`agent` were given them (interface,
+///                               ports, addresses, ...): a plain `wiremesh agent` comes up the same way
+/// agent.lock              0600  flock(2) of the running agent (`StateLock`), with its pid
 /// ```
 /// Text formats on purpose: an operator can inspect (and back up) every file with `cat`.
 public struct StateStore: Sendable {
@@ -145,6 +153,7 @@ public struct StateStore: Sendable {
         case tokens = "tokens.json"
         case members = "members.bin"
         case left = "left.json"
+        case settings = "settings.json"
     }
 
     func path(_ file: File) -> String { "\(directory)/\(file.rawValue)" }
@@ -327,10 +336,32 @@ public struct StateStore: Sendable {
 
     /// The identity and WireGuard key of a node that left, for `join` to reuse: the cluster knows the
     /// node's name by its identity (a leave is remembered), so a rejoin under the same name needs it.
-    public func keysOfLeftNode() throws -> (identity: SigningIdentity, wireGuardKey: Key)? {
+    /// Its name too: a rejoin keeps it unless told otherwise (and with the name, the block it held
+    /// while that is still free: the cluster resolves block claims by node name).
+    public func keysOfLeftNode() throws -> (identity: SigningIdentity, wireGuardKey: Key, name: String?)? {
         guard try leftMarker() != nil else { return nil }
-        return (SigningIdentity(seed: try readKey(.identity)), try readKey(.wireGuardKey))
+        return (SigningIdentity(seed: try readKey(.identity)), try readKey(.wireGuardKey), try? readCluster().node.name)
     }
+
+    // MARK: Node settings
+
+    /// Saves this node's settings (what `init`/`join`/`agent` were told), as config-key text values.
+    public func saveNodeSettings(_ values: [String: String]) throws {
+        try writeJSON(SettingsFile(version: 1, settings: values), to: .settings, mode: 0o644)
+    }
+
+    /// This node's saved settings (empty when never saved, e.g. a state directory from before they were).
+    public func loadNodeSettings() throws -> [String: String] {
+        guard AtomicFile.mode(of: path(.settings)) != nil else { return [:] }
+        let file: SettingsFile = try readJSON(.settings)
+        guard file.version == 1 else {
+            throw StateError.corrupted(file: path(.settings), reason: "unsupported version \(file.version)")
+        }
+        return file.settings
+    }
+
+    /// The path of the settings file, for error messages.
+    public var settingsPath: String { path(.settings) }
 
     // MARK: Members
 
@@ -396,6 +427,11 @@ public struct StateStore: Sendable {
         var retireAt: [Date?]?
         enum CodingKeys: String, CodingKey { case keys, generations, retireAt = "retire_at" }
     }
+    struct SettingsFile: Codable {
+        var version: Int
+        var settings: [String: String]
+    }
+
     /// `version` is absent in files of format 1 (token records with a stored key hash).
     struct TokensFile: Codable {
         var version: Int?

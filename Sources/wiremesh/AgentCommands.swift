@@ -36,6 +36,9 @@ struct NodeFlags: ParsableArguments {
     var keyRotationInterval: String?
     @Option(name: .customLong("cluster-key-grace"), help: "How long an old cluster key still opens gossip after a rotation (default 30s).")
     var clusterKeyGrace: String?
+    @Flag(name: .customLong("adopt-interface"),
+          help: "Take over an existing WireGuard interface that this node did not set up (its key, port and peers are replaced).")
+    var adoptInterface = false
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -57,8 +60,9 @@ func loadConfig(_ common: CommonOptions, _ node: NodeFlags? = nil) throws -> Age
     do {
         let flags = common.flags.merging(node?.flags ?? [:]) { a, _ in a }
         let file = common.configFile ?? (FileManager.default.fileExists(atPath: AgentConfig.defaultConfigFile) ? AgentConfig.defaultConfigFile : nil)
+        // The node's saved settings (settings.json) sit under the file, the environment and the flags.
         return try AgentConfig.load(configFile: file, environment: ProcessInfo.processInfo.environment,
-                                    flags: try ConfigLayer(flags: flags))
+                                    flags: try ConfigLayer(flags: flags), withSavedSettings: true)
     } catch {
         printError("\(error)")
         throw ExitCode(ExitStatus.usage)
@@ -115,7 +119,7 @@ struct InitCommand: AsyncParsableCommand {
             let cidr = try IPPrefix(clusterCIDR)
             let pod = try podCIDR.map { try IPPrefix($0) }
             let ttl = try parseDuration(tokenTTL)
-            if !prepareOnly { try Lifecycle.checkPortsFree(config: config) }
+            try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             token = try Lifecycle.initCluster(config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod),
                                               clusterCIDR: cidr, nodePrefix: nodePrefix,
                                               tokenTTL: Double(ttl.components.seconds))
@@ -125,7 +129,7 @@ struct InitCommand: AsyncParsableCommand {
         }
         // Unbuffered: scripts read the token while the agent keeps running.
         FileHandle.standardOutput.write(Data((token + "\n").utf8))
-        if !prepareOnly { try await runAgent(config) }
+        if prepareOnly { printError(startHint(config)) } else { try await runAgent(config, adoptInterface: node.adoptInterface) }
     }
 }
 
@@ -136,7 +140,7 @@ struct JoinCommand: AsyncParsableCommand {
     @Argument(help: "The join token ('wiremesh token create' on any member).") var token: String
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
-    @Option(help: "This node's name (default: host name).") var name: String?
+    @Option(help: "This node's name (default: its name before 'wiremesh leave', else the host name).") var name: String?
     @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of the one the cluster assigns.") var podCIDR: String?
     @Flag(name: .customLong("prepare-only"), help: "Join and save the state; do not run the agent.") var prepareOnly = false
 
@@ -144,13 +148,15 @@ struct JoinCommand: AsyncParsableCommand {
         let config = try loadConfig(common, node)
         do {
             let pod = try podCIDR.map { try IPPrefix($0) }
-            if !prepareOnly { try Lifecycle.checkPortsFree(config: config) }
-            try Lifecycle.join(token: token, config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod))
+            try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
+            let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
+            let joined = try Lifecycle.join(token: token, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
+            print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
         } catch {
             printError("join: \(error)")
             throw ExitCode(statusCode(for: error))
         }
-        if !prepareOnly { try await runAgent(config) }
+        if prepareOnly { printError(startHint(config)) } else { try await runAgent(config, adoptInterface: node.adoptInterface) }
     }
 }
 
@@ -162,14 +168,20 @@ struct AgentCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeFlags
 
     func run() async throws {
-        try await runAgent(try loadConfig(common, node))
+        try await runAgent(try loadConfig(common, node), adoptInterface: node.adoptInterface)
     }
 }
 
-func runAgent(_ config: AgentConfig) async throws {
+/// What to run after `--prepare-only` (the settings given are saved: a plain `wiremesh agent` uses them).
+func startHint(_ config: AgentConfig) -> String {
+    let dir = config.stateDirectory == StateStore.defaultDirectory ? "" : " --state-dir \(config.stateDirectory)"
+    return "state saved in \(config.stateDirectory); start the node with 'wiremesh agent\(dir)' (or 'systemctl enable --now wiremesh')"
+}
+
+func runAgent(_ config: AgentConfig, adoptInterface: Bool) async throws {
     let logger = makeLogger(config)
     do {
-        try await Lifecycle.runAgent(config: config, logger: logger)
+        try await Lifecycle.runAgent(config: config, logger: logger, adoptInterface: adoptInterface)
     } catch {
         printError("agent: \(error)")
         throw ExitCode(statusCode(for: error))
@@ -182,6 +194,17 @@ func ask(_ common: CommonOptions, _ request: ControlRequest) throws -> ControlRe
     let response: ControlResponse
     do {
         response = try ControlClient(path: config.controlSocket).send(request)
+    } catch ControlSocketError.agentNotRunning(let path) {
+        // The state directory knows why no agent answers better than the socket does.
+        let store = StateStore(directory: config.stateDirectory)
+        if let left = try? store.leftMarker() {
+            printError("\(StateError.left(directory: store.directory, clusterID: left.clusterID, at: left.leftAt))")
+        } else if !store.isInitialised && AtomicFile.mode(of: store.directory) != nil {
+            printError("\(StateError.notInitialised(directory: store.directory))")
+        } else {
+            printError("\(ControlSocketError.agentNotRunning(path: path))")
+        }
+        throw ExitCode(1)
     } catch {
         printError("\(error)")
         throw ExitCode(1)
@@ -201,15 +224,22 @@ func printJSON<T: Encodable>(_ value: T) throws {
 }
 
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show this node.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show this node.",
+        discussion: "Exits 0 when the agent runs and has programmed its interface and routes, 1 when it is not running or not healthy (the problem is shown).")
     @OptionGroup var common: CommonOptions
     @Flag var json = false
 
     func run() throws {
         guard case .status(let s) = try ask(common, .status) else { return }
+        let healthy = s.healthy ?? true
+        defer { if !healthy { Foundation.exit(1) } }
         if json { return try printJSON(s) }
         print("node:        \(s.nodeName) (cluster \(s.clusterID))")
-        print("interface:   \(s.interface) (\(s.backend)), WireGuard port \(s.wireGuardPort), gossip port \(s.gossipPort)")
+        print("health:      " + (healthy ? "ok" : "NOT OK: " + (s.problems ?? []).joined(separator: "; ")))
+        let mtu = s.mtu.map { ", MTU \($0)" } ?? ""
+        print("interface:   \(s.interface) (\(s.backend))\(mtu), WireGuard port \(s.wireGuardPort), gossip port \(s.gossipPort)")
+        if let address = s.advertiseAddress { print("advertise:   \(address)") }
         print("public key:  \(s.wireGuardPublicKey)")
         print("pod CIDRs:   \(s.podCIDRs.joined(separator: ", ")), overlay \(s.overlayAddress)")
         print("live peers:  \(s.livePeers)")

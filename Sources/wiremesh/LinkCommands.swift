@@ -156,21 +156,31 @@ struct RouteAdd: ParsableCommand {
 }
 
 struct RouteDel: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "del", abstract: "Delete a wiremesh route.")
+    static let configuration = CommandConfiguration(
+        commandName: "del", abstract: "Delete a wiremesh route.",
+        discussion: "Without --dev, every wiremesh route to the prefix goes, the fail-closed 'unreachable' backstop included.")
 
     @Argument(help: "Destination prefix.") var prefix: String
-    @Option(help: "Output interface.") var dev: String
+    @Option(help: "Output interface (default: every wiremesh route to the prefix).") var dev: String?
 
     func run() throws {
         let dst = try parsePrefixes([prefix], what: "route prefix")[0]
-        try checkName(dev)
+        if let dev { try checkName(dev) }
         try withNetlink {
             let rt = try RouteNetlink()
-            let route = Route(destination: dst, interfaceIndex: try rt.interfaceIndex(named: dev))
-            do {
-                try rt.deleteRoute(route)
-            } catch let e as NetlinkError where e.errno == ESRCH {
-                throw failure("no wiremesh route to \(dst.network) on '\(dev)': see 'wiremesh route list'")
+            let routes: [Route]
+            if let dev {
+                routes = [Route(destination: dst, interfaceIndex: try rt.interfaceIndex(named: dev))]
+            } else {
+                routes = try rt.routes().filter { $0.destination == dst.network }
+            }
+            guard !routes.isEmpty else { throw failure("no wiremesh route to \(dst.network): see 'wiremesh route list'") }
+            for route in routes {
+                do {
+                    try rt.deleteRoute(route)
+                } catch let e as NetlinkError where e.errno == ESRCH {
+                    throw failure("no wiremesh route to \(dst.network) on '\(dev ?? "?")': see 'wiremesh route list'")
+                }
             }
         }
     }

@@ -418,8 +418,9 @@ bad_revoked_elsewhere() {
 }
 bad_other_cluster() {
   local tok
-  # A second cluster whose token names node 1's address: node 1 gets a token it did not issue.
-  tok="$(ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" --control-socket "$WORK/x.sock" \
+  # A second cluster whose token names node 1's address: node 1 gets a token it did not issue. Made in
+  # node 1's namespace (init checks that the advertise address is the host's; --prepare-only skips the ports).
+  tok="$(ip netns exec "$P-n1" "$WM" init --name other1 --state-dir "$WORK/x-other" --control-socket "$WORK/x.sock" \
     --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only 2>>"$CASELOG")"
   [ -n "$tok" ] || { BAD_PROBLEMS+=" second init printed no token;"; return; }
   expect_refusal "other cluster's token" "$WORK/x-other2" 2 join "$tok" --name bad2 --state-dir "$WORK/x-other2" "${J[@]}"
@@ -435,7 +436,7 @@ bad_garbled() {
   grep -q "re-create the token" "$WORK/err" || BAD_PROBLEMS+=" the format-1 refusal does not say to re-create the token;"
 }
 bad_reinit() {
-  [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n$SPARE" "$WM" init --name other1 --state-dir "$WORK/x-other" \
+  [ -e "$WORK/x-other/cluster.json" ] || ip netns exec "$P-n1" "$WM" init --name other1 --state-dir "$WORK/x-other" \
     --control-socket "$WORK/x.sock" --interface "${P}w$SPARE" --advertise-address 10.99.0.1 --prepare-only >/dev/null 2>>"$CASELOG"
   expect_refusal "second init" "$WORK/x-other" 2 init --name again --state-dir "$WORK/x-other" --prepare-only "${J[@]}"
 }

@@ -145,3 +145,34 @@ final class FakeUAPIServer: @unchecked Sendable {
         guard case .noSuchDevice("other0") = e else { Issue.record("got \(e)"); return }
     }
 }
+
+/// A wireguard-go that exits at once is reported with its own last error line (issue 14: as a non-root
+/// user, its TUN permission error was only in its log while the agent guessed "is it installed?").
+@Suite struct LaunchFailureTests {
+    @Test func theLastErrorLineOfTheLogIsQuoted() throws {
+        var template = Array("/tmp/wmt-wglog-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        try #require(fd >= 0)
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(path) }
+        let log = "INFO: (ux5) 2026/12/02 Starting wireguard-go version 0.0.20220316\nERROR: (ux5) 2026/12/02 Failed to create TUN device: operation not permitted\n\n"
+        _ = log.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        #expect(UserspaceLauncher.lastError(inLog: path) == "ERROR: (ux5) 2026/12/02 Failed to create TUN device: operation not permitted")
+        #expect(UserspaceLauncher.lastError(inLog: path + ".absent") == nil)
+    }
+
+    @Test func theLaunchErrorOfAnExecutableThatFailsSaysWhatItPrinted() throws {
+        var template = Array("/tmp/wmt-wglog-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        try #require(fd >= 0)
+        close(fd)
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(path) }
+        // /bin/sh -f IFACE: "sh: 0: cannot open IFACE: No such file" (exits at once).
+        let error = try #require(throws: UserspaceLaunchError.self) {
+            _ = try UserspaceLauncher(interface: "wmtnosuch0", executable: "/bin/sh", socketDirectory: "/tmp", logFile: path, timeout: 5)
+        }
+        #expect(error.description.contains("it said:") && error.description.contains("wmtnosuch0"))
+    }
+}

@@ -29,7 +29,7 @@ struct PortProbeTests {
             let (fd, port) = try boundSocket(type)
             defer { close(fd) }
             if type == Int32(SOCK_STREAM.rawValue) { #expect(listen(fd, 1) == 0) }
-            #expect(Lifecycle.bindProbe(address: loopback, port: port, type: type) == EADDRINUSE)
+            #expect(Preflight.bindProbe(address: loopback, port: port, type: type) == EADDRINUSE)
         }
     }
 
@@ -53,6 +53,6 @@ struct PortProbeTests {
         _ = read(client, &byte, 1)  // sees the FIN
         close(client)
         close(listener)
-        #expect(Lifecycle.bindProbe(address: loopback, port: port, type: Int32(SOCK_STREAM.rawValue)) == nil)
+        #expect(Preflight.bindProbe(address: loopback, port: port, type: Int32(SOCK_STREAM.rawValue)) == nil)
     }
 }

@@ -65,7 +65,7 @@ struct StateStoreTests {
                 Issue.record("second initialise succeeded")
             } catch let e as StateError {
                 #expect(e == .alreadyInitialised(directory: store.directory, clusterID: "first0000000000"))
-                #expect(e.description == "state directory \(store.directory) already initialised (cluster first0000000000): use a different --state-dir or remove it")
+                #expect(e.description == "state directory \(store.directory) already initialised (cluster first0000000000): start this node with 'wiremesh agent --state-dir \(store.directory)', or use another --state-dir for a new node")
             }
             let after = directoryEntries(store.directory).map { ($0, fileText(store.directory + "/" + $0)) }
             #expect(before.map(\.0) == after.map(\.0))

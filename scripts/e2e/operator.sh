@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# An operator's day, end to end (issue 14): restarts, rejoins and mistakes on a small wiremesh
+# cluster in network namespaces (nodes on a bridge, wireguard-go). One line per case on stdout:
+#   OPS <case> PASS|FAIL <detail>          and at the end   RESULT {"<case>": {"pass": BOOL, "detail": TEXT}, ...}
+#
+#   scripts/e2e/operator.sh [--keep]       (root; WIREMESH_BIN=path, default .build/debug/wiremesh)
+#
+# Cases:
+#   settings-kept      join --interface/--gossip-port/--wireguard-port --prepare-only, then a plain
+#                      `wiremesh agent` comes up with them; a later --interface moves the node (the old
+#                      interface and its wireguard-go removed) and sticks across a kill -9 + plain restart
+#   status-dir         `status --state-dir X` finds X's control socket (saved with the settings)
+#   lock               a second agent on a running node's state directory exits at once, naming the pid
+#   unhealthy          the node's wireguard-go killed under its agent: `status` exits 1 naming the problem;
+#                      an agent whose WireGuard port another process holds exits, naming the port
+#   foreign-interface  join/agent refuse a WireGuard interface someone else set up (it stays untouched);
+#                      --adopt-interface takes it over
+#   rejoin             leave, then `join TOKEN` without --name: same name, same pod CIDR, alive everywhere;
+#                      status after the leave says to join, not to start the agent
+#   late-checks        non-root init, --interface of a veth, the gossip port taken, an advertise address
+#                      not on this host: refused before any state is written or a token is spent
+#   concurrent-joins   joins admitted by one member at the same moment get different pod blocks
+# Everything carries a per-run prefix and is removed on exit (also on failure), unless --keep.
+set -uo pipefail
+KEEP=0
+[ "${1:-}" = "--keep" ] && KEEP=1
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/scripts/lib/netns.sh"
+WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
+unset WIREMESH_BIN
+P="wmo$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+WORK="$(mktemp -d "/tmp/$P.XXXX")"
+chmod 755 "$WORK"
+declare -A AGENT=()
+cleanup() {
+  local i
+  for i in "${!AGENT[@]}"; do kill -9 "${AGENT[$i]}" 2>/dev/null; done
+  netns_cleanup "$P"
+  if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else echo "operator: kept $WORK" >&2; fi
+}
+netns_trap cleanup
+
+CASE=""; PROBLEMS=""
+begin() { CASE=$1; PROBLEMS=""; echo "operator: --- $1" >&2; }
+problem() { PROBLEMS+=" $*;"; echo "operator: $CASE: $*" >&2; }
+finish() { # detail
+  local pass=true text="$*"
+  [ -z "$PROBLEMS" ] || { pass=false; text="${PROBLEMS# }"; }
+  if [ "$pass" = true ]; then echo "OPS $CASE PASS $text"; else echo "OPS $CASE FAIL $text"; fi
+  jq -cn --arg c "$CASE" --argjson p "$pass" --arg d "$text" '{($c): {pass: $p, detail: $d}}' >>"$WORK/results"
+}
+log_tail() { echo "operator: --- agent $1 log" >&2; tail -n 15 "$WORK/agent$1.log" >&2 2>/dev/null; }
+
+# wm I ARGS: the CLI in node I's namespace on its state dir (the control socket comes from the saved settings)
+wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i"; }
+start() { # I ARGS: runs `wiremesh ARGS` in node I's namespace in the background as its agent
+  local i=$1; shift
+  ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" >>"$WORK/agent$i.log" 2>&1 &
+  AGENT[$i]=$!
+}
+stop() { # I [SIGNAL]
+  local pid=${AGENT[$1]:-}; [ -n "$pid" ] || return 0
+  kill "-${2:-TERM}" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; unset "AGENT[$1]"
+}
+wait_until() { # seconds, command...
+  local deadline=$(( $(date +%s) + $1 )); shift
+  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
+}
+ready() { wm "$1" status >/dev/null 2>&1; }
+state_of() { wm "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state'; }
+alive_on() { [ "$(state_of "$1" "$2")" = alive ]; }
+status_field() { wm "$1" status --json 2>/dev/null | jq -r ".$2"; }
+ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; }
+has_link() { ip -n "$P-n$1" link show "$2" >/dev/null 2>&1; }
+snapshot() { if [ -e "$1" ]; then (cd "$1" && find . -printf '%p %m %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort); else echo absent; fi; }
+token_id() { python3 -c 'import base64, sys; t = sys.argv[1].split(".", 1)[1]; print(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))[1:9].hex())' "$1"; }
+uses_of() { wm 1 token list --json 2>/dev/null | jq -r --arg id "$1" '.[] | select(.id == $id) | .uses_consumed'; }
+
+for tool in ip wg wireguard-go jq ping python3 setpriv; do
+  command -v "$tool" >/dev/null || { echo "operator: '$tool' is missing: run scripts/setup" >&2; exit 1; }
+done
+[ -x "$WM" ] || { echo "operator: $WM not found; run 'swift build' first" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "operator: needs root (network namespaces, TUN)" >&2; exit 1; }
+
+netns_underlay "$P" || exit 1
+for i in 1 2 3 4 5 6 7; do netns_node "$P" "$i" || exit 1; done
+
+# Node 1: the cluster, with a pod.
+if ! ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
+    --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >"$WORK/token0" 2>"$WORK/init1.err"; then
+  echo "operator: init failed: $(cat "$WORK/init1.err")" >&2; exit 1
+fi
+start 1 agent
+wait_until 20 ready 1 || { log_tail 1; echo "operator: agent 1 did not come up" >&2; exit 1; }
+TOKEN="$(wm 1 token create --ttl 30m)"
+[ -n "$TOKEN" ] || { echo "operator: token create printed nothing" >&2; exit 1; }
+POD1="$(netns_pod_address "$(status_field 1 'pod_cidrs[0]')")"
+netns_pod "$P" 1 "$POD1" || exit 1
+
+# ---------------------------------------------------------------------------------------------
+begin settings-kept
+if ! ip netns exec "$P-n2" "$WM" join "$TOKEN" --name node2 --state-dir "$WORK/n2" --control-socket "$WORK/n2.sock" \
+    --interface "${P}x2" --advertise-address 10.99.0.2 --gossip-port 7950 --wireguard-port 51830 --prepare-only \
+    >"$WORK/join2.out" 2>"$WORK/join2.err"; then
+  problem "join --prepare-only failed: $(cat "$WORK/join2.err")"
+else
+  grep -q "joined cluster .* as node2" "$WORK/join2.out" || problem "join printed no confirmation: $(cat "$WORK/join2.out")"
+  # What the systemd unit runs: no flags but the state directory.
+  start 2 agent
+  if ! wait_until 20 ready 2; then problem "plain 'wiremesh agent' did not answer status (no saved control socket?)"; log_tail 2
+  else
+    [ "$(status_field 2 interface)" = "${P}x2" ] || problem "agent came up on $(status_field 2 interface), not ${P}x2"
+    [ "$(status_field 2 gossip_port)" = 7950 ] || problem "gossip port $(status_field 2 gossip_port), not 7950"
+    [ "$(status_field 2 wireguard_port)" = 51830 ] || problem "WireGuard port $(status_field 2 wireguard_port), not 51830"
+    [ "$(status_field 2 advertise_address)" = 10.99.0.2 ] || problem "advertise address $(status_field 2 advertise_address)"
+    has_link 2 wm0 && problem "a wm0 interface was created"
+    POD2="$(netns_pod_address "$(status_field 2 'pod_cidrs[0]')")"
+    netns_pod "$P" 2 "$POD2"
+    wait_until 20 alive_on 1 node2 || problem "node1 does not see node2 alive"
+    wait_until 10 ping_ok 2 "$POD1" || problem "pod2 cannot ping pod1"
+    # A new --interface: the node moves, its old interface (and the wireguard-go serving it) goes.
+    stop 2
+    start 2 agent --interface "${P}y2"
+    if ! wait_until 20 ready 2; then problem "agent --interface ${P}y2 did not come up"; log_tail 2
+    else
+      [ "$(status_field 2 interface)" = "${P}y2" ] || problem "after --interface ${P}y2 status says $(status_field 2 interface)"
+      has_link 2 "${P}x2" && problem "the old interface ${P}x2 is still there"
+      [ -z "$(netns_wg_go_pids "${P}x2")" ] || problem "wireguard-go for the old ${P}x2 still runs"
+      [ "$(status_field 2 healthy)" = true ] || problem "not healthy after the move: $(status_field 2 problems)"
+      wait_until 20 ping_ok 2 "$POD1" || problem "pod2 cannot ping pod1 after the move"
+    fi
+    # kill -9, then the plain command again: the last explicit interface stuck.
+    stop 2 KILL
+    start 2 agent
+    if ! wait_until 20 ready 2; then problem "plain agent after kill -9 did not come up"; log_tail 2
+    else
+      [ "$(status_field 2 interface)" = "${P}y2" ] || problem "after kill -9 and a plain restart: interface $(status_field 2 interface), not ${P}y2"
+      has_link 2 wm0 && problem "a wm0 interface was created after the restart"
+      wait_until 20 ping_ok 1 "$POD2" || problem "pod1 cannot ping pod2 after the restart"
+    fi
+  fi
+fi
+finish "join's --interface/--gossip-port/--wireguard-port/--advertise-address kept by a plain 'wiremesh agent'; --interface moves the node and sticks"
+
+# ---------------------------------------------------------------------------------------------
+begin status-dir
+out="$(ip netns exec "$P-n2" "$WM" status --state-dir "$WORK/n2" 2>&1)"; rc=$?
+[ "$rc" = 0 ] || problem "status --state-dir (no --control-socket) exited $rc: $out"
+grep -q "node2" <<<"$out" || problem "status --state-dir did not show node2: $out"
+grep -q "advertise:   10.99.0.2" <<<"$out" || problem "status shows no advertise address"
+grep -q "MTU" <<<"$out" || problem "status shows no MTU"
+finish "status --state-dir finds the node's own control socket; shows advertise address and MTU"
+
+# ---------------------------------------------------------------------------------------------
+begin lock
+routes_before="$(ip -n "$P-n2" route show table all proto 87 | sort)"
+t0=$(date +%s)
+out="$(timeout 20 ip netns exec "$P-n2" "$WM" agent --state-dir "$WORK/n2" --control-socket "$WORK/n2b.sock" \
+  --gossip-port 7960 --wireguard-port 51860 2>&1)"; rc=$?
+[ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "a second agent on the same state directory exited $rc"
+grep -q "in use by another wiremesh agent (pid ${AGENT[2]:-?})" <<<"$out" || problem "the second agent said: $out"
+[ "$(ip -n "$P-n2" route show table all proto 87 | sort)" = "$routes_before" ] || problem "node 2's routes changed"
+ready 2 || problem "the first agent stopped answering"
+finish "second agent refused in $(( $(date +%s) - t0 )) s: $(head -n 1 <<<"$out" | cut -c1-160)"
+
+# ---------------------------------------------------------------------------------------------
+begin unhealthy
+if ! ip netns exec "$P-n3" "$WM" join "$TOKEN" --name node3 --state-dir "$WORK/n3" --control-socket "$WORK/n3.sock" \
+    --interface "${P}w3" --advertise-address 10.99.0.3 --wireguard-port 51840 --prepare-only >/dev/null 2>"$WORK/join3.err"; then
+  problem "join node3 failed: $(cat "$WORK/join3.err")"
+else
+  start 3 agent
+  wait_until 20 ready 3 || { problem "agent 3 did not come up"; log_tail 3; }
+  [ "$(status_field 3 healthy)" = true ] || problem "a fresh node is not healthy: $(status_field 3 problems)"
+  # The data plane disappears under the agent: status must say so, not "all is well".
+  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  unhealthy3() { ! wm 3 status >/dev/null 2>&1; }
+  if wait_until 25 unhealthy3; then
+    out="$(wm 3 status 2>&1)"; rc=$?
+    [ "$rc" = 1 ] || problem "status of the black-holed node exited $rc (want 1)"
+    grep -q "health:      NOT OK" <<<"$out" || problem "status does not say NOT OK: $out"
+    grep -q "cannot program interface ${P}w3" "$WORK/agent3.log" || problem "the agent log does not say why"
+  else
+    problem "status still exits 0 25 s after the node's wireguard-go died"
+  fi
+  # Another process holds the WireGuard port: the agent stops at once, naming it.
+  stop 3 KILL
+  ip -n "$P-n3" link del "${P}w3" 2>/dev/null
+  ip netns exec "$P-n3" python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(60)' >"$WORK/blocker3" 2>&1 &
+  blocker=$!
+  wait_until 10 grep -q bound "$WORK/blocker3" || problem "could not bind the blocker"
+  out="$(timeout 30 ip netns exec "$P-n3" "$WM" agent --state-dir "$WORK/n3" 2>&1)"; rc=$?
+  [ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "the agent with its WireGuard port taken exited $rc"
+  grep -q "WireGuard port 51840 is in use" <<<"$out" || problem "the agent with its port taken said: $(tail -n 2 <<<"$out")"
+  kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
+  for pid in $(netns_wg_go_pids "${P}w3"); do kill "$pid"; done
+fi
+finish "status exits 1 with the problem when the device is gone; an agent whose WireGuard port is taken exits naming it"
+
+# ---------------------------------------------------------------------------------------------
+begin foreign-interface
+ip netns exec "$P-n4" wireguard-go -f "${P}f4" >/dev/null 2>&1 &
+for _ in $(seq 1 50); do [ -S "/var/run/wireguard/${P}f4.sock" ] && break; sleep 0.1; done
+wg genkey >"$WORK/f4.key"; chmod 600 "$WORK/f4.key"
+ip netns exec "$P-n4" wg set "${P}f4" private-key "$WORK/f4.key" listen-port 51899 \
+  peer "$(wg genkey | wg pubkey)" allowed-ips 10.1.0.0/24
+f4_before="$(ip netns exec "$P-n4" wg show "${P}f4" dump)"
+uses_before="$(uses_of "$(token_id "$TOKEN")")"
+out="$(ip netns exec "$P-n4" "$WM" join "$TOKEN" --name node4 --state-dir "$WORK/n4" --control-socket "$WORK/n4.sock" \
+  --interface "${P}f4" --advertise-address 10.99.0.4 2>&1)"; rc=$?
+[ "$rc" != 0 ] || problem "join onto a foreign interface exited 0"
+grep -q "did not set up" <<<"$out" && grep -q -- "--adopt-interface" <<<"$out" || problem "join said: $out"
+[ -e "$WORK/n4" ] && problem "the refused join wrote $WORK/n4"
+[ "$(uses_of "$(token_id "$TOKEN")")" = "$uses_before" ] || problem "the refused join spent a token use"
+[ "$(ip netns exec "$P-n4" wg show "${P}f4" dump)" = "$f4_before" ] || problem "the foreign interface was changed by join"
+# A node of ours started on that name: refused too, and nothing of either interface changes.
+if ip netns exec "$P-n4" "$WM" join "$TOKEN" --name node4 --state-dir "$WORK/n4" --control-socket "$WORK/n4.sock" \
+    --interface "${P}g4" --advertise-address 10.99.0.4 --prepare-only >/dev/null 2>"$WORK/join4.err"; then
+  out="$(timeout 30 ip netns exec "$P-n4" "$WM" agent --state-dir "$WORK/n4" --interface "${P}f4" 2>&1)"; rc=$?
+  [ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "agent --interface onto a foreign interface exited $rc"
+  grep -q "did not set up" <<<"$out" || problem "agent said: $out"
+  [ "$(ip netns exec "$P-n4" wg show "${P}f4" dump)" = "$f4_before" ] || problem "the foreign interface was changed by agent"
+  # --adopt-interface takes it over: this node's key on it.
+  start 4 agent --interface "${P}f4" --adopt-interface
+  if wait_until 20 ready 4; then
+    [ "$(ip netns exec "$P-n4" wg show "${P}f4" public-key)" = "$(status_field 4 public_key)" ] || problem "--adopt-interface did not put the node's key on ${P}f4"
+    ip netns exec "$P-n4" wg show "${P}f4" allowed-ips | grep -q '10.1.0.0/24' && problem "the foreign peer survived the adoption"
+    wait_until 20 alive_on 1 node4 || problem "node4 not alive on node1 after adopting"
+  else problem "agent --adopt-interface did not come up"; log_tail 4; fi
+else
+  problem "join node4 failed: $(cat "$WORK/join4.err")"
+fi
+finish "join and agent refuse a WireGuard interface they did not set up (left untouched, no token spent); --adopt-interface takes it over"
+
+# ---------------------------------------------------------------------------------------------
+begin rejoin
+if [ -z "${AGENT[4]:-}" ]; then problem "needs node 4 running"; else
+  cidr4="$(status_field 4 'pod_cidrs[0]')"; key4="$(status_field 4 public_key)"
+  wm 4 leave >/dev/null 2>&1 || problem "leave failed"
+  wait_until 15 eval '! kill -0 "${AGENT[4]}" 2>/dev/null'; stop 4
+  out="$(wm 4 status 2>&1)"
+  grep -q "left cluster .*wiremesh join TOKEN" <<<"$out" || problem "status after leave said: $out"
+  grep -q "systemctl start" <<<"$out" && problem "status after leave still advises systemctl start"
+  tok="$(wm 1 token create --ttl 10m)"
+  start 4 join "$tok"
+  if wait_until 20 ready 4; then
+    [ "$(status_field 4 name)" = node4 ] || problem "rejoined as $(status_field 4 name), not node4"
+    [ "$(status_field 4 'pod_cidrs[0]')" = "$cidr4" ] || problem "rejoined with $(status_field 4 'pod_cidrs[0]'), not its old $cidr4"
+    [ "$(status_field 4 public_key)" = "$key4" ] || problem "the WireGuard key changed across the rejoin"
+    [ "$(status_field 4 interface)" = "${P}f4" ] || problem "the rejoin did not keep the saved interface"
+    wait_until 20 alive_on 1 node4 || problem "node1 sees node4 as $(state_of 1 node4)"
+    names="$(wm 1 peers --json | jq -r '.[].name' | sort | tr '\n' ' ')"
+    grep -q "$(hostname)" <<<"$names" && problem "node1 lists a node named after the host: $names"
+  else problem "join after leave did not come up"; log_tail 4; fi
+fi
+finish "after leave, 'join TOKEN' without --name keeps node4, its pod CIDR, its key and its settings"
+
+# ---------------------------------------------------------------------------------------------
+begin late-checks
+# Not root: refused before anything is written, naming the missing privilege.
+out="$(ip netns exec "$P-n5" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+  "$WM" init --name nr --state-dir "$WORK/n5-nonroot" --control-socket "$WORK/n5.sock" --interface "${P}w5" 2>&1)"; rc=$?
+[ "$rc" != 0 ] || problem "init as nobody exited 0"
+grep -q "CAP_NET_ADMIN" <<<"$out" || problem "init as nobody said: $out"
+[ -e "$WORK/n5-nonroot" ] && problem "init as nobody wrote its state directory"
+grep -q "^wmj" <<<"$out" && problem "init as nobody printed a token"
+# Not a WireGuard interface.
+out="$(ip netns exec "$P-n5" "$WM" init --name v --state-dir "$WORK/n5-eth" --control-socket "$WORK/n5.sock" --interface eth0 2>&1)"; rc=$?
+[ "$rc" != 0 ] || problem "init --interface eth0 exited 0"
+grep -q "not a WireGuard interface (kind veth)" <<<"$out" || problem "init --interface eth0 said: $out"
+[ -e "$WORK/n5-eth" ] && problem "init --interface eth0 wrote its state directory"
+# The gossip port (UDP) taken on every address.
+ip netns exec "$P-n5" python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7946)); print("bound", flush=True); time.sleep(60)' >"$WORK/blocker5" 2>&1 &
+blocker=$!
+wait_until 10 grep -q bound "$WORK/blocker5" || problem "could not bind the blocker"
+out="$(timeout 30 ip netns exec "$P-n5" "$WM" init --name p --state-dir "$WORK/n5-port" --control-socket "$WORK/n5.sock" \
+  --interface "${P}w5" --advertise-address 10.99.0.5 2>"$WORK/init5.err")"; rc=$?
+[ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "init with the gossip port taken exited $rc"
+[ -z "$out" ] || problem "init with the gossip port taken printed a token"
+grep -q "gossip port 7946" "$WORK/init5.err" || problem "init with the gossip port taken said: $(cat "$WORK/init5.err")"
+[ -e "$WORK/n5-port" ] && problem "init with the gossip port taken wrote its state directory"
+has_link 5 "${P}w5" && problem "init with the gossip port taken created ${P}w5"
+kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
+# An advertise address that is not this host's: no token use spent.
+tok1="$(wm 1 token create --ttl 10m --uses 1)"; id1="$(token_id "$tok1")"
+out="$(ip netns exec "$P-n5" "$WM" join "$tok1" --name a --state-dir "$WORK/n5-addr" --control-socket "$WORK/n5.sock" \
+  --interface "${P}w5" --advertise-address 10.99.0.200 --prepare-only 2>&1)"; rc=$?
+[ "$rc" != 0 ] || problem "join --advertise-address 10.99.0.200 exited 0"
+grep -q "10.99.0.200 is not an address of this host" <<<"$out" || problem "join with a foreign address said: $out"
+[ -e "$WORK/n5-addr" ] && problem "join with a foreign address wrote its state directory"
+[ "$(uses_of "$id1")" = 0 ] || problem "join with a foreign address spent the token's use ($(uses_of "$id1"))"
+finish "non-root, a veth as --interface, the gossip port taken, a foreign advertise address: refused before state or token use"
+
+# ---------------------------------------------------------------------------------------------
+begin concurrent-joins
+tokc="$(wm 1 token create --ttl 10m)"; joins=()
+for i in 5 6 7; do
+  ip netns exec "$P-n$i" "$WM" join "$tokc" --name "c$i" --state-dir "$WORK/c$i" --control-socket "$WORK/c$i.sock" \
+    --interface "${P}c$i" --advertise-address "10.99.0.$i" --prepare-only >"$WORK/c$i.out" 2>&1 & joins+=($!)
+done
+wait "${joins[@]}"
+blocks=""
+for i in 5 6 7; do
+  b="$(jq -r .pod_cidr "$WORK/c$i/cluster.json" 2>/dev/null)"
+  [ -n "$b" ] && [ "$b" != null ] || problem "join c$i failed: $(cat "$WORK/c$i.out")"
+  blocks+="$b "
+done
+[ "$(tr ' ' '\n' <<<"$blocks" | grep . | sort | uniq -d)" = "" ] || problem "two joins got one block: $blocks"
+finish "three joins at once through one member got $blocks"
+jq -cs add "$WORK/results" | sed "s/^/RESULT /"
