@@ -102,6 +102,11 @@ public actor Agent {
         let members = view.members
         let record = localRecord(version: 0)
         do {
+            if try link.ensureInterface() {
+                let overlay = state.node.overlayAddress
+                try link.configureLink(mtu: mtu, address: try IPPrefix(address: overlay, length: overlay.bitWidth))
+                planCache = nil
+            }
             interfaceIndex = try link.interfaceIndex()
             let plan = planMesh(record: record, view: view)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
@@ -323,10 +328,11 @@ public actor Agent {
             // join answered by this member meanwhile would not see the block and could be given it too.
             let now = Date()
             let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
+            let monotonicNow = GossipHandler.now()  // the clock of `Member.since`
             var claims = members.filter { $0.name != state.node.name }.flatMap { m in
                 m.record.record.podCIDRs.map {
                     BlockClaim(node: m.name, block: $0, claimedAt: m.record.record.version,
-                               deadSince: m.status.isActive ? nil : UInt64(m.since.nanoseconds / 1_000_000))
+                               deadSince: m.status.isActive ? nil : BlockClaim.wallClock(of: m.since, monotonicNow: monotonicNow, wallNowMs: nowMs))
                 }
             }
             claims.append(BlockClaim(node: state.node.name, block: state.node.podCIDR, claimedAt: 0))

@@ -1,4 +1,5 @@
 import IPNetwork
+import Membership
 import WireMeshCrypto
 
 /// One node's claim on a pod block, as seen in its signed node record.
@@ -11,6 +12,14 @@ public struct BlockClaim: Sendable, Hashable {
     public var claimedAt: UInt64
     /// When the node was last seen alive if it is now dead (Unix milliseconds); nil while alive.
     public var deadSince: UInt64?
+
+    /// A member's `since` (the membership core's monotonic clock) as Unix milliseconds, for `deadSince`:
+    /// the two clocks have different origins, so only the time elapsed carries over.
+    public static func wallClock(of since: Membership.Instant, monotonicNow: Membership.Instant, wallNowMs: UInt64) -> UInt64 {
+        let (elapsed, overflow) = monotonicNow.nanoseconds.subtractingReportingOverflow(since.nanoseconds)
+        let elapsedMs = overflow || elapsed < 0 ? 0 : UInt64(elapsed / 1_000_000)
+        return wallNowMs >= elapsedMs ? wallNowMs - elapsedMs : 0
+    }
 
     public init(node: String, block: IPPrefix, claimedAt: UInt64, deadSince: UInt64? = nil) {
         self.node = node

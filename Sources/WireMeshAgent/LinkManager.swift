@@ -21,6 +21,9 @@ public final class LinkManager: @unchecked Sendable {
     let logger: Logger
     /// The wireguard-go this agent started (detached: it outlives the agent).
     private var launcher: UserspaceLauncher?
+    /// How to start wireguard-go again if it dies (`ensureInterface`).
+    private let userspaceImplementation: String
+    private let logDirectory: String
 
     /// Opens the backends; creates the interface if it does not exist yet.
     ///
@@ -32,6 +35,8 @@ public final class LinkManager: @unchecked Sendable {
                 userspaceImplementation: String = "wireguard-go", logDirectory: String, logger: Logger) throws {
         self.interface = interface
         self.logger = logger
+        self.userspaceImplementation = userspaceImplementation
+        self.logDirectory = logDirectory
         rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
         let userspace = UserspaceBackend()
         if userspace.hasSocket(for: interface), let device = try? userspace.device(named: interface) {
@@ -76,6 +81,29 @@ public final class LinkManager: @unchecked Sendable {
         }
         let what = device.privateKey == nil ? "no private key" : "a private key that is not this node's"
         throw AgentError("interface \(interface) is a WireGuard interface wiremesh did not set up (\(what), \(device.peers.count) peer(s), listen port \(device.listenPort)): choose another --interface, or delete it, or pass --adopt-interface to let wiremesh take it over (its key, port and peers are replaced)")
+    }
+
+    /// Brings the interface back if it disappeared under the agent (wireguard-go killed or crashed,
+    /// the kernel link deleted): the node would be black-holed until someone restarted the agent.
+    /// Returns true when it had to recreate it (the caller then sets MTU and address again; the next
+    /// reconcile pass programs key, port and peers).
+    public func ensureInterface() throws -> Bool {
+        if let userspace = backend as? UserspaceBackend {
+            if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil { return false }
+            logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
+            // A socket left by a killed process would make the new one look alive before it is.
+            unlink(userspace.socketPath(for: interface))
+            let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
+                                                 socketDirectory: userspace.socketDirectory,
+                                                 logFile: logDirectory + "/\(userspaceImplementation).log")
+            launcher.detach()
+            self.launcher = launcher
+            return true
+        }
+        if (try? rtnl.link(named: interface)) != nil { return false }
+        logger.warning("WireGuard interface \(interface) is gone; creating it again", metadata: ["interface": "\(interface)"])
+        try rtnl.createLink(name: interface, kind: "wireguard")
+        return true
     }
 
     /// Sets MTU, the overlay address and brings the link up; only what differs is changed.

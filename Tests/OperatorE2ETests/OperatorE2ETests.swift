@@ -18,7 +18,7 @@ enum OperatorCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .settingsKept: return "settings given to join are kept by a plain 'wiremesh agent'; a new --interface moves the node and sticks"
         case .statusDir: return "status --state-dir finds that node's control socket"
         case .lock: return "a second agent on a running node's state directory is refused"
-        case .unhealthy: return "a black-holed node: status exits 1 with the problem; a taken WireGuard port stops the agent"
+        case .unhealthy: return "a dead wireguard-go is replaced; a black-holed node: status exits 1 naming why, heals; a taken port stops the agent at start"
         case .foreignInterface: return "an interface wiremesh did not set up is refused untouched; --adopt-interface takes it over"
         case .rejoin: return "a rejoin after leave keeps the name, the block and the key"
         case .lateChecks: return "non-root, a veth, a taken gossip port, a foreign address: refused before state or token use"

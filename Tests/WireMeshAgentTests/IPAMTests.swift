@@ -1,4 +1,5 @@
 import IPNetwork
+import Membership
 import Testing
 @testable import WireMeshAgent
 
@@ -144,5 +145,33 @@ struct IPAMTests {
         let a = try v6.allocate(for: "a", claims: [], now: 0)
         let b = try v6.allocate(for: "b", claims: [BlockClaim(node: "a", block: a, claimedAt: 1)], now: 0)
         #expect(a != b && v6.clusterRange.contains(a) && v6.clusterRange.contains(b) && a.length == 64)
+    }
+}
+
+/// A dead or departed member's claim counted from the membership core's monotonic clock, which has
+/// another origin than the wall clock (issue 14: dead blocks were free at once, so a rejoin lost its block
+/// and a dead node's block went to the next joiner).
+@Suite struct DeadClaimClockTests {
+    @Test func elapsedTimeCarriesOverBetweenTheClocks() {
+        let wall: UInt64 = 1_790_000_000_000
+        let mono = Instant(nanoseconds: 5_000_000_000_000)  // uptime: 5000 s
+        #expect(BlockClaim.wallClock(of: Instant(nanoseconds: 4_940_000_000_000), monotonicNow: mono, wallNowMs: wall) == wall - 60_000)
+        #expect(BlockClaim.wallClock(of: mono, monotonicNow: mono, wallNowMs: wall) == wall)
+        // Hostile or odd values clamp instead of trapping.
+        #expect(BlockClaim.wallClock(of: Instant(nanoseconds: .max), monotonicNow: mono, wallNowMs: wall) == wall)
+        #expect(BlockClaim.wallClock(of: Instant(nanoseconds: .min), monotonicNow: Instant(nanoseconds: .max), wallNowMs: wall) == wall)
+        #expect(BlockClaim.wallClock(of: Instant(nanoseconds: 0), monotonicNow: mono, wallNowMs: 1000) == 0)
+    }
+
+    @Test func aMemberDeadForAMinuteKeepsItsBlockAndItsNameGetsItBack() throws {
+        let ipam = try IPAM(clusterRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24)
+        let wall: UInt64 = 1_790_000_000_000
+        let mono = Instant(nanoseconds: 5_000_000_000_000)
+        let died = BlockClaim.wallClock(of: Instant(nanoseconds: 4_940_000_000_000), monotonicNow: mono, wallNowMs: wall)
+        let block = try IPPrefix("10.244.77.0/24")
+        let claims = [BlockClaim(node: "node4", block: block, claimedAt: wall - 3_600_000, deadSince: died)]
+        #expect(ipam.resolve(claims, now: wall).expired.isEmpty)
+        #expect(try ipam.allocate(for: "node4", claims: claims, now: wall) == block)
+        #expect(try ipam.allocate(for: "other", claims: claims, now: wall) != block)
     }
 }

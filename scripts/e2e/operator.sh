@@ -11,8 +11,9 @@
 #                      interface and its wireguard-go removed) and sticks across a kill -9 + plain restart
 #   status-dir         `status --state-dir X` finds X's control socket (saved with the settings)
 #   lock               a second agent on a running node's state directory exits at once, naming the pid
-#   unhealthy          the node's wireguard-go killed under its agent: `status` exits 1 naming the problem;
-#                      an agent whose WireGuard port another process holds exits, naming the port
+#   unhealthy          the node's wireguard-go killed under its agent: started again, traffic flows; its
+#                      WireGuard port taken meanwhile: `status` exits 1 naming it, and the node heals once
+#                      the port is free; an agent started with the port taken exits, naming the port
 #   foreign-interface  join/agent refuse a WireGuard interface someone else set up (it stays untouched);
 #                      --adopt-interface takes it over
 #   rejoin             leave, then `join TOKEN` without --name: same name, same pod CIDR, alive everywhere;
@@ -173,32 +174,53 @@ else
   start 3 agent
   wait_until 20 ready 3 || { problem "agent 3 did not come up"; log_tail 3; }
   [ "$(status_field 3 healthy)" = true ] || problem "a fresh node is not healthy: $(status_field 3 problems)"
-  # The data plane disappears under the agent: status must say so, not "all is well".
+  POD3="$(netns_pod_address "$(status_field 3 'pod_cidrs[0]')")"
+  netns_pod "$P" 3 "$POD3"
+  wait_until 20 ping_ok 3 "$POD1" || problem "pod3 cannot ping pod1"
+  # The data plane dies under the agent: it is brought back (within a resync), traffic flows again.
   for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
-  unhealthy3() { ! wm 3 status >/dev/null 2>&1; }
-  if wait_until 25 unhealthy3; then
-    out="$(wm 3 status 2>&1)"; rc=$?
-    [ "$rc" = 1 ] || problem "status of the black-holed node exited $rc (want 1)"
-    grep -q "health:      NOT OK" <<<"$out" || problem "status does not say NOT OK: $out"
-    grep -q "cannot program interface ${P}w3" "$WORK/agent3.log" || problem "the agent log does not say why"
-  else
-    problem "status still exits 0 25 s after the node's wireguard-go died"
-  fi
-  # Another process holds the WireGuard port: the agent stops at once, naming it.
-  stop 3 KILL
-  ip -n "$P-n3" link del "${P}w3" 2>/dev/null
+  back3() { [ -n "$(netns_wg_go_pids "${P}w3")" ] && wm 3 status >/dev/null 2>&1 && ping_ok 3 "$POD1"; }
+  t0=$(date +%s)
+  if wait_until 30 back3; then recovered="$(( $(date +%s) - t0 ))"; else problem "the killed wireguard-go was not replaced within 30 s (pods: $(ping_ok 3 "$POD1" && echo ok || echo down))"; fi
+  grep -q "userspace WireGuard for ${P}w3 is gone" "$WORK/agent3.log" || problem "the agent did not log the restart of wireguard-go"
+  # Now another process takes the WireGuard port while it is down: the node is black-holed and
+  # status must say so (exit 1, the port named), not "all is well".
+  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
   ip netns exec "$P-n3" python3 -c '
 import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(60)' >"$WORK/blocker3" 2>&1 &
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(120)' >"$WORK/blocker3" 2>&1 &
   blocker=$!
   wait_until 10 grep -q bound "$WORK/blocker3" || problem "could not bind the blocker"
+  unhealthy3() { ! wm 3 status >/dev/null 2>&1; }
+  if wait_until 30 unhealthy3; then
+    out="$(wm 3 status 2>&1)"; rc=$?
+    [ "$rc" = 1 ] || problem "status of the black-holed node exited $rc (want 1)"
+    grep -q "health:      NOT OK: WireGuard port 51840 is in use" <<<"$out" || problem "status does not say why: $out"
+    wm 3 status --json >"$WORK/status3.json" 2>/dev/null; rc=$?
+    [ "$rc" = 1 ] && [ "$(jq -r .healthy "$WORK/status3.json")" = false ] || problem "status --json exited $rc with healthy=$(jq -r .healthy "$WORK/status3.json")"
+    grep -q "cannot program interface ${P}w3: WireGuard port 51840" "$WORK/agent3.log" || problem "the agent log does not say why"
+  else
+    problem "status still exits 0 30 s after the node's WireGuard port was taken"
+  fi
+  # The port is free again: the node heals by itself.
+  kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
+  healthy3() { wm 3 status >/dev/null 2>&1 && ping_ok 3 "$POD1"; }
+  wait_until 30 healthy3 || problem "the node did not recover after the port was freed"
+  # At start, the same conflict stops the agent at once, naming the port.
+  stop 3 KILL
+  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  ip netns exec "$P-n3" python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(60)' >"$WORK/blocker3b" 2>&1 &
+  blocker=$!
+  wait_until 10 grep -q bound "$WORK/blocker3b" || problem "could not bind the blocker"
   out="$(timeout 30 ip netns exec "$P-n3" "$WM" agent --state-dir "$WORK/n3" 2>&1)"; rc=$?
   [ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "the agent with its WireGuard port taken exited $rc"
   grep -q "WireGuard port 51840 is in use" <<<"$out" || problem "the agent with its port taken said: $(tail -n 2 <<<"$out")"
   kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
   for pid in $(netns_wg_go_pids "${P}w3"); do kill "$pid"; done
 fi
-finish "status exits 1 with the problem when the device is gone; an agent whose WireGuard port is taken exits naming it"
+finish "wireguard-go killed: replaced, pods ping again after ${recovered:-?} s; its port taken: status exits 1 naming it, heals when freed; at start: the agent exits naming the port"
 
 # ---------------------------------------------------------------------------------------------
 begin foreign-interface
