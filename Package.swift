@@ -119,6 +119,9 @@ let package = Package(
         .testTarget(name: "OperatorE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
+        // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the
+        // token commands against a one-node agent in a network namespace.
+        .testTarget(name: "CLITests", dependencies: ["WireMeshAgent", "TestSupport"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
             "WireMeshAgent", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",

@@ -264,13 +264,14 @@ public actor Agent {
                 return .tokens(view.values.map { TokenInfo($0, now: now) }.sorted {
                     ($0.createdAt ?? .distantPast, $0.id) < ($1.createdAt ?? .distantPast, $1.id)
                 })
-            case .tokenRevoke(let id):
+            case .tokenRevoke(let given):
+                let id = try TokenReference.validatedID(given)  // never echoes what it got
                 let members = await currentMembers()
                 let records = try store.loadTokens()
                 let revoked = try TokenRecords.revoke(id, in: records, view: tokenView(records, members: members))
                 try store.saveTokens(revoked)
                 try await announceTokens(revoked)
-                return .done("token \(id.lowercased()) revoked: every member refuses it once this is gossiped (about a second)")
+                return .done("token \(id) revoked: every member refuses it once this is gossiped (about a second)")
             case .leave:
                 // Recorded first: from here on the agent refuses to start until a new join.
                 try store.markLeft(clusterID: state.clusterID)
@@ -288,7 +289,8 @@ public actor Agent {
                 }
             }
         } catch {
-            return ControlCodec.badRequest(error)
+            // The request was well formed; the error names what failed (its code tells bad input apart).
+            return .failure(ControlFailure(error))
         }
     }
 

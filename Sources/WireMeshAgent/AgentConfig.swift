@@ -77,16 +77,20 @@ public struct AgentConfig: Sendable, Equatable {
     }
 
     /// Reads and merges every source. `configFile` nil means the default file if it exists; a file
-    /// given explicitly (flag or WIREMESH_CONFIG) must exist.
-    public static func load(configFile: String?, environment: [String: String], flags: ConfigLayer) throws -> AgentConfig {
-        let given = try explicitLayer(configFile: configFile, environment: environment, flags: flags)
+    /// given explicitly (flag or WIREMESH_CONFIG) must exist. `warn` gets one line for each problem
+    /// that does not stop the command (unknown `WIREMESH_` variables).
+    public static func load(configFile: String?, environment: [String: String], flags: ConfigLayer,
+                            warn: (String) -> Void = { _ in }) throws -> AgentConfig {
+        let given = try explicitLayer(configFile: configFile, environment: environment, flags: flags, warn: warn)
         var config = AgentConfig().applying(given)
         config.explicit = given
         return config
     }
 
     /// The config file, the environment and the flags merged (later wins), without defaults.
-    static func explicitLayer(configFile: String?, environment: [String: String], flags: ConfigLayer) throws -> ConfigLayer {
+    static func explicitLayer(configFile: String?, environment: [String: String], flags: ConfigLayer,
+                              warn: (String) -> Void = { _ in }) throws -> ConfigLayer {
+        if let warning = ConfigLayer.unknownVariablesWarning(environment) { warn(warning) }
         let explicit = configFile ?? environment[ConfigLayer.configFileVariable]
         let path = explicit ?? defaultConfigFile
         var fileLayer = ConfigLayer()
@@ -185,7 +189,7 @@ public struct ConfigLayer: Sendable, Equatable {
             let line = hits.count > 1 ? hits[1] + 1 : context.mark.line
             throw ConfigError(key: key, source: "config file \(file) line \(line)", message: "set twice")
         } catch {
-            throw ConfigError(key: nil, source: "config file \(file)", message: "not valid YAML: \(Self.yamlProblem(error))")
+            throw ConfigError(key: nil, source: "config file \(file)", message: "not valid YAML: \(Self.yamlProblem(error, in: yaml))")
         }
         guard let root else { return } // an empty file sets nothing
         guard let mapping = root.mapping else {
@@ -212,18 +216,37 @@ public struct ConfigLayer: Sendable, Equatable {
         }
     }
 
-    /// Reads `WIREMESH_*` variables. An unknown `WIREMESH_` variable is an error (most likely a typo).
+    /// Reads the `WIREMESH_*` variables of `ConfigKey`; a bad value is an error naming the variable.
+    /// Unknown `WIREMESH_` variables are skipped (`unknownVariables` lists them for a warning): a
+    /// variable left over in a unit file or a shell must not stop every command.
     public init(environment: [String: String]) throws {
         self.init()
         let byVariable = Dictionary(uniqueKeysWithValues: ConfigKey.allCases.map { ($0.environmentVariable, $0) })
-        for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix("WIREMESH_") {
-            if Self.otherEnvironmentVariables.contains(name) { continue }
-            guard let key = byVariable[name] else {
-                throw ConfigError(key: name, source: "the environment",
-                                  message: "unknown variable; known: \(ConfigKey.allCases.map(\.environmentVariable).joined(separator: ", "))")
-            }
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
+            guard let key = byVariable[name] else { continue }
             try set(key, value, quoted: false, source: "environment variable \(name)")
         }
+    }
+
+    /// Every `WIREMESH_` variable wiremesh reads: one per `ConfigKey`, then `WIREMESH_CONFIG`.
+    public static var knownEnvironmentVariables: [String] {
+        ConfigKey.allCases.map(\.environmentVariable) + [configFileVariable]
+    }
+
+    /// The `WIREMESH_` variables in `environment` that wiremesh does not read (most likely typos), sorted.
+    public static func unknownVariables(in environment: [String: String]) -> [String] {
+        let known = Set(knownEnvironmentVariables).union(otherEnvironmentVariables)
+        return environment.keys.filter { $0.hasPrefix("WIREMESH_") && !known.contains($0) }.sorted()
+    }
+
+    /// One line naming the unknown `WIREMESH_` variables (never their values) and the known ones, or
+    /// nil when there are none.
+    public static func unknownVariablesWarning(_ environment: [String: String]) -> String? {
+        let unknown = unknownVariables(in: environment)
+        guard !unknown.isEmpty else { return nil }
+        let names = unknown.joined(separator: ", ")
+        return "warning: ignoring unknown environment variable\(unknown.count == 1 ? "" : "s") \(names) (a typo?); "
+            + "wiremesh reads \(knownEnvironmentVariables.joined(separator: ", "))"
     }
 
     /// Builds the flags layer from the values the CLI received (as typed by the user).
@@ -308,15 +331,46 @@ public struct ConfigLayer: Sendable, Equatable {
         }
     }
 
-    static func yamlProblem(_ error: Error) -> String {
+    /// libyaml's problem text with positions inside `yaml`, plus where the construct it was reading
+    /// began (an unterminated quote: its opening quote).
+    static func yamlProblem(_ error: Error, in yaml: String) -> String {
         if let y = error as? YamlError {
             switch y {
-            case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-                return "\(problem) at line \(mark.line), column \(mark.column)"
+            case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+                 .composer(let context, let problem, let mark, _):
+                var text = "\(problem) " + describePosition(line: mark.line, column: mark.column, in: yaml)
+                if let context {
+                    let start = position(line: context.mark.line, column: context.mark.column, in: yaml)
+                    text += ", \(context.text) that starts at line \(start.line), column \(start.column)"
+                }
+                return text
             default: break
             }
         }
         return "\(error)"
+    }
+
+    /// "at line L, column C", or "at the end of the file (line L, column C)" when libyaml points past
+    /// the last character (it reports end-of-stream errors on the line after the file's last).
+    static func describePosition(line: Int, column: Int, in yaml: String) -> String {
+        let p = position(line: line, column: column, in: yaml)
+        return p.endOfFile ? "at the end of the file (line \(p.line), column \(p.column))" : "at line \(p.line), column \(p.column)"
+    }
+
+    /// A libyaml mark (1-based line and column, columns in Unicode scalars) moved onto a character
+    /// that exists in `yaml`: a mark past the end of a line is its last character; past the last
+    /// line, the file's last character (`endOfFile`). An empty line or file gives column 1.
+    static func position(line: Int, column: Int, in yaml: String) -> (line: Int, column: Int, endOfFile: Bool) {
+        var lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        if lines.count > 1, lines.last?.isEmpty == true { lines.removeLast() }  // the final newline ends a line
+        let lastLine = lines.count
+        func width(_ n: Int) -> Int { lines[n - 1].unicodeScalars.count }
+        if line > lastLine || (line == lastLine && column > width(lastLine)) {
+            return (lastLine, max(1, width(lastLine)), true)
+        }
+        let l = max(1, line)
+        return (l, min(max(1, column), max(1, width(l))), false)
     }
 }
 

@@ -165,3 +165,30 @@ public struct ClusterKeyRotation: Sendable, Equatable {
         entries.insert(entry, at: 0)
     }
 }
+
+/// Who a new cluster key waits for, counted from the same `MemberKeys` that `evaluate` reads (other
+/// members only): this node holds its new key already, so it is added once.
+public struct ClusterKeyAudience: Sendable, Equatable {
+    /// Other members that are live (alive or suspect): each must list the key before it is promoted.
+    public var liveOthers: Int
+    /// Other members known but not live (dead or left): they do not block.
+    public var notLive: Int
+
+    public init(members: [MemberKeys]) {
+        liveOthers = members.filter(\.live).count
+        notLive = members.count - liveOthers
+    }
+
+    /// Live members of the cluster, this node included.
+    public var live: Int { liveOthers + 1 }
+
+    /// What `cluster-key rotate` answers once `tag` is installed here.
+    public func startedMessage(_ tag: ClusterKeyTag, graceSeconds: Int) -> String {
+        let who = liveOthers == 0
+            ? "it is primary at once: this node is the only live member"
+            : "it becomes primary once all \(live) live members hold it (this node and \(liveOthers) other\(liveOthers == 1 ? "" : "s"))"
+        let blocked = notLive == 0 ? "" : "; \(notLive) dead or departed member\(notLive == 1 ? " does" : "s do") not hold it up"
+        return "installed cluster key \(tag.id) (generation \(tag.generation)); \(who)\(blocked), "
+            + "and the old key is removed \(graceSeconds) s after that: 'wiremesh status' shows the phase"
+    }
+}

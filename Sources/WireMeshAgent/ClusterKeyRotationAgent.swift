@@ -3,7 +3,6 @@ import Foundation
 import IPNetwork
 import Logging
 import Membership
-import MeshPlan
 import WireMeshCrypto
 
 /// The agent's cluster key bookkeeping besides the persisted state (held by the `Agent` actor).
@@ -53,10 +52,9 @@ extension Agent {
         try await applyClusterKeys(rotation, newKeys: [key], actions: [])
         logger.info("cluster key rotation started", metadata: ["new_key": "\(tag)"])
         await evaluateClusterKeys(members: members)
-        let grace = Int(clusterKeyGraceSeconds.rounded())
-        let live = members.filter { MeshPlanner.isPeer($0, localName: state.node.name) }.count
-        return "installed cluster key \(tag.id) (generation \(tag.generation)); it becomes primary once all \(live) live members hold it, "
-            + "and the old key is removed \(grace) s after that: 'wiremesh status' shows the phase"
+        // Counted from what `evaluate` reads, so the message names the members promotion waits for.
+        return ClusterKeyAudience(members: memberKeys(members))
+            .startedMessage(tag, graceSeconds: Int(clusterKeyGraceSeconds.rounded()))
     }
 
     /// One step of the rotation state machine (on every reconcile); applies and persists what changed.

@@ -232,7 +232,7 @@ public struct TokenInfo: Codable, Sendable, Equatable {
 
 /// An error the agent reports for a request; `message` is for a person, `code` for scripts.
 public struct ControlFailure: Codable, Sendable, Equatable, Error, CustomStringConvertible {
-    /// e.g. bad-request, unknown-token, not-supported, internal.
+    /// e.g. bad-request, unknown-token, invalid-value, not-supported, internal.
     public var code: String
     public var message: String
 
@@ -242,6 +242,13 @@ public struct ControlFailure: Codable, Sendable, Equatable, Error, CustomStringC
     }
 
     public var description: String { message }
+
+    /// Codes that mean the request asked for something impossible (a bad value, an unknown id): the
+    /// CLI exits 2 for these, 1 for every other (operational) failure.
+    public static let badInputCodes: Set<String> = ["invalid-value", "unknown-token"]
+
+    /// True when the person's input was wrong rather than the agent or the system.
+    public var isBadInput: Bool { Self.badInputCodes.contains(code) }
 
     /// The failure to report for an error raised while handling a request: the error's own text,
     /// and a code from its kind (join errors use the `JoinRejection` codes).
@@ -253,6 +260,7 @@ public struct ControlFailure: Codable, Sendable, Equatable, Error, CustomStringC
         case is StateError, is FileError: code = "state"
         case is ConfigError: code = "config"
         case let failure as ControlFailure: code = failure.code
+        case let token as TokenRequestError: code = token.code
         default: code = "internal"
         }
         self.init(code: code, message: "\(error)")

@@ -156,14 +156,12 @@ public struct JoinToken: Sendable, Equatable {
     ///   - random: source of random bytes (secure by default; fixed in tests).
     public static func issue(clusterID: String, endpoints: [Endpoint], joinSigning: SigningIdentity, ttl: TimeInterval,
                              uses: Int?, now: Date, random: (Int) -> [UInt8] = secureRandomBytes) throws -> (JoinToken, TokenRecord) {
-        guard ttl > 0 else { throw JoinError.invalidRequest("token lifetime must be positive, got \(ttl) s") }
+        guard ttl > 0 else { throw TokenRequestError.invalidLifetime("must be positive, got \(Int(ttl)) s") }
         // Gossip entries hold the expiry as u32 seconds.
         guard now.timeIntervalSince1970 + ttl < TimeInterval(UInt32.max) else {
-            throw JoinError.invalidRequest("token lifetime \(Int(ttl)) s is too long: the expiry must be before 2106")
+            throw TokenRequestError.invalidLifetime("\(Int(ttl)) s is too long: the expiry must be before 2106")
         }
-        if let uses, uses < 1 || uses > maxUses {
-            throw JoinError.invalidRequest("token uses must be between 1 and \(maxUses), got \(uses)")
-        }
+        if let uses, uses < 1 || uses > maxUses { throw TokenRequestError.invalidUses(uses) }
         guard !endpoints.isEmpty else {
             throw JoinError.invalidRequest("a token needs at least one member endpoint to contact (is the advertise address set?)")
         }
@@ -326,16 +324,16 @@ public enum TokenRecords {
     }
 
     /// Marks token `id` revoked in this member's entries. A token this member has no entry for is
-    /// revoked if the cluster view knows it; an id nobody announces is an error naming it.
+    /// revoked if the cluster view knows it; an id nobody announces is `TokenRequestError.noSuchToken`.
     public static func revoke(_ id: String, in records: [TokenRecord], view: [String: ClusterToken]) throws -> [TokenRecord] {
-        let id = id.lowercased()
+        let id = try TokenReference.validatedID(id)  // anything else is refused without being repeated
         var out = records
         if let i = out.firstIndex(where: { $0.id == id }) {
             out[i].revoked = true
         } else if let t = view[id] {
             out.append(TokenRecord(id: id, expiresAt: t.expiresAt, usesLimit: t.usesLimit, revoked: true))
         } else {
-            throw JoinError.unknownToken(id: id)
+            throw TokenRequestError.noSuchToken(id: id)
         }
         return out
     }

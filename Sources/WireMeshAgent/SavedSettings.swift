@@ -76,8 +76,8 @@ extension AgentConfig {
     /// sources name). A saved file that cannot be read for lack of permission counts as empty (a
     /// non-root `status`); one that is damaged is an error naming it.
     public static func load(configFile: String?, environment: [String: String], flags: ConfigLayer,
-                            withSavedSettings: Bool) throws -> AgentConfig {
-        let given = try explicitLayer(configFile: configFile, environment: environment, flags: flags)
+                            withSavedSettings: Bool, warn: (String) -> Void = { _ in }) throws -> AgentConfig {
+        let given = try explicitLayer(configFile: configFile, environment: environment, flags: flags, warn: warn)
         var config = AgentConfig()
         if withSavedSettings {
             config = config.applying(try savedLayer(StateStore(directory: given.stateDirectory ?? StateStore.defaultDirectory)))

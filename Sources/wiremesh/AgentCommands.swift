@@ -7,11 +7,13 @@ import WireMeshAgent
 
 /// Flags every agent-facing command takes, so several agents can share one machine.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .customLong("state-dir"), help: "State directory (default /var/lib/wiremesh).")
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp(ConfigKey.stateDir.help, valueName: "dir"))
     var stateDir: String?
-    @Option(name: .customLong("control-socket"), help: "Control socket (default /run/wiremesh/wiremesh.sock).")
+    @Option(name: .customLong("control-socket"), help: ArgumentHelp(ConfigKey.controlSocket.help, valueName: "path"))
     var controlSocket: String?
-    @Option(name: .customLong("config"), help: "Config file (YAML; default /etc/wiremesh/config.yaml if present).")
+    @Option(name: .customLong("config"),
+            help: ArgumentHelp("YAML config file; 'wiremesh --help' lists its keys (default: \(AgentConfig.defaultConfigFile) if it exists).",
+                               valueName: "file"))
     var configFile: String?
 
     var flags: [ConfigKey: String] {
@@ -22,23 +24,27 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Flags of the commands that start a node.
+/// Flags of the commands that start a node: one per `ConfigKey` (help texts from `ConfigKey.help`).
 struct NodeFlags: ParsableArguments {
-    @Option(help: "WireGuard interface name (default wm0).") var interface: String?
-    @Option(name: .customLong("advertise-address"), help: "Address other nodes reach this one at.") var advertiseAddress: String?
-    @Option(name: .customLong("gossip-port"), help: "Membership UDP port and join TCP port (default 7946).") var gossipPort: String?
-    @Option(name: .customLong("wireguard-port"), help: "WireGuard UDP port (default 51820).") var wireGuardPort: String?
-    @Option(help: "Interface MTU (default: underlay MTU - 80).") var mtu: String?
-    @Option(name: .customLong("persistent-keepalive"), help: "WireGuard keepalive, e.g. 25s (default off).") var keepalive: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
-    @Option(name: .customLong("key-rotation-interval"),
-            help: "Rotate the WireGuard key by itself this often, e.g. 24h (±10 % per node; default off).")
+    @Option(help: ArgumentHelp(ConfigKey.interface.help, valueName: "name")) var interface: String?
+    @Option(name: .customLong("advertise-address"), help: ArgumentHelp(ConfigKey.advertiseAddress.help, valueName: "address"))
+    var advertiseAddress: String?
+    @Option(name: .customLong("gossip-port"), help: ArgumentHelp(ConfigKey.gossipPort.help, valueName: "port")) var gossipPort: String?
+    @Option(name: .customLong("wireguard-port"), help: ArgumentHelp(ConfigKey.wireGuardPort.help, valueName: "port"))
+    var wireGuardPort: String?
+    @Option(help: ArgumentHelp(ConfigKey.mtu.help, valueName: "bytes")) var mtu: String?
+    @Option(name: .customLong("persistent-keepalive"), help: ArgumentHelp(ConfigKey.persistentKeepalive.help, valueName: "duration"))
+    var keepalive: String?
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(ConfigKey.logLevel.help, valueName: "level")) var logLevel: String?
+    @Option(name: .customLong("key-rotation-interval"), help: ArgumentHelp(ConfigKey.keyRotationInterval.help, valueName: "duration"))
     var keyRotationInterval: String?
-    @Option(name: .customLong("cluster-key-grace"), help: "How long an old cluster key still opens gossip after a rotation (default 30s).")
+    @Option(name: .customLong("cluster-key-grace"), help: ArgumentHelp(ConfigKey.clusterKeyGrace.help, valueName: "duration"))
     var clusterKeyGrace: String?
     @Flag(name: .customLong("adopt-interface"),
           help: "Take over an existing WireGuard interface that this node did not set up (its key, port and peers are replaced).")
     var adoptInterface = false
+    @Option(name: .customLong("metrics-address"), help: ArgumentHelp(ConfigKey.metricsAddress.help, valueName: "address:port"))
+    var metricsAddress: String?
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -51,6 +57,7 @@ struct NodeFlags: ParsableArguments {
         if let logLevel { f[.logLevel] = logLevel }
         if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
         if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
+        if let metricsAddress { f[.metricsAddress] = metricsAddress }
         return f
     }
 }
@@ -62,7 +69,7 @@ func loadConfig(_ common: CommonOptions, _ node: NodeFlags? = nil) throws -> Age
         let file = common.configFile ?? (FileManager.default.fileExists(atPath: AgentConfig.defaultConfigFile) ? AgentConfig.defaultConfigFile : nil)
         // The node's saved settings (settings.json) sit under the file, the environment and the flags.
         return try AgentConfig.load(configFile: file, environment: ProcessInfo.processInfo.environment,
-                                    flags: try ConfigLayer(flags: flags), withSavedSettings: true)
+                                    flags: try ConfigLayer(flags: flags), withSavedSettings: true, warn: { printError($0) })
     } catch {
         printError("\(error)")
         throw ExitCode(ExitStatus.usage)
@@ -87,8 +94,8 @@ func failing<T>(_ code: Int32 = 1, _ body: () throws -> T) throws -> T {
 /// Exit code for an error: 2 for bad input (tokens, config, state dir in use), 1 otherwise.
 func statusCode(for error: Error) -> Int32 {
     switch error {
-    case is JoinError, is ConfigError, is StateError, is IPAMError, is IPParseError: return ExitStatus.usage
-    default: return 1
+    case is JoinError, is TokenRequestError, is ConfigError, is StateError, is IPAMError, is IPParseError: return ExitStatus.usage
+    default: return ExitStatus.failure
     }
 }
 
@@ -106,7 +113,8 @@ struct InitCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeFlags
     @Option(name: .customLong("cluster-cidr"), help: "The cluster's pod range.") var clusterCIDR = "10.244.0.0/16"
     @Option(name: .customLong("node-prefix"), help: "Prefix length of each node's pod block.") var nodePrefix = 24
-    @Option(help: "This node's name (default: host name).") var name: String?
+    @Option(help: "This node's name, unique in the cluster (default: the host name; give each agent on one machine its own).")
+    var name: String?
     @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of assigning one.") var podCIDR: String?
     @Option(name: .customLong("token-ttl"), help: "Lifetime of the first join token, e.g. 24h.") var tokenTTL = "24h"
     @Flag(name: .customLong("prepare-only"), help: "Create the state and print the token; do not run the agent.")
@@ -140,7 +148,8 @@ struct JoinCommand: AsyncParsableCommand {
     @Argument(help: "The join token ('wiremesh token create' on any member).") var token: String
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
-    @Option(help: "This node's name (default: its name before 'wiremesh leave', else the host name).") var name: String?
+    @Option(help: "This node's name, unique in the cluster (default: its name before 'wiremesh leave', else the host name; give each agent on one machine its own).")
+    var name: String?
     @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of the one the cluster assigns.") var podCIDR: String?
     @Flag(name: .customLong("prepare-only"), help: "Join and save the state; do not run the agent.") var prepareOnly = false
 
@@ -188,7 +197,9 @@ func runAgent(_ config: AgentConfig, adoptInterface: Bool) async throws {
     }
 }
 
-/// Sends one request to the agent and returns its answer; failures become one line and exit 1.
+/// Sends one request to the agent and returns its answer. A failure becomes one line on stderr and
+/// exit 2 when the agent says the input was wrong (`ControlFailure.isBadInput`), else exit 1 (agent
+/// not reachable, internal errors).
 func ask(_ common: CommonOptions, _ request: ControlRequest) throws -> ControlResponse {
     let config = try loadConfig(common)
     let response: ControlResponse
@@ -204,21 +215,22 @@ func ask(_ common: CommonOptions, _ request: ControlRequest) throws -> ControlRe
         } else {
             printError("\(ControlSocketError.agentNotRunning(path: path))")
         }
-        throw ExitCode(1)
+        throw ExitCode(ExitStatus.failure)
     } catch {
         printError("\(error)")
-        throw ExitCode(1)
+        throw ExitCode(ExitStatus.failure)
     }
     if case .failure(let failure) = response {
         printError(failure.message)
-        throw ExitCode(1)
+        throw ExitCode(failure.isBadInput ? ExitStatus.usage : ExitStatus.failure)
     }
     return response
 }
 
+/// Prints `value` as pretty JSON with sorted keys, ISO 8601 dates and unescaped slashes (CIDRs, paths).
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
@@ -228,7 +240,7 @@ struct StatusCommand: ParsableCommand {
         commandName: "status", abstract: "Show this node.",
         discussion: "Exits 0 when the agent runs and has programmed its interface and routes, 1 when it is not running or not healthy (the problem is shown).")
     @OptionGroup var common: CommonOptions
-    @Flag var json = false
+    @Flag(help: "Print one JSON object (keys as in the text, e.g. name, pod_cidrs, public_key, cluster_keys).") var json = false
 
     func run() throws {
         guard case .status(let s) = try ask(common, .status) else { return }
@@ -262,7 +274,7 @@ struct StatusCommand: ParsableCommand {
 struct PeersCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "peers", abstract: "List the other nodes.")
     @OptionGroup var common: CommonOptions
-    @Flag var json = false
+    @Flag(help: "Print a JSON array, one object per node.") var json = false
 
     func run() throws {
         guard case .peers(let peers) = try ask(common, .peers) else { return }
@@ -272,11 +284,7 @@ struct PeersCommand: ParsableCommand {
             [p.name, p.state, p.podCIDRs.joined(separator: ","), p.endpoint ?? "-",
              p.secondsSinceHandshake.map { "\($0)s ago" } ?? "never", p.publicKey]
         }
-        let widths = (0..<header.count).map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
-        for row in [header] + rows {
-            print(row.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-        }
+        print(CLIText.table(header: header, rows: rows), terminator: "")
     }
 }
 
@@ -292,61 +300,5 @@ struct LeaveCommand: ParsableCommand {
 
     func run() throws {
         if case .done(let message) = try ask(common, .leave) { print(message) }
-    }
-}
-
-struct TokenCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "token", abstract: "Create, list and revoke join tokens (on any member; state is gossiped).",
-        subcommands: [Create.self, List.self, Revoke.self])
-
-    struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Print a new join token (only the token, on stdout).",
-            discussion: """
-                Any member admits with the token (it lists this member and up to three other live members; the joiner \
-                tries them in order), so the issuer may be down. Uses are counted across members through gossip: \
-                joins admitted at the same moment by different members can exceed --uses by the number of racing joins.
-                """)
-        @OptionGroup var common: CommonOptions
-        @Option(help: "Lifetime, e.g. 24h, 30m.") var ttl = "24h"
-        @Option(help: "How many joins it admits, 1-65535 (default: unlimited until it expires).") var uses: Int?
-
-        func run() throws {
-            let seconds: Int64
-            do { seconds = try parseDuration(ttl).components.seconds } catch {
-                printError("token create: \(error)")
-                throw ExitCode(ExitStatus.usage)
-            }
-            if case .tokenCreated(let token, _) = try ask(common, .tokenCreate(ttlSeconds: seconds, uses: uses)) {
-                print(token)
-            }
-        }
-    }
-
-    struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the cluster's tokens (issued on any member).")
-        @OptionGroup var common: CommonOptions
-        @Flag var json = false
-
-        func run() throws {
-            guard case .tokens(let tokens) = try ask(common, .tokenList) else { return }
-            if json { return try printJSON(tokens) }
-            for t in tokens {
-                let uses = t.usesLimit.map { "\(t.usesConsumed)/\($0) used" } ?? "\(t.usesConsumed) used, unlimited"
-                let issuer = t.issuedBy.isEmpty ? "?" : t.issuedBy.joined(separator: ",")
-                print("\(t.id)  \(t.state.rawValue)  expires \(t.expiresAt)  \(uses)  issued by \(issuer)")
-            }
-        }
-    }
-
-    struct Revoke: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a token by id (any token of the cluster; all members refuse it once gossiped).")
-        @OptionGroup var common: CommonOptions
-        @Argument var id: String
-
-        func run() throws {
-            if case .done(let message) = try ask(common, .tokenRevoke(id: id)) { print(message) }
-        }
     }
 }

@@ -16,7 +16,7 @@ struct ClusterKeyRotateCommand: ParsableCommand {
         discussion: """
             Returns once the new key is installed on this node. Every member fetches it and lists it in its \
             signed record; each member seals gossip with it once every live member holds it, and removes the \
-            old key a grace period later (--cluster-key-grace, default 30s). A node that was down meanwhile \
+            old key a grace period later (--cluster-key-grace; default: 30s). A node that was down meanwhile \
             gets the keys from a member when it starts again. 'wiremesh status' shows the keys and the phase.
             """)
     @OptionGroup var common: CommonOptions

@@ -7,7 +7,9 @@ import Glibc
 
 /// Exit codes shared by every command.
 enum ExitStatus {
-    /// Bad input from the user (flags, files, keys).
+    /// An operational failure: the agent is not reachable, the system refused, an internal error.
+    static let failure: Int32 = 1
+    /// Bad input from the user: usage, flags, files, keys, tokens, ids, values.
     static let usage: Int32 = 2
 }
 

@@ -136,7 +136,6 @@ struct AgentConfigTests {
     }
 
     @Test func environmentErrorsNameTheVariable() {
-        #expect(throws: ConfigError.self) { try ConfigLayer(environment: ["WIREMESH_GOSIP_PORT": "1"]) }
         do {
             _ = try ConfigLayer(environment: ["WIREMESH_MTU": "huge"])
             Issue.record("accepted")
@@ -145,6 +144,66 @@ struct AgentConfigTests {
         } catch { Issue.record("\(error)") }
         // Non-setting WIREMESH_ variables the CLI reads itself are allowed.
         #expect((try? ConfigLayer(environment: ["WIREMESH_CONFIG": "/x.yaml", "WIREMESH_TOKEN": "wmj1.x"])) == ConfigLayer())
+    }
+
+    @Test func unknownEnvironmentVariablesAreSkippedAndNamedInOneWarning() throws {
+        let env = ["WIREMESH_GOSIP_PORT": "1", "WIREMESH_BIN": "/x/secret-value", "WIREMESH_MTU": "1300", "PATH": "/bin",
+                   "WIREMESH_CONFIG": "/x.yaml", "WIREMESH_TOKEN": "t"]
+        let layer = try ConfigLayer(environment: env)
+        #expect(layer.mtu == 1300, "known variables still apply")
+        #expect(layer.gossipPort == nil)
+        #expect(ConfigLayer.unknownVariables(in: env) == ["WIREMESH_BIN", "WIREMESH_GOSIP_PORT"])
+        let warning = try #require(ConfigLayer.unknownVariablesWarning(env))
+        #expect(warning.contains("WIREMESH_BIN, WIREMESH_GOSIP_PORT"), "\(warning)")
+        for key in ConfigKey.allCases { #expect(warning.contains(key.environmentVariable), "\(warning)") }
+        #expect(warning.contains("WIREMESH_CONFIG"))
+        #expect(!warning.contains("secret-value"), "a variable's value is never repeated")
+        #expect(ConfigLayer.unknownVariablesWarning(["WIREMESH_MTU": "1300", "HOME": "/root"]) == nil)
+
+        // load() goes on, hands the warning over once, and applies the known variables.
+        var warnings: [String] = []
+        let c = try AgentConfig.load(configFile: nil, environment: env.filter { $0.key != "WIREMESH_CONFIG" },
+                                     flags: ConfigLayer(), warn: { warnings.append($0) })
+        #expect(c.mtu == 1300)
+        #expect(warnings == [ConfigLayer.unknownVariablesWarning(env)!])
+    }
+
+    /// (yaml, what libyaml complains about) for files whose error libyaml places after the last character.
+    @Test(arguments: [
+        ("interface: \"wm0\n", "quoted scalar"),
+        ("interface: \"wm0", "quoted scalar"),
+        ("interface: wm0\nmtu: 'x\n\n", "quoted scalar"),
+        ("interface: wm0\njust text\n", "simple key"),
+        ("interface: wm0\njust text", "simple key"),
+        ("interface: [unclosed", "flow sequence"),
+        ("gossip-port: 7946\ninterface: {a\n", "flow mapping"),
+        ("interface: wm0\n\tmtu: 3\n", "tab"),
+    ])
+    func yamlErrorPositionsAreInsideTheFile(yaml: String, construct: String) throws {
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        do {
+            _ = try ConfigLayer(yaml: yaml, file: "c.yaml")
+            Issue.record("accepted \(yaml.debugDescription)")
+        } catch let e as ConfigError {
+            let text = e.description
+            #expect(text.contains(construct), "\(text)")
+            // Every "line L, column C" the message names is a character of the file.
+            let marks = text.matches(of: /line (\d+), column (\d+)/).map { (Int($0.1)!, Int($0.2)!) }
+            #expect(!marks.isEmpty, "\(text)")
+            for (line, column) in marks {
+                #expect(line >= 1 && line <= lines.count, "line \(line) outside \(yaml.debugDescription): \(text)")
+                guard line >= 1 && line <= lines.count else { continue }
+                let width = lines[line - 1].unicodeScalars.count
+                #expect(column >= 1 && column <= max(1, width), "column \(column) outside line \(line) of \(yaml.debugDescription): \(text)")
+            }
+        }
+    }
+
+    @Test func anUnterminatedQuoteNamesTheEndOfTheFileAndWhereTheQuoteOpened() {
+        #expect(throws: ConfigError(key: nil, source: "config file c.yaml", message: "not valid YAML: found unexpected end of stream "
+                                    + "at the end of the file (line 2, column 9), while scanning a quoted scalar that starts at line 2, column 6")) {
+            try ConfigLayer(yaml: "interface: wm0\nmtu: 'x13\n", file: "c.yaml")
+        }
     }
 
     @Test func flagErrorsNameTheFlag() {

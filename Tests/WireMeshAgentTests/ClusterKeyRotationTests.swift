@@ -219,3 +219,49 @@ struct ClusterKeyRotationTests {
         }
     }
 }
+
+@Suite("ClusterKeyAudience: who `cluster-key rotate` says it waits for")
+struct ClusterKeyAudienceTests {
+    @Test func fourLiveNodesAreFourLiveMembersThisOneIncluded() {
+        // What `memberKeys` hands over on a node of a 4-node cluster: the 3 others, all live.
+        let others = ["b", "c", "d"].map { member($0, [tag(1, 1)]) }
+        let audience = ClusterKeyAudience(members: others)
+        #expect(audience.live == 4 && audience.liveOthers == 3 && audience.notLive == 0)
+        let message = audience.startedMessage(tag(2, 2), graceSeconds: 30)
+        #expect(message.contains("all 4 live members hold it (this node and 3 others)"), "\(message)")
+        #expect(!message.contains("dead"))
+    }
+
+    @Test func deadAndLeftMembersAreCountedApartAndDoNotBlock() {
+        let others = [member("b", [tag(1, 1)]), member("c", live: false, [tag(1, 1)]), member("d", live: false, [])]
+        let audience = ClusterKeyAudience(members: others)
+        #expect(audience.live == 2 && audience.notLive == 2)
+        let message = audience.startedMessage(tag(2, 2), graceSeconds: 30)
+        #expect(message.contains("all 2 live members hold it (this node and 1 other)"), "\(message)")
+        #expect(message.contains("2 dead or departed members do not hold it up"), "\(message)")
+    }
+
+    @Test func theCountMatchesWhatPromotionWaitsFor() {
+        // The live members the message counts are the ones whose records evaluate() waits for.
+        let others = [member("b", [tag(1, 1)]), member("c", [tag(1, 1)]), member("down", live: false, [tag(1, 1)])]
+        var r = steady(1)
+        r.install(tag(2, 2))
+        let audience = ClusterKeyAudience(members: others)
+        var holding: [MemberKeys] = others
+        var promotedAfter: Int?
+        var listed = 0
+        for i in holding.indices where holding[i].live {
+            #expect(r.evaluate(members: holding, now: 0, grace: 30).isEmpty)
+            holding[i].keys.append(tag(2, 2))
+            listed += 1
+            if !r.evaluate(members: holding, now: 0, grace: 30).isEmpty { promotedAfter = listed }
+        }
+        #expect(promotedAfter == audience.liveOthers)
+        #expect(r.primary.id == kid(2))
+    }
+
+    @Test func aLoneNodeSaysItPromotesAtOnce() {
+        let message = ClusterKeyAudience(members: []).startedMessage(tag(2, 2), graceSeconds: 30)
+        #expect(message.contains("primary at once"), "\(message)")
+    }
+}

@@ -61,6 +61,23 @@ struct ControlProtocolTests {
         #expect(ControlFailure(Other()).code == "internal")
     }
 
+    @Test func tokenRequestErrorsAreBadInputAndOthersAreNot() {
+        let unknown = ControlFailure(TokenRequestError.noSuchToken(id: "00112233aabbccdd"))
+        #expect(unknown.code == "unknown-token" && unknown.isBadInput)
+        #expect(unknown.message == "no token with id 00112233aabbccdd in this cluster: 'wiremesh token list' shows them")
+        let uses = ControlFailure(TokenRequestError.invalidUses(0))
+        #expect(uses.code == "invalid-value" && uses.isBadInput)
+        #expect(uses.message.hasPrefix("--uses must be 1-65535"), "\(uses.message)")
+        #expect(ControlFailure(TokenRequestError.notATokenReference(length: 60)).isBadInput)
+        // Operational failures: the CLI exits 1 for these.
+        struct Other: Error {}
+        guard case .failure(let malformed) = ControlCodec.badRequest(Other()) else { Issue.record("not a failure"); return }
+        for f in [ControlFailure(Other()), ControlFailure(StateError.notInitialised(directory: "/d")),
+                  ControlFailure(JoinError.invalidRequest("this member already announces 24 unexpired tokens")), malformed] {
+            #expect(!f.isBadInput, "\(f.code)")
+        }
+    }
+
     @Test func unknownOpIsABadRequest() {
         #expect(throws: DecodingError.self) { try ControlCodec.decode(ControlRequest.self, from: Array("{\"op\":\"reboot\"}".utf8)) }
     }

@@ -207,9 +207,13 @@ struct JoinTokenTests {
     @Test func issueRejectsBadParametersAndCapsEndpoints() throws {
         let js = SigningIdentity.generate()
         let ep = [try Endpoint("10.0.0.1:7946")]
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 0, uses: nil, now: Date()) }
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 0, now: Date()) }
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 65_536, now: Date()) }
+        #expect(throws: TokenRequestError.invalidLifetime("must be positive, got 0 s")) {
+            try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 0, uses: nil, now: Date())
+        }
+        #expect(throws: TokenRequestError.invalidUses(0)) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 0, now: Date()) }
+        #expect(throws: TokenRequestError.invalidUses(65_536)) {
+            try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 65_536, now: Date())
+        }
         #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: [], joinSigning: js, ttl: 60, uses: nil, now: Date()) }
         let many = try (1...6).map { try Endpoint("10.0.0.\($0):7946") }
         let (token, _) = try JoinToken.issue(clusterID: "c", endpoints: many, joinSigning: js, ttl: 60, uses: nil, now: Date())
@@ -449,7 +453,7 @@ struct TokenGossipTests {
         let view = TokenRecords.merge(local: ("b", []), members: [("a", f.records.compactMap(\.announcement))])
         let revoked = try TokenRecords.revoke(f.token.idText.uppercased(), in: [], view: view)
         #expect(revoked == [TokenRecord(id: f.token.idText, expiresAt: f.token.expiresAt, usesLimit: 2, revoked: true)])
-        #expect(throws: JoinError.unknownToken(id: "ffffffffffffffff")) { try TokenRecords.revoke("ffffffffffffffff", in: [], view: view) }
+        #expect(throws: TokenRequestError.noSuchToken(id: "ffffffffffffffff")) { try TokenRecords.revoke("ffffffffffffffff", in: [], view: view) }
         // At the issuer, the revocation goes into its own entry.
         let atIssuer = try TokenRecords.revoke(f.token.idText, in: f.records, view: [:])
         #expect(atIssuer.count == 1 && atIssuer[0].revoked && atIssuer[0].issued)
