@@ -236,7 +236,9 @@ public struct MembershipNode {
         change(&record)
         record.name = local.record.name
         record.identity = local.record.identity
-        record.version = local.record.version + 1
+        let (version, overflow) = local.record.version.addingReportingOverflow(1)
+        guard !overflow else { throw .versionExhausted }
+        record.version = version
         let signed: SignedNodeRecord
         do { signed = try SignedNodeRecord(signing: record, with: identity) } catch { throw .record(error) }
         try checkRecordSize(signed)
@@ -347,7 +349,7 @@ public struct MembershipNode {
         if r.name == local.record.name {
             guard r.identity == local.record.identity else { counters.rejectedIdentityConflict += 1; return }
             // Our own record from an earlier life (restart without saved state): continue above it.
-            guard r.version >= local.record.version, signed != local else { return }
+            guard r.version >= local.record.version, r.version < Self.versionLimit, signed != local else { return }
             guard verify(signed) else { return }
             bumpVersion(now: now, above: r.version)
             return
@@ -494,7 +496,10 @@ public struct MembershipNode {
         let mine = local.record.version
         if version > mine {
             // Someone holds a newer claim about our name: only an earlier life of ours can have made
-            // one at a higher version, so continue above it (signed leaves are checked first).
+            // one at a higher version, so continue above it (signed leaves are checked first). Not
+            // above the limit: versions are wall-clock milliseconds, so a claim there is hostile, and
+            // continuing above 2^64 - 1 is impossible (it trapped: one datagram stopped any agent).
+            guard version < Self.versionLimit else { counters.ignoredStale += 1; return }
             if let leave, !leave.verify(identity: local.record.identity) { counters.rejectedBadSignature += 1; return }
             bumpVersion(now: now, above: version)
             return
@@ -526,6 +531,9 @@ public struct MembershipNode {
     }
 
     static let incarnationLimit: UInt64 = 1 << 40
+    /// Record versions are Unix milliseconds at start plus one per change (2^41 is the year 2039,
+    /// 2^62 far beyond it): a claim about this node above this limit is not from an earlier life of its own.
+    static let versionLimit: UInt64 = 1 << 62
 
     mutating func setIncarnation(_ i: UInt64, now: Instant) {
         let old = entryFingerprint(localHash, local.record.version, .alive(incarnation: incarnation))
@@ -542,7 +550,9 @@ public struct MembershipNode {
     mutating func bumpVersion(now: Instant, above floor: UInt64 = 0, _ change: (inout NodeRecord) -> Void = { _ in }) {
         var record = local.record
         change(&record)
-        record.version = max(floor, local.record.version) + 1
+        let (version, overflow) = max(floor, local.record.version).addingReportingOverflow(1)
+        guard !overflow else { return }
+        record.version = version
         guard let signed = try? SignedNodeRecord(signing: record, with: identity) else { return }
         installLocal(signed, now: now)
     }

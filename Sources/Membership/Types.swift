@@ -167,11 +167,14 @@ public struct MembershipCounters: Sendable, Equatable {
 public enum MembershipError: Error, Equatable, Sendable, CustomStringConvertible {
     case record(RecordError)
     case invalidConfig(String)
+    /// The local record's version is at its maximum: it cannot change again.
+    case versionExhausted
 
     public var description: String {
         switch self {
         case .record(let e): return e.description
         case .invalidConfig(let why): return "invalid membership configuration: \(why)"
+        case .versionExhausted: return "this node's record version is at its maximum (2^64 - 1) and cannot change again: join the cluster again with a new state directory"
         }
     }
 }

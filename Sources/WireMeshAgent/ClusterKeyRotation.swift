@@ -88,10 +88,13 @@ public struct ClusterKeyRotation: Sendable, Equatable {
 
     public func holds(_ id: ClusterKeyID) -> Bool { entries.contains { $0.id == id } }
 
-    /// The generation of a key made now by `cluster-key rotate`: one above every key known here.
-    public func nextGeneration(members: [MemberKeys]) -> UInt64 {
+    /// The generation of a key made now by `cluster-key rotate`: one above every key known here; nil
+    /// when a record advertises the largest generation there is (no real rotation gets there: a
+    /// damaged or hostile record, which must not crash the agent).
+    public func nextGeneration(members: [MemberKeys]) -> UInt64? {
         let known = entries.map(\.tag.generation) + members.flatMap { $0.keys.map(\.generation) }
-        return (known.max() ?? 0) + 1
+        let (next, overflow) = (known.max() ?? 0).addingReportingOverflow(1)
+        return overflow ? nil : next
     }
 
     /// Installs a key (not primary); returns false when it was already installed.

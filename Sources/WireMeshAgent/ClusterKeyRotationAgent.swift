@@ -46,7 +46,11 @@ extension Agent {
         }
         let members = try await transport.members()
         let key = ClusterKey.generate()
-        let tag = ClusterKeyTag(id: key.id, generation: state.clusterKeys.nextGeneration(members: memberKeys(members)))
+        guard let generation = state.clusterKeys.nextGeneration(members: memberKeys(members)) else {
+            let who = memberKeys(members).filter { $0.keys.contains { $0.generation == .max } }.map(\.name)
+            throw AgentError("cannot number a new cluster key: \(who.isEmpty ? "this node's keyring" : "the record of " + who.joined(separator: ", ")) advertises the largest key generation there is, which no real rotation reaches (a damaged or hostile record): remove that node from the cluster, then rotate")
+        }
+        let tag = ClusterKeyTag(id: key.id, generation: generation)
         var rotation = state.clusterKeys
         rotation.install(tag)
         try await applyClusterKeys(rotation, newKeys: [key], actions: [])

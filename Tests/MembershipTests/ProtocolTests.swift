@@ -150,6 +150,20 @@ struct ProtocolTests {
         #expect(pump.status(of: "n2", at: eps[0])!.incarnation >= 1)
     }
 
+    @Test("a claim about a node at version 2^64 - 1 sent to that node is ignored, not fatal", arguments: [
+        MemberStatus.alive(incarnation: 0), .suspect(incarnation: 0), .dead(incarnation: 0),
+    ])
+    func absurdVersionAboutSelf(_ status: MemberStatus) {
+        var (pump, eps) = cluster(3)
+        // Sent to n1 itself: before, n1 tried to continue above UInt64.max and trapped on + 1.
+        let claim = forgedDatagram([.status(name: "n1", version: .max, status: status, from: "mallory")])
+        pump.inject(claim, from: testEndpoint(99), to: eps[1])
+        pump.run(for: .seconds(15))
+        #expect(pump.nodes[eps[1]]!.localRecord.record.version == 1)
+        #expect(pump.allSee { $0.status.isActive })
+        #expect(pump.nodes[eps[1]]!.counters.ignoredStale >= 1)
+    }
+
     @Test("an absurd incarnation in a forged claim is escaped with a new record version")
     func absurdIncarnation() {
         var (pump, eps) = cluster(3)

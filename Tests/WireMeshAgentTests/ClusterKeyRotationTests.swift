@@ -135,6 +135,8 @@ struct ClusterKeyRotationTests {
         let r = steady(1, 4)
         #expect(r.nextGeneration(members: [member("b", [tag(3, 7)])]) == 8)
         #expect(ClusterKeyRotation(entries: [.init(id: kid(1), generation: nil)]).nextGeneration(members: []) == 1)
+        // A record advertising the largest generation must not make `cluster-key rotate` trap on + 1.
+        #expect(r.nextGeneration(members: [member("b", [tag(3, .max)])]) == nil)
     }
 
     /// Three nodes; node a rotates to key 3 and node b to key 2 at the same time (both generation 2).
