@@ -81,6 +81,10 @@ public struct IPAM: Sendable, Equatable {
     /// Validates the settings: an aligned range, node blocks inside it with room for pods, at most 2^32 blocks.
     public init(clusterRange: IPPrefix, nodePrefixLength: Int, gracePeriod: UInt64 = 24 * 3600 * 1000) throws {
         let width = clusterRange.address.bitWidth
+        // The cluster range is routed into the WireGuard interface: all of it would take the node off its network.
+        guard clusterRange.length > 0 else {
+            throw IPAMError.invalidSettings("cluster range \(clusterRange) is the whole address space: choose a private range such as 10.244.0.0/16")
+        }
         guard clusterRange.address == clusterRange.network.address else {
             throw IPAMError.invalidSettings("cluster range \(clusterRange) has host bits set: did you mean \(clusterRange.network)?")
         }

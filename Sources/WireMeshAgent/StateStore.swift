@@ -405,6 +405,21 @@ public struct StateStore: Sendable {
             node = NodeAssignment(name: try c.decode(String.self, forKey: .nodeName),
                                   podCIDR: try c.decodePrefix(.podCIDR),
                                   overlayAddress: try c.decodeAddress(.overlayAddress))
+            // What loads is what `init`/`join` could have written: a block that is not one of the
+            // range's (0.0.0.0/0, a prefix length of 99) would route the wrong traffic into the mesh.
+            let ipam: IPAM
+            do { ipam = try IPAM(clusterRange: settings.podRange, nodePrefixLength: settings.nodePrefixLength) } catch {
+                throw DecodingError.dataCorruptedError(forKey: .podRange, in: c, debugDescription: "\(error)")
+            }
+            guard ipam.clusterRange.contains(node.podCIDR), node.podCIDR.length == settings.nodePrefixLength,
+                  node.podCIDR == node.podCIDR.network else {
+                throw DecodingError.dataCorruptedError(forKey: .podCIDR, in: c, debugDescription:
+                    "\(node.podCIDR) is not a /\(settings.nodePrefixLength) block of the cluster range \(settings.podRange)")
+            }
+            guard node.podCIDR.contains(node.overlayAddress) else {
+                throw DecodingError.dataCorruptedError(forKey: .overlayAddress, in: c, debugDescription:
+                    "\(node.overlayAddress) is not inside this node's pod CIDR \(node.podCIDR)")
+            }
         }
 
         func encode(to encoder: Encoder) throws {
@@ -489,7 +504,7 @@ public struct StateStore: Sendable {
 
     private func writeJSON<T: Encodable>(_ value: T, to file: File, mode: mode_t) throws {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(value)
         try io { try AtomicFile.write(Array(data) + [0x0A], to: path(file), mode: mode) }

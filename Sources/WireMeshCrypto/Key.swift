@@ -18,17 +18,14 @@ public enum KeyError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        // The text is never shown, not even in part: it may be a private key with one character wrong.
         case .invalidBase64(let s):
-            return "invalid key '\(Self.abbreviate(s))': expected 44 characters of base64 (as printed by 'wiremesh genkey' or 'wg genkey')"
+            return "invalid key (\(s.count) characters): expected 44 characters of base64 (as printed by 'wiremesh genkey' or 'wg genkey')"
         case .invalidLength(let expected, let got):
             return "invalid key: expected \(expected) bytes, got \(got)"
         case .invalidHex(let s):
-            return "invalid hex key '\(Self.abbreviate(s))': expected 64 hexadecimal characters"
+            return "invalid hex key (\(s.count) characters): expected 64 hexadecimal characters"
         }
-    }
-
-    static func abbreviate(_ s: String) -> String {
-        s.count > 12 ? String(s.prefix(8)) + "…" : s
     }
 }
 

@@ -88,7 +88,7 @@ func endpoint(_ s: String) -> Endpoint { try! Endpoint(s) }
 
     /// Every rejection names the line and the problem.
     @Test(arguments: [
-        ("[Interface]\nPrivateKey = abc\n", 2, "PrivateKey: invalid key 'abc'"),
+        ("[Interface]\nPrivateKey = abc\n", 2, "PrivateKey: invalid key (3 characters)"),
         ("[Interface]\nListenPort = 70000\n", 2, "ListenPort: invalid port '70000'"),
         ("[Interface]\nListenPort = -1\n", 2, "ListenPort: invalid port '-1'"),
         ("[Interface]\nFwMark = 0xZZ\n", 2, "FwMark: invalid fwmark '0xZZ'"),
@@ -102,7 +102,7 @@ func endpoint(_ s: String) -> Endpoint { try! Endpoint(s) }
         ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nEndpoint = 2001:db8::1:51820\n", 3, "Endpoint: invalid endpoint '2001:db8::1:51820'"),
         ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nEndpoint = 192.0.2.1:70000\n", 3, "Endpoint: invalid endpoint '192.0.2.1:70000'"),
         ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nPersistentKeepalive = forever\n", 3, "PersistentKeepalive: invalid interval 'forever'"),
-        ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nPresharedKey = AQEB\n", 3, "PresharedKey: invalid key 'AQEB'"),
+        ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nPresharedKey = AQEB\n", 3, "PresharedKey: invalid key (4 characters)"),
         ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE\n", 2, "PublicKey: invalid key"),
         ("[Peer]\nAllowedIPs = 10.0.0.0/24\n", 1, "[Peer] has no PublicKey"),
         ("[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n\n[Peer]\nPublicKey = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n", 5, "PublicKey: duplicate peer AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=: already defined at line 2"),

@@ -145,3 +145,28 @@ struct OperatorDayTests {
         #expect(text.contains("wiremesh agent --state-dir /var/lib/wiremesh"))
     }
 }
+
+/// cluster.json is read back only if it is something `init`/`join` could have written (issue 10's
+/// smaller items: a /0 pod block or a prefix length of 99 used to load).
+@Suite struct ClusterFileValidationTests {
+    @Test(arguments: [
+        ("\"pod_cidr\" : \"10.244.7.0/24\"", "\"pod_cidr\" : \"0.0.0.0/0\"", "pod_cidr"),
+        ("\"node_prefix_length\" : 24", "\"node_prefix_length\" : 99", "pod_range"),
+        ("\"pod_range\" : \"10.244.0.0/16\"", "\"pod_range\" : \"0.0.0.0/0\"", "pod_range"),
+        ("\"pod_cidr\" : \"10.244.7.0/24\"", "\"pod_cidr\" : \"10.99.0.0/24\"", "pod_cidr"),
+        ("\"overlay_address\" : \"10.244.7.0\"", "\"overlay_address\" : \"192.0.2.1\"", "overlay_address"),
+    ])
+    func aClusterFileOutsideItsOwnRangeIsCorrupted(_ edit: (String, String, String)) throws {
+        try withTemporaryDirectory { (tmp: String) throws in
+            let store = StateStore(directory: tmp + "/state")
+            try store.initialise(try StateStoreTests.sampleState())
+            let path = store.directory + "/cluster.json"
+            let text = try #require(fileText(path))
+            try #require(text.contains(edit.0), "cluster.json has no \(edit.0): \(text)")
+            try AtomicFile.write(text.replacingOccurrences(of: edit.0, with: edit.1), to: path, mode: 0o644)
+            let error = try #require(throws: StateError.self) { try store.load() }
+            guard case .corrupted(let file, let reason) = error else { Issue.record("\(error)"); return }
+            #expect(file == path && reason.contains(edit.2), "\(reason)")
+        }
+    }
+}

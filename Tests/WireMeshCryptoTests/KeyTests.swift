@@ -96,3 +96,19 @@ import Testing
         #expect(throws: SealError.self) { try ring.open(fromOld, associatedData: []) }
     }
 }
+
+/// An almost-right private key (one character off) must not appear, even in part, in the error.
+@Suite struct KeyErrorSecrecyTests {
+    @Test func theRejectedTextIsNeverEchoed() {
+        let key = Key.generatePrivate().base64
+        let damaged = String(key.dropLast(2)) + "!="
+        do {
+            _ = try Key(base64: damaged)
+            Issue.record("a damaged key was accepted")
+        } catch {
+            let text = "\(error)"
+            #expect(!text.contains(String(key.prefix(6))), "the error shows part of the key: \(text)")
+            #expect(text.contains("44 characters of base64"))
+        }
+    }
+}
