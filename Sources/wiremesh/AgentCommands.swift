@@ -145,7 +145,8 @@ struct JoinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "join", abstract: "Join the cluster a token names, then run the agent.")
 
-    @Argument(help: "The join token ('wiremesh token create' on any member).") var token: String
+    @Argument(help: "The join token ('wiremesh token create' on any member), or - to read it from standard input (keeps it out of the process list).")
+    var token: String
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
     @Option(help: "This node's name, unique in the cluster (default: its name before 'wiremesh leave', else the host name; give each agent on one machine its own).")
@@ -159,14 +160,41 @@ struct JoinCommand: AsyncParsableCommand {
             let pod = try podCIDR.map { try IPPrefix($0) }
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
-            let joined = try Lifecycle.join(token: token, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
+            let text = token == "-" ? try readTokenFromStandardInput() : token
+            let joined = try Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
             print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
         } catch {
             printError("join: \(error)")
             throw ExitCode(statusCode(for: error))
         }
-        if prepareOnly { printError(startHint(config)) } else { try await runAgent(config, adoptInterface: node.adoptInterface) }
+        if prepareOnly { return printError(startHint(config)) }
+        // The token is spent but still in this process's argv, which every local user can read in
+        // /proc/PID/cmdline: the agent runs as a fresh `wiremesh agent` (what join was told is saved
+        // in the state directory, so it needs only that and what is not saved).
+        var argv = ["wiremesh", "agent", "--state-dir", config.stateDirectory]
+        if let file = common.configFile { argv += ["--config", file] }
+        if let level = node.logLevel { argv += ["--log-level", level] }
+        if node.adoptInterface { argv.append("--adopt-interface") }
+        fflush(nil)  // every stream: the "joined" line may sit in a buffer when stdout is a file
+        execAgent(argv)
+        printError("join: could not start the agent as a new process (\(String(cString: strerror(errno)))); running it here")
+        try await runAgent(config, adoptInterface: node.adoptInterface)
     }
+
+    /// One line from standard input, trimmed; never echoed.
+    func readTokenFromStandardInput() throws -> String {
+        guard let line = readLine(strippingNewline: true)?.trimmingCharacters(in: .whitespaces), !line.isEmpty else {
+            throw JoinError.invalidRequest("no token on standard input: pipe it in, e.g. 'wiremesh join - < token-file'")
+        }
+        return line
+    }
+}
+
+/// Replaces this process with this executable running `argv` (returns only if that fails).
+func execAgent(_ argv: [String]) {
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    _ = execv("/proc/self/exe", &cArgs)
+    for p in cArgs { free(p) }
 }
 
 struct AgentCommand: AsyncParsableCommand {

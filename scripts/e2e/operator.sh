@@ -20,7 +20,7 @@
 #                      status after the leave says to join, not to start the agent
 #   late-checks        non-root init, --interface of a veth, the gossip port taken, an advertise address
 #                      not on this host: refused before any state is written or a token is spent
-#   concurrent-joins   joins admitted by one member at the same moment get different pod blocks
+#   concurrent-joins   joins admitted by one member at the same moment get different pod blocks (token on stdin)
 # Everything carries a per-run prefix and is removed on exit (also on failure), unless --keep.
 set -uo pipefail
 KEEP=0
@@ -273,12 +273,16 @@ if [ -z "${AGENT[4]:-}" ]; then problem "needs node 4 running"; else
     [ "$(status_field 4 'pod_cidrs[0]')" = "$cidr4" ] || problem "rejoined with $(status_field 4 'pod_cidrs[0]'), not its old $cidr4"
     [ "$(status_field 4 public_key)" = "$key4" ] || problem "the WireGuard key changed across the rejoin"
     [ "$(status_field 4 interface)" = "${P}f4" ] || problem "the rejoin did not keep the saved interface"
+    # The agent that `join TOKEN` became no longer carries the token in its command line.
+    cmdline="$(tr '\0' ' ' </proc/"${AGENT[4]}"/cmdline 2>/dev/null)"
+    grep -qF "${tok:0:20}" <<<"$cmdline" && problem "the agent's command line still holds the token: $cmdline"
+    grep -q " agent --state-dir " <<<"$cmdline" || problem "the joined node does not run as 'wiremesh agent': $cmdline"
     wait_until 20 alive_on 1 node4 || problem "node1 sees node4 as $(state_of 1 node4)"
     names="$(wm 1 peers --json | jq -r '.[].name' | sort | tr '\n' ' ')"
     grep -q "$(hostname)" <<<"$names" && problem "node1 lists a node named after the host: $names"
   else problem "join after leave did not come up"; log_tail 4; fi
 fi
-finish "after leave, 'join TOKEN' without --name keeps node4, its pod CIDR, its key and its settings"
+finish "after leave, 'join TOKEN' without --name keeps node4, its pod CIDR, its key and its settings; the agent it becomes has no token in its command line"
 
 # ---------------------------------------------------------------------------------------------
 begin late-checks
@@ -325,7 +329,8 @@ finish "non-root, a veth as --interface, the gossip port taken, a foreign advert
 begin concurrent-joins
 tokc="$(wm 1 token create --ttl 10m)"; joins=()
 for i in 5 6 7; do
-  ip netns exec "$P-n$i" "$WM" join "$tokc" --name "c$i" --state-dir "$WORK/c$i" --control-socket "$WORK/c$i.sock" \
+  # The token on standard input (`join -`): it never appears in a command line.
+  echo "$tokc" | ip netns exec "$P-n$i" "$WM" join - --name "c$i" --state-dir "$WORK/c$i" --control-socket "$WORK/c$i.sock" \
     --interface "${P}c$i" --advertise-address "10.99.0.$i" --prepare-only >"$WORK/c$i.out" 2>&1 & joins+=($!)
 done
 wait "${joins[@]}"
