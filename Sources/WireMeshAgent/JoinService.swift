@@ -6,6 +6,7 @@ import IPNetwork
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// The join port: TCP on the gossip port number. One request line in, one reply line out.
 ///
@@ -17,13 +18,24 @@ public final class JoinServer: Service, Sendable {
 
     private init(channel: Channel) { self.channel = channel }
 
+    /// How long one connection may stay open: a join or rotation exchange is one line each way.
+    public static let connectionDeadline: TimeAmount = .seconds(15)
+
     public static func bind(_ endpoint: Endpoint, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            budget: ConnectionBudget = ConnectionBudget(),
                             handler: @escaping Handler) async throws -> JoinServer {
+        let slots = ConnectionSlots(budget)
         do {
             let channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { child in
-                    child.eventLoop.makeCompletedFuture {
+                    // Anyone can connect: without these bounds, idle connections exhaust the agent's
+                    // descriptors (reconciles fail, status hangs).
+                    let source = child.remoteAddress?.ipAddress.flatMap { try? IPAddress($0) }
+                    guard slots.take(source) else { return child.close() }
+                    child.closeFuture.whenComplete { _ in slots.give(source) }
+                    child.eventLoop.scheduleTask(in: Self.connectionDeadline) { child.close(promise: nil) }
+                    return child.eventLoop.makeCompletedFuture {
                         try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLength: 64 * 1024)))
                         try child.pipeline.syncOperations.addHandler(JoinConnectionHandler(handler: handler))
                     }
@@ -41,6 +53,47 @@ public final class JoinServer: Service, Sendable {
                 try await channel.closeFuture.get()
             } onCancel: { self.channel.close(promise: nil) }
         } onGracefulShutdown: { self.channel.close(promise: nil) }
+    }
+}
+
+/// How many connections the line port holds at once: in all, and from one source address (so one
+/// host flooding it cannot take every slot from real joiners).
+public struct ConnectionBudget: Sendable, Equatable {
+    public var total: Int
+    public var perSource: Int
+    public init(total: Int = 128, perSource: Int = 8) {
+        self.total = total
+        self.perSource = perSource
+    }
+
+    /// Whether one more connection from `source` fits, given the open ones.
+    func admits(_ source: IPAddress?, open: [IPAddress?: Int], total openTotal: Int) -> Bool {
+        openTotal < total && (open[source] ?? 0) < perSource
+    }
+}
+
+/// The open connections, counted against a `ConnectionBudget` from the event loops.
+final class ConnectionSlots: Sendable {
+    private let budget: ConnectionBudget
+    private let state = Mutex<(open: [IPAddress?: Int], total: Int)>(([:], 0))
+
+    init(_ budget: ConnectionBudget) { self.budget = budget }
+
+    func take(_ source: IPAddress?) -> Bool {
+        state.withLock { s in
+            guard budget.admits(source, open: s.open, total: s.total) else { return false }
+            s.open[source, default: 0] += 1
+            s.total += 1
+            return true
+        }
+    }
+
+    func give(_ source: IPAddress?) {
+        state.withLock { s in
+            guard let n = s.open[source], n > 0 else { return }
+            s.open[source] = n == 1 ? nil : n - 1
+            s.total -= 1
+        }
     }
 }
 

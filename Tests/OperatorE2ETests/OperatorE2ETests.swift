@@ -11,6 +11,7 @@ enum OperatorCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case foreignInterface = "foreign-interface"
     case rejoin
     case lateChecks = "late-checks"
+    case joinPortFlood = "join-port-flood"
     case concurrentJoins = "concurrent-joins"
 
     var testDescription: String {
@@ -22,6 +23,7 @@ enum OperatorCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .foreignInterface: return "an interface wiremesh did not set up is refused untouched; --adopt-interface takes it over"
         case .rejoin: return "a rejoin after leave keeps the name, the block and the key"
         case .lateChecks: return "non-root, a veth, a taken gossip port, a foreign address: refused before state or token use"
+        case .joinPortFlood: return "300 idle connections from one host cannot exhaust the join port; status and joins still work"
         case .concurrentJoins: return "joins admitted at once by one member get different blocks"
         }
     }
