@@ -115,6 +115,8 @@ let package = Package(
         .testTarget(name: "RotationE2ETests", dependencies: ["TestSupport"]),
         // Cluster (gossip) key rotation with one node down, then its return: runs scripts/e2e/cluster-key.sh.
         .testTarget(name: "ClusterKeyE2ETests", dependencies: ["TestSupport"]),
+        // An agent down for 30 s costs no traffic, a dead host is still removed: runs scripts/e2e/restart.sh.
+        .testTarget(name: "RestartE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
