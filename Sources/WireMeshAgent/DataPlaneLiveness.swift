@@ -11,39 +11,62 @@ import WireMeshCrypto
 /// The device only reports a byte count; whether it moved is known by comparing passes, so the
 /// precision is the reconcile period (10 s resync, or sooner on a membership event).
 struct DataPlaneLiveness: Sendable {
-    /// Per public key: the last receive count and when it was first seen at that value.
-    private var receive: [Key: (bytes: UInt64, movedAt: ContinuousClock.Instant)] = [:]
+    struct Entry: Sendable {
+        var receiveBytes: UInt64
+        /// When `receiveBytes` was first seen at its current value.
+        var movedAt: ContinuousClock.Instant
+        /// Seconds since the epoch; nil for none.
+        var lastHandshake: Double?
+        /// The `observe` call that last saw the peer (to forget the ones gone from the device).
+        var pass: UInt64
+    }
+
+    /// Per public key of a peer on the device. Updated in place: with a thousand peers a pass must
+    /// not allocate a table per resync.
+    private var peers: [Key: Entry] = [:]
+    private var pass: UInt64 = 0
     /// Dead members whose peer stays, as of the last `update` (an input of the plan).
     private(set) var kept: Set<String> = []
     var rule = DataPlaneLivenessRule()
 
-    /// Records the device's peers as read at `now`, returning what each shows.
+    /// Records the device's peers as read at `now`.
     ///
     /// A peer seen for the first time (this agent just started, or the peer is new) counts as having
     /// just received: its history is unknown, and a dead member is then kept for at most one window
     /// unless its counter moves. A counter that changed in any direction (a re-created peer starts
     /// at 0) counts as a move; keeping needs a current handshake as well.
-    mutating func observe(_ peers: [Peer], at now: ContinuousClock.Instant) -> [Key: DataPlaneSighting] {
-        var next: [Key: (bytes: UInt64, movedAt: ContinuousClock.Instant)] = [:]
-        next.reserveCapacity(peers.count)
-        var sightings: [Key: DataPlaneSighting] = [:]
-        sightings.reserveCapacity(peers.count)
-        for peer in peers {
-            var entry = receive[peer.publicKey] ?? (peer.receiveBytes, now)
-            if entry.bytes != peer.receiveBytes { entry = (peer.receiveBytes, now) }
-            next[peer.publicKey] = entry
-            sightings[peer.publicKey] = DataPlaneSighting(lastHandshake: Self.seconds(peer.lastHandshake),
-                                                          receiveIdle: Self.seconds(now - entry.movedAt))
+    mutating func observe(_ device: [Peer], at now: ContinuousClock.Instant) {
+        pass &+= 1
+        for peer in device {
+            let handshake = Self.seconds(peer.lastHandshake)
+            if let entry = peers[peer.publicKey], entry.receiveBytes == peer.receiveBytes {
+                peers[peer.publicKey]!.lastHandshake = handshake
+                peers[peer.publicKey]!.pass = pass
+            } else {
+                peers[peer.publicKey] = Entry(receiveBytes: peer.receiveBytes, movedAt: now, lastHandshake: handshake, pass: pass)
+            }
         }
-        receive = next  // peers gone from the device are forgotten
-        return sightings
+        if peers.count > device.count { peers = peers.filter { $0.value.pass == pass } }
+    }
+
+    /// What the device showed of the peer with `key` at the last `observe`, with its receive idle
+    /// time as of `now` (nil when the peer is not on the device).
+    func sighting(of key: Key, at now: ContinuousClock.Instant) -> DataPlaneSighting? {
+        guard let entry = peers[key] else { return nil }
+        return DataPlaneSighting(lastHandshake: entry.lastHandshake, receiveIdle: Self.seconds(now - entry.movedAt))
     }
 
     /// Observes the device and decides which dead members keep their peer; returns the names that
     /// started and stopped being kept (for the log).
-    mutating func update(device peers: [Peer], members: [Member], localName: String,
+    mutating func update(device: [Peer], members: [Member], localName: String,
                          at now: ContinuousClock.Instant, wallClock: Double) -> (started: [String], stopped: [String]) {
-        let sightings = observe(peers, at: now)
+        observe(device, at: now)
+        var sightings: [Key: DataPlaneSighting] = [:]
+        for member in members {
+            guard case .dead = member.status else { continue }
+            let key = member.record.record.wireguardKey
+            sightings[key] = sighting(of: key, at: now)
+        }
         let next = MeshPlanner.deadMembersKept(members: members, localName: localName, sightings: sightings,
                                                now: wallClock, rule: rule)
         let change = (started: next.subtracting(kept).sorted(), stopped: kept.subtracting(next).sorted())
@@ -74,7 +97,7 @@ extension Agent {
         }
         for name in stopped where members.contains(where: { $0.name == name && !$0.status.isActive }) {
             logger.notice("removing the peer of a dead member: no data received or no current handshake",
-                          metadata: ["node": "\(name)", "receive_window_s": "\(Int(dataPlane.rule.receiveWindow))"])
+                          metadata: ["node": "\(name)", "receive_window_s": "\(dataPlane.rule.receiveWindow)"])
         }
         // The saved member list includes kept members (a restart of this agent must not drop them):
         // save it again when that set changed, even if the view did not.

@@ -28,35 +28,48 @@ private func deadMember(_ name: String, key: Key) throws -> Member {
 struct DataPlaneLivenessTests {
     let key = Key.generatePrivate().publicKey()
 
+    /// Observes `peers` at virtual second `second` and returns the receive idle time of `key` then.
+    func idle(_ tracker: inout DataPlaneLiveness, _ peers: [Peer], at second: Int) -> Double? {
+        tracker.observe(peers, at: at(second))
+        return tracker.sighting(of: key, at: at(second))?.receiveIdle
+    }
+
     @Test func aMovingCounterIsSeenAsJustReceivedAndAStalledOneAges() {
         var tracker = DataPlaneLiveness()
         // First sight: history unknown, counts as just received.
-        #expect(tracker.observe([peer(key, rx: 100)], at: at(0))[key]?.receiveIdle == 0)
-        #expect(tracker.observe([peer(key, rx: 5000)], at: at(10))[key]?.receiveIdle == 0)
-        #expect(tracker.observe([peer(key, rx: 5000)], at: at(20))[key]?.receiveIdle == 10)
-        #expect(tracker.observe([peer(key, rx: 5000)], at: at(45))[key]?.receiveIdle == 35)
-        #expect(tracker.observe([peer(key, rx: 5092)], at: at(50))[key]?.receiveIdle == 0)
+        #expect(idle(&tracker, [peer(key, rx: 100)], at: 0) == 0)
+        #expect(idle(&tracker, [peer(key, rx: 5000)], at: 10) == 0)
+        #expect(idle(&tracker, [peer(key, rx: 5000)], at: 20) == 10)
+        #expect(idle(&tracker, [peer(key, rx: 5000)], at: 45) == 35)
+        // Between passes the idle time grows with the clock alone.
+        #expect(tracker.sighting(of: key, at: at(47))?.receiveIdle == 37)
+        #expect(idle(&tracker, [peer(key, rx: 5092)], at: 50) == 0)
     }
 
     @Test func handshakeTimesPassThroughAndZeroMeansNone() {
         var tracker = DataPlaneLiveness()
         let other = Key.generatePrivate().publicKey()
-        let seen = tracker.observe([peer(key, rx: 1, handshakeAt: wall0 - 7), peer(other, rx: 0, handshakeAt: 0)], at: at(0))
-        #expect(seen[key]?.lastHandshake == Double(wall0 - 7))
-        #expect(seen[other]?.lastHandshake == nil)
-        #expect(tracker.observe([peer(other, rx: 0, handshakeAt: nil)], at: at(1))[other]?.lastHandshake == nil)
+        tracker.observe([peer(key, rx: 1, handshakeAt: wall0 - 7), peer(other, rx: 0, handshakeAt: 0)], at: at(0))
+        #expect(tracker.sighting(of: key, at: at(0))?.lastHandshake == Double(wall0 - 7))
+        #expect(tracker.sighting(of: other, at: at(0)) == DataPlaneSighting(lastHandshake: nil, receiveIdle: 0))
+        // A new handshake with an unchanged counter is taken as it is.
+        tracker.observe([peer(key, rx: 1, handshakeAt: wall0 + 120)], at: at(5))
+        #expect(tracker.sighting(of: key, at: at(5)) == DataPlaneSighting(lastHandshake: Double(wall0 + 120), receiveIdle: 5))
     }
 
     @Test func aPeerGoneFromTheDeviceIsForgottenAndAResetCounterIsANewStart() {
         var tracker = DataPlaneLiveness()
-        _ = tracker.observe([peer(key, rx: 900)], at: at(0))
-        #expect(tracker.observe([peer(key, rx: 900)], at: at(40))[key]?.receiveIdle == 40)
-        #expect(tracker.observe([], at: at(50)).isEmpty)
+        let other = Key.generatePrivate().publicKey()
+        #expect(idle(&tracker, [peer(key, rx: 900), peer(other, rx: 1)], at: 0) == 0)
+        #expect(idle(&tracker, [peer(key, rx: 900), peer(other, rx: 1)], at: 40) == 40)
+        #expect(idle(&tracker, [peer(other, rx: 1)], at: 50) == nil)
+        #expect(tracker.sighting(of: other, at: at(50))?.receiveIdle == 50)
         // Back on the device (re-added): seen for the first time again.
-        #expect(tracker.observe([peer(key, rx: 900)], at: at(60))[key]?.receiveIdle == 0)
+        #expect(idle(&tracker, [peer(key, rx: 900)], at: 60) == 0)
+        #expect(tracker.sighting(of: other, at: at(60)) == nil)
         // A counter that went down (peer re-created) starts over as well.
-        #expect(tracker.observe([peer(key, rx: 900)], at: at(90))[key]?.receiveIdle == 30)
-        #expect(tracker.observe([peer(key, rx: 12)], at: at(100))[key]?.receiveIdle == 0)
+        #expect(idle(&tracker, [peer(key, rx: 900)], at: 90) == 30)
+        #expect(idle(&tracker, [peer(key, rx: 12)], at: 100) == 0)
     }
 
     /// The restart the rule is for: gossip says dead, the counter keeps moving, the peer stays; the
@@ -84,7 +97,7 @@ struct DataPlaneLivenessTests {
     @Test func anIdleDeadMemberIsNotKept() throws {
         var tracker = DataPlaneLiveness()
         let dead = try deadMember("node3", key: key)
-        _ = tracker.observe([peer(key, rx: 500)], at: at(0))
+        tracker.observe([peer(key, rx: 500)], at: at(0))
         let change = tracker.update(device: [peer(key, rx: 500)], members: [dead], localName: "node1", at: at(30),
                                     wallClock: Double(wall0 + 30))
         #expect(change == ([], []))
