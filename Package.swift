@@ -117,6 +117,8 @@ let package = Package(
         .testTarget(name: "ClusterKeyE2ETests", dependencies: ["TestSupport"]),
         // An operator's day (issue 14): scripts/e2e/operator.sh, one run shared by its cases.
         .testTarget(name: "OperatorE2ETests", dependencies: ["TestSupport"]),
+        // An agent down for 30 s costs no traffic, a dead host is still removed: runs scripts/e2e/restart.sh.
+        .testTarget(name: "RestartE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the

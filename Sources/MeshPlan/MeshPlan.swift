@@ -60,7 +60,8 @@ public struct MeshSettings: Sendable, Equatable {
 
 public enum MeshPlanner {
     /// Members that get a WireGuard peer: alive or suspect. Suspicion alone does not tear down a
-    /// tunnel (that would turn a slow node into a dropped one); dead and departed members go.
+    /// tunnel (that would turn a slow node into a dropped one); departed members go, and dead ones
+    /// too unless their data plane shows them alive (`deadMembersKept`, `plan(...keepingDead:)`).
     public static func isPeer(_ member: Member, localName: String) -> Bool {
         member.name != localName && member.status.isActive
     }
@@ -81,10 +82,21 @@ public enum MeshPlanner {
     /// Allowed IPs are unique per interface, so overlapping claims are resolved deterministically:
     /// the lower record version (the older claim) wins, then the lower name. Prefixes that overlap
     /// this node's own pod CIDRs are never routed to a peer.
-    public static func plan(local: NodeRecord, privateKey: Key, members: [Member], settings: MeshSettings) -> DesiredMesh {
+    ///
+    /// `keepingDead` names dead members that stay peers because their data plane is alive
+    /// (`deadMembersKept`); other statuses are ignored there. They come after every live member, so
+    /// a live member wins any prefix or WireGuard key they share.
+    public static func plan(local: NodeRecord, privateKey: Key, members: [Member], settings: MeshSettings,
+                            keepingDead: Set<String> = []) -> DesiredMesh {
         let localPrefixes = claimedPrefixes(of: local)
-        let candidates = members.filter { isPeer($0, localName: local.name) }
-            .sorted { ($0.record.record.version, $0.name) < ($1.record.record.version, $1.name) }
+        func isKeptDead(_ m: Member) -> Bool {
+            guard case .dead = m.status else { return false }
+            return m.name != local.name && keepingDead.contains(m.name)
+        }
+        let candidates = members.filter { isPeer($0, localName: local.name) || isKeptDead($0) }
+            .map { (rank: isKeptDead($0) ? 1 : 0, member: $0) }
+            .sorted { ($0.rank, $0.member.record.record.version, $0.member.name) < ($1.rank, $1.member.record.record.version, $1.member.name) }
+            .map(\.member)
 
         var owners = DisjointPrefixes<String>()
         for prefix in localPrefixes { owners.insert(prefix, local.name) }

@@ -59,7 +59,7 @@ extension KeySwitch {
 }
 
 extension MeshPlanner {
-    /// The plan of `plan(local:privateKey:members:settings:)` with key switches applied.
+    /// The plan of `plan(local:privateKey:members:settings:keepingDead:)` with key switches applied.
     ///
     /// - `switches`: for a member whose record still names `oldKey`, its allowed IPs move to an
     ///   entry for `newKey` (same endpoint; keepalive turned on so the handshake starts at once) and
@@ -72,8 +72,8 @@ extension MeshPlanner {
     ///   BENCHMARKS.md, "rotation").
     public static func plan(local: NodeRecord, privateKey: Key, members: [Member], settings: MeshSettings,
                             switches: [KeySwitch], preinstallPending: Bool = false,
-                            timing: RotationTiming = RotationTiming()) -> DesiredMesh {
-        var mesh = plan(local: local, privateKey: privateKey, members: members, settings: settings)
+                            timing: RotationTiming = RotationTiming(), keepingDead: Set<String> = []) -> DesiredMesh {
+        var mesh = plan(local: local, privateKey: privateKey, members: members, settings: settings, keepingDead: keepingDead)
         guard !switches.isEmpty || preinstallPending else { return mesh }
         var peers = mesh.device.peers
         let ownKey = privateKey.publicKey()

@@ -65,6 +65,9 @@ public actor Agent {
     /// The interface MTU set at start.
     let mtu: Int
 
+    /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
+    var dataPlane = DataPlaneLiveness()
+
     init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
          interfaceIndex: Int32, mtu: Int, logger: Logger) {
         self.config = config
@@ -108,9 +111,11 @@ public actor Agent {
                 planCache = nil
             }
             interfaceIndex = try link.interfaceIndex()
+            // Read back first: the plan keeps dead members whose data plane the device shows alive.
+            let actual = try link.backend.device(named: config.interface)
+            observeDataPlane(actual, members: members)
             let plan = planMesh(record: record, view: view)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
-            let actual = try link.backend.device(named: config.interface)
             var desired = plan.device
             // Before gossip is up the view is empty: keep the peers already on the device instead of
             // removing them all, so an agent restart does not interrupt traffic.
@@ -216,13 +221,14 @@ public actor Agent {
 
     func currentMembers() async -> [Member] { await currentView().members }
 
-    /// Persists the active members so a restart rejoins without a token.
+    /// Persists the active members (and dead ones whose peer is kept) so a restart rejoins without a
+    /// token and keeps those peers.
     func saveMembers(_ view: MemberView) {
         guard view.generation != lastSavedGeneration else { return }
         // The saved list only seeds a restart: while a big cluster churns, writing (and fsyncing) it at
         // most every 2 s is enough; the periodic resync writes the final state.
         if let last = lastMembersSave, ContinuousClock.now - last < .seconds(2) { return }
-        let blob = MemberBlob.encode(view.members.filter { $0.status.isActive }.map(\.record))
+        let blob = MemberBlob.encode(view.members.filter { $0.status.isActive || dataPlane.kept.contains($0.name) }.map(\.record))
         let digest = KeyDerivation.genericHash(blob)
         guard digest != lastSavedMembersDigest else { lastSavedGeneration = view.generation; return }
         do {

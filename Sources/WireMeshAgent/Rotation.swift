@@ -77,11 +77,11 @@ extension Agent {
         // read back and diffed against it, so drift is repaired all the same). Not while a key switch
         // is in flight: those plans depend on time.
         let inputs = PlanInputs(record: record, key: state.wireGuardKey, settings: settings,
-                                preinstall: rotation.preinstallPending, view: view.generation)
+                                preinstall: rotation.preinstallPending, view: view.generation, keptDead: dataPlane.kept)
         if rotation.switches.isEmpty, let cached = planCache, cached.inputs == inputs { return cached.plan }
         let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
                                     switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
-                                    timing: rotation.timing)
+                                    timing: rotation.timing, keepingDead: dataPlane.kept)
         planCache = rotation.switches.isEmpty ? (inputs, plan) : nil
         return plan
     }
@@ -291,4 +291,6 @@ struct PlanInputs: Equatable {
     var preinstall: Bool
     /// `MemberView.generation` (the cache is dropped when the transport changes).
     var view: UInt64
+    /// Dead members kept for their live data plane: changes with the device, not the view.
+    var keptDead: Set<String>
 }

@@ -30,7 +30,7 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .tokenAnyMember: return "a token created on node 1 admits a node through another member while node 1 is stopped"
         case .badTokenRevokedElsewhere: return "a token revoked on one member is refused by another member"
         case .leave: return "wiremesh leave: node gone from every peer; interface, wireguard-go, routes removed; restart refused until a new join"
-        case .crash: return "crashed node removed after the failure timeout; traffic to its pod range dropped, not in clear"
+        case .crash: return "crashed node removed once dead and silent on WireGuard for 30 s; traffic to its pod range dropped, not in clear"
         case .badRevokedToken: return "join with a revoked token is refused"
         case .badOtherClusterToken: return "join with another cluster's token is refused"
         case .badGarbledToken: return "join with a garbled token is refused"

@@ -237,8 +237,9 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Case "return": agent 2 is killed (its wireguard-go keeps running with its old sessions) long enough
-# to be declared dead and removed from the other devices; after its restart its own pod's packets
-# flow at once (peers that re-add it start a handshake), not after WireGuard's ~15 s rekey timeout
+# to be declared dead and removed from the other devices (a dead member keeps its peer while packets
+# from it arrive: with none, it goes 30-40 s after the last one); after its restart its own pod's
+# packets flow at once (peers that re-add it start a handshake), not after WireGuard's ~15 s rekey timeout
 
 begin return
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
@@ -246,7 +247,7 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
   kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null; unset 'AGENT[2]'
   removed2() { ! has_peer 1 "$key2"; }
   problems=""
-  wait_until 30 removed2 || problems+=" node1 never removed node2 after its agent died;"
+  wait_until 60 removed2 || problems+=" node1 never removed node2 within 60 s after its agent died;"
   start_agent 2 agent
   back2() { has_peer 1 "$key2" && [ "$(peer_state 1 node2)" = alive ]; }
   wait_ready 2 && wait_until 30 back2 || problems+=" node1 did not re-add node2;"
@@ -335,8 +336,9 @@ if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Case "crash": node 3 dies (agent and wireguard-go, kill -9); the others remove it after the
-# failure timeout, and pod traffic to its pod range is dropped, never sent in clear
+# Case "crash": node 3 dies (agent and wireguard-go, kill -9); the others remove it once it is dead
+# and nothing arrived from it for 30 s (its data plane is silent), and pod traffic to its pod range
+# is dropped, never sent in clear
 
 begin crash
 if [ "$MESH_OK" != 1 ]; then fail "needs the mesh case"; else
