@@ -330,6 +330,8 @@ public actor Agent {
     func admit(_ line: [UInt8]) async -> [UInt8] {
         do {
             let request = try JSONDecoder().decode(JoinRequest.self, from: Data(line))
+            // First, before any view copy or disk read, and before any answer that says something.
+            try JoinExchange.authenticate(request, joinSigning: state.joinSigning)
             let members = await currentMembers()
             let ownRecord = try await transport?.localRecord()
             // From here until the block is recorded in `pendingAssignments` nothing suspends: a second
