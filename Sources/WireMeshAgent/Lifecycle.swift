@@ -78,23 +78,29 @@ public enum Lifecycle {
             requestedPodCIDR: node.podCIDR, nonce: secureRandomBytes(JoinExchange.nonceLength))
         let line = Array(try JSONEncoder().encode(request)) + [UInt8(ascii: "\n")]
         var lastError: Error = AgentError("the token names no member to contact")
+        var refusal: JoinError?
         for endpoint in token.endpoints {
             let replyLine: [UInt8]
             do { replyLine = try JoinClient.exchange(line, with: endpoint) } catch { lastError = error; continue }
-            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(replyLine))
-            if let rejection = reply.rejection {
-                // A JoinError, so the CLI exits 2 (bad input) as it does for a token refused locally.
-                throw JoinError.rejected(JoinRejection(code: rejection.code, message: "join refused by \(endpoint): \(rejection.message)"))
+            guard let reply = try? JSONDecoder().decode(JoinReply.self, from: Data(replyLine)) else {
+                lastError = AgentError("\(endpoint) answered something that is not a join reply"); continue
             }
-            guard let response = reply.response else { throw AgentError("\(endpoint) sent an empty join reply") }
-            let grant = try JoinExchange.accept(response, for: request, token: token)
+            if let rejection = reply.rejection {
+                // Unsigned, so not final: anyone on the path can forge one. The next member is asked;
+                // only when none admits is the first refusal the answer (a JoinError: the CLI exits 2).
+                refusal = refusal ?? JoinError.rejected(JoinRejection(code: rejection.code, message: "join refused by \(endpoint): \(rejection.message)"))
+                continue
+            }
+            guard let response = reply.response else { lastError = AgentError("\(endpoint) sent an empty join reply"); continue }
+            let grant: JoinGrant
+            do { grant = try JoinExchange.accept(response, for: request, token: token) } catch { lastError = error; continue }
             try store.initialise(InitialState(
                 clusterID: grant.clusterID, settings: grant.settings, node: grant.assignment, identity: identity,
                 wireGuardKey: wireGuardKey, keyring: grant.keyring, joinSigning: grant.joinSigning, members: grant.members))
             try config.saveSettings(to: store)
             return (grant.clusterID, grant.assignment)
         }
-        throw lastError
+        throw refusal ?? lastError
     }
 
     static func refuseInitialised(_ store: StateStore) throws {
