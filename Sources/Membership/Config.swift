@@ -43,6 +43,9 @@ public struct MembershipConfig: Sendable, Equatable {
     public var awarenessMaxMultiplier: Int
     /// An intermediary sends a nack after this fraction of the probe timeout without an ack.
     public var nackFraction: Double
+    /// Most members a view holds (this node excluded): anyone holding the cluster key can sign records
+    /// for new names, and without a bound each one costs memory and probes.
+    public var maxMembers: Int = 4096
 
     /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.
     public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionConfirmations: Int, suspicionMultiplier: Double,

@@ -272,6 +272,7 @@ public struct MembershipNode {
             var state = MemberState(signed: s, status: .alive(incarnation: 0), since: now, hash: stableNameHash(r.name))
             if let old = table[r.name], old.signed.record.identity == r.identity { state.status = .alive(incarnation: 0) }
             let isNew = table[r.name] == nil
+            if isNew && table.count >= config.maxMembers { counters.rejectedViewFull += 1; continue }
             store(r.name, state)
             if isNew { insertIntoProbeOrder(r.name) }
         }
@@ -390,6 +391,7 @@ public struct MembershipNode {
             send([.record(t.record)], to: from, piggyback: false)
             return
         }
+        guard table.count < config.maxMembers else { counters.rejectedViewFull += 1; return }
         guard verify(signed) else { return }
         if tombstones.removeValue(forKey: r.name) != nil { tombstoneByHash[stableNameHash(r.name)] = nil }
         addMember(signed, now: now)

@@ -159,6 +159,8 @@ public struct MembershipCounters: Sendable, Equatable {
     public var ignoredMisdirected = 0
     /// Signature verifications performed.
     public var signaturesVerified = 0
+    /// Records of new members refused because the view holds `maxMembers` already.
+    public var rejectedViewFull = 0
 
     public init() {}
 }

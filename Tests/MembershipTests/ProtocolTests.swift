@@ -164,6 +164,24 @@ struct ProtocolTests {
         #expect(pump.nodes[eps[1]]!.counters.ignoredStale >= 1)
     }
 
+    @Test("records of ever new names stop at maxMembers: the view does not grow without bound")
+    func viewIsBounded() throws {
+        var config = testConfig()
+        config.maxMembers = 6
+        var (pump, eps) = cluster(3, config: config)
+        for i in 0..<40 {
+            let identity = testIdentity("sybil-\(i)")
+            let signed = try SignedNodeRecord(signing: testRecord("sybil-\(i)", index: 100 + i, identity: identity), with: identity)
+            pump.inject(forgedDatagram([.record(signed)]), from: testEndpoint(99), to: eps[0])
+        }
+        pump.run(for: .seconds(5))
+        let node = pump.nodes[eps[0]]!
+        #expect(node.members.count == 6)
+        #expect(node.counters.rejectedViewFull >= 36)
+        // The real members are still there and alive.
+        #expect(["n1", "n2"].allSatisfy { node.member(named: $0)?.status.isActive == true })
+    }
+
     @Test("an absurd incarnation in a forged claim is escaped with a new record version")
     func absurdIncarnation() {
         var (pump, eps) = cluster(3)
