@@ -23,7 +23,8 @@ public actor Agent {
     let config: AgentConfig
     let store: StateStore
     var state: NodeState
-    let link: LinkManager
+    /// The only way to the device, its link and the routes (a LinkManager, or in memory in tests).
+    let link: any Dataplane
     let advertise: IPAddress
     let logger: Logger
     var transport: GossipTransport?
@@ -68,7 +69,7 @@ public actor Agent {
     /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
     var dataPlane = DataPlaneLiveness()
 
-    init(config: AgentConfig, store: StateStore, state: NodeState, link: LinkManager, advertise: IPAddress,
+    init(config: AgentConfig, store: StateStore, state: NodeState, link: any Dataplane, advertise: IPAddress,
          interfaceIndex: Int32, mtu: Int, logger: Logger) {
         self.config = config
         self.mtu = mtu
@@ -112,7 +113,7 @@ public actor Agent {
             }
             interfaceIndex = try link.interfaceIndex()
             // Read back first: the plan keeps dead members whose data plane the device shows alive.
-            let actual = try link.backend.device(named: config.interface)
+            let actual = try link.device()
             observeDataPlane(actual, members: members)
             let plan = planMesh(record: record, view: view)
             for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
@@ -122,7 +123,7 @@ public actor Agent {
             if transport == nil { desired.peers = actual.peers } else { addAdmittedPeers(to: &desired, members: members) }
             let change = diff(actual: actual, desired: desired)
             if !change.isEmpty {
-                let report = try link.backend.configure(device: config.interface, change)
+                let report = try link.configure(change)
                 logger.info("reconciled WireGuard", metadata: [
                     "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
                 kickHandshakes(added: change, actual: actual)
@@ -185,8 +186,8 @@ public actor Agent {
         let on = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 1) })
         let off = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 0) })
         do {
-            try link.backend.configure(device: config.interface, on)
-            try link.backend.configure(device: config.interface, off)
+            try link.configure(on)
+            try link.configure(off)
         } catch {
             logger.notice("could not start handshakes with new peers: \(error)")
         }
@@ -253,7 +254,7 @@ public actor Agent {
                     nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
                     overlayAddress: state.node.overlayAddress.description, interface: config.interface,
                     wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
-                    gossipPort: config.gossipPort, backend: link.backend.kind,
+                    gossipPort: config.gossipPort, backend: link.backendKind,
                     livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
                     keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation,
                     clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem,
@@ -302,7 +303,7 @@ public actor Agent {
 
     func peers() async throws -> [PeerInfo] {
         let members = await currentMembers()
-        let device = try? link.backend.device(named: config.interface)
+        let device = try? link.device()
         let now = Date().timeIntervalSince1970
         return members.filter { $0.name != state.node.name }.sorted { $0.name < $1.name }.map { member in
             let record = member.record.record

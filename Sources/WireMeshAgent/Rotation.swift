@@ -134,7 +134,7 @@ extension Agent {
                 persistentKeepaliveInterval: entry.persistentKeepaliveInterval == 0 ? nil : entry.persistentKeepaliveInterval,
                 allowedIPs: entry.allowedIPs)])
             do {
-                try link.backend.configure(device: config.interface, move)
+                try link.configure(move)
             } catch {
                 rotation.switches[message.node] = nil
                 throw error
@@ -202,7 +202,7 @@ extension Agent {
         state.pendingWireGuardKey = nil
         state.wireGuardKeyCreatedAt = now
         do {
-            try link.backend.configure(device: config.interface, switchConfig(privateKey: next))
+            try link.configure(switchConfig(privateKey: next))
         } catch {
             // The state already names the new key: the next reconcile sets it.
             logger.error("setting the new private key failed (the reconciler retries): \(error)")
@@ -245,7 +245,7 @@ extension Agent {
     func switchConfig(privateKey: Key) -> DeviceConfig {
         let kick = settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive
         return MeshPlanner.keySwitchConfig(privateKey: privateKey,
-                                           peers: (try? link.backend.device(named: config.interface))?.peers ?? [], kick: kick)
+                                           peers: (try? link.device())?.peers ?? [], kick: kick)
     }
 
     /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.

@@ -174,26 +174,4 @@ import WireMeshCrypto
 }
 
 /// What a device does with a config (reference semantics of SET), for round-trip checks.
-func apply(_ config: DeviceConfig, to device: Device) -> Device {
-    var d = device
-    if let k = config.privateKey { d.privateKey = k.isZero ? nil : k }
-    if let p = config.listenPort { d.listenPort = p }
-    if let m = config.fwmark { d.fwmark = m }
-    if config.replacePeers { d.peers = [] }
-    for pc in config.peers {
-        let i = d.peers.firstIndex { $0.publicKey == pc.publicKey }
-        if pc.remove {
-            if let i { d.peers.remove(at: i) }
-            continue
-        }
-        if i == nil && pc.updateOnly { continue }
-        var p = i.map { d.peers[$0] } ?? Peer(publicKey: pc.publicKey)
-        if let k = pc.presharedKey { p.presharedKey = k.isZero ? nil : k }
-        if let e = pc.endpoint { p.endpoint = e }
-        if let s = pc.persistentKeepaliveInterval { p.persistentKeepaliveInterval = s }
-        if pc.replaceAllowedIPs { p.allowedIPs = [] }
-        for ip in pc.allowedIPs where !p.allowedIPs.contains(ip.network) { p.allowedIPs.append(ip.network) }
-        if let i { d.peers[i] = p } else { d.peers.append(p) }
-    }
-    return d
-}
+func apply(_ config: DeviceConfig, to device: Device) -> Device { device.applying(config) }

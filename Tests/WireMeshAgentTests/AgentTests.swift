@@ -1,0 +1,210 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import IPNetwork
+import Logging
+import Membership
+import Netlink
+import Testing
+import WireGuard
+import WireMeshCrypto
+@testable import WireMeshAgent
+
+/// An agent on an in-memory dataplane and a state directory under /tmp: no root, no interface, no
+/// process. With `peers`, gossip runs on 127.0.0.1 (an ephemeral port) with their signed records as
+/// its saved view, so the mesh has members without any other process.
+struct AgentHarness {
+    let directory: String
+    let store: StateStore
+    let state: NodeState
+    let dataplane: InMemoryDataplane
+    let agent: Agent
+    let peers: [(record: NodeRecord, identity: SigningIdentity)]
+
+    static let podRange = try! IPPrefix("10.244.0.0/16")
+
+    init(directory: String, peers: Int = 0, device: Device? = nil) async throws {
+        self.directory = directory
+        store = StateStore(directory: directory + "/state")
+        let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
+        let block = try IPPrefix("10.244.1.0/24")
+        try store.initialise(InitialState(
+            clusterID: "c0ffee00c0ffee00", settings: ClusterSettings(podRange: Self.podRange, nodePrefixLength: 24),
+            node: NodeAssignment(name: "self", podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
+            identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
+            joinSigning: .generate()))
+        state = try store.load()
+        var config = AgentConfig()
+        config.stateDirectory = store.directory
+        config.interface = "wmtest0"
+        config.wireGuardPort = 51999
+        dataplane = InMemoryDataplane(interface: config.interface, device: device)
+        var logger = Logger(label: "agent-test")
+        logger.logLevel = .critical
+        let loopback = try IPAddress("127.0.0.1")
+        agent = Agent(config: config, store: store, state: state, link: dataplane, advertise: loopback,
+                      interfaceIndex: 7, mtu: 1420, logger: logger)
+        var made: [(NodeRecord, SigningIdentity)] = []
+        for i in 0..<peers {
+            let identity = SigningIdentity.generate()
+            let cidr = try IPPrefix("10.244.\(10 + i).0/24")
+            made.append((NodeRecord(name: "peer\(i)", identity: identity.publicKey, version: 1,
+                                    wireguardKey: Key.generatePrivate().publicKey(),
+                                    wireguardEndpoints: [Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 51820)],
+                                    gossipAddress: Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 7946),
+                                    podCIDRs: [cidr], overlayAddress: cidr.network.address), identity))
+        }
+        self.peers = made
+        if peers > 0 {
+            let saved = try made.map { try SignedNodeRecord(signing: $0.0, with: $0.1) }
+            let transport = try await GossipTransport.bind(GossipSettings(
+                identity: state.identity, record: await agent.localRecord(version: 1), keyring: state.keyring,
+                clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: loopback, port: 0), savedView: saved),
+                logger: logger)
+            await agent.setTransport(transport)
+        }
+    }
+
+    var device: Device { get throws { try dataplane.device() } }
+}
+
+/// The agent's own behaviour, driven through its methods against an in-memory dataplane (issue 15:
+/// before, only root-only shell e2e covered it).
+@Suite struct AgentTests {
+    @Test func startUpProgramsKeyPortAndTheFailClosedRoutesThenAPassSendsNothing() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir)
+            await h.agent.reconcile()
+            let device = try h.device
+            #expect(device.privateKey == h.state.wireGuardKey && device.listenPort == 51999)
+            let routes = h.dataplane.with { $0.routes }
+            #expect(routes.contains { $0.destination == AgentHarness.podRange && $0.interfaceIndex == 7 })
+            #expect(routes.contains { $0.destination == AgentHarness.podRange && $0.type == .unreachable })
+            let sent = h.dataplane.with { $0.changes.count }
+            await h.agent.reconcile()
+            #expect(h.dataplane.with { $0.changes.count } == sent, "a second pass changed the device")
+            #expect(h.dataplane.with { $0.routes } == routes)
+        }
+    }
+
+    @Test func beforeGossipIsUpThePeersOnTheDeviceStay() async throws {
+        try await withTemporaryDirectory { dir in
+            // A restart: the device still holds the peers of the last run; the view is still empty.
+            let kept = Peer(publicKey: Key.generatePrivate().publicKey(), allowedIPs: [try IPPrefix("10.244.50.0/24")])
+            let h = try await AgentHarness(directory: dir, device: Device(name: "wmtest0", peers: [kept]))
+            await h.agent.reconcile()
+            #expect(try h.device.peers.map(\.publicKey) == [kept.publicKey])
+        }
+    }
+
+    @Test func membersBecomePeersAndDriftIsRepaired() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 2)
+            await h.agent.reconcile()
+            let want = Set(h.peers.map(\.record.wireguardKey))
+            #expect(Set(try h.device.peers.map(\.publicKey)) == want)
+            let p0 = try #require(try h.device.peers.first { $0.publicKey == h.peers[0].record.wireguardKey })
+            #expect(Set(p0.allowedIPs) == Set(h.peers[0].record.podCIDRs))
+            // Behind the agent's back: a foreign peer appears, a member's peer and a route go.
+            let foreign = Key.generatePrivate().publicKey()
+            try h.dataplane.configure(DeviceConfig(peers: [
+                PeerConfig(publicKey: foreign, allowedIPs: [try IPPrefix("10.244.99.0/24")]),
+                PeerConfig(publicKey: h.peers[1].record.wireguardKey, remove: true),
+            ]))
+            h.dataplane.with { $0.routes.removeAll { $0.type == .unreachable } }
+            await h.agent.reconcile()
+            #expect(Set(try h.device.peers.map(\.publicKey)) == want)
+            #expect(h.dataplane.with { $0.routes }.contains { $0.type == .unreachable })
+        }
+    }
+
+    @Test func aDeviceThatCannotBeProgrammedMakesTheNodeUnhealthyUntilItCan() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir)
+            h.dataplane.with { $0.configureError = .rejected(device: "wmtest0", errno: EADDRINUSE, message: "") }
+            await h.agent.reconcile()
+            guard case .status(let sick) = await h.agent.handle(.status) else { Issue.record("no status"); return }
+            #expect(sick.healthy == false)
+            #expect(sick.problems?.first?.contains("WireGuard port 51999 is in use") == true)
+            h.dataplane.with { $0.configureError = nil }
+            await h.agent.reconcile()
+            guard case .status(let well) = await h.agent.handle(.status) else { Issue.record("no status"); return }
+            #expect(well.healthy == true && well.problems == [])
+            #expect(well.mtu == 1420 && well.advertiseAddress == "127.0.0.1" && well.backend == "memory")
+        }
+    }
+
+    @Test func aVanishedInterfaceIsCreatedAgainAndProgrammed() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            await h.agent.reconcile()
+            h.dataplane.tearDown(clusterRange: AgentHarness.podRange)  // wireguard-go killed, link gone
+            await h.agent.reconcile()
+            let s = h.dataplane.with { $0 }
+            let overlay = try IPPrefix("10.244.1.0/32")
+            #expect(s.exists && s.mtu == 1420 && s.up && s.addresses == [overlay])
+            #expect(s.device.privateKey == h.state.wireGuardKey && s.device.peers.count == 1)
+            #expect(s.routes.contains { $0.interfaceIndex == s.index }, "routes point at the new interface")
+        }
+    }
+
+    @Test func anAdmittedNodeIsOnTheDeviceBeforeItsRecordArrivesAndTwoJoinsGetTwoBlocks() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            await h.agent.reconcile()
+            let now = Date()
+            let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
+                                                      joinSigning: h.state.joinSigning, ttl: 600, uses: nil, now: now)
+            try h.store.saveTokens([record])
+            func request(_ name: String, key: Key) throws -> [UInt8] {
+                let r = JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
+                                                 wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength))
+                return Array(try JSONEncoder().encode(r))
+            }
+            let keyA = Key.generatePrivate().publicKey(), keyB = Key.generatePrivate().publicKey()
+            async let a = h.agent.admit(try request("joiner-a", key: keyA))
+            async let b = h.agent.admit(try request("joiner-b", key: keyB))
+            let replies = try await [a, b].map { try JSONDecoder().decode(JoinReply.self, from: Data($0.dropLast())) }
+            #expect(replies.allSatisfy { $0.response != nil && $0.rejection == nil })
+            let device = try h.device
+            let blocks = [keyA, keyB].compactMap { k in device.peers.first { $0.publicKey == k }?.allowedIPs.first { $0.length == 24 } }
+            #expect(blocks.count == 2 && blocks[0] != blocks[1], "blocks: \(blocks)")
+            let taken = [try IPPrefix("10.244.1.0/24"), try IPPrefix("10.244.10.0/24")]
+            #expect(!blocks.contains { taken.contains($0) }, "a block of this node or a member was handed out")
+        }
+    }
+
+    @Test func aForgedJoinRequestChangesNothingAndLearnsNothing() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            await h.agent.reconcile()
+            let before = try h.device
+            // A token of another cluster (another join-signing seed), naming a member that exists.
+            let (other, _) = try JoinToken.issue(clusterID: "0ther0000000000", endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
+                                                 joinSigning: .generate(), ttl: 600, uses: nil, now: Date())
+            let r = JoinExchange.makeRequest(token: other, nodeName: "peer0", identity: SigningIdentity.generate().publicKey,
+                                             wireGuardPublicKey: Key.generatePrivate().publicKey(), nonce: secureRandomBytes(JoinExchange.nonceLength))
+            let line = await h.agent.admit(Array(try JSONEncoder().encode(r)))
+            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(line.dropLast()))
+            let rejection = try #require(reply.rejection)
+            #expect(rejection.code == "authentication")
+            #expect(!rejection.message.contains(h.state.clusterID) && !rejection.message.contains("peer0"))
+            #expect(try h.device == before)
+        }
+    }
+
+    @Test func leaveIsRecordedAndSignalled() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            guard case .done(let message) = await h.agent.handle(.leave) else { Issue.record("leave failed"); return }
+            #expect(message.contains("left cluster \(h.state.clusterID)"))
+            #expect(try h.store.leftMarker()?.clusterID == h.state.clusterID)
+            var signalled = false
+            for await _ in h.agent.leaves { signalled = true; break }
+            let leaving = await h.agent.isLeaving
+            #expect(signalled && leaving)
+            #expect(throws: StateError.self) { try h.store.load() }
+        }
+    }
+}
