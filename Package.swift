@@ -120,7 +120,7 @@ let package = Package(
         // An agent down for 30 s costs no traffic, a dead host is still removed: runs scripts/e2e/restart.sh.
         .testTarget(name: "RestartE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
-        .testTarget(name: "AgentE2ETests", exclude: ["agent-e2e.sh"]),
+        .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the
         // token commands against a one-node agent in a network namespace.
         .testTarget(name: "CLITests", dependencies: ["WireMeshAgent", "TestSupport"]),

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -94,7 +95,7 @@ actor AgentE2ERun {
             // Files, not pipes: nothing can block on a full pipe, and the output survives for reading.
             report.exitStatus = try spawnAndWait(
                 ["/bin/bash", packageRoot + "/Tests/AgentE2ETests/agent-e2e.sh"],
-                environment: environment.map { "\($0.key)=\($0.value)" }, stdout: outPath, stderr: errPath)
+                environment: environment, stdout: outPath, stderr: errPath)
             report.stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
             report.stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         } catch {
@@ -112,41 +113,6 @@ actor AgentE2ERun {
         }
         return report
     }
-}
-
-/// Runs `argv` with stdout and stderr appended to files and waits for it; returns its exit status.
-///
-/// posix_spawn with an empty signal mask and default handlers rather than Foundation's `Process`,
-/// whose children start with almost every signal blocked: the script and the agents it starts must
-/// stop on SIGTERM.
-func spawnAndWait(_ argv: [String], environment: [String], stdout: String, stderr: String) throws -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var empty = sigset_t(), all = sigset_t()
-    sigemptyset(&empty)
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attributes, &empty)
-    posix_spawnattr_setsigdefault(&attributes, &all)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    func cStrings(_ list: [String]) -> [UnsafeMutablePointer<CChar>?] { list.map { strdup($0) } + [nil] }
-    let cArgv = cStrings(argv), cEnv = cStrings(environment)
-    defer { (cArgv + cEnv).forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgv, cEnv)
-    guard rc == 0 else {
-        throw NSError(domain: "spawn", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(argv[0]): \(String(cString: strerror(rc)))"])
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    // WIFEXITED / WEXITSTATUS are macros: decode by hand.
-    return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
 }
 
 @Suite("Agent host e2e: 4 nodes in network namespaces with wireguard-go (agent-e2e.sh)",

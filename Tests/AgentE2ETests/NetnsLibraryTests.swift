@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -54,7 +55,7 @@ actor NetnsLibraryRun {
         do {
             report.exitStatus = try spawnAndWait(
                 ["/bin/bash", AgentE2ERun.packageRoot + "/scripts/e2e/netns-lib.sh"],
-                environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }, stdout: outPath, stderr: errPath)
+                environment: ProcessInfo.processInfo.environment, stdout: outPath, stderr: errPath)
             report.stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
             report.stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         } catch {

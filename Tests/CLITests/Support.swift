@@ -105,34 +105,6 @@ func commandTree() throws -> CommandNode {
     return try JSONDecoder().decode(ToolInfo.self, from: Data(r.stdout.utf8)).command
 }
 
-/// Starts `argv` (argv[0] a path) in the background with stdout and stderr appended to files and
-/// returns its pid; the caller reaps it with `waitpid`. posix_spawn with an empty signal mask and
-/// default handlers rather than Foundation's `Process`, whose children start with most signals
-/// blocked and whose exit it may not notice after a kill.
-func spawn(_ argv: [String], environment: [String: String], stdout: String, stderr: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var empty = sigset_t(), all = sigset_t()
-    sigemptyset(&empty)
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attributes, &empty)
-    posix_spawnattr_setsigdefault(&attributes, &all)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    func cStrings(_ list: [String]) -> [UnsafeMutablePointer<CChar>?] { list.map { strdup($0) } + [nil] }
-    let cArgv = cStrings(argv), cEnv = cStrings(environment.map { "\($0.key)=\($0.value)" })
-    defer { (cArgv + cEnv).forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgv, cEnv)
-    guard rc == 0 else { throw CLITestError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
-    return pid
-}
 
 /// True while `pid` (a child of this process) has not exited; reaps it once it has.
 func childIsRunning(_ pid: pid_t) -> Bool {

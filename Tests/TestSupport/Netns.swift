@@ -28,18 +28,16 @@ public func missingNetnsPrerequisite(tools: [String]) -> String? {
 /// Runs an e2e script (stderr passes through) on a thread of its own, prints its stdout, and returns
 /// the JSON after its last "RESULT " line (nil when it printed none) with its exit status.
 public func runResultScript(_ path: String, _ arguments: [String]) async throws -> (result: Data?, status: Int32) {
-    let (data, status) = try await onThread { () throws -> (Data, Int32) in
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (data, p.terminationStatus)
+    let (text, status) = try await onThread { () throws -> (String, Int32) in
+        var template = Array("/tmp/wm-result-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw SpawnError(description: "mkstemp: \(String(cString: strerror(errno)))") }
+        close(fd)
+        let out = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(out) }
+        let status = try spawnAndWait([path] + arguments, stdout: out, stderr: "/dev/stderr")
+        return ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "", status)
     }
-    let text = String(decoding: data, as: UTF8.self)
     print(text)
     let line = text.split(separator: "\n").last { $0.hasPrefix("RESULT ") }
     return (line.map { Data($0.dropFirst("RESULT ".count).utf8) }, status)
