@@ -115,7 +115,7 @@ struct ContainerNetworkService: Service {
         if try network.writeConfigList() {
             logger.info("wrote CNI config", metadata: ["path": "\(network.configListPath)", "block": "\(network.cni.block)"])
         }
-        _ = check(lastProblem: nil)
+        _ = check(lastProblem: nil)  // a problem is logged here and again by the first check of `run`
     }
 
     /// Programs the table if needed; returns the problem (nil: none), logged when it is not `lastProblem`
@@ -134,11 +134,13 @@ struct ContainerNetworkService: Service {
     }
 
     func run() async throws {
-        var problem: String?
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: interval)
-            if Task.isCancelled || Task.isShuttingDownGracefully { break }
-            problem = check(lastProblem: problem)
+        // Cancelled on graceful shutdown: a sleeping check must not hold up the agent's exit.
+        try? await cancelWhenGracefulShutdown {
+            var problem: String?
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                problem = check(lastProblem: problem)
+            }
         }
     }
 }
