@@ -16,6 +16,13 @@
 # each node, before its namespace goes), namespaces, processes. podman's storage, containers.conf and
 # the CNI directories live in the run's temp dir: the machine's own podman config is not touched.
 set -uo pipefail
+# The Swift test runner starts this script with most signals blocked (SIGCHLD, SIGTERM, SIGURG, ...), and
+# children inherit the mask: podman (Go) then hangs in `exec`, and neither TERM nor `timeout` works.
+# Start again with an empty mask.
+if [ -z "${CONTAINERS_E2E_UNMASKED:-}" ] && ! grep -qE '^SigBlk:[[:space:]]*0+$' /proc/$$/status; then
+  export CONTAINERS_E2E_UNMASKED=1
+  exec python3 -c 'import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])' "$0" "$@"
+fi
 KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
