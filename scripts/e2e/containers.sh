@@ -224,7 +224,15 @@ seen="$(fetch ip netns exec "$P-n1" busybox wget -q -O - "http://$VIP/cgi-bin/ip
 [[ "$seen" == *"${OVERLAY[1]}]"* ]] || problems+=" from node1: server saw '$seen', expected ${OVERLAY[1]};"
 seen="$(cfetch 1 "http://$VIP/cgi-bin/ip")"
 [[ "$seen" == *"${CIP[1]}]"* ]] || problems+=" from the container on node1: server saw '$seen', expected ${CIP[1]};"
-[ -z "$problems" ] && result service_ok 1 "from the node (seen as its overlay) and from a container (seen as itself)" || result service_ok 0 "$problems"
+# Control: without the agent's snat rule the node's own request to the service gets no answer (its
+# source is the underlay address, which node 2's WireGuard drops). The agent puts the rule back.
+handle="$(ip netns exec "$P-n1" nft -a list chain ip wiremesh postrouting | awk '/snat to/ { print $NF }')"
+ip netns exec "$P-n1" nft delete rule ip wiremesh postrouting handle "$handle"
+seen="$(timeout 3 ip netns exec "$P-n1" busybox wget -q -O - "http://$VIP/cgi-bin/ip" 2>/dev/null)"
+[ -z "$seen" ] || problems+=" without the snat rule node1 still reached the service (server saw '$seen'): the check proves nothing;"
+snat_back() { ip netns exec "$P-n1" nft list chain ip wiremesh postrouting | grep -q "snat to ${OVERLAY[1]}"; }
+wait_until 30 snat_back || problems+=" the agent did not put its snat rule back within 30 s;"
+[ -z "$problems" ] && result service_ok 1 "from the node (seen as its overlay; no answer without the agent's snat rule, which the agent put back) and from a container (seen as itself)" || result service_ok 0 "$problems"
 
 log "egress: containers to the internet namespace"
 failed=""
