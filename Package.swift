@@ -31,6 +31,8 @@ let package = Package(
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        // nftables' own library (libnftables-dev): the agent's egress table, without running `nft`.
+        .systemLibrary(name: "CNftables", pkgConfig: "libnftables", providers: [.apt(["libnftables-dev"])]),
         // glibc extras: <malloc.h> (mallopt, malloc_trim), <link.h> (dl_iterate_phdr).
         .systemLibrary(name: "CGlibcExtras"),
 
@@ -66,7 +68,7 @@ let package = Package(
 
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
-            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan",
+            "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan", "CNftables",
             .target(name: "CGlibcExtras", condition: .when(platforms: [.linux])),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -119,6 +121,8 @@ let package = Package(
         .testTarget(name: "OperatorE2ETests", dependencies: ["TestSupport"]),
         // An agent down for 30 s costs no traffic, a dead host is still removed: runs scripts/e2e/restart.sh.
         .testTarget(name: "RestartE2ETests", dependencies: ["TestSupport"]),
+        // Containers on the mesh (issue 13): podman on 3 nodes, scripts/e2e/containers.sh.
+        .testTarget(name: "ContainersE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the

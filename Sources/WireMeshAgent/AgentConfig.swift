@@ -35,6 +35,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var logLevel: Logger.Level = .info
     /// Where Prometheus metrics are served (nil: not served).
     public var metricsAddress: Endpoint?
+    /// Where the agent writes this node's CNI config list for container runtimes (ContainerNetwork.swift).
+    public var cniConfigDirectory: String = AgentConfig.defaultCNIConfigDirectory
     /// What this run was told explicitly (config file, environment, flags), without defaults or the
     /// node's saved settings: `init`/`join`/`agent` save it (`SavedSettings.swift`).
     public var explicit = ConfigLayer()
@@ -43,6 +45,8 @@ public struct AgentConfig: Sendable, Equatable {
     public static let defaultControlSocket = "/run/wiremesh/wiremesh.sock"
     /// The config file read when none is given and it exists.
     public static let defaultConfigFile = "/etc/wiremesh/config.yaml"
+    /// Where CNI runtimes (containerd, CRI-O, podman with CNI) look for network configs.
+    public static let defaultCNIConfigDirectory = "/etc/cni/net.d"
     /// Bytes WireGuard adds to a packet over IPv6 (40 IPv6 + 8 UDP + 32 WireGuard): the default
     /// MTU headroom, which is also safe over IPv4.
     public static let wireGuardOverhead = 80
@@ -67,6 +71,7 @@ public struct AgentConfig: Sendable, Equatable {
         if let v = layer.clusterKeyGrace { c.clusterKeyGrace = v }
         if let v = layer.logLevel { c.logLevel = v }
         if let v = layer.metricsAddress { c.metricsAddress = v }
+        if let v = layer.cniConfigDirectory { c.cniConfigDirectory = v }
         return c
     }
 
@@ -117,6 +122,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case clusterKeyGrace = "cluster-key-grace"
     case logLevel = "log-level"
     case metricsAddress = "metrics-address"
+    case cniConfigDir = "cni-config-dir"
 
     /// e.g. `WIREMESH_GOSSIP_PORT`.
     public var environmentVariable: String {
@@ -166,6 +172,7 @@ public struct ConfigLayer: Sendable, Equatable {
     public var clusterKeyGrace: Duration?
     public var logLevel: Logger.Level?
     public var metricsAddress: Endpoint?
+    public var cniConfigDirectory: String?
 
     /// The environment variable naming the config file (for containers).
     public static let configFileVariable = "WIREMESH_CONFIG"
@@ -328,6 +335,7 @@ public struct ConfigLayer: Sendable, Equatable {
             logLevel = level
         case .metricsAddress:
             do { metricsAddress = try Endpoint(text) } catch { throw fail("'\(text)' is not ADDRESS:PORT (e.g. 127.0.0.1:9586)") }
+        case .cniConfigDir: cniConfigDirectory = try path()
         }
     }
 

@@ -20,6 +20,7 @@ extension ConfigKey {
         case .clusterKeyGrace: return "How long an old cluster key still opens gossip after a cluster key rotation."
         case .logLevel: return "Log level: trace, debug, info, notice, warning or error."
         case .metricsAddress: return "ADDRESS:PORT for Prometheus metrics (accepted and checked; this version serves no metrics yet)."
+        case .cniConfigDir: return "Directory the agent writes this node's CNI network config (10-wiremesh.conflist, network wiremesh) in."
         }
     }
 
@@ -39,6 +40,7 @@ extension ConfigKey {
         case .clusterKeyGrace: return Self.seconds(d.clusterKeyGrace)
         case .logLevel: return d.logLevel.rawValue
         case .metricsAddress: return d.metricsAddress.map { "\($0)" } ?? "off"
+        case .cniConfigDir: return d.cniConfigDirectory
         }
     }
 

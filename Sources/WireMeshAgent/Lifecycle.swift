@@ -145,6 +145,12 @@ public enum Lifecycle {
         let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
         let overlay = try IPPrefix(address: state.node.overlayAddress, length: state.node.overlayAddress.bitWidth)
         try link.configureLink(mtu: mtu, address: overlay)
+        // Containers: the runtime's conflist and the egress table (ContainerNetwork.swift).
+        let containers = ContainerNetworkService(
+            network: ContainerNetwork(config: config, clusterRange: state.settings.podRange, block: state.node.podCIDR,
+                                      overlayAddress: state.node.overlayAddress, mtu: mtu),
+            interval: .seconds(10), logger: logger)
+        try containers.start()
 
         let agent = Agent(config: config, store: store, state: state, link: link, advertise: advertise,
                           interfaceIndex: try link.interfaceIndex(), mtu: mtu, logger: logger)
@@ -171,7 +177,7 @@ public enum Lifecycle {
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: transport), .init(service: control), .init(service: join),
-                       .init(service: RotationScheduler(agent: agent)),
+                       .init(service: RotationScheduler(agent: agent)), .init(service: containers),
                        .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         // A rotation may have happened while this node was down: ask the members it remembers.
@@ -184,6 +190,7 @@ public enum Lifecycle {
         if await agent.isLeaving {
             // The leave has been gossiped: end this node's part in the mesh.
             link.tearDown(clusterRange: state.settings.podRange)
+            ContainerNetwork.remove(directory: config.cniConfigDirectory, logger: logger)
             logger.info("left the cluster: interface and routes removed", metadata: ["interface": "\(config.interface)"])
         }
         withExtendedLifetime(lock) {}

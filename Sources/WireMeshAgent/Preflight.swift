@@ -17,6 +17,7 @@ public enum Preflight {
         try checkAdvertiseAddressIsLocal(config)
         if !adoptInterface { try checkInterfaceIsFree(config.interface) }
         if startsAgent { try checkPortsFree(config: config) }
+        try ContainerNetwork.checkWritable(directory: config.cniConfigDirectory)
     }
 
     /// A new node has no keys yet, so an existing interface of its name can only be someone else's,

@@ -29,6 +29,7 @@ extension ConfigLayer {
         if let v = other.clusterKeyGrace { l.clusterKeyGrace = v }
         if let v = other.logLevel { l.logLevel = v }
         if let v = other.metricsAddress { l.metricsAddress = v }
+        if let v = other.cniConfigDirectory { l.cniConfigDirectory = v }
         return l
     }
 
@@ -53,6 +54,7 @@ extension ConfigLayer {
             case .keyRotationInterval: value = keyRotationInterval.map(text)
             case .clusterKeyGrace: value = clusterKeyGrace.map(text)
             case .metricsAddress: value = metricsAddress?.description
+            case .cniConfigDir: value = cniConfigDirectory
             }
             if let value { out[key.rawValue] = value }
         }

@@ -45,6 +45,8 @@ struct NodeFlags: ParsableArguments {
     var adoptInterface = false
     @Option(name: .customLong("metrics-address"), help: ArgumentHelp(ConfigKey.metricsAddress.help, valueName: "address:port"))
     var metricsAddress: String?
+    @Option(name: .customLong("cni-config-dir"), help: ArgumentHelp(ConfigKey.cniConfigDir.help, valueName: "dir"))
+    var cniConfigDir: String?
 
     var flags: [ConfigKey: String] {
         var f: [ConfigKey: String] = [:]
@@ -58,6 +60,7 @@ struct NodeFlags: ParsableArguments {
         if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
         if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
         if let metricsAddress { f[.metricsAddress] = metricsAddress }
+        if let cniConfigDir { f[.cniConfigDir] = cniConfigDir }
         return f
     }
 }

@@ -17,6 +17,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WM="${WIREMESH:-$ROOT/.build/debug/wiremesh}"
 P="wma$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix: namespaces, interfaces, files
 WORK="$(mktemp -d "/tmp/$P.XXXX")"
+export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
 LOGDIR="${E2E_LOGDIR:-/tmp/$P-logs}"          # case transcripts and agent logs; kept
 mkdir -p "$LOGDIR"
 NODES=4

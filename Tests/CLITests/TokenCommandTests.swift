@@ -39,7 +39,8 @@ final class OneNodeCluster {
         let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WIREMESH_") }
         let pid = try spawn(["/usr/sbin/ip", "netns", "exec", "\(prefix)-n1", try wiremeshBinary(), "init",
                              "--state-dir", directory + "/state", "--control-socket", socket, "--interface", "\(prefix)w1",
-                             "--advertise-address", "10.99.0.1", "--name", "n1", "--token-ttl", "1h"],
+                             "--advertise-address", "10.99.0.1", "--name", "n1", "--token-ttl", "1h",
+                             "--cni-config-dir", directory + "/cni"],
                             environment: environment, stdout: directory + "/init.out", stderr: logPath)
         agent = pid
         let deadline = Date().addingTimeInterval(60)

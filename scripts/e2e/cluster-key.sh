@@ -39,6 +39,7 @@ for tool in ip wg ping jq nft; do
 done
 P="wmk$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
 WORK="$(mktemp -d /tmp/$P.XXXX)"
+export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
 declare -A AGENT=()
 PINGS=()
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.4f", 1 / p }')"

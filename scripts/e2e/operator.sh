@@ -33,6 +33,7 @@ WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN
 P="wmo$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
 WORK="$(mktemp -d "/tmp/$P.XXXX")"
+export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
 chmod 755 "$WORK"
 declare -A AGENT=()
 cleanup() {

@@ -37,7 +37,7 @@ mesh_up() {
     $IP -n wmul link set u$i master br0 up
     $IP -n wmn$i addr add 10.99.0.$i/24 dev eth0 && $IP -n wmn$i link set eth0 up
   done
-  node_flags() { echo "--interface wmk$1 --advertise-address 10.99.0.$1"; }
+  node_flags() { echo "--interface wmk$1 --advertise-address 10.99.0.$1 --cni-config-dir /tmp/cni$1"; }
   wm 1 init --name k1 $(node_flags 1) --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
   $IP netns exec wmn1 wiremesh agent --state-dir /tmp/k1 --control-socket /tmp/k1.sock $(node_flags 1) > /tmp/k1.log 2>&1 &
   ready() { for _ in $(seq 1 300); do wm "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }

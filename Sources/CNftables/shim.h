@@ -1,0 +1,8 @@
+#ifndef WIREMESH_CNFTABLES_SHIM_H
+#define WIREMESH_CNFTABLES_SHIM_H
+// nftables' own library (Debian's libnftables-dev): takes nft commands or JSON, as the nft tool does.
+#include <nftables/libnftables.h>
+
+// NFT_CTX_DEFAULT is a macro (not importable into Swift).
+static inline unsigned int wm_nft_ctx_default(void) { return NFT_CTX_DEFAULT; }
+#endif

@@ -1,0 +1,65 @@
+import CNftables
+import Foundation
+
+/// Why libnftables refused a batch: what the agent asked for and the library's own error text.
+public struct NftablesError: Error, CustomStringConvertible {
+    /// What was being done, e.g. "replace table ip wiremesh".
+    public var operation: String
+    /// libnftables' error buffer (the same text `nft` prints), trimmed.
+    public var message: String
+
+    public var description: String {
+        "nftables: cannot \(operation): \(message.isEmpty ? "no reason given" : message) (the kernel needs nf_tables and nf_nat; the agent needs CAP_NET_ADMIN)"
+    }
+}
+
+/// A libnftables context (`nft_ctx_new`) in the calling thread's network namespace, speaking JSON
+/// both ways. One batch is one transaction: it applies whole or not at all.
+///
+/// Programmed through the library, not by running `nft`: no dependency on a binary in PATH, no
+/// parsing of a tool's human output, and the batch is checked and committed in one call.
+public final class Nftables {
+    private let context: OpaquePointer
+
+    /// Opens a context (`nft_ctx_new`) with buffered output and errors, JSON output.
+    public init() throws {
+        guard let ctx = nft_ctx_new(wm_nft_ctx_default()) else {
+            throw NftablesError(operation: "create a libnftables context", message: "nft_ctx_new failed")
+        }
+        context = ctx
+        nft_ctx_buffer_output(ctx)
+        nft_ctx_buffer_error(ctx)
+        // JSON output also makes nft_run_cmd_from_buffer accept JSON input.
+        nft_ctx_output_set_flags(ctx, UInt32(NFT_CTX_OUTPUT_JSON))
+    }
+
+    deinit { nft_ctx_free(context) }
+
+    /// Runs one batch (`nft_run_cmd_from_buffer`): a JSON document `{"nftables": [...]}`. Returns
+    /// what the library printed (JSON for list commands).
+    @discardableResult
+    public func run(_ json: String, operation: String) throws -> String {
+        let rc = json.withCString { nft_run_cmd_from_buffer(context, $0) }
+        let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+        if rc != 0 {
+            let error = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+            throw NftablesError(operation: operation, message: error.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return output
+    }
+
+    /// The JSON objects listing a table (`list table FAMILY NAME`), or nil when it does not exist.
+    public func listTable(family: String, name: String) throws -> [[String: Any]]? {
+        let query = try EgressRules.json([["list": ["table": ["family": family, "name": name]]]])
+        let text: String
+        do { text = try run(query, operation: "list table \(family) \(name)") } catch let e as NftablesError {
+            if e.message.contains("No such file or directory") { return nil }
+            throw e
+        }
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let items = object["nftables"] as? [[String: Any]] else {
+            throw NftablesError(operation: "list table \(family) \(name)", message: "unexpected JSON from libnftables")
+        }
+        return items
+    }
+}
