@@ -35,7 +35,7 @@ public func runResultScript(_ path: String, _ arguments: [String]) async throws 
         close(fd)
         let out = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { unlink(out) }
-        let status = try spawnAndWait([path] + arguments, stdout: out, stderr: "/dev/stderr")
+        let status = try spawnAndWait([path] + arguments, stdout: out, stderr: nil)
         return ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "", status)
     }
     print(text)

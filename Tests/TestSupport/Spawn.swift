@@ -9,20 +9,20 @@ public struct SpawnError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Starts `argv` (argv[0] a path) with stdin from /dev/null and stdout/stderr appended to files, and
-/// returns its pid (the caller reaps it: `waitForExit`).
+/// Starts `argv` (argv[0] a path) with stdin from /dev/null and stdout/stderr appended to files
+/// (stderr nil: this process's own), and returns its pid (the caller reaps it: `waitForExit`).
 ///
 /// posix_spawn with an empty signal mask and default handlers rather than Foundation's `Process`:
 /// the test runner blocks SIGTERM, SIGCHLD and others, children inherit a blocked mask, and then an
 /// e2e script's tcpdump ignored TERM, `podman exec` hung, and agents did not stop on SIGTERM.
 public func spawn(_ argv: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
-                  stdout: String, stderr: String) throws -> pid_t {
+                  stdout: String, stderr: String?) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    if let stderr { posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -51,6 +51,6 @@ public func waitForExit(_ pid: pid_t) -> Int32 {
 
 /// `spawn` and `waitForExit` in one (blocking: call it through `onThread`).
 public func spawnAndWait(_ argv: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
-                         stdout: String, stderr: String) throws -> Int32 {
+                         stdout: String, stderr: String?) throws -> Int32 {
     waitForExit(try spawn(argv, environment: environment, stdout: stdout, stderr: stderr))
 }
