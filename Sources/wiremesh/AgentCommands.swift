@@ -148,7 +148,8 @@ struct JoinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "join", abstract: "Join the cluster a token names, then run the agent.")
 
-    @Argument(help: "The join token ('wiremesh token create' on any member).") var token: String
+    @Argument(help: "The join token ('wiremesh token create' on any member); '-' reads it from stdin (out of the process list, e.g. from a Kubernetes Secret file).")
+    var token: String
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
     @Option(help: "This node's name, unique in the cluster (default: its name before 'wiremesh leave', else the host name; give each agent on one machine its own).")
@@ -162,7 +163,9 @@ struct JoinCommand: AsyncParsableCommand {
             let pod = try podCIDR.map { try IPPrefix($0) }
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
-            let joined = try Lifecycle.join(token: token, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
+            // From stdin, the token never shows in the process list.
+            let text = token == "-" ? (readLine() ?? "").trimmingCharacters(in: .whitespacesAndNewlines) : token
+            let joined = try Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
             print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
         } catch {
             printError("join: \(error)")

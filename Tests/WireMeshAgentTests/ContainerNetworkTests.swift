@@ -145,6 +145,18 @@ struct ContainerNetworkTests {
         #expect(batch.contains(#""we\"ird""#))
     }
 
+    @Test func cniConfigDirComesFromFlagEnvironmentOrFileAndDefaultsToEtcCNI() throws {
+        #expect(AgentConfig().cniConfigDirectory == "/etc/cni/net.d")
+        let file = try ConfigLayer(yaml: "cni-config-dir: /srv/cni\n", file: "c.yaml")
+        let env = try ConfigLayer(environment: ["WIREMESH_CNI_CONFIG_DIR": "/env/cni"])
+        let flags = try ConfigLayer(flags: [.cniConfigDir: "/flag/cni"])
+        #expect(AgentConfig.merge(file: file).cniConfigDirectory == "/srv/cni")
+        #expect(AgentConfig.merge(file: file, environment: env).cniConfigDirectory == "/env/cni")
+        #expect(AgentConfig.merge(file: file, environment: env, flags: flags).cniConfigDirectory == "/flag/cni")
+        #expect(file.savedValues["cni-config-dir"] == "/srv/cni")  // kept with the node, like the other settings
+        #expect(throws: ConfigError.self) { try ConfigLayer(flags: [.cniConfigDir: ""]) }
+    }
+
     @Test func conflistIsWrittenOnceAtomicallyAndAnUnwritableDirectoryIsNamed() throws {
         try withTemporaryDirectory { (dir: String) throws in
             var config = AgentConfig()

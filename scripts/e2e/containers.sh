@@ -84,7 +84,8 @@ wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n
 start_agent() { # i, then the command and its arguments
   local i=$1; shift
   ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cni-config-dir "$WORK/n$i/cni" >>"$WORK/agent$i.log" 2>&1 &
+    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cni-config-dir "$WORK/n$i/cni" \
+    <"${AGENT_STDIN:-/dev/null}" >>"$WORK/agent$i.log" 2>&1 &
   AGENT[$i]=$!
 }
 wait_until() { # seconds, then a command: polls every 0.2 s
@@ -154,8 +155,10 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 log "mesh: node 1 created the cluster; nodes 2..$NODES join"
+( umask 077; echo "$TOKEN" >"$WORK/token" )
 for i in $(seq 2 $NODES); do
-  start_agent "$i" join "$TOKEN" --name "node$i"
+  # The last node reads the token from stdin (`join -`, as the Kubernetes example does): not in argv.
+  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_agent "$i" join - --name "node$i"; else start_agent "$i" join "$TOKEN" --name "node$i"; fi
   wait_until 20 ready "$i" || { log "node $i did not come up: $(tail -5 "$WORK/agent$i.log")"; finish; }
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }
