@@ -71,10 +71,12 @@ struct ContainerNetworkTests {
         }
     }
 
-    @Test func blocksTooSmallForContainersAreRefusedNamingTheBlock() throws {
+    @Test func blocksTooSmallOrIPv6AreRefusedNamingTheBlock() throws {
         let cni = CNIConfig(block: try IPPrefix("10.244.3.0/30"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
         #expect(throws: CNIConfig.BlockTooSmall.self) { try cni.render() }
         #expect("\(CNIConfig.BlockTooSmall(block: try IPPrefix("10.244.3.0/30")))".contains("10.244.3.0/30"))
+        let v6 = CNIConfig(block: try IPPrefix("fd00:1:0:3::/64"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
+        #expect(throws: CNIConfig.UnsupportedFamily.self) { try v6.render() }
     }
 
     @Test func bridgeNamesFitIFNAMSIZAndDifferPerInterface() {
