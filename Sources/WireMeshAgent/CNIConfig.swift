@@ -58,7 +58,15 @@ public struct CNIConfig: Sendable, Equatable {
     public struct BlockTooSmall: Error, CustomStringConvertible {
         public var block: IPPrefix
         public var description: String {
-            "pod block \(block) is too small for containers: it needs the overlay address, a gateway, at least one container address and (IPv4) a broadcast address; use a node prefix of /29 or shorter"
+            "pod block \(block) is too small for containers: it needs the overlay address, a gateway, at least one container address and a broadcast address; use a node prefix of /29 or shorter"
+        }
+    }
+
+    /// An IPv6 block: containers on IPv6 (dual-stack) are not implemented yet.
+    public struct UnsupportedFamily: Error, CustomStringConvertible {
+        public var block: IPPrefix
+        public var description: String {
+            "pod block \(block) is IPv6: this version writes CNI configs and egress rules for IPv4 blocks only"
         }
     }
 
@@ -76,7 +84,8 @@ public struct CNIConfig: Sendable, Equatable {
     /// The conflist as the runtime reads it: deterministic (sorted keys), so it is rewritten only
     /// when an input changed. Pure.
     public func render() throws -> String {
-        guard block.address.isIPv4, block.length <= 29 else { throw BlockTooSmall(block: block) }
+        guard block.address.isIPv4 else { throw UnsupportedFamily(block: block) }
+        guard block.length <= 29 else { throw BlockTooSmall(block: block) }
         let range: [String: Any] = [
             "subnet": block.network.description, "gateway": gateway.description,
             "rangeStart": rangeStart.description, "rangeEnd": rangeEnd.description,

@@ -112,6 +112,11 @@ struct ContainerNetworkService: Service {
     /// programs the egress table (an error is logged: pod-to-pod traffic does not need it, and the
     /// service retries).
     func start() throws {
+        // A block the CNI config cannot describe leaves the node without containers, not without the mesh.
+        do { _ = try network.cni.render() } catch {
+            logger.warning("containers: no CNI config and no egress table for this node: \(error)")
+            return
+        }
         if try network.writeConfigList() {
             logger.info("wrote CNI config", metadata: ["path": "\(network.configListPath)", "block": "\(network.cni.block)"])
         }
@@ -134,6 +139,7 @@ struct ContainerNetworkService: Service {
     }
 
     func run() async throws {
+        guard (try? network.cni.render()) != nil else { return }  // see `start`
         // Cancelled on graceful shutdown: a sleeping check must not hold up the agent's exit.
         try? await cancelWhenGracefulShutdown {
             var problem: String?

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CNftables
 import Foundation
 
@@ -23,6 +26,13 @@ public final class Nftables {
 
     /// Opens a context (`nft_ctx_new`) with buffered output and errors, JSON output.
     public init() throws {
+        // libnftables calls exit() when it cannot open its netlink socket (a kernel without nfnetlink,
+        // e.g. the modules not loaded): find that out first, so the agent reports it instead of dying.
+        let probe = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), wm_netlink_netfilter())
+        guard probe >= 0 else {
+            throw NftablesError(operation: "open a netfilter netlink socket", message: String(cString: strerror(errno)))
+        }
+        close(probe)
         guard let ctx = nft_ctx_new(wm_nft_ctx_default()) else {
             throw NftablesError(operation: "create a libnftables context", message: "nft_ctx_new failed")
         }

@@ -35,6 +35,7 @@ private func runContainersE2E() async throws -> (result: [String: Any], status: 
         check("release_ok", "removing a container frees its address in host-local's store")
         check("node_to_pod_ok", "a node's own process reaches a container on another node (ICMP, TCP) and the server sees the node's overlay address")
         check("service_ok", "a kube-proxy-style DNAT (VIP -> container on another node) works from the node and from a container, replies included")
+        check("portmap_ok", "a port published with podman --publish (portmap) is reached from outside the cluster")
         check("bad_dir_ok", "an unwritable CNI directory fails join with a clear error and writes nothing")
         check("leave_ok", "leave removes the conflist and the egress table")
         check("cleanup_ok", "no container is left in the run's podman storage")

@@ -71,10 +71,12 @@ struct ContainerNetworkTests {
         }
     }
 
-    @Test func blocksTooSmallForContainersAreRefusedNamingTheBlock() throws {
+    @Test func blocksTooSmallOrIPv6AreRefusedNamingTheBlock() throws {
         let cni = CNIConfig(block: try IPPrefix("10.244.3.0/30"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
         #expect(throws: CNIConfig.BlockTooSmall.self) { try cni.render() }
         #expect("\(CNIConfig.BlockTooSmall(block: try IPPrefix("10.244.3.0/30")))".contains("10.244.3.0/30"))
+        let v6 = CNIConfig(block: try IPPrefix("fd00:1:0:3::/64"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
+        #expect(throws: CNIConfig.UnsupportedFamily.self) { try v6.render() }
     }
 
     @Test func bridgeNamesFitIFNAMSIZAndDifferPerInterface() {
@@ -143,6 +145,18 @@ struct ContainerNetworkTests {
         r.interface = #"we"ird"#
         let batch = try r.replaceBatch()
         #expect(batch.contains(#""we\"ird""#))
+    }
+
+    @Test func cniConfigDirComesFromFlagEnvironmentOrFileAndDefaultsToEtcCNI() throws {
+        #expect(AgentConfig().cniConfigDirectory == "/etc/cni/net.d")
+        let file = try ConfigLayer(yaml: "cni-config-dir: /srv/cni\n", file: "c.yaml")
+        let env = try ConfigLayer(environment: ["WIREMESH_CNI_CONFIG_DIR": "/env/cni"])
+        let flags = try ConfigLayer(flags: [.cniConfigDir: "/flag/cni"])
+        #expect(AgentConfig.merge(file: file).cniConfigDirectory == "/srv/cni")
+        #expect(AgentConfig.merge(file: file, environment: env).cniConfigDirectory == "/env/cni")
+        #expect(AgentConfig.merge(file: file, environment: env, flags: flags).cniConfigDirectory == "/flag/cni")
+        #expect(file.savedValues["cni-config-dir"] == "/srv/cni")  // kept with the node, like the other settings
+        #expect(throws: ConfigError.self) { try ConfigLayer(flags: [.cniConfigDir: ""]) }
     }
 
     @Test func conflistIsWrittenOnceAtomicallyAndAnUnwritableDirectoryIsNamed() throws {

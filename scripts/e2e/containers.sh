@@ -9,7 +9,8 @@
 # address), capture_ok (no clear-text cluster packet on the underlay), egress_ok (masqueraded to the
 # node's address), egress_table_ok (nft as the reference; a restart does not replace it; flushed, it
 # comes back), release_ok (podman rm frees the address), node_to_pod_ok, service_ok (a kube-proxy-style
-# DNAT to a container on another node, from the node and from a container), bad_dir_ok (join with an
+# DNAT to a container on another node, from the node and from a container), portmap_ok (a published
+# port reached from outside), bad_dir_ok (join with an
 # unwritable CNI directory), leave_ok, cleanup_ok.
 # Prints progress on stderr and a final "RESULT {json}" line on stdout; exit 0 when every check passed.
 # Everything carries a per-run prefix and is removed on exit, also on failure: containers (podman rm in
@@ -84,7 +85,8 @@ wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n
 start_agent() { # i, then the command and its arguments
   local i=$1; shift
   ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cni-config-dir "$WORK/n$i/cni" >>"$WORK/agent$i.log" 2>&1 &
+    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cni-config-dir "$WORK/n$i/cni" \
+    <"${AGENT_STDIN:-/dev/null}" >>"$WORK/agent$i.log" 2>&1 &
   AGENT[$i]=$!
 }
 wait_until() { # seconds, then a command: polls every 0.2 s
@@ -106,7 +108,7 @@ result() { # key ok detail
 }
 finish() {
   local out="" k all=0
-  for k in conflist_ok ping_ok tcp_ok capture_ok egress_ok egress_table_ok release_ok node_to_pod_ok service_ok bad_dir_ok leave_ok cleanup_ok; do
+  for k in conflist_ok ping_ok tcp_ok capture_ok egress_ok egress_table_ok release_ok node_to_pod_ok service_ok portmap_ok bad_dir_ok leave_ok cleanup_ok; do
     [ "${OK[$k]:-0}" = 1 ] || all=1
     out+="\"$k\": $(bool "${OK[$k]:-0}"), \"${k}_detail\": $(jq -Rn --arg d "${DETAIL[$k]:-not run}" '$d'), "
   done
@@ -154,8 +156,10 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 log "mesh: node 1 created the cluster; nodes 2..$NODES join"
+( umask 077; echo "$TOKEN" >"$WORK/token" )
 for i in $(seq 2 $NODES); do
-  start_agent "$i" join "$TOKEN" --name "node$i"
+  # The last node reads the token from stdin (`join -`, as the Kubernetes example does): not in argv.
+  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_agent "$i" join - --name "node$i"; else start_agent "$i" join "$TOKEN" --name "node$i"; fi
   wait_until 20 ready "$i" || { log "node $i did not come up: $(tail -5 "$WORK/agent$i.log")"; finish; }
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }
@@ -179,7 +183,8 @@ done
 # ---------------------------------------------------------------------------------------------
 log "containers: one per node (busybox httpd on :8080)"
 for i in $(seq 1 $NODES); do
-  pm "$i" run -d --name "$P-c$i" "${RUNOPTS[@]}" "$IMAGE" httpd -f -p 8080 -h /www >/dev/null 2>"$WORK/run$i.err" \
+  publish=(); [ "$i" = 2 ] && publish=(--publish 8081:8080)   # node 2 publishes its container's port (portmap)
+  pm "$i" run -d --name "$P-c$i" "${RUNOPTS[@]}" "${publish[@]}" "$IMAGE" httpd -f -p 8080 -h /www >/dev/null 2>"$WORK/run$i.err" \
     || { log "podman run on node $i failed: $(cat "$WORK/run$i.err")"; finish; }
   CIP[$i]="$(pm "$i" inspect -f '{{.NetworkSettings.Networks.wiremesh.IPAddress}}' "$P-c$i")"
   log "node$i container ${CIP[$i]}"
@@ -241,6 +246,11 @@ for i in $(seq 1 $NODES); do
   [[ "$seen" == *"10.99.0.$i]"* ]] || failed+=" node$i: internet saw '$seen', expected 10.99.0.$i;"
 done
 [ -z "$failed" ] && result egress_ok 1 "each container seen as its node's underlay address" || result egress_ok 0 "$failed"
+
+log "published port: the internet namespace to node 2's address, port 8081 (portmap) -> its container"
+seen="$(fetch ip netns exec "$P-inet" busybox wget -q -O - "http://10.99.0.2:8081/cgi-bin/ip")"
+[[ "$seen" == *"10.99.0.200]"* ]] && result portmap_ok 1 "the container answered, seeing the client's own address" \
+  || result portmap_ok 0 "got '$seen', expected the client's address 10.99.0.200"
 
 sleep 0.3; kill "$TCPDUMP" 2>/dev/null; wait "$TCPDUMP" 2>/dev/null
 total="$(wc -l <"$WORK/cap.txt")"
