@@ -93,6 +93,13 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
 
+        // libFuzzer targets for the decoders of outside bytes (scripts/fuzz, FUZZING.md). Built with
+        // -DFUZZING and -sanitize=fuzzer,address, libFuzzer supplies main; a plain build is a tool that
+        // writes the seed corpus and replays inputs.
+        .executableTarget(name: "WireMeshFuzz", dependencies: [
+            "WireMeshAgent", "WireGuard", "WireGuardKernel", "Netlink", "CMnl", "IPNetwork", "WireMeshCrypto", "Membership",
+        ], path: "Fuzz", exclude: ["corpus"]),
+
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "GossipTransportTests", dependencies: [
             "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",
