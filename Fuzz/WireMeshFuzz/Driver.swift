@@ -1,9 +1,10 @@
 // The fuzz targets of wiremesh: one executable, the target picked by name.
 //
-// Built with `-sanitize=fuzzer,address -DFUZZING` (scripts/fuzz) it is a libFuzzer binary: libFuzzer
-// supplies `main`, the target comes from WIREMESH_FUZZ_TARGET. Built plainly (swift build) it is a
-// small tool: `seeds DIR` writes the seed corpus from the project's own encoders, `run TARGET FILE...`
-// replays inputs (a crash file, the corpus) without libFuzzer, `list` names the targets.
+// Linked with libFuzzer (scripts/fuzz: the ASan + coverage build, libclang_rt.fuzzer_no_main) it runs
+// libFuzzer on the target named by WIREMESH_FUZZ_TARGET, with libFuzzer's own arguments. Built plainly
+// it is a small tool: `seeds DIR` writes the seed corpus from the project's own encoders, `run TARGET
+// FILE...` replays inputs (a crash file, the corpus) without libFuzzer, `list` names the targets.
+import CLibFuzzer
 import Foundation
 
 /// One fuzz target: what it feeds outside bytes to, and the valid inputs it starts from.
@@ -30,33 +31,18 @@ func require(_ condition: Bool, _ what: @autoclosure () -> String) {
     if !condition { fatalError("invariant broken: \(what())") }
 }
 
-#if FUZZING
 nonisolated(unsafe) private var selected: FuzzTarget?
 
-@_cdecl("LLVMFuzzerInitialize")
-public func fuzzInitialize(
-    _ argc: UnsafeMutablePointer<CInt>?,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?
-) -> CInt {
-    let name = ProcessInfo.processInfo.environment["WIREMESH_FUZZ_TARGET"] ?? ""
-    guard let target = FuzzTargets.named(name) else {
-        FileHandle.standardError.write(Data(
-            "set WIREMESH_FUZZ_TARGET to one of: \(FuzzTargets.all.map(\.name).joined(separator: ", "))\n".utf8))
-        exit(2)
-    }
-    selected = target
-    return 0
-}
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+/// libFuzzer's callback: one input through the selected target.
+private func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     selected!.run(Array(UnsafeBufferPointer(start: data, count: size)))
     return 0
 }
-#else
+
 @main
 enum FuzzTool {
     static func main() throws {
+        if wm_libfuzzer_linked() != 0 { runLibFuzzer() }
         let args = Array(CommandLine.arguments.dropFirst())
         switch args.first {
         case "list":
@@ -78,10 +64,23 @@ enum FuzzTool {
         }
     }
 
+    static func runLibFuzzer() -> Never {
+        let name = ProcessInfo.processInfo.environment["WIREMESH_FUZZ_TARGET"] ?? ""
+        guard let target = FuzzTargets.named(name) else {
+            FileHandle.standardError.write(Data(
+                "set WIREMESH_FUZZ_TARGET to one of: \(FuzzTargets.all.map(\.name).joined(separator: ", "))\n".utf8))
+            exit(2)
+        }
+        selected = target
+        var argc = CommandLine.argc
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOne))
+    }
+
     static func usage() -> Never {
         FileHandle.standardError.write(Data("""
             usage: wiremesh-fuzz list | seeds DIR | run TARGET FILE|DIR...
-            (the libFuzzer build is made by scripts/fuzz)
+            (scripts/fuzz builds it linked with libFuzzer, which fuzzes WIREMESH_FUZZ_TARGET)
 
             """.utf8))
         exit(2)
@@ -109,4 +108,3 @@ enum FuzzTool {
         }
     }
 }
-#endif
