@@ -95,6 +95,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
 
+        // libFuzzer targets for the decoders of outside bytes (scripts/fuzz, FUZZING.md). scripts/fuzz
+        // links it with libFuzzer in the ASan + coverage build the sanitizer suite uses (one build for
+        // both); a plain build is a tool that writes the seed corpus and replays inputs.
+        .systemLibrary(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
+        .executableTarget(name: "WireMeshFuzz", dependencies: [
+            "CLibFuzzer", "WireMeshAgent", "WireGuard", "WireGuardKernel", "Netlink", "CMnl", "IPNetwork", "WireMeshCrypto",
+            "Membership",
+        ], path: "Fuzz/WireMeshFuzz"),
+
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "GossipTransportTests", dependencies: [
             "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",

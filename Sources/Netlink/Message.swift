@@ -213,6 +213,24 @@ public struct NetlinkMessageView {
     }
 }
 
+/// mnl_nlmsg_ok with the check libmnl 1.0.4 gets wrong: it compares `(int)nlmsg_len`, so a length
+/// of 2^31 or more passes as negative and the caller reads far past the buffer (found by fuzzing).
+func netlinkMessageOK(_ nlh: UnsafePointer<nlmsghdr>, _ rest: Int32) -> Bool {
+    mnl_nlmsg_ok(nlh, rest) && nlh.pointee.nlmsg_len <= UInt32(rest)
+}
+
+/// The length of the leading run of well-formed messages in `buffer` (`netlinkMessageOK`): what may
+/// be handed to libmnl's own walkers (mnl_cb_run2), which would trust a length of 2^31 or more.
+func wellFormedNetlinkLength(_ buffer: UnsafeRawBufferPointer) -> Int {
+    guard let base = buffer.baseAddress else { return 0 }
+    var rest = Int32(clamping: buffer.count)
+    var nlh = UnsafePointer(base.assumingMemoryBound(to: nlmsghdr.self))
+    while netlinkMessageOK(nlh, rest) {
+        nlh = UnsafePointer(mnl_nlmsg_next(nlh, &rest))
+    }
+    return UnsafeRawPointer(nlh) - base
+}
+
 /// Splits a buffer holding several netlink messages back to back (one `recv`) into copies of each
 /// message (mnl_nlmsg_ok / mnl_nlmsg_next). Pure; used by tests and captured-reply parsers.
 public func splitNetlinkMessages(_ bytes: [UInt8]) -> [[UInt8]] {
@@ -221,7 +239,7 @@ public func splitNetlinkMessages(_ bytes: [UInt8]) -> [[UInt8]] {
         var out: [[UInt8]] = []
         var rest = Int32(clamping: buf.count)
         var nlh = UnsafePointer(base.assumingMemoryBound(to: nlmsghdr.self))
-        while mnl_nlmsg_ok(nlh, rest) {
+        while netlinkMessageOK(nlh, rest) {
             out.append(Array(UnsafeRawBufferPointer(start: nlh, count: Int(nlh.pointee.nlmsg_len))))
             nlh = UnsafePointer(mnl_nlmsg_next(nlh, &rest))
         }

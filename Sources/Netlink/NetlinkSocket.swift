@@ -173,7 +173,8 @@ public func parseNetlinkError(_ view: NetlinkMessageView) -> (errno: Int32, mess
     let echoed =
         view.flags & UInt16(NLM_F_CAPPED) != 0
         ? inner : Int(view.payload.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-    return (-code, extendedAckMessage(view, tlvOffset: 4 + echoed))
+    // Clamped: -Int32.min traps, and the bytes are the kernel's (or a fuzzer's), not a promise.
+    return (Int32(clamping: -Int64(code)), extendedAckMessage(view, tlvOffset: 4 + echoed))
 }
 
 /// The NLMSGERR_ATTR_MSG string of an error/done message whose TLVs start at `tlvOffset` in the payload.

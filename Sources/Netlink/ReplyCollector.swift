@@ -43,13 +43,15 @@ public final class NetlinkReplyCollector {
     /// request or does not parse.
     public func consume(_ buffer: UnsafeRawBufferPointer) throws -> Progress {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return .needMore }
+        // libmnl walks only what is well formed: it would trust a message length of 2^31 or more.
+        let length = wellFormedNetlinkLength(buffer)
         let data = Unmanaged.passUnretained(self).toOpaque()
         var callbacks = Self.controlCallbacks
         errno = 0
         let ret = withExtendedLifetime(self) {
             callbacks.withUnsafeMutableBufferPointer { ctl in
                 mnl_cb_run2(
-                    base, buffer.count, sequence, portID, Self.dataCallback, data,
+                    base, length, sequence, portID, Self.dataCallback, data,
                     ctl.baseAddress, UInt32(ctl.count))
             }
         }
@@ -73,7 +75,7 @@ public final class NetlinkReplyCollector {
         guard let base = buffer.baseAddress else { return false }
         var rest = Int32(clamping: buffer.count)
         var nlh = UnsafePointer(base.assumingMemoryBound(to: nlmsghdr.self))
-        while mnl_nlmsg_ok(nlh, rest) {
+        while netlinkMessageOK(nlh, rest) {
             let t = Int32(nlh.pointee.nlmsg_type)
             if nlh.pointee.nlmsg_seq == sequence && (t == NLMSG_DONE || t == NLMSG_ERROR) { return true }
             nlh = UnsafePointer(mnl_nlmsg_next(nlh, &rest))
@@ -116,7 +118,7 @@ public final class NetlinkReplyCollector {
         if let v = view(nlh), v.payload.count >= 4 {
             let code = v.payload.loadUnaligned(as: Int32.self)
             if code < 0 {
-                c.failure = (-code, extendedAckMessage(v, tlvOffset: 4))
+                c.failure = (Int32(clamping: -Int64(code)), extendedAckMessage(v, tlvOffset: 4))
                 return wm_mnl_cb_error()
             }
         }

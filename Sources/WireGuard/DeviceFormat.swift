@@ -50,7 +50,9 @@ public enum DeviceFormat {
             out += p.allowedIPs.isEmpty ? "(none)" : p.allowedIPs.map(\.description).joined(separator: ", ")
             out += "\n"
             if let hs = p.lastHandshake, hs.seconds != 0 {
-                out += "  latest handshake: \(ago(now - hs.seconds))\n"
+                // The device's time is not trusted to be near `now`: the difference must not trap.
+                let (elapsed, overflow) = now.subtractingReportingOverflow(hs.seconds)
+                out += "  latest handshake: \(ago(overflow ? (hs.seconds < 0 ? .max : .min) : elapsed))\n"
             }
             if p.receiveBytes != 0 || p.transmitBytes != 0 {
                 out += "  transfer: \(bytes(p.receiveBytes)) received, \(bytes(p.transmitBytes)) sent\n"

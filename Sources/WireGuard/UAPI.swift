@@ -84,7 +84,10 @@ public enum UAPI {
         try forEachLine(reply) { key, value in
             func text() -> String { String(decoding: value, as: UTF8.self) }
             func bad() -> WireGuardError {
-                .protocolError("device '\(name)': bad UAPI line '\(String(decoding: key, as: UTF8.self))=\(text())'")
+                // A damaged key line may still hold most of a secret: name the line, not its value.
+                let field = Field(key)
+                let value = field == .privateKey || field == .presharedKey ? "(secret, \(value.count) bytes)" : text()
+                return .protocolError("device '\(name)': bad UAPI line '\(String(decoding: key, as: UTF8.self))=\(value)'")
             }
             func number<T: FixedWidthInteger>(_: T.Type) throws -> T {
                 guard let n = parseDecimal(value, as: T.self) else { throw bad() }

@@ -251,7 +251,8 @@ public enum WireGuardNetlinkCodec {
     }
 
     private static func decodeEndpoint(_ payload: UnsafeRawBufferPointer) -> Endpoint? {
-        guard payload.count >= 2 else { return nil }
+        // Family and port: 4 bytes (a 2- or 3-byte payload read past its end: found by fuzzing).
+        guard payload.count >= 4 else { return nil }
         let family = Int32(payload.loadUnaligned(as: sa_family_t.self))
         let port = UInt16(bigEndian: payload.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
         if family == AF_INET, payload.count == MemoryLayout<sockaddr_in>.size {

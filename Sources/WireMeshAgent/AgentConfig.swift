@@ -286,6 +286,8 @@ public struct ConfigLayer: Sendable, Equatable {
             let d: Duration
             if !quoted, let seconds = Int(text) {
                 guard seconds >= 0 else { throw fail("duration must not be negative, got '\(text)'") }
+                // The bound parseDuration has (Int64 milliseconds), which the saved form relies on.
+                guard seconds <= Int64.max / 1000 else { throw fail("duration '\(text)' is too long") }
                 d = .seconds(seconds)
             } else {
                 do { d = try parseDuration(text) } catch let e as DurationError { throw fail(e.description) }

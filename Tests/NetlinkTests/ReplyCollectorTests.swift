@@ -86,6 +86,31 @@ private func feed(_ c: NetlinkReplyCollector, _ buffer: [UInt8]) throws -> Netli
         #expect(!(rest + done).withUnsafeBytes { NetlinkReplyCollector.endsReply($0, sequence: 8) })
     }
 
+    /// Fuzzing (netlink-route): libmnl's mnl_nlmsg_ok casts nlmsg_len to int, so a length of 2^31 or
+    /// more passed and a 36-byte buffer was copied as 4 GiB (out of memory, or a read past the buffer).
+    @Test func messageLengthOf2To31OrMoreIsNotTrusted() throws {
+        var huge = message(type: 24, flags: NLM_F_MULTI, payload: [1, 2, 3, 4])
+        huge.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0x8000_0010), toByteOffset: 0, as: UInt32.self) }
+        let good = message(type: 24, flags: NLM_F_MULTI, payload: [5, 6, 7, 8])
+        #expect(splitNetlinkMessages(good + huge) == [good])
+        let c = NetlinkReplyCollector(sequence: 7, portID: 99, operation: "listing routes")
+        #expect(try feed(c, good + huge) == .needMore)
+        #expect(c.messages == [good])
+        #expect(!(huge + message(type: NLMSG_DONE, payload: le32(0))).withUnsafeBytes {
+            NetlinkReplyCollector.endsReply($0, sequence: 7)
+        })
+    }
+
+    /// Fuzzing (netlink-route): an NLMSG_ERROR or NLMSG_DONE carrying Int32.min trapped on `-code`.
+    @Test func errorCodeInt32MinIsAnErrorNotATrap() {
+        let c = NetlinkReplyCollector(sequence: 7, portID: 99, operation: "adding route")
+        let err = message(type: NLMSG_ERROR, flags: 0x100, payload: le32(.min) + message(type: 24, seq: 7, port: 99))
+        #expect { _ = try feed(c, err) } throws: { ($0 as? NetlinkError)?.errno == .max }
+        let d = NetlinkReplyCollector(sequence: 7, portID: 99, operation: "reading device")
+        let done = message(type: NLMSG_DONE, flags: NLM_F_MULTI, payload: le32(.min))
+        #expect { _ = try feed(d, done) } throws: { ($0 as? NetlinkError)?.errno == .max }
+    }
+
     @Test func repliesToAnotherRequestAreRejected() {
         let c = NetlinkReplyCollector(sequence: 7, portID: 99, operation: "listing links")
         #expect(throws: NetlinkError.self) { _ = try feed(c, message(type: 16, seq: 6)) }

@@ -339,6 +339,22 @@ private func asDump(_ messages: [[UInt8]]) -> [[UInt8]] {
         #expect(b.allowedIPs.isEmpty)
     }
 
+    /// Fuzzing (netlink-wireguard): an endpoint of 2 or 3 bytes read the port past the payload.
+    @Test func endpointShorterThanFamilyAndPortIsIgnored() throws {
+        for size in 0...5 {
+            let m = GenericNetlink.message(family: family, command: 0, version: 1, flags: 2)
+            let peers = m.beginNest(8)!
+            let p = m.beginNest(0)!
+            key(0x21).withUnsafeBytes { _ = m.put(1, $0) }
+            m.put(4, bytes: Array([0x02, 0x00, 0xca, 0x6c, 0xc6].prefix(size)))  // AF_INET, port 51820, ...
+            m.endNest(p)
+            m.endNest(peers)
+            let d = try WireGuardNetlinkCodec.decodeDevice([m.bytes])
+            #expect(d.peers.map(\.publicKey) == [key(0x21)])
+            #expect(d.peers.first?.endpoint == nil)
+        }
+    }
+
     @Test func malformedPeerIsAProtocolError() {
         let m = GenericNetlink.message(family: family, command: 0, version: 1, flags: 2)
         let peers = m.beginNest(8)!

@@ -47,6 +47,16 @@ import WireMeshCrypto
             """)
     }
 
+    /// Spotted while writing the netlink-wireguard fuzz target: a kernel handshake time far from
+    /// `now` (any Int64 comes out of the GET reply) trapped on `now - seconds`.
+    @Test func handshakeTimesFarFromNowDoNotTrap() {
+        let peers = [Peer(publicKey: fixedKey(2), lastHandshake: (.min, 0)), Peer(publicKey: fixedKey(3), lastHandshake: (.max, 0))]
+        let text = DeviceFormat.human(Device(name: "wg0", peers: peers), now: 1_000)
+        #expect(text.contains("latest handshake: 292471208677 years, 195 days, 15 hours, 30 minutes, 7 seconds ago"))
+        #expect(text.contains("latest handshake: Now"))
+        #expect(DeviceFormat.human(Device(name: "wg0", peers: [peers[1]]), now: -2).contains("latest handshake: Now"))
+    }
+
     @Test func jsonIsStableAndHasNoSecrets() {
         let j = DeviceFormat.json(device)
         #expect(!j.contains(fixedKey(1).base64))

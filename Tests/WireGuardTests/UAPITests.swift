@@ -143,6 +143,19 @@ import WireMeshCrypto
         if case .protocolError = e {} else { Issue.record("expected protocolError, got \(String(describing: e))") }
     }
 
+    /// A private or preshared key line one digit short is still most of the secret: the error names
+    /// the line and its length, never the digits.
+    @Test func aDamagedKeyLineIsNotQuotedInTheError() {
+        let secret = String(repeating: "7c", count: 31) + "7"
+        for reply in ["private_key=\(secret)\nerrno=0\n\n",
+                      "public_key=\(String(repeating: "02", count: 32))\npreshared_key=\(secret)\nerrno=0\n\n"] {
+            let e = #expect(throws: WireGuardError.self) { try UAPI.decodeGet(Array(reply.utf8), deviceName: "w") }
+            let text = e.map { "\($0)" } ?? ""
+            #expect(text.contains("_key=(secret, 63 bytes)"), "\(text)")
+            #expect(!text.contains("7c7c"), "\(text)")
+        }
+    }
+
     @Test func decodeOfEncodeRoundTripsADevice() throws {
         // A device described as a full config, served back like a get reply, reads as the same device.
         var peers: [Peer] = []

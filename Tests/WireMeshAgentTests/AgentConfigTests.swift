@@ -113,6 +113,18 @@ struct AgentConfigTests {
         }
     }
 
+    /// Spotted while writing the yaml-config fuzz target: a bare number of seconds up to Int.max was
+    /// accepted, and saving it (settings.json, in milliseconds) trapped on overflow.
+    @Test func durationsTooLongToSaveAreRefused() throws {
+        #expect {
+            _ = try ConfigLayer(yaml: "key-rotation-interval: 9223372036854776\n", file: "c.yaml").savedValues
+        } throws: { ($0 as? ConfigError)?.description.contains("too long") == true }
+        // The longest accepted value saves and reads back.
+        let layer = try ConfigLayer(yaml: "key-rotation-interval: 9223372036854775\n", file: "c.yaml")
+        #expect(layer.savedValues["key-rotation-interval"] == "9223372036854775s")
+        #expect(try ConfigLayer(saved: layer.savedValues, file: "settings.json") == layer)
+    }
+
     @Test func lineNumberPointsAtTheKey() {
         #expect(throws: ConfigError(key: "gossip-port", source: "config file c.yaml line 3", message: "port 0 out of range: expected 1-65535")) {
             try ConfigLayer(yaml: "interface: wm1\n\ngossip-port: 0\n", file: "c.yaml")
