@@ -116,6 +116,13 @@ extension MeshPlanner {
     /// routes something, keepalive off and on again (`kick` seconds) so WireGuard sends a handshake
     /// initiation with the new key at once. Peers with no allowed IPs (old entries in their grace) are
     /// left alone. `updateOnly` so a peer removed meanwhile is not re-created.
+    ///
+    /// The initiation that leaves at once is dropped by each peer (none has an entry for the new key
+    /// yet). That is the point: WireGuard then sends no other initiation to that peer for 5 s, so the
+    /// initiation the peer sends once it moved cannot cross one of ours. Two initiations in flight at
+    /// once make each side drop the other's response, and traffic stops until the 5 s retry
+    /// (measured: ~1 rotation in 4 without this). The next reconcile pass puts the configured
+    /// keepalive back.
     public static func keySwitchConfig(privateKey: Key, peers: [Peer], kick: UInt16) -> DeviceConfig {
         var change = DeviceConfig(privateKey: privateKey)
         for peer in peers where !peer.allowedIPs.isEmpty {

@@ -23,8 +23,9 @@ public actor Agent {
     let config: AgentConfig
     let store: StateStore
     var state: NodeState
-    /// The only way to the device, its link and the routes (a LinkManager, or in memory in tests).
-    let link: any Dataplane
+    /// The only way to the device, its link and the routes (a LinkManager, or in memory in tests), and
+    /// the only writer of them: everything else changes what the plan is computed from.
+    let reconciler: Reconciler
     let advertise: IPAddress
     let logger: Logger
     var transport: GossipTransport?
@@ -75,7 +76,7 @@ public actor Agent {
         self.mtu = mtu
         self.store = store
         self.state = state
-        self.link = link
+        self.reconciler = Reconciler(link)
         self.advertise = advertise
         self.interfaceIndex = interfaceIndex
         self.logger = logger
@@ -101,39 +102,49 @@ public actor Agent {
     }
 
     /// One reconciliation pass: plan from the view, diff against the device and routes, apply the delta.
+    /// Its one job; what follows the view otherwise (saved members, tokens, cluster keys) is `followView`.
     func reconcile() async {
-        let view = await currentView()
+        reconcileNow(await currentView())
+    }
+
+    /// A pass with `view`, without suspending: callers that changed an input (a key switch, an
+    /// admitted peer) get the device in line with it before anything else runs on the actor.
+    @discardableResult
+    func reconcileNow(_ view: MemberView) -> Bool {
+        do {
+            try programDataplane(view)
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// The pass itself; throws what the dataplane answered (also recorded as `deviceProblem`).
+    func programDataplane(_ view: MemberView) throws {
         let members = view.members
         let record = localRecord(version: 0)
+        let overlay = state.node.overlayAddress
         do {
-            if try link.ensureInterface() {
-                let overlay = state.node.overlayAddress
-                try link.configureLink(mtu: mtu, address: try IPPrefix(address: overlay, length: overlay.bitWidth))
-                planCache = nil
+            let report = try reconciler.pass(mtu: mtu, overlay: try IPPrefix(address: overlay, length: overlay.bitWidth)) { actual, index in
+                interfaceIndex = index
+                // Read back first: the plan keeps dead members whose data plane the device shows alive.
+                observeDataPlane(actual, members: members)
+                let plan = planMesh(record: record, view: view)
+                for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
+                return Reconciler.Plan(
+                    mesh: plan, overrides: DeviceOverrides(gossipUp: transport != nil, admitted: admittedPeerList(members: members)),
+                    kick: settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive)
             }
-            interfaceIndex = try link.interfaceIndex()
-            // Read back first: the plan keeps dead members whose data plane the device shows alive.
-            let actual = try link.device()
-            observeDataPlane(actual, members: members)
-            let plan = planMesh(record: record, view: view)
-            for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
-            var desired = plan.device
-            // Before gossip is up the view is empty: keep the peers already on the device instead of
-            // removing them all, so an agent restart does not interrupt traffic.
-            if transport == nil { desired.peers = actual.peers } else { addAdmittedPeers(to: &desired, members: members) }
-            let change = diff(actual: actual, desired: desired)
-            if !change.isEmpty {
-                let report = try link.configure(change)
+            if report.recreated { planCache = nil }
+            if !report.writes.isEmpty {
+                let peers = report.writes.first?.peers.count ?? 0
                 logger.info("reconciled WireGuard", metadata: [
-                    "peers_changed": "\(change.peers.count)", "bytes": "\(report.bytes)"])
-                kickHandshakes(added: change, actual: actual)
-                pageRelease.meshChanged(peers: change.peers.count, at: .now)
+                    "peers_changed": "\(peers)", "operations": "\(report.writes.count)", "bytes": "\(report.bytes)"])
+                pageRelease.meshChanged(peers: peers, at: .now)
             }
-            let routes = MeshPlanner.routeChanges(actual: try link.ownRoutes(), desired: plan.routes)
-            if !routes.isEmpty {
-                try link.apply((routes.add, routes.remove))
+            if report.routesAdded + report.routesRemoved > 0 {
                 pageRelease.meshChanged(peers: 0, at: .now)
-                logger.info("reconciled routes", metadata: ["added": "\(routes.add.count)", "removed": "\(routes.remove.count)"])
+                logger.info("reconciled routes", metadata: ["added": "\(report.routesAdded)", "removed": "\(report.routesRemoved)"])
             }
             if deviceProblem != nil { logger.notice("device and routes programmed again", metadata: ["interface": "\(config.interface)"]) }
             deviceProblem = nil
@@ -142,7 +153,15 @@ public actor Agent {
             // Once per distinct problem, not every resync.
             if problem != deviceProblem { logger.error("cannot program interface \(config.interface): \(problem)") }
             deviceProblem = problem
+            throw error
         }
+    }
+
+    /// What follows a new view besides the device: the saved member list, expired block
+    /// reservations, token announcements, the cluster-key phase, and memory handed back.
+    func followView() async {
+        let view = await currentView()
+        let members = view.members
         // Before gossip is up there is no view: the saved list (from the last run or the join) must stay.
         if transport != nil { saveMembers(view) }
         let now = Date()
@@ -173,39 +192,13 @@ public actor Agent {
         logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
     }
 
-    /// A peer that was just (re-)added has no session here, while the node behind it may still hold
-    /// an old one with us (its wireguard-go kept running while its agent was away long enough to be
-    /// declared dead): its packets would be dropped until its own rekey timer fires, up to ~15 s.
-    /// Turning keepalive on for a moment makes WireGuard send a handshake to the peer now (kernel and
-    /// wireguard-go both send one when keepalive changes from off), and then it goes back off.
-    func kickHandshakes(added change: DeviceConfig, actual: Device) {
-        guard settings.persistentKeepalive == 0 else { return }  // keepalive on: the add itself sends one
-        let known = Set(actual.peers.map(\.publicKey))
-        let added = change.peers.filter { !$0.remove && $0.endpoint != nil && !known.contains($0.publicKey) }.map(\.publicKey)
-        guard !added.isEmpty else { return }
-        let on = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 1) })
-        let off = DeviceConfig(peers: added.map { PeerConfig(publicKey: $0, updateOnly: true, persistentKeepaliveInterval: 0) })
-        do {
-            try link.configure(on)
-            try link.configure(off)
-        } catch {
-            logger.notice("could not start handshakes with new peers: \(error)")
-        }
-    }
-
-    /// Adds the peers of just-admitted nodes that the view does not hold yet (no key or prefix clash).
-    func addAdmittedPeers(to desired: inout Device, members: [Member]) {
+    /// Peers of just-admitted nodes whose records the view does not hold yet (for 60 s at most).
+    func admittedPeerList(members: [Member]) -> [Peer] {
         let now = Date()
         admittedPeers = admittedPeers.filter { name, entry in
             !members.contains { $0.name == name } && now.timeIntervalSince(entry.at) < 60
         }
-        for (_, entry) in admittedPeers.sorted(by: { $0.key < $1.key }) {
-            let clash = desired.peers.contains { p in
-                p.publicKey == entry.peer.publicKey
-                    || p.allowedIPs.contains { a in entry.peer.allowedIPs.contains { a.overlaps($0) } }
-            }
-            if !clash { desired.peers.append(entry.peer) }
-        }
+        return admittedPeers.sorted { $0.key < $1.key }.map(\.value.peer)
     }
 
     /// The members the gossip core knows (none before gossip is up), copied out of it only when its
@@ -254,7 +247,7 @@ public actor Agent {
                     nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
                     overlayAddress: state.node.overlayAddress.description, interface: config.interface,
                     wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
-                    gossipPort: config.gossipPort, backend: link.backendKind,
+                    gossipPort: config.gossipPort, backend: reconciler.backendKind,
                     livePeers: members.filter { $0.name != state.node.name && $0.status.isActive }.count,
                     keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation,
                     clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem,
@@ -303,7 +296,7 @@ public actor Agent {
 
     func peers() async throws -> [PeerInfo] {
         let members = await currentMembers()
-        let device = try? link.device()
+        let device = try? reconciler.device()
         let now = Date().timeIntervalSince1970
         return members.filter { $0.name != state.node.name }.sorted { $0.name < $1.name }.map { member in
             let record = member.record.record

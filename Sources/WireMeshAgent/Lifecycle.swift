@@ -170,6 +170,7 @@ public enum Lifecycle {
         await agent.setTransport(transport)
         // A saved or granted view is installed without events: program it now, not at the first resync.
         await agent.reconcile()
+        await agent.followView()
         let control = try await ControlServer.bind(path: config.controlSocket) { request in await agent.handle(request) }
         let join = try await JoinServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { line in
             await agent.answerTCPLine(line)
@@ -218,7 +219,7 @@ struct ReconcileLoop: Service {
     let resync: Duration
 
     init(agent: Agent, events: AsyncStream<MemberEvent>, resync: Duration) {
-        self.init(reconcile: { await agent.reconcile() }, isLeaving: { await agent.isLeaving }, leaves: agent.leaves,
+        self.init(reconcile: { await agent.reconcile(); await agent.followView() }, isLeaving: { await agent.isLeaving }, leaves: agent.leaves,
                   events: events, resync: resync)
     }
 

@@ -128,16 +128,11 @@ extension Agent {
                 rotation.switches[message.node] = nil
                 throw RotationRefusal("'\(message.node)' switches to a key another member holds")
             }
-            // Only the new entry: its prefixes leave the old entry as they are added here.
-            let move = DeviceConfig(peers: [PeerConfig(
-                publicKey: keys.new, endpoint: entry.endpoint,
-                persistentKeepaliveInterval: entry.persistentKeepaliveInterval == 0 ? nil : entry.persistentKeepaliveInterval,
-                allowedIPs: entry.allowedIPs)])
-            do {
-                try link.configure(move)
-            } catch {
+            // The reconciler moves the prefixes to the new entry (gains before losses: they always
+            // have an owner); nothing suspends between the switch and the write.
+            guard reconcileNow(view) else {
                 rotation.switches[message.node] = nil
-                throw error
+                throw RotationRefusal("this node could not program its device: \(deviceProblem ?? "unknown error")")
             }
             // The old entry goes once the record names the new key and the grace has passed; reconcile
             // then rather than waiting for the periodic resync.
@@ -201,11 +196,10 @@ extension Agent {
         state.wireGuardKey = next
         state.pendingWireGuardKey = nil
         state.wireGuardKeyCreatedAt = now
-        do {
-            try link.configure(switchConfig(privateKey: next))
-        } catch {
-            // The state already names the new key: the next reconcile sets it.
-            logger.error("setting the new private key failed (the reconciler retries): \(error)")
+        // The state names the new key: the reconciler switches the device to it (`deviceWrites`: the key
+        // with a handshake kick to every peer), now or, if that fails, at its next pass.
+        if !reconcileNow(view ?? .empty) {
+            logger.error("setting the new private key failed (the reconciler retries): \(deviceProblem ?? "unknown error")")
         }
         await reached(.promoted)
         // The kernel sends the initiations from a work queue: let them leave before any peer moves.
@@ -232,20 +226,6 @@ extension Agent {
             "key_ms": "\((keySetAt - switchAt).milliseconds)", "switch_ms": "\((toldAt - keySetAt).milliseconds)",
             "record_ms": "\((publishedAt - toldAt).milliseconds)"])
         return outcome
-    }
-
-    /// The private-key change plus, for every peer that routes something, keepalive turned off and on
-    /// again in the same operation: turning it on makes WireGuard send at once, so this node's
-    /// handshake initiation with the new key leaves now, before any peer has an entry for the key,
-    /// and is dropped there. That is the point: WireGuard then sends no other initiation to that peer
-    /// for 5 s, so the initiation the peer sends once it moved (its own traffic, or the keepalive it
-    /// turns on) cannot cross one of ours. Two initiations in flight at once make each side drop the
-    /// other's response, and traffic stops until the 5 s retry (measured: ~1 rotation in 4 without
-    /// this). The reconciler puts the configured keepalive back.
-    func switchConfig(privateKey: Key) -> DeviceConfig {
-        let kick = settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive
-        return MeshPlanner.keySwitchConfig(privateKey: privateKey,
-                                           peers: (try? link.device())?.peers ?? [], kick: kick)
     }
 
     /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.
@@ -293,4 +273,9 @@ struct PlanInputs: Equatable {
     var view: UInt64
     /// Dead members kept for their live data plane: changes with the device, not the view.
     var keptDead: Set<String>
+}
+
+extension Agent {
+    /// How long `rotate-key` waits for each peer (tests shorten it).
+    func setPeerTimeout(seconds: Int) { rotation.peerTimeoutSeconds = seconds }
 }

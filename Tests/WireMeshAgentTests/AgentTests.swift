@@ -194,6 +194,60 @@ struct AgentHarness {
         }
     }
 
+    @Test func aPeersKeySwitchMovesItsPrefixesInOneWriteGainBeforeLoss() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            await h.agent.reconcile()
+            let peer = h.peers[0]
+            let newKey = Key.generatePrivate().publicKey()
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let before = h.dataplane.with { $0.changes.count }
+            try await h.agent.handleRotation(RotationMessage(phase: .switch, node: "peer0", oldKey: peer.record.wireguardKey,
+                                                             newKey: newKey, issuedAt: now, identity: peer.identity))
+            let device = try h.device
+            #expect(device.peers.first { $0.publicKey == newKey }?.allowedIPs.contains(peer.record.podCIDRs[0]) == true)
+            #expect(device.peers.first { $0.publicKey == peer.record.wireguardKey }?.allowedIPs == [], "the old entry stays, empty, for the grace")
+            let writes = h.dataplane.with { Array($0.changes[before...]) }
+            #expect(writes.count == 1 && writes[0].peers.map(\.publicKey) == [newKey, peer.record.wireguardKey])
+            // A retry of the same switch writes nothing more.
+            try await h.agent.handleRotation(RotationMessage(phase: .switch, node: "peer0", oldKey: peer.record.wireguardKey,
+                                                             newKey: newKey, issuedAt: now, identity: peer.identity))
+            #expect(h.dataplane.with { $0.changes.count } == before + 1)
+            // Signed by anyone else: refused, nothing written.
+            await #expect(throws: RotationRefusal.self) {
+                try await h.agent.handleRotation(RotationMessage(phase: .switch, node: "peer0", oldKey: newKey,
+                                                                 newKey: Key.generatePrivate().publicKey(), issuedAt: now,
+                                                                 identity: SigningIdentity.generate()))
+            }
+            #expect(h.dataplane.with { $0.changes.count } == before + 1)
+        }
+    }
+
+    @Test func rotateKeyIsAStateChangeTheReconcilerWritesAsAKeySwitchThenSettles() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 1)
+            await h.agent.reconcile()
+            await h.agent.setPeerTimeout(seconds: 1)  // peer0 is not there to answer (192.0.2.0/24)
+            let before = h.dataplane.with { $0.changes.count }
+            let outcome = try await h.agent.rotateKey()
+            let state = try h.store.load()
+            #expect(state.wireGuardKey.publicKey() == outcome.newKey && state.pendingWireGuardKey == nil)
+            #expect(outcome.switched.isEmpty && outcome.livePeers == ["peer0"])
+            let writes = h.dataplane.with { Array($0.changes[before...]) }
+            // One write: the key, and keepalive off then on for the peer that routes (the handshake kick).
+            #expect(writes.count == 1)
+            #expect(writes[0].privateKey == state.wireGuardKey)
+            #expect(writes[0].peers.map(\.persistentKeepaliveInterval) == [0, 25])
+            #expect(try h.device.privateKey == state.wireGuardKey)
+            // The next pass puts the configured keepalive (none) back and sends nothing after that.
+            await h.agent.reconcile()
+            #expect(try h.device.peers.allSatisfy { $0.persistentKeepaliveInterval == 0 })
+            let settled = h.dataplane.with { $0.changes.count }
+            await h.agent.reconcile()
+            #expect(h.dataplane.with { $0.changes.count } == settled)
+        }
+    }
+
     @Test func leaveIsRecordedAndSignalled() async throws {
         try await withTemporaryDirectory { dir in
             let h = try await AgentHarness(directory: dir, peers: 1)
