@@ -32,8 +32,8 @@ public actor Agent {
     var interfaceIndex: Int32
     /// Blocks handed to nodes admitted by this member whose records have not arrived yet (with the
     /// time: an admitted node that never shows up frees its block after `pendingAssignmentTTL`).
-    var pendingAssignments: [String: (block: IPPrefix, at: Date)] = [:]
-    static let pendingAssignmentTTL: TimeInterval = 300
+    var pendingAssignments: [String: (block: IPPrefix, at: ContinuousClock.Instant)] = [:]
+    static let pendingAssignmentTTL: Duration = .seconds(300)
     /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members), and the
     /// view generation it was saved from.
     var lastSavedMembersDigest: [UInt8] = []
@@ -49,13 +49,17 @@ public actor Agent {
     /// gossip (or 60 s pass). Programmed before the join reply goes out, so the new node's first
     /// handshake is answered: a handshake from an unknown key is dropped, and WireGuard retries
     /// only after 5 s, which would delay the new node's first packets by that much.
-    var admittedPeers: [String: (peer: Peer, at: Date)] = [:]
+    var admittedPeers: [String: (peer: Peer, at: ContinuousClock.Instant)] = [:]
+    static let admittedPeerTTL: Duration = .seconds(60)
     /// Set by `leave`: the services stop once the leave has been gossiped.
     var leaving = false
     /// Yields once on `leave` (the reconcile loop ends on it).
     nonisolated let leaves: AsyncStream<Void>
     let leaveSignal: AsyncStream<Void>.Continuation
-    let startedAt = Date()
+    /// Monotonic time for TTLs, wall time for what other nodes compare (tests move both).
+    let clock: AgentClock
+    /// When this agent started, on `clock.monotonic`.
+    let startedAt: ContinuousClock.Instant
     /// Key switches announced by peers and this node's own rotation (Rotation.swift).
     var rotation = RotationState()
     /// Cluster key rotation bookkeeping (ClusterKeyRotationAgent.swift).
@@ -67,12 +71,19 @@ public actor Agent {
     /// The interface MTU set at start.
     let mtu: Int
 
+    /// This member's token entries as last saved (`tokens.json` is read once, at start: a reconcile
+    /// pass must not read the disk). A file that could not be read stays the error, so no token
+    /// operation overwrites it.
+    var tokenCache: Result<[TokenRecord], any Error>
+
     /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
     var dataPlane = DataPlaneLiveness()
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: any Dataplane, advertise: IPAddress,
-         interfaceIndex: Int32, mtu: Int, logger: Logger) {
+         interfaceIndex: Int32, mtu: Int, logger: Logger, clock: AgentClock = .system) {
         self.config = config
+        self.clock = clock
+        startedAt = clock.monotonic()
         self.mtu = mtu
         self.store = store
         self.state = state
@@ -80,6 +91,7 @@ public actor Agent {
         self.advertise = advertise
         self.interfaceIndex = interfaceIndex
         self.logger = logger
+        tokenCache = Result { try store.loadTokens() }
         (leaves, leaveSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -90,7 +102,7 @@ public actor Agent {
                    wireguardEndpoints: [Endpoint(address: advertise, port: config.wireGuardPort)],
                    gossipAddress: Endpoint(address: advertise, port: config.gossipPort),
                    podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress,
-                   tokens: TokenRecords.announcements((try? store.loadTokens()) ?? [], now: Date()))
+                   tokens: TokenRecords.announcements((try? tokenCache.get()) ?? [], now: clock.wall()))
         record.clusterKeys = state.clusterKeys.tags
         return record
     }
@@ -164,9 +176,9 @@ public actor Agent {
         let members = view.members
         // Before gossip is up there is no view: the saved list (from the last run or the join) must stay.
         if transport != nil { saveMembers(view) }
-        let now = Date()
+        let now = clock.monotonic()
         for (name, pending) in pendingAssignments
-        where members.contains(where: { $0.name == name }) || now.timeIntervalSince(pending.at) > Self.pendingAssignmentTTL {
+        where members.contains(where: { $0.name == name }) || now - pending.at > Self.pendingAssignmentTTL {
             pendingAssignments[name] = nil
         }
         await syncTokens(members: members)
@@ -192,11 +204,14 @@ public actor Agent {
         logger.debug("released start-up pages", metadata: ["bytes": "\(bytes)"])
     }
 
+    /// The block reserved for an admitted node whose record has not arrived yet.
+    func reservedBlock(of name: String) -> IPPrefix? { pendingAssignments[name]?.block }
+
     /// Peers of just-admitted nodes whose records the view does not hold yet (for 60 s at most).
     func admittedPeerList(members: [Member]) -> [Peer] {
-        let now = Date()
+        let now = clock.monotonic()
         admittedPeers = admittedPeers.filter { name, entry in
-            !members.contains { $0.name == name } && now.timeIntervalSince(entry.at) < 60
+            !members.contains { $0.name == name } && now - entry.at < Self.admittedPeerTTL
         }
         return admittedPeers.sorted { $0.key < $1.key }.map(\.value.peer)
     }
@@ -221,7 +236,7 @@ public actor Agent {
         guard view.generation != lastSavedGeneration else { return }
         // The saved list only seeds a restart: while a big cluster churns, writing (and fsyncing) it at
         // most every 2 s is enough; the periodic resync writes the final state.
-        if let last = lastMembersSave, ContinuousClock.now - last < .seconds(2) { return }
+        if let last = lastMembersSave, clock.monotonic() - last < .seconds(2) { return }
         let blob = MemberBlob.encode(view.members.filter { $0.status.isActive || dataPlane.kept.contains($0.name) }.map(\.record))
         let digest = KeyDerivation.genericHash(blob)
         guard digest != lastSavedMembersDigest else { lastSavedGeneration = view.generation; return }
@@ -229,7 +244,7 @@ public actor Agent {
             try store.saveMembers(blob)
             lastSavedMembersDigest = digest
             lastSavedGeneration = view.generation
-            lastMembersSave = .now
+            lastMembersSave = clock.monotonic()
         } catch {
             logger.error("could not save members: \(error)")
         }
@@ -259,17 +274,17 @@ public actor Agent {
                 return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses)
             case .tokenList:
                 let members = await currentMembers()
-                let now = Date()
-                let view = tokenView(try store.loadTokens(), members: members)
+                let now = clock.wall()
+                let view = tokenView(try tokenCache.get(), members: members)
                 return .tokens(view.values.map { TokenInfo($0, now: now) }.sorted {
                     ($0.createdAt ?? .distantPast, $0.id) < ($1.createdAt ?? .distantPast, $1.id)
                 })
             case .tokenRevoke(let given):
                 let id = try TokenReference.validatedID(given)  // never echoes what it got
                 let members = await currentMembers()
-                let records = try store.loadTokens()
+                let records = try tokenCache.get()
                 let revoked = try TokenRecords.revoke(id, in: records, view: tokenView(records, members: members))
-                try store.saveTokens(revoked)
+                try saveTokenRecords(revoked)
                 try await announceTokens(revoked)
                 return .done("token \(id) revoked: every member refuses it once this is gossiped (about a second)")
             case .leave:
@@ -297,7 +312,7 @@ public actor Agent {
     func peers() async throws -> [PeerInfo] {
         let members = await currentMembers()
         let device = try? reconciler.device()
-        let now = Date().timeIntervalSince1970
+        let now = clock.wall().timeIntervalSince1970
         return members.filter { $0.name != state.node.name }.sorted { $0.name < $1.name }.map { member in
             let record = member.record.record
             let peer = device?.peers.first { $0.publicKey == record.wireguardKey }
@@ -330,7 +345,7 @@ public actor Agent {
             let ownRecord = try await transport?.localRecord()
             // From here until the block is recorded in `pendingAssignments` nothing suspends: a second
             // join answered by this member meanwhile would not see the block and could be given it too.
-            let now = Date()
+            let now = clock.wall()
             let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
             let monotonicNow = GossipHandler.now()  // the clock of `Member.since`
             var claims = members.filter { $0.name != state.node.name }.flatMap { m in
@@ -353,7 +368,7 @@ public actor Agent {
                     + [ownRecord].compactMap { $0 }))
             // From the view to the saved use, nothing suspends: two joins at this member cannot both
             // take a token's last use (joins racing at two members can, see README).
-            let records = try store.loadTokens()
+            let records = try tokenCache.get()
             let admission = try JoinExchange.admit(
                 request, token: tokenView(records, members: members)[request.tokenID],
                 usedNonces: records.first { $0.id == request.tokenID }?.usedNonces ?? [], member: context, now: now,
@@ -368,12 +383,12 @@ public actor Agent {
                 return NodeAssignment(name: req.nodeName, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block))
             }
             let used = TokenRecords.recordingUse(of: request, nonce: admission.nonce, in: records)
-            try store.saveTokens(used)
-            pendingAssignments[request.nodeName] = (admission.assignment.podCIDR, now)
+            try saveTokenRecords(used)
+            pendingAssignments[request.nodeName] = (admission.assignment.podCIDR, clock.monotonic())
             let overlay = admission.assignment.overlayAddress
             admittedPeers[request.nodeName] = (Peer(
                 publicKey: request.wireGuardPublicKey, persistentKeepaliveInterval: settings.persistentKeepalive,
-                allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), now)
+                allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), clock.monotonic())
             do { try await announceTokens(used) } catch { logger.warning("could not announce the token use: \(error)") }
             await reconcile()
             logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
@@ -395,9 +410,9 @@ extension Agent {
 
     /// Issues a token listing this member and up to three other live members as endpoints.
     func createToken(ttl: TimeInterval, uses: Int?) async throws -> ControlResponse {
-        let now = Date()
+        let now = clock.wall()
         let members = await currentMembers()
-        var records = TokenRecords.pruned(try store.loadTokens(), now: now)
+        var records = TokenRecords.pruned(try tokenCache.get(), now: now)
         guard TokenRecords.liveCount(records, now: now) < TokenAnnouncement.maxPerRecord else {
             throw JoinError.invalidRequest("this member already announces \(TokenAnnouncement.maxPerRecord) unexpired tokens, all a gossip record has room for: create the token on another member, or wait until some expire")
         }
@@ -409,16 +424,22 @@ extension Agent {
             clusterID: state.clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)] + others,
             joinSigning: state.joinSigning, ttl: ttl, uses: uses, now: now)
         records.append(record)
-        try store.saveTokens(records)
+        try saveTokenRecords(records)
         try await announceTokens(records)
         let info = TokenInfo(tokenView(records, members: members)[record.id]!, now: now)
         return .tokenCreated(token: token.text, info: info)
     }
 
+    /// Saves this member's token entries (atomically) and keeps them as the current ones.
+    func saveTokenRecords(_ records: [TokenRecord]) throws {
+        try store.saveTokens(records)
+        tokenCache = .success(records)
+    }
+
     /// Puts this member's token entries into its gossiped record (if they changed).
     func announceTokens(_ records: [TokenRecord]) async throws {
         guard let transport else { return }
-        let wanted = TokenRecords.announcements(records, now: Date())
+        let wanted = TokenRecords.announcements(records, now: clock.wall())
         if try await transport.localRecord().record.tokens != wanted {
             try await transport.updateLocalRecord { $0.tokens = wanted }
         }
@@ -428,9 +449,9 @@ extension Agent {
     func syncTokens(members: [Member]) async {
         guard transport != nil, !leaving else { return }
         do {
-            var records = try store.loadTokens()
-            if let adopted = TokenRecords.adoptingRevocations(records, view: tokenView(records, members: members), now: Date()) {
-                try store.saveTokens(adopted)
+            var records = try tokenCache.get()
+            if let adopted = TokenRecords.adoptingRevocations(records, view: tokenView(records, members: members), now: clock.wall()) {
+                try saveTokenRecords(adopted)
                 records = adopted
                 logger.info("relaying token revocations seen in gossip")
             }

@@ -12,7 +12,7 @@ struct ClusterKeyAgentState: Sendable {
     /// One keyring request at a time.
     var fetching = false
     /// When a member was last asked (a member that cannot answer is not asked on every reconcile).
-    var lastAsked: [String: Date] = [:]
+    var lastAsked: [String: ContinuousClock.Instant] = [:]
     /// `droppedAuthFailed` at the last check: growing with no live peer means the cluster moved on.
     var authFailedSeen = 0
     /// Shown in `status` until a keyring request succeeds or a member is live.
@@ -64,7 +64,7 @@ extension Agent {
     /// One step of the rotation state machine (on every reconcile); applies and persists what changed.
     func evaluateClusterKeys(members: [Member]) async {
         var rotation = state.clusterKeys
-        let actions = rotation.evaluate(members: memberKeys(members), now: Date().timeIntervalSince1970,
+        let actions = rotation.evaluate(members: memberKeys(members), now: clock.wall().timeIntervalSince1970,
                                         grace: clusterKeyGraceSeconds)
         do { try await applyClusterKeys(rotation, newKeys: [], actions: actions) } catch {
             logger.error("cluster key rotation: could not save the keyring (nothing changed): \(error)")
@@ -117,8 +117,8 @@ extension Agent {
         var refusals: [String: KeyringRefusal] = [:]
         for name in names {
             guard let member = members.first(where: { $0.name == name }) else { continue }
-            if let last = clusterKeyAgent.lastAsked[name], Date().timeIntervalSince(last) < 5 { continue }
-            clusterKeyAgent.lastAsked[name] = Date()
+            if let last = clusterKeyAgent.lastAsked[name], clock.monotonic() - last < .seconds(5) { continue }
+            clusterKeyAgent.lastAsked[name] = clock.monotonic()
             let record = member.record.record
             let result = await Self.requestKeyring(
                 from: record.gossipAddress, memberIdentity: record.identity, clusterID: state.clusterID,
@@ -203,7 +203,7 @@ extension Agent {
         let generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
         let answer = KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
                                           generations: generations, identity: state.identity, name: state.node.name,
-                                          nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+                                          nowMs: clock.wallMs)
         if answer.ok {
             logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
         } else {

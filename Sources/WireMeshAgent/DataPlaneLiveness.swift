@@ -90,7 +90,7 @@ extension Agent {
     /// the peers of dead members whose data plane is alive (see `DataPlaneLivenessRule`).
     func observeDataPlane(_ device: Device, members: [Member]) {
         let (started, stopped) = dataPlane.update(device: device.peers, members: members, localName: state.node.name,
-                                                  at: .now, wallClock: Date().timeIntervalSince1970)
+                                                  at: clock.monotonic(), wallClock: clock.wall().timeIntervalSince1970)
         for name in started {
             logger.notice("member is dead in gossip but its WireGuard data plane is alive: keeping its peer",
                           metadata: ["node": "\(name)"])

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import IPNetwork
 import Logging
 import Netlink
@@ -14,8 +15,12 @@ import WireMeshCrypto
 /// Kernel WireGuard is used when the generic netlink family exists; otherwise a userspace
 /// implementation (wireguard-go) is started once and left running across agent restarts, so a
 /// restart of the agent never touches traffic.
+///
+/// Sendable because every use of its sockets and of `launcher` goes through `serialized`: a netlink
+/// socket carries one request and its replies at a time.
 public final class LinkManager: @unchecked Sendable {
     public let interface: String
+    private let lock = NSLock()
     public let backend: any WireGuardBackend
     let rtnl: RouteNetlink
     let logger: Logger
@@ -88,80 +93,99 @@ public final class LinkManager: @unchecked Sendable {
     /// Returns true when it had to recreate it (the caller then sets MTU and address again; the next
     /// reconcile pass programs key, port and peers).
     public func ensureInterface() throws -> Bool {
-        if let userspace = backend as? UserspaceBackend {
-            if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil { return false }
-            logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
-            // A socket left by a killed process would make the new one look alive before it is.
-            unlink(userspace.socketPath(for: interface))
-            let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
-                                                 socketDirectory: userspace.socketDirectory,
-                                                 logFile: logDirectory + "/\(userspaceImplementation).log")
-            launcher.detach()
-            self.launcher = launcher
+        try serialized {
+            if let userspace = backend as? UserspaceBackend {
+                if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil { return false }
+                logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
+                // A socket left by a killed process would make the new one look alive before it is.
+                unlink(userspace.socketPath(for: interface))
+                let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,
+                                                     socketDirectory: userspace.socketDirectory,
+                                                     logFile: logDirectory + "/\(userspaceImplementation).log")
+                launcher.detach()
+                self.launcher = launcher
+                return true
+            }
+            if (try? rtnl.link(named: interface)) != nil { return false }
+            logger.warning("WireGuard interface \(interface) is gone; creating it again", metadata: ["interface": "\(interface)"])
+            try rtnl.createLink(name: interface, kind: "wireguard")
             return true
         }
-        if (try? rtnl.link(named: interface)) != nil { return false }
-        logger.warning("WireGuard interface \(interface) is gone; creating it again", metadata: ["interface": "\(interface)"])
-        try rtnl.createLink(name: interface, kind: "wireguard")
-        return true
     }
 
     /// Sets MTU, the overlay address and brings the link up; only what differs is changed.
     public func configureLink(mtu: Int, address: IPPrefix?) throws {
-        let link = try rtnl.link(named: interface)
-        if link.mtu != UInt32(mtu) { try rtnl.setLink(name: interface, mtu: UInt32(mtu)) }
-        if let address {
-            let have = try rtnl.addresses(interface: interface)
-            if !have.contains(address) { try rtnl.addAddress(address, interface: interface) }
+        try serialized {
+            let link = try rtnl.link(named: interface)
+            if link.mtu != UInt32(mtu) { try rtnl.setLink(name: interface, mtu: UInt32(mtu)) }
+            if let address {
+                let have = try rtnl.addresses(interface: interface)
+                if !have.contains(address) { try rtnl.addAddress(address, interface: interface) }
+            }
+            if !link.isUp { try rtnl.setLink(name: interface, up: true) }
         }
-        if !link.isUp { try rtnl.setLink(name: interface, up: true) }
     }
 
     /// The interface index, for routes.
-    public func interfaceIndex() throws -> Int32 { try rtnl.interfaceIndex(named: interface) }
+    public func interfaceIndex() throws -> Int32 { try serialized { try rtnl.interfaceIndex(named: interface) } }
 
     /// Routes carrying the agent's protocol tag.
-    public func ownRoutes() throws -> [Route] { try rtnl.routes() }
+    public func ownRoutes() throws -> [Route] { try serialized { try rtnl.routes() } }
 
     /// Applies route changes; additions first so the cluster range is never uncovered.
     public func apply(_ changes: RouteChangesInput) throws {
-        for route in changes.add { try rtnl.replaceRoute(route) }
-        for route in changes.remove { try? rtnl.deleteRoute(route) }
+        try serialized {
+            for route in changes.add { try rtnl.replaceRoute(route) }
+            for route in changes.remove { try? rtnl.deleteRoute(route) }
+        }
     }
 
     /// The MTU of the interface that carries `address` (the underlay), or nil if none does.
     public func underlayMTU(for address: IPAddress) -> Int? {
-        guard let links = try? rtnl.links() else { return nil }
-        for link in links {
-            if let addrs = try? rtnl.addresses(interface: link.name), addrs.contains(where: { $0.address == address }) {
-                return Int(link.mtu)
+        serialized {
+            guard let links = try? rtnl.links() else { return nil }
+            for link in links {
+                if let addrs = try? rtnl.addresses(interface: link.name), addrs.contains(where: { $0.address == address }) {
+                    return Int(link.mtu)
+                }
             }
+            return nil
         }
-        return nil
     }
 
     /// The first global IPv4 address of any interface but loopback and our own: the default
     /// advertise address when none is configured.
     public func defaultAdvertiseAddress() -> IPAddress? {
-        guard let links = try? rtnl.links() else { return nil }
-        for link in links where link.name != "lo" && link.name != interface && link.isUp {
-            if let addrs = try? rtnl.addresses(interface: link.name),
-               let v4 = addrs.first(where: { $0.address.isIPv4 && !$0.address.description.hasPrefix("127.") }) {
-                return v4.address
+        serialized {
+            guard let links = try? rtnl.links() else { return nil }
+            for link in links where link.name != "lo" && link.name != interface && link.isUp {
+                if let addrs = try? rtnl.addresses(interface: link.name),
+                   let v4 = addrs.first(where: { $0.address.isIPv4 && !$0.address.description.hasPrefix("127.") }) {
+                    return v4.address
+                }
             }
+            return nil
         }
-        return nil
     }
 }
 
 extension LinkManager {
+    /// Runs `body` alone on this manager's sockets.
+    func serialized<R>(_ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
     /// Ends this node's part in the mesh after a leave: removes our routes (protocol 87) through the
     /// interface or into the cluster range (the fail-closed backstop too: the node is no longer a
     /// member), stops the userspace WireGuard serving the interface (found by its UAPI socket, so
     /// also one an earlier agent run started) and removes its socket, and deletes the interface.
     /// Best effort: each failure is logged and the next step still runs.
     public func tearDown(clusterRange: IPPrefix) {
-        Self.remove(interface, routesInto: clusterRange, rtnl: rtnl, logger: logger, context: "leave")
+        serialized {
+            Self.remove(interface, routesInto: clusterRange, rtnl: rtnl, logger: logger, context: "leave")
+        }
     }
 
     /// The node's interface was renamed (`--interface` differs from the saved one): removes the old

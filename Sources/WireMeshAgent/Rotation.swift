@@ -67,7 +67,7 @@ extension Agent {
     /// The desired mesh with the key switches peers announced directly; forgets settled switches.
     func planMesh(record: NodeRecord, view: MemberView) -> DesiredMesh {
         let members = view.members
-        let now = Date().timeIntervalSince1970
+        let now = secondsSinceStart
         for (name, s) in rotation.switches where s.isSettled(member: members.first { $0.name == name }, now: now,
                                                               timing: rotation.timing) {
             rotation.switches[name] = nil
@@ -108,7 +108,7 @@ extension Agent {
             throw RotationRefusal("'\(message.node)' is not a live member here: wait for it to be gossiped, then retry")
         }
         let record = member.record.record
-        let keys = try message.verified(by: record.identity, nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+        let keys = try message.verified(by: record.identity, nowMs: clock.wallMs)
         switch message.rotation {
         case .prepare:
             guard record.wireguardKey == keys.old || record.wireguardKey == keys.new else {
@@ -122,7 +122,7 @@ extension Agent {
             }
             // From here to the end no suspension point: a reconcile cannot interleave.
             rotation.switches[message.node] = KeySwitch(node: message.node, oldKey: keys.old, newKey: keys.new,
-                                                        appliedAt: Date().timeIntervalSince1970)
+                                                        appliedAt: secondsSinceStart)
             let plan = planMesh(record: localRecord(version: 0), view: view)
             guard let entry = plan.device.peers.first(where: { $0.publicKey == keys.new }) else {
                 rotation.switches[message.node] = nil
@@ -166,8 +166,7 @@ extension Agent {
         guard !rotation.inProgress else { throw AgentError("a key rotation is already running on this node: wait for it to finish") }
         rotation.inProgress = true
         defer { rotation.inProgress = false }
-        let clock = ContinuousClock()
-        let received = clock.now
+        let received = clock.monotonic()
 
         let next = state.pendingWireGuardKey ?? Key.generatePrivate()
         let oldPublic = state.wireGuardKey.publicKey(), newPublic = next.publicKey()
@@ -181,17 +180,17 @@ extension Agent {
             .map { (name: $0.name, endpoint: $0.record.record.gossipAddress) }
         func message(_ phase: RotationMessage.Phase) -> [UInt8] {
             let m = RotationMessage(phase: phase, node: state.node.name, oldKey: oldPublic, newKey: newPublic,
-                                    issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: state.identity)
+                                    issuedAt: clock.wallMs, identity: state.identity)
             return ((try? JSONEncoder().encode(m)).map(Array.init) ?? []) + [0x0A]
         }
         let timeout = rotation.peerTimeoutSeconds
-        let started = clock.now
+        let started = clock.monotonic()
         let prepared = await Self.tell(peers, message(.prepare), timeoutSeconds: timeout)
-        let switchAt = clock.now
+        let switchAt = clock.monotonic()
         await reached(.prepared)
 
         // Whole seconds, as the state file keeps it: the schedule must not move when a restart reloads it.
-        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let now = Date(timeIntervalSince1970: clock.wall().timeIntervalSince1970.rounded(.down))
         try store.promotePendingWireGuardKey(now: now)
         state.wireGuardKey = next
         state.pendingWireGuardKey = nil
@@ -204,16 +203,16 @@ extension Agent {
         await reached(.promoted)
         // The kernel sends the initiations from a work queue: let them leave before any peer moves.
         try? await Task.sleep(for: .milliseconds(5))
-        let keySetAt = clock.now
+        let keySetAt = clock.monotonic()
         let switched = await Self.tell(peers, message(.switch), timeoutSeconds: timeout)
-        let toldAt = clock.now
+        let toldAt = clock.monotonic()
         await reached(.switched)
         try await transport.updateLocalRecord {
             $0.wireguardKey = newPublic
             $0.pendingWireguardKey = nil
         }
         await reached(.published)
-        let publishedAt = clock.now
+        let publishedAt = clock.monotonic()
         let outcome = RotationOutcome(
             newKey: newPublic, livePeers: peers.map(\.name).sorted(),
             prepared: prepared.filter { $0.value == nil }.keys.sorted(),
@@ -276,6 +275,13 @@ struct PlanInputs: Equatable {
 }
 
 extension Agent {
+    /// Monotonic seconds since this agent started: the clock of `KeySwitch.appliedAt` (a wall-clock
+    /// jump must not settle a switch early or keep it for an hour).
+    var secondsSinceStart: Double {
+        let d = clock.monotonic() - startedAt
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     /// How long `rotate-key` waits for each peer (tests shorten it).
     func setPeerTimeout(seconds: Int) { rotation.peerTimeoutSeconds = seconds }
 }

@@ -6,6 +6,7 @@ import IPNetwork
 import Logging
 import Membership
 import Netlink
+import Synchronization
 import Testing
 import WireGuard
 import WireMeshCrypto
@@ -24,7 +25,8 @@ struct AgentHarness {
 
     static let podRange = try! IPPrefix("10.244.0.0/16")
 
-    init(directory: String, peers: Int = 0, device: Device? = nil) async throws {
+    init(directory: String, peers: Int = 0, device: Device? = nil, clock: AgentClock = .system,
+         beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
         self.directory = directory
         store = StateStore(directory: directory + "/state")
         let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
@@ -35,6 +37,7 @@ struct AgentHarness {
             identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
             joinSigning: .generate()))
         state = try store.load()
+        try beforeStart(store)
         var config = AgentConfig()
         config.stateDirectory = store.directory
         config.interface = "wmtest0"
@@ -44,7 +47,7 @@ struct AgentHarness {
         logger.logLevel = .critical
         let loopback = try IPAddress("127.0.0.1")
         agent = Agent(config: config, store: store, state: state, link: dataplane, advertise: loopback,
-                      interfaceIndex: 7, mtu: 1420, logger: logger)
+                      interfaceIndex: 7, mtu: 1420, logger: logger, clock: clock)
         var made: [(NodeRecord, SigningIdentity)] = []
         for i in 0..<peers {
             let identity = SigningIdentity.generate()
@@ -67,6 +70,19 @@ struct AgentHarness {
     }
 
     var device: Device { get throws { try dataplane.device() } }
+}
+
+/// A clock the test moves: monotonic time and the wall clock apart.
+final class ManualClock: Sendable {
+    private let base = ContinuousClock.now
+    private let offsets = Mutex<(monotonic: Duration, wall: TimeInterval)>((.zero, 0))
+
+    var agentClock: AgentClock {
+        AgentClock(monotonic: { self.base + self.offsets.withLock { $0.monotonic } },
+                   wall: { Date().addingTimeInterval(self.offsets.withLock { $0.wall }) })
+    }
+    func advance(_ d: Duration) { offsets.withLock { $0.monotonic += d; $0.wall += Double(d.components.seconds) } }
+    func jumpWall(_ seconds: TimeInterval) { offsets.withLock { $0.wall += seconds } }
 }
 
 /// The agent's own behaviour, driven through its methods against an in-memory dataplane (issue 15:
@@ -156,7 +172,7 @@ struct AgentHarness {
             let now = Date()
             let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
                                                       joinSigning: h.state.joinSigning, ttl: 600, uses: nil, now: now)
-            try h.store.saveTokens([record])
+            try await h.agent.saveTokenRecords([record])
             func request(_ name: String, key: Key) throws -> [UInt8] {
                 let r = JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
                                                  wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength))
@@ -245,6 +261,53 @@ struct AgentHarness {
             let settled = h.dataplane.with { $0.changes.count }
             await h.agent.reconcile()
             #expect(h.dataplane.with { $0.changes.count } == settled)
+        }
+    }
+
+    @Test func anUnreadableTokensFileIsNamedAndNeverOverwritten() async throws {
+        try await withTemporaryDirectory { dir in
+            let garbage = Data("{\"not\": json".utf8)
+            let h = try await AgentHarness(directory: dir) { store in
+                try garbage.write(to: URL(fileURLWithPath: store.directory + "/tokens.json"))
+            }
+            await h.agent.reconcile()  // the device does not depend on it
+            #expect(try h.device.privateKey == h.state.wireGuardKey)
+            guard case .failure(let failure) = await h.agent.handle(.tokenCreate(ttlSeconds: 600, uses: 1)) else {
+                Issue.record("a token was created over an unreadable tokens.json"); return
+            }
+            #expect(failure.message.contains("tokens.json"), "\(failure.message)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: h.store.directory + "/tokens.json")) == garbage)
+        }
+    }
+
+    @Test func anAdmittedPeerWhoseRecordNeverComesGoesAfterAMinuteOfMonotonicTimeNotOfWallClock() async throws {
+        try await withTemporaryDirectory { dir in
+            let time = ManualClock()
+            let h = try await AgentHarness(directory: dir, peers: 1, clock: time.agentClock)
+            await h.agent.reconcile()
+            let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
+                                                      joinSigning: h.state.joinSigning, ttl: 7200, uses: nil, now: Date())
+            try await h.agent.saveTokenRecords([record])
+            let key = Key.generatePrivate().publicKey()
+            let r = JoinExchange.makeRequest(token: token, nodeName: "joiner", identity: SigningIdentity.generate().publicKey,
+                                             wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength))
+            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(await h.agent.admit(Array(try JSONEncoder().encode(r))).dropLast()))
+            #expect(reply.response != nil)
+            let reserved = { await h.agent.reservedBlock(of: "joiner") }
+            let block = try #require(await reserved())
+            #expect(try h.device.peers.contains { $0.publicKey == key })
+            time.jumpWall(3600)  // the wall clock jumps an hour: no TTL moves
+            await h.agent.reconcile()
+            await h.agent.followView()
+            #expect(try h.device.peers.contains { $0.publicKey == key })
+            #expect(await reserved() == block)
+            time.advance(.seconds(61))
+            await h.agent.reconcile()
+            #expect(try !h.device.peers.contains { $0.publicKey == key }, "the record never came: the peer goes after 60 s")
+            #expect(await reserved() == block, "its block stays reserved for 300 s")
+            time.advance(.seconds(240))
+            await h.agent.followView()
+            #expect(await reserved() == nil)
         }
     }
 

@@ -49,7 +49,7 @@ struct ReconcileLoopTests {
         let (events, feed) = AsyncStream<MemberEvent>.makeStream()
         feed.finish()
         let loop = ReconcileLoop(reconcile: {}, isLeaving: { true }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
-        try await loop.run()
+        await #expect(throws: Never.self) { try await loop.run() }
     }
 
     @Test func withoutEventsItResyncsEveryPeriod() async throws {
@@ -61,6 +61,7 @@ struct ReconcileLoopTests {
         while passes.count < 3 { try await Task.sleep(for: .milliseconds(10)) }
         run.cancel()
         try await run.value
+        #expect(passes.count >= 3)
     }
 
     @Test func aLeaveEndsTheLoopWhileEventsGoOn() async throws {
@@ -81,10 +82,13 @@ struct ReconcileLoopTests {
 
     @Test func cancellationIsNotAnError() async throws {
         let (events, _) = AsyncStream<MemberEvent>.makeStream()
-        let loop = ReconcileLoop(reconcile: {}, isLeaving: { false }, leaves: AsyncStream { _ in }, events: events, resync: .seconds(3600))
+        let passes = Counter()
+        let loop = ReconcileLoop(reconcile: { passes.bump() }, isLeaving: { false }, leaves: AsyncStream { _ in }, events: events,
+                                 resync: .seconds(3600))
         let run = Task { try await loop.run() }
         try await Task.sleep(for: .milliseconds(50))
         run.cancel()
-        try await run.value
+        await #expect(throws: Never.self) { try await run.value }
+        #expect(passes.count == 0, "no event and no resync due: no pass")
     }
 }
