@@ -31,8 +31,9 @@ let package = Package(
         // C libraries (system packages from Debian: libsodium-dev, libmnl-dev).
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
-        // nftables' own library (libnftables-dev): the agent's egress table, without running `nft`.
-        .systemLibrary(name: "CNftables", pkgConfig: "libnftables", providers: [.apt(["libnftables-dev"])]),
+        // nftables' own library (header from libnftables-dev, loaded at run time from libnftables1 with
+        // dlopen, not linked: see its shim): the agent's egress table, without running `nft`.
+        .systemLibrary(name: "CNftables"),
         // glibc extras: <malloc.h> (mallopt, malloc_trim), <link.h> (dl_iterate_phdr).
         .systemLibrary(name: "CGlibcExtras"),
 

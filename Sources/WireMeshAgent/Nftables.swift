@@ -20,8 +20,11 @@ public struct NftablesError: Error, CustomStringConvertible {
 /// both ways. One batch is one transaction: it applies whole or not at all.
 ///
 /// Programmed through the library, not by running `nft`: no dependency on a binary in PATH, no
-/// parsing of a tool's human output, and the batch is checked and committed in one call.
+/// parsing of a tool's human output, and the batch is checked and committed in one call. The library
+/// is loaded for the life of one context (a check every few seconds) and unloaded with it, so an
+/// idle agent does not keep it mapped.
 public final class Nftables {
+    private var api = wm_nft_api()
     private let context: OpaquePointer
 
     /// Opens a context (`nft_ctx_new`) with buffered output and errors, JSON output.
@@ -33,26 +36,34 @@ public final class Nftables {
             throw NftablesError(operation: "open a netfilter netlink socket", message: String(cString: strerror(errno)))
         }
         close(probe)
-        guard let ctx = nft_ctx_new(wm_nft_ctx_default()) else {
+        guard wm_nft_open(&api) == 0 else {
+            let why = wm_dlerror().map { String(cString: $0) } ?? "unknown error"
+            throw NftablesError(operation: "load libnftables.so.1 (install Debian's libnftables1)", message: why)
+        }
+        guard let ctx = api.ctx_new(wm_nft_ctx_default()) else {
+            wm_nft_close(&api)
             throw NftablesError(operation: "create a libnftables context", message: "nft_ctx_new failed")
         }
         context = ctx
-        nft_ctx_buffer_output(ctx)
-        nft_ctx_buffer_error(ctx)
+        _ = api.buffer_output(ctx)
+        _ = api.buffer_error(ctx)
         // JSON output also makes nft_run_cmd_from_buffer accept JSON input.
-        nft_ctx_output_set_flags(ctx, UInt32(NFT_CTX_OUTPUT_JSON))
+        api.output_set_flags(ctx, UInt32(NFT_CTX_OUTPUT_JSON))
     }
 
-    deinit { nft_ctx_free(context) }
+    deinit {
+        api.ctx_free(context)
+        wm_nft_close(&api)
+    }
 
     /// Runs one batch (`nft_run_cmd_from_buffer`): a JSON document `{"nftables": [...]}`. Returns
     /// what the library printed (JSON for list commands).
     @discardableResult
     public func run(_ json: String, operation: String) throws -> String {
-        let rc = json.withCString { nft_run_cmd_from_buffer(context, $0) }
-        let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+        let rc = json.withCString { api.run_cmd_from_buffer(context, $0) }
+        let output = api.get_output_buffer(context).map { String(cString: $0) } ?? ""
         if rc != 0 {
-            let error = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+            let error = api.get_error_buffer(context).map { String(cString: $0) } ?? ""
             throw NftablesError(operation: operation, message: error.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         return output
