@@ -1,0 +1,108 @@
+import Foundation
+import IPNetwork
+import WireMeshCrypto
+
+/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
+public struct ClusterSettings: Sendable, Equatable {
+    /// The pod range all node blocks are carved from, e.g. 10.244.0.0/16.
+    public var podRange: IPPrefix
+    /// The size of each node's block, e.g. 24 for a /24 per node.
+    public var nodePrefixLength: Int
+
+    public init(podRange: IPPrefix, nodePrefixLength: Int) {
+        self.podRange = podRange
+        self.nodePrefixLength = nodePrefixLength
+    }
+}
+
+/// This node's place in the cluster: its name, pod block and overlay address.
+public struct NodeAssignment: Sendable, Equatable {
+    /// The node's name in the membership (unique in the cluster).
+    public var name: String
+    /// The pod block routed to this node.
+    public var podCIDR: IPPrefix
+    /// The address on the WireGuard interface (see `IPAM.overlayAddress(of:)`).
+    public var overlayAddress: IPAddress
+
+    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress) {
+        self.name = name
+        self.podCIDR = podCIDR
+        self.overlayAddress = overlayAddress
+    }
+}
+
+/// Everything `wiremesh init` or `wiremesh join` writes into a fresh state directory.
+public struct InitialState: Sendable {
+    public var clusterID: String
+    public var settings: ClusterSettings
+    public var node: NodeAssignment
+    /// Seed of this node's Ed25519 identity (signs its node records).
+    public var identity: SigningIdentity
+    /// This node's WireGuard private key.
+    public var wireGuardKey: Key
+    /// The cluster (gossip) keys.
+    public var keyring: Keyring
+    /// The cluster-wide join-signing identity (shared by every member so any member can admit).
+    public var joinSigning: SigningIdentity
+    /// Members known at creation time (opaque, encoded by the membership layer); may be empty.
+    public var members: [UInt8]
+
+    public init(clusterID: String, settings: ClusterSettings, node: NodeAssignment, identity: SigningIdentity,
+                wireGuardKey: Key, keyring: Keyring, joinSigning: SigningIdentity, members: [UInt8] = []) {
+        self.clusterID = clusterID
+        self.settings = settings
+        self.node = node
+        self.identity = identity
+        self.wireGuardKey = wireGuardKey
+        self.keyring = keyring
+        self.joinSigning = joinSigning
+        self.members = members
+    }
+}
+
+/// The persisted state of an initialised node, as loaded at agent start.
+public struct NodeState: Sendable {
+    public var clusterID: String
+    public var settings: ClusterSettings
+    public var node: NodeAssignment
+    public var identity: SigningIdentity
+    /// The WireGuard private key in use.
+    public var wireGuardKey: Key
+    /// The next WireGuard key of a rotation in progress (announced, not yet switched to), if any.
+    public var pendingWireGuardKey: Key?
+    public var keyring: Keyring
+    /// Generations and retirement times of the keys in `keyring` (cluster key rotation).
+    public var clusterKeys: ClusterKeyRotation
+    public var joinSigning: SigningIdentity
+    /// When this WireGuard key was first saved (for the key age in `status` and scheduled rotation).
+    public var wireGuardKeyCreatedAt: Date
+}
+
+/// Errors about the state directory a person reads; each names the directory or file and what to do.
+public enum StateError: Error, Equatable, CustomStringConvertible {
+    case alreadyInitialised(directory: String, clusterID: String)
+    case notInitialised(directory: String)
+    case left(directory: String, clusterID: String, at: Date)
+    case corrupted(file: String, reason: String)
+    case io(FileError)
+    /// Another agent holds the directory's lock (`StateLock`); pid nil when it could not be read.
+    case inUse(directory: String, pid: Int32?)
+
+    public var description: String {
+        switch self {
+        case .alreadyInitialised(let dir, let cluster):
+            return "state directory \(dir) already initialised (cluster \(cluster)): start this node with 'wiremesh agent --state-dir \(dir)', or use another --state-dir for a new node"
+        case .left(let dir, let cluster, let at):
+            return "this node left cluster \(cluster) at \(StateStore.timestamp(at)) (state directory \(dir)): run 'wiremesh join TOKEN' to rejoin"
+        case .notInitialised(let dir):
+            return "state directory \(dir) is not initialised: run 'wiremesh init' or 'wiremesh join TOKEN'"
+        case .corrupted(let file, let reason):
+            return "state file \(file) is corrupted (\(reason)): restore it from a backup, or remove the state directory and join the cluster again with a new token"
+        case .io(let e):
+            return e.description
+        case .inUse(let dir, let pid):
+            let who = pid.map { "another wiremesh agent (pid \($0))" } ?? "another wiremesh agent"
+            return "state directory \(dir) is in use by \(who): stop it first ('systemctl stop wiremesh' or kill that pid), or give this one its own --state-dir"
+        }
+    }
+}
