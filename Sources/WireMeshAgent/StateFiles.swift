@@ -2,7 +2,6 @@ import Foundation
 import IPNetwork
 import WireMeshCrypto
 
-/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
 /// The state files' formats: versioned JSON, checked on load (a damaged or foreign file is named).
 extension StateStore {
     struct ClusterFile: Codable, Equatable {

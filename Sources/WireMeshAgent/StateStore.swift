@@ -2,7 +2,6 @@ import Foundation
 import IPNetwork
 import WireMeshCrypto
 
-/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
 /// The on-disk state of one node.
 ///
 /// Layout (directory 0700; every write atomic via `AtomicFile`):
