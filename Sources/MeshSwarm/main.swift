@@ -44,6 +44,9 @@ struct Swarm: AsyncParsableCommand {
     @Option(help: "Members started per second; each joins through the seed and a few members started before it, as nodes joining over time would.")
     var joinRate = 50
 
+    @Option(help: "Answer rotation messages on each member's TCP line port after this many milliseconds, as a peer that applies the switch would (0: no line port; connections are refused).")
+    var answerRotationsMs = 0
+
     mutating func run() async throws {
         let state = try StateStore(directory: stateDir).load()
         let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
@@ -72,6 +75,7 @@ struct Swarm: AsyncParsableCommand {
 
         // Blocks from the top of the range, away from what the agent's IPAM hands out from the bottom.
         var transports: [GossipTransport] = []
+        var linePorts: [JoinServer] = []
         for i in 0..<count {
             let block = ipam.block(at: ipam.blockCount - 1 - UInt64(i))
             let identity = SigningIdentity.generate()
@@ -84,6 +88,13 @@ struct Swarm: AsyncParsableCommand {
             let settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
                                           clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint] + earlier)
             transports.append(try await GossipTransport.bind(settings, group: group, logger: logger))
+            if answerRotationsMs > 0 {
+                let delay = answerRotationsMs, name = record.name
+                linePorts.append(try await JoinServer.bind(gossip, group: group) { _ in
+                    try? await Task.sleep(for: .milliseconds(delay))
+                    return RotationAck(ok: true, node: name).line()
+                })
+            }
         }
         print("swarm: \(count) members bound on \(bindAddress):\(basePort)-\(Int(basePort) + count - 1)")
         fflush(nil)
@@ -97,6 +108,7 @@ struct Swarm: AsyncParsableCommand {
                 }
                 tasks.addTask { for await _ in t.events {} }
             }
+            for server in linePorts { tasks.addTask { try await server.run() } }
             tasks.addTask { [transports] in
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(5))
