@@ -2,6 +2,7 @@ import Foundation
 import IPNetwork
 import Logging
 import Membership
+import Metrics
 import MeshPlan
 import Netlink
 import ServiceLifecycle
@@ -76,6 +77,13 @@ public actor Agent {
     /// operation overwrites it.
     var tokenCache: Result<[TokenRecord], any Error>
 
+    /// Per-peer metric series as last scraped (AgentMetrics.swift).
+    var peerSeries = PeerSeries()
+    /// Whether the last plan came from the cache (nothing it depends on changed), and the admitted
+    /// peers it was programmed with: a pass that still writes then repaired drift.
+    var planWasCached = false
+    var lastAdmitted: [Peer] = []
+
     /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
     var dataPlane = DataPlaneLiveness()
 
@@ -136,6 +144,8 @@ public actor Agent {
         let members = view.members
         let record = localRecord(version: 0)
         let overlay = state.node.overlayAddress
+        let started = clock.monotonic()
+        var admitted: [Peer] = []
         do {
             let report = try reconciler.pass(mtu: mtu, overlay: try IPPrefix(address: overlay, length: overlay.bitWidth)) { actual, index in
                 interfaceIndex = index
@@ -143,11 +153,21 @@ public actor Agent {
                 observeDataPlane(actual, members: members)
                 let plan = planMesh(record: record, view: view)
                 for conflict in plan.conflicts { logger.warning("pod CIDR conflict: \(conflict)") }
+                admitted = admittedPeerList(members: members)
                 return Reconciler.Plan(
-                    mesh: plan, overrides: DeviceOverrides(gossipUp: transport != nil, admitted: admittedPeerList(members: members)),
+                    mesh: plan, overrides: DeviceOverrides(gossipUp: transport != nil, admitted: admitted),
                     kick: settings.persistentKeepalive != 0 ? settings.persistentKeepalive : rotation.timing.kickKeepalive)
             }
             if report.recreated { planCache = nil }
+            Timer(label: MetricName.reconcileDuration).record(duration: clock.monotonic() - started)
+            let operations = ReconcileOperations.count(report.writes, routesAdded: report.routesAdded, routesRemoved: report.routesRemoved)
+            for (kind, n) in operations { Counter(label: MetricName.reconcileOperations, dimensions: [("kind", kind)]).increment(by: n) }
+            if !operations.isEmpty, planWasCached, admitted == lastAdmitted, !report.recreated {
+                Counter(label: MetricName.driftRepaired).increment()
+                logger.notice("repaired drift: the device or routes differed from the plan", metadata: [
+                    "operations": "\(operations.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))"])
+            }
+            lastAdmitted = admitted
             if !report.writes.isEmpty {
                 let peers = report.writes.first?.peers.count ?? 0
                 logger.info("reconciled WireGuard", metadata: [
@@ -391,9 +411,11 @@ public actor Agent {
                 allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), clock.monotonic())
             do { try await announceTokens(used) } catch { logger.warning("could not announce the token use: \(error)") }
             await reconcile()
+            Counter(label: MetricName.joins, dimensions: [("result", "admitted")]).increment()
             logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
             return try JoinReply.encodeLine(JoinReply(response: admission.response))
         } catch {
+            Counter(label: MetricName.joins, dimensions: [("result", "refused")]).increment()
             logger.notice("refused join: \(error)")
             return (try? JoinReply.encodeLine(JoinReply(rejection: JoinRejection(error)))) ?? Array("{}\n".utf8)
         }

@@ -19,7 +19,7 @@ extension ConfigKey {
             return "Rotate this node's WireGuard key by itself this often, e.g. 24h (±10 % per node, at least 15s); 0 turns it off."
         case .clusterKeyGrace: return "How long an old cluster key still opens gossip after a cluster key rotation."
         case .logLevel: return "Log level: trace, debug, info, notice, warning or error."
-        case .metricsAddress: return "ADDRESS:PORT for Prometheus metrics (accepted and checked; this version serves no metrics yet)."
+        case .metricsAddress: return "ADDRESS:PORT serving Prometheus metrics at /metrics, plus /healthz and /readyz (off by default; keep it on loopback or a management network)."
         case .cniConfigDir: return "Directory the agent writes this node's CNI network config (10-wiremesh.conflist, network wiremesh) in."
         }
     }

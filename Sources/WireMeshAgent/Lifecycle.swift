@@ -176,10 +176,19 @@ public enum Lifecycle {
             await agent.answerTCPLine(line)
         }
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: transport), .init(service: control), .init(service: join),
+            .init(service: RotationScheduler(agent: agent)), .init(service: containers),
+            .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)]
+        if let address = config.metricsAddress {
+            let metrics = try await MetricsServer.bind(address, sources: .init(
+                registry: AgentMetricsBackend.bootstrap(), refresh: { await agent.refreshMetrics() },
+                notReady: { await agent.notReady() }))
+            services.append(.init(service: metrics))
+            logger.info("serving metrics", metadata: ["address": "\(metrics.address)"])
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: transport), .init(service: control), .init(service: join),
-                       .init(service: RotationScheduler(agent: agent)), .init(service: containers),
-                       .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         // A rotation may have happened while this node was down: ask the members it remembers.
         Task { await agent.syncClusterKeysAtStart() }

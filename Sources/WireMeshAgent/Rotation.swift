@@ -3,6 +3,7 @@ import Foundation
 import IPNetwork
 import Logging
 import Membership
+import Metrics
 import MeshPlan
 import WireGuard
 import WireMeshCrypto
@@ -78,7 +79,11 @@ extension Agent {
         // is in flight: those plans depend on time.
         let inputs = PlanInputs(record: record, key: state.wireGuardKey, settings: settings,
                                 preinstall: rotation.preinstallPending, view: view.generation, keptDead: dataPlane.kept)
-        if rotation.switches.isEmpty, let cached = planCache, cached.inputs == inputs { return cached.plan }
+        planWasCached = false
+        if rotation.switches.isEmpty, let cached = planCache, cached.inputs == inputs {
+            planWasCached = true
+            return cached.plan
+        }
         let plan = MeshPlanner.plan(local: record, privateKey: state.wireGuardKey, members: members, settings: settings,
                                     switches: Array(rotation.switches.values), preinstallPending: rotation.preinstallPending,
                                     timing: rotation.timing, keepingDead: dataPlane.kept)
@@ -219,6 +224,7 @@ extension Agent {
             switched: switched.filter { $0.value == nil }.keys.sorted(),
             failures: (prepared.merging(switched) { _, b in b }).compactMap { k, v in v.map { "\(k): \($0)" } }.sorted())
         for failure in outcome.failures { logger.warning("rotation: peer did not answer: \(failure)") }
+        Counter(label: MetricName.keyRotations).increment()
         logger.info("rotated WireGuard key", metadata: [
             "new_key": "\(newPublic.base64)", "peers": "\(peers.count)", "switched": "\(outcome.switched.count)",
             "announce_ms": "\((started - received).milliseconds)", "prepare_ms": "\((switchAt - started).milliseconds)",
