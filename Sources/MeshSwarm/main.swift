@@ -9,6 +9,7 @@ import Membership
 import NIOPosix
 import WireMeshAgent
 import WireMeshCrypto
+import WireMeshJoin
 
 #if canImport(Glibc)
 import Glibc
