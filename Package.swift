@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "MeshPlanTests", dependencies: ["MeshPlan", "Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
         .testTarget(name: "IPNetworkTests", dependencies: ["IPNetwork"]),
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl", "ByteCodec"]),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
@@ -162,7 +162,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshJoin", "LinePort", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
+            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

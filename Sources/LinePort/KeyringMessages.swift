@@ -60,6 +60,12 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
     /// Ed25519 by the answering member over `signedBytes`, base64.
     public var signature: String
 
+    public init(node: String, sealed: String, signature: String) {
+        self.node = node
+        self.sealed = sealed
+        self.signature = signature
+    }
+
     static func signedBytes(request: KeyringRequest, sealed: String) -> [UInt8] {
         Array("wiremesh-keyring-answer-v1\n\(request.signature)\n\(sealed)".utf8)
     }
