@@ -41,8 +41,11 @@ let package = Package(
         // IP addresses, prefixes and endpoints: pure value types shared by every layer.
         .target(name: "IPNetwork"),
 
+        // The one big-endian byte codec and hex codec (gossip, records, tokens, member list, keys).
+        .target(name: "ByteCodec", dependencies: ["IPNetwork"]),
+
         // Keys, signatures, sealing. Pure computation over libsodium.
-        .target(name: "WireMeshCrypto", dependencies: ["CSodium"]),
+        .target(name: "WireMeshCrypto", dependencies: ["CSodium", "ByteCodec"]),
 
         // libmnl-based netlink: message codec (pure) and a thin socket owner; rtnetlink.
         .target(name: "Netlink", dependencies: [
@@ -52,7 +55,7 @@ let package = Package(
 
         // WireGuard device model, pure diff, `wg` config format, UAPI backend.
         .target(name: "WireGuard", dependencies: [
-            "WireMeshCrypto", "IPNetwork",
+            "WireMeshCrypto", "IPNetwork", "ByteCodec",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
@@ -60,7 +63,20 @@ let package = Package(
         .target(name: "WireGuardKernel", dependencies: ["WireGuard", "Netlink", "CMnl"]),
 
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
-        .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork"]),
+        .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork", "ByteCodec"]),
+
+        // Joining, pure: token text format and records, the join exchange and its messages, IPAM, the
+        // admission decision, the member list a grant carries. No I/O.
+        .target(name: "WireMeshJoin", dependencies: ["Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
+
+        // The TCP line port: one typed envelope for join / rotation / keyring, its refusals, and the
+        // NIO server and client.
+        .target(name: "LinePort", dependencies: [
+            "WireMeshJoin", "WireMeshCrypto", "IPNetwork",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
 
         // Pure planning: member view + local node → desired WireGuard peers and routes.
         .target(name: "MeshPlan", dependencies: ["Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
@@ -71,6 +87,7 @@ let package = Package(
         // The agent: transport shells, reconciler, state, control API.
         .target(name: "WireMeshAgent", dependencies: [
             "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "Membership", "IPNetwork", "MeshPlan", "CNftables",
+            "WireMeshJoin", "LinePort", "ByteCodec",
             .target(name: "CGlibcExtras", condition: .when(platforms: [.linux])),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -85,7 +102,7 @@ let package = Package(
 
         // The executable: argument-parser commands only.
         .executableTarget(name: "wiremesh", dependencies: [
-            "WireMeshAgent", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "IPNetwork",
+            "WireMeshAgent", "WireMeshJoin", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "IPNetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: leanBinary),
@@ -93,7 +110,7 @@ let package = Package(
         // Membership benchmark in the simulator (./scripts/bench membership).
         .executableTarget(name: "MembershipBench", dependencies: ["MembershipSimulator", "Membership"]),
         .executableTarget(name: "MeshSwarm", dependencies: [
-            "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",
+            "WireMeshAgent", "LinePort", "WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -105,7 +122,7 @@ let package = Package(
         .systemLibrary(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
         .executableTarget(name: "WireMeshFuzz", dependencies: [
             "CLibFuzzer", "WireMeshAgent", "WireGuard", "WireGuardKernel", "Netlink", "CMnl", "IPNetwork", "WireMeshCrypto",
-            "Membership",
+            "Membership", "WireMeshJoin", "LinePort",
         ], path: "Fuzz/WireMeshFuzz"),
 
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
@@ -118,7 +135,7 @@ let package = Package(
         .testTarget(name: "MeshPlanTests", dependencies: ["MeshPlan", "Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
         .testTarget(name: "IPNetworkTests", dependencies: ["IPNetwork"]),
         .testTarget(name: "WireMeshCryptoTests", dependencies: ["WireMeshCrypto"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WireGuardKernel", "WireGuard", "CMnl", "ByteCodec"]),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "WireMeshCrypto"]),
         // Host e2e: netns + wireguard-go driven by the built `wiremesh` binary, checked with `wg`.
         .testTarget(name: "E2ETests", dependencies: ["WireGuard", "WireMeshCrypto", "IPNetwork"]),
@@ -140,10 +157,16 @@ let package = Package(
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the
         // token commands against a one-node agent in a network namespace.
-        .testTarget(name: "CLITests", dependencies: ["WireMeshAgent", "TestSupport"]),
-        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto"]),
+        .testTarget(name: "CLITests", dependencies: ["WireMeshAgent", "WireMeshJoin", "TestSupport"]),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto", "ByteCodec"]),
+        .testTarget(name: "WireMeshJoinTests", dependencies: ["WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
+        .testTarget(name: "LinePortTests", dependencies: [
+            "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
+            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -20,7 +20,7 @@ struct FuzzTarget: Sendable {
 enum FuzzTargets {
     static let all: [FuzzTarget] = [
         NetlinkRouteTarget.target, NetlinkWireGuardTarget.target, UAPITarget.target,
-        WGConfigTarget.target, YAMLConfigTarget.target, StateFilesTarget.target,
+        WGConfigTarget.target, YAMLConfigTarget.target, StateFilesTarget.target, LineRequestTarget.target,
     ]
 
     static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

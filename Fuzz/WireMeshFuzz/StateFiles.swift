@@ -3,6 +3,7 @@ import IPNetwork
 import Membership
 import WireMeshAgent
 import WireMeshCrypto
+import WireMeshJoin
 
 /// The state directory's files as the agent loads them. The first input byte picks the file, the
 /// rest is its content; every other file is the valid state `initialise` wrote, so the loaders get

@@ -1,3 +1,4 @@
+import ByteCodec
 /// One join token's state as a member announces it in its own signed record, so every member can
 /// list, refuse and count the tokens of the whole cluster without a central server.
 ///

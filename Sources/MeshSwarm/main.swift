@@ -4,11 +4,13 @@
 // cluster key from the agent's state directory, so it runs as root on the agent's machine.
 import ArgumentParser
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import NIOPosix
 import WireMeshAgent
 import WireMeshCrypto
+import WireMeshJoin
 
 #if canImport(Glibc)
 import Glibc
@@ -75,7 +77,7 @@ struct Swarm: AsyncParsableCommand {
 
         // Blocks from the top of the range, away from what the agent's IPAM hands out from the bottom.
         var transports: [GossipTransport] = []
-        var linePorts: [JoinServer] = []
+        var linePorts: [LineServer] = []
         for i in 0..<count {
             let block = ipam.block(at: ipam.blockCount - 1 - UInt64(i))
             let identity = SigningIdentity.generate()
@@ -90,9 +92,9 @@ struct Swarm: AsyncParsableCommand {
             transports.append(try await GossipTransport.bind(settings, group: group, logger: logger))
             if answerRotationsMs > 0 {
                 let delay = answerRotationsMs, name = record.name
-                linePorts.append(try await JoinServer.bind(gossip, group: group) { _ in
+                linePorts.append(try await LineServer.bind(gossip, group: group) { _ in
                     try? await Task.sleep(for: .milliseconds(delay))
-                    return RotationAck(ok: true, node: name).line()
+                    return .rotated(node: name)
                 })
             }
         }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import ByteCodec
 import IPNetwork
 import WireMeshCrypto
 
@@ -74,15 +75,8 @@ enum TextParsing {
 
     /// 64 hex digits (either case) as a key.
     static func hexKey(_ s: ArraySlice<UInt8>) -> Key? {
-        guard s.count == 64 else { return nil }
-        var out = [UInt8](repeating: 0, count: 32)
+        guard s.count == 64, var out = Hex.decode(utf8: s) else { return nil }
         defer { for i in out.indices { out[i] = 0 } }
-        var i = s.startIndex
-        for j in 0..<32 {
-            guard let hi = hexDigit(s[i]), let lo = hexDigit(s[i + 1]) else { return nil }
-            out[j] = hi << 4 | lo
-            i += 2
-        }
         return try? Key(bytes: out)
     }
 
@@ -105,15 +99,6 @@ enum TextParsing {
         // 43 digits = 258 bits: 32 bytes and 2 leftover bits, which must be zero.
         guard n == 32, acc & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
         return try? Key(bytes: out[0..<32])
-    }
-
-    private static func hexDigit(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 
     private static func base64Digit(_ c: UInt8) -> UInt8? {

@@ -1,5 +1,6 @@
 import Foundation
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import Metrics
@@ -8,6 +9,7 @@ import Netlink
 import ServiceLifecycle
 import WireGuard
 import WireMeshCrypto
+import WireMeshJoin
 
 /// Why the agent could not start, phrased for an operator.
 public struct AgentError: Error, CustomStringConvertible {
@@ -355,10 +357,9 @@ public actor Agent {
 
     // MARK: Join requests
 
-    /// Answers one join request line with one reply line.
-    func admit(_ line: [UInt8]) async -> [UInt8] {
+    /// Answers one join request.
+    func admit(_ request: JoinRequest) async -> LineReply {
         do {
-            let request = try JSONDecoder().decode(JoinRequest.self, from: Data(line))
             // First, before any view copy or disk read, and before any answer that says something.
             try JoinExchange.authenticate(request, joinSigning: state.joinSigning)
             let members = await currentMembers()
@@ -366,21 +367,10 @@ public actor Agent {
             // From here until the block is recorded in `pendingAssignments` nothing suspends: a second
             // join answered by this member meanwhile would not see the block and could be given it too.
             let now = clock.wall()
-            let nowMs = UInt64(now.timeIntervalSince1970 * 1000)
-            let monotonicNow = GossipHandler.now()  // the clock of `Member.since`
-            var claims = members.filter { $0.name != state.node.name }.flatMap { m in
-                m.record.record.podCIDRs.map {
-                    BlockClaim(node: m.name, block: $0, claimedAt: m.record.record.version,
-                               deadSince: m.status.isActive ? nil : BlockClaim.wallClock(of: m.since, monotonicNow: monotonicNow, wallNowMs: nowMs))
-                }
-            }
-            claims.append(BlockClaim(node: state.node.name, block: state.node.podCIDR, claimedAt: 0))
-            claims += pendingAssignments.map { BlockClaim(node: $0.key, block: $0.value.block, claimedAt: nowMs) }
-            let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
-            guard !members.contains(where: { $0.name == request.nodeName && $0.status.isActive }),
-                  request.nodeName != state.node.name else {
-                throw JoinError.invalidRequest("a live member is already named '\(request.nodeName)': pick another --name")
-            }
+            let candidate = try JoinCandidate(
+                request, members: members, local: state.node, settings: state.settings,
+                pending: pendingAssignments.mapValues(\.block), nowMs: UInt64(now.timeIntervalSince1970 * 1000),
+                monotonicNow: GossipHandler.now())  // the clock of `Member.since`
             let context = JoinExchange.MemberContext(
                 clusterID: state.clusterID, settings: state.settings, keyring: state.keyring,
                 joinSigning: state.joinSigning,
@@ -392,16 +382,7 @@ public actor Agent {
             let admission = try JoinExchange.admit(
                 request, token: tokenView(records, members: members)[request.tokenID],
                 usedNonces: records.first { $0.id == request.tokenID }?.usedNonces ?? [], member: context, now: now,
-                memberNonce: secureRandomBytes(JoinExchange.nonceLength)) { req in
-                let block: IPPrefix
-                if let wanted = req.requestedPodCIDR {
-                    try ipam.validate(wanted, for: req.nodeName, claims: claims, now: nowMs)
-                    block = wanted.network
-                } else {
-                    block = try ipam.allocate(for: req.nodeName, claims: claims, now: nowMs)
-                }
-                return NodeAssignment(name: req.nodeName, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block))
-            }
+                memberNonce: secureRandomBytes(JoinExchange.nonceLength), assign: candidate.assign)
             let used = TokenRecords.recordingUse(of: request, nonce: admission.nonce, in: records)
             try saveTokenRecords(used)
             pendingAssignments[request.nodeName] = (admission.assignment.podCIDR, clock.monotonic())
@@ -413,11 +394,11 @@ public actor Agent {
             await reconcile()
             Counter(label: MetricName.joins, dimensions: [("result", "admitted")]).increment()
             logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
-            return try JoinReply.encodeLine(JoinReply(response: admission.response))
+            return .joined(admission.response)
         } catch {
             Counter(label: MetricName.joins, dimensions: [("result", "refused")]).increment()
             logger.notice("refused join: \(error)")
-            return (try? JoinReply.encodeLine(JoinReply(rejection: JoinRejection(error)))) ?? Array("{}\n".utf8)
+            return .refused(.join(JoinRejection(error)))
         }
     }
 }
@@ -481,49 +462,6 @@ extension Agent {
         } catch {
             logger.error("could not update the announced tokens: \(error)")
         }
-    }
-}
-
-/// The reply on the join port: exactly one of the two.
-struct JoinReply: Codable {
-    var response: JoinResponse?
-    var rejection: JoinRejection?
-
-    init(response: JoinResponse? = nil, rejection: JoinRejection? = nil) {
-        self.response = response
-        self.rejection = rejection
-    }
-
-    static func encodeLine(_ reply: JoinReply) throws -> [UInt8] {
-        Array(try JSONEncoder().encode(reply)) + [UInt8(ascii: "\n")]
-    }
-}
-
-/// The saved member list: signed records, length-prefixed, so it can be verified again on load.
-public enum MemberBlob {
-    public static func encode(_ records: [SignedNodeRecord]) -> [UInt8] {
-        var out: [UInt8] = []
-        for r in records {
-            let bytes = r.encode()
-            let n = UInt32(bytes.count)
-            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
-            out += bytes
-        }
-        return out
-    }
-
-    /// Records that decode and verify; anything damaged is skipped (the cluster re-sends it).
-    public static func decode(_ blob: [UInt8]) -> [SignedNodeRecord] {
-        var out: [SignedNodeRecord] = []
-        var i = 0
-        while i + 4 <= blob.count {
-            let n = Int(blob[i]) << 24 | Int(blob[i + 1]) << 16 | Int(blob[i + 2]) << 8 | Int(blob[i + 3])
-            i += 4
-            guard n >= 0, i + n <= blob.count else { break }
-            if let r = try? SignedNodeRecord.decode(Array(blob[i..<i + n])), r.verify() { out.append(r) }
-            i += n
-        }
-        return out
     }
 }
 

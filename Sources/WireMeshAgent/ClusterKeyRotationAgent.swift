@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import WireMeshCrypto
@@ -172,7 +173,7 @@ extension Agent {
         guard !names.isEmpty else { return }
         let refusals = await fetchClusterKeys(from: names, reason: reason, quiet: !report)
         guard !refusals.isEmpty else { return }
-        let forgotten = refusals.values.filter { ["unknown-member", "left"].contains($0.code) }
+        let forgotten = refusals.values.filter(\.isForgotten)
         if forgotten.count == refusals.count && !report {
             clusterKeyAgent.forgottenAtStart = true
         } else if forgotten.count == refusals.count {
@@ -193,25 +194,6 @@ extension Agent {
                               reason: "agent start", report: false)
     }
 
-    /// One line on the TCP line port: a keyring request, else what `answerLine` handles.
-    func answerTCPLine(_ line: [UInt8]) async -> [UInt8] {
-        guard let request = KeyringRequest.decode(line: line) else { return await answerLine(line) }
-        let members = await currentMembers()
-        let known = members.map {
-            KnownMember(name: $0.name, identity: $0.record.record.identity, left: Self.stateName($0.status) == "left")
-        }
-        let generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
-        let answer = KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
-                                          generations: generations, identity: state.identity, name: state.node.name,
-                                          nowMs: clock.wallMs)
-        if answer.ok {
-            logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
-        } else {
-            logger.notice("refused a keyring request", metadata: ["node": "\(request.node)", "error": "\(answer.error ?? "")"])
-        }
-        return answer.line()
-    }
-
     /// The cluster key part of `status`.
     var clusterKeyStatus: (keys: [ClusterKeyInfo], phase: String, problem: String?) {
         let keys = state.clusterKeys.entries.enumerated().map { i, e in
@@ -221,27 +203,25 @@ extension Agent {
         return (keys, state.clusterKeys.phase.rawValue, clusterKeyAgent.problem)
     }
 
-    /// One keyring request over TCP (blocking, so on a Dispatch thread).
+    /// One keyring request over the line port.
     static func requestKeyring(from endpoint: Endpoint, memberIdentity: IdentityPublicKey, clusterID: String, node: String,
                                identity: SigningIdentity) async -> Result<[(key: ClusterKey, tag: ClusterKeyTag)], KeyringRefusal> {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                let ephemeral = Key.generatePrivate()
-                let request = KeyringRequest(clusterID: clusterID, node: node, ephemeral: ephemeral,
-                                             issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: identity)
-                do {
-                    let reply = try JoinClient.exchange(request.line(), with: endpoint, timeoutSeconds: 3)
-                    guard let answer = try? JSONDecoder().decode(KeyringAnswer.self, from: Data(reply)) else {
-                        throw KeyringRefusal(code: "bad-answer", message: "\(endpoint) answered something that is not a keyring answer")
-                    }
-                    continuation.resume(returning: .success(try answer.open(
-                        for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID)))
-                } catch let refusal as KeyringRefusal {
-                    continuation.resume(returning: .failure(refusal))
-                } catch {
-                    continuation.resume(returning: .failure(KeyringRefusal(code: "unreachable", message: "\(error)")))
-                }
+        let ephemeral = Key.generatePrivate()
+        let request = KeyringRequest(clusterID: clusterID, node: node, ephemeral: ephemeral,
+                                     issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: identity)
+        let reply: LineReply
+        do { reply = try await LineClient.exchange(.keyring(request), with: endpoint, timeout: .seconds(3)) } catch {
+            return .failure(KeyringRefusal(code: .unreachable, message: "\(error)"))
+        }
+        switch reply {
+        case .keyring(let answer):
+            return Result { () throws(KeyringRefusal) in
+                try answer.open(for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID)
             }
+        case .refused(.keyring(let refusal)):
+            return .failure(refusal)
+        default:
+            return .failure(KeyringRefusal(code: .badAnswer, message: "\(endpoint) answered something that is not a keyring answer"))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import WireMeshJoin
 
 /// A request from the CLI to the agent over the control socket.
 ///
@@ -255,7 +256,7 @@ public struct ControlFailure: Codable, Sendable, Equatable, Error, CustomStringC
     public init(_ error: Error) {
         let code: String
         switch error {
-        case is JoinError: code = JoinRejection(error).code
+        case is JoinError: code = JoinRejection(error).code.rawValue
         case is IPAMError: code = "ipam"
         case is StateError, is FileError: code = "state"
         case is ConfigError: code = "config"

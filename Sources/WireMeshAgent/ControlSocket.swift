@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import LinePort
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -218,35 +219,6 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // A line over the limit or a socket error: drop the connection.
         context.close(promise: nil)
-    }
-}
-
-/// Splits a byte stream into lines (without the newline), refusing lines longer than `maxLength`.
-struct LineFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
-    let maxLength: Int
-
-    struct LineTooLong: Error {}
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        if let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
-            let length = newline - buffer.readerIndex
-            let line = buffer.readSlice(length: length)!
-            buffer.moveReaderIndex(forwardBy: 1)
-            context.fireChannelRead(Self.wrapInboundOut(line))
-            return .continue
-        }
-        if buffer.readableBytes > maxLength { throw LineTooLong() }
-        return .needMoreData
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        // A final request without a newline still counts.
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        if buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
-            context.fireChannelRead(Self.wrapInboundOut(rest))
-        }
-        return .needMoreData
     }
 }
 

@@ -2,12 +2,15 @@
 import Glibc
 #endif
 import Foundation
+import ByteCodec
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import Netlink
 import ServiceLifecycle
 import WireMeshCrypto
+import WireMeshJoin
 
 /// What `init` and `join` need besides the agent configuration.
 public struct NodeOptions: Sendable {
@@ -29,19 +32,13 @@ public enum Lifecycle {
         let store = StateStore(directory: config.stateDirectory)
         try refuseInitialised(store)
         let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
-        let block: IPPrefix
-        if let wanted = node.podCIDR {
-            try ipam.validate(wanted, for: node.name, claims: [], now: 0)
-            block = wanted.network
-        } else {
-            block = try ipam.allocate(for: node.name, claims: [], now: 0)
-        }
+        let assignment = try ipam.assign(node.name, requested: node.podCIDR, claims: [], now: 0)
         let advertise = try advertiseAddress(config)
         let joinSigning = SigningIdentity.generate()
-        let clusterID = secureRandomBytes(8).map { String(format: "%02x", $0) }.joined()
+        let clusterID = Hex.encode(secureRandomBytes(8))
         let state = InitialState(
             clusterID: clusterID, settings: ClusterSettings(podRange: clusterCIDR.network, nodePrefixLength: nodePrefix),
-            node: NodeAssignment(name: node.name, podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
+            node: assignment,
             identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
             joinSigning: joinSigning)
         let (token, record) = try JoinToken.issue(
@@ -64,7 +61,7 @@ public enum Lifecycle {
     /// A node that left (`wiremesh leave`) joins again with its old identity and WireGuard key.
     /// Returns the cluster id and this node's assignment.
     @discardableResult
-    public static func join(token text: String, config: AgentConfig, node: NodeOptions) throws -> (clusterID: String, node: NodeAssignment) {
+    public static func join(token text: String, config: AgentConfig, node: NodeOptions) async throws -> (clusterID: String, node: NodeAssignment) {
         let token = try JoinToken(parsing: text)
         let store = StateStore(directory: config.stateDirectory)
         let previous = try store.keysOfLeftNode()
@@ -76,22 +73,24 @@ public enum Lifecycle {
         let request = JoinExchange.makeRequest(
             token: token, nodeName: node.name, identity: identity.publicKey, wireGuardPublicKey: wireGuardKey.publicKey(),
             requestedPodCIDR: node.podCIDR, nonce: secureRandomBytes(JoinExchange.nonceLength))
-        let line = Array(try JSONEncoder().encode(request)) + [UInt8(ascii: "\n")]
         var lastError: Error = AgentError("the token names no member to contact")
         var refusal: JoinError?
         for endpoint in token.endpoints {
-            let replyLine: [UInt8]
-            do { replyLine = try JoinClient.exchange(line, with: endpoint) } catch { lastError = error; continue }
-            guard let reply = try? JSONDecoder().decode(JoinReply.self, from: Data(replyLine)) else {
-                lastError = AgentError("\(endpoint) answered something that is not a join reply"); continue
-            }
-            if let rejection = reply.rejection {
-                // Unsigned, so not final: anyone on the path can forge one. The next member is asked;
-                // only when none admits is the first refusal the answer (a JoinError: the CLI exits 2).
-                refusal = refusal ?? JoinError.rejected(JoinRejection(code: rejection.code, message: "join refused by \(endpoint): \(rejection.message)"))
-                continue
-            }
-            guard let response = reply.response else { lastError = AgentError("\(endpoint) sent an empty join reply"); continue }
+            let response: JoinResponse
+            do {
+                switch try await LineClient.exchange(.join(request), with: endpoint) {
+                case .joined(let r):
+                    response = r
+                case .refused(let refused):
+                    // Unsigned, so not final: anyone on the path can forge one. The next member is asked;
+                    // only when none admits is the first refusal the answer (a JoinError: the CLI exits 2).
+                    let code = if case .join(let r) = refused { r.code } else { JoinRejection.Code.malformed }
+                    refusal = refusal ?? JoinError.rejected(JoinRejection(code: code, message: "join refused by \(endpoint): \(refused)"))
+                    continue
+                default:
+                    lastError = AgentError("\(endpoint) answered something that is not a join reply"); continue
+                }
+            } catch { lastError = error; continue }
             let grant: JoinGrant
             do { grant = try JoinExchange.accept(response, for: request, token: token) } catch { lastError = error; continue }
             try store.initialise(InitialState(
@@ -172,8 +171,8 @@ public enum Lifecycle {
         await agent.reconcile()
         await agent.followView()
         let control = try await ControlServer.bind(path: config.controlSocket) { request in await agent.handle(request) }
-        let join = try await JoinServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { line in
-            await agent.answerTCPLine(line)
+        let join = try await LineServer.bind(Endpoint(address: advertise, port: config.gossipPort)) { request in
+            await agent.answer(request)
         }
         let loop = ReconcileLoop(agent: agent, events: transport.events, resync: .seconds(10))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

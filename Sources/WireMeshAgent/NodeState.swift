@@ -1,35 +1,7 @@
 import Foundation
 import IPNetwork
 import WireMeshCrypto
-
-/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
-public struct ClusterSettings: Sendable, Equatable {
-    /// The pod range all node blocks are carved from, e.g. 10.244.0.0/16.
-    public var podRange: IPPrefix
-    /// The size of each node's block, e.g. 24 for a /24 per node.
-    public var nodePrefixLength: Int
-
-    public init(podRange: IPPrefix, nodePrefixLength: Int) {
-        self.podRange = podRange
-        self.nodePrefixLength = nodePrefixLength
-    }
-}
-
-/// This node's place in the cluster: its name, pod block and overlay address.
-public struct NodeAssignment: Sendable, Equatable {
-    /// The node's name in the membership (unique in the cluster).
-    public var name: String
-    /// The pod block routed to this node.
-    public var podCIDR: IPPrefix
-    /// The address on the WireGuard interface (see `IPAM.overlayAddress(of:)`).
-    public var overlayAddress: IPAddress
-
-    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress) {
-        self.name = name
-        self.podCIDR = podCIDR
-        self.overlayAddress = overlayAddress
-    }
-}
+import WireMeshJoin
 
 /// Everything `wiremesh init` or `wiremesh join` writes into a fresh state directory.
 public struct InitialState: Sendable {

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import Metrics
@@ -91,18 +92,6 @@ extension Agent {
         return plan
     }
 
-    /// One line on the TCP line port: a rotation message from a peer, or a join request.
-    func answerLine(_ line: [UInt8]) async -> [UInt8] {
-        guard let message = RotationMessage.decode(line: line) else { return await admit(line) }
-        do {
-            try await handleRotation(message)
-            return RotationAck(ok: true, node: state.node.name).line()
-        } catch {
-            logger.notice("refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
-            return RotationAck(ok: false, node: state.node.name, error: "\(error)").line()
-        }
-    }
-
     /// A peer's prepare or switch. The switch moves the peer's allowed IPs to its new key in one
     /// device operation (adding a prefix to another peer moves it: allowed IPs are unique per
     /// interface), so no packet finds the prefix without an owner.
@@ -186,7 +175,7 @@ extension Agent {
         func message(_ phase: RotationMessage.Phase) -> [UInt8] {
             let m = RotationMessage(phase: phase, node: state.node.name, oldKey: oldPublic, newKey: newPublic,
                                     issuedAt: clock.wallMs, identity: state.identity)
-            return ((try? JSONEncoder().encode(m)).map(Array.init) ?? []) + [0x0A]
+            return LineRequest.rotation(m).line()
         }
         let timeout = rotation.peerTimeoutSeconds
         let started = clock.monotonic()
@@ -233,25 +222,22 @@ extension Agent {
         return outcome
     }
 
-    /// Sends `line` to every peer at once; the result maps each name to nil (acknowledged) or why not.
-    /// The exchanges block, so each runs on a thread of its own: Dispatch's global pool (which also
-    /// runs the cooperative pool on Linux) has about one thread per core, so ten peers were told a
-    /// few at a time, and more slowly the busier the machine (BENCHMARKS.md, "rotation").
+    /// Sends `line` (a `LineRequest.rotation`) to every peer at once; the result maps each name to nil
+    /// (acknowledged) or why not. The exchanges run on NIO's event loops, not a thread per peer.
     static func tell(_ peers: [(name: String, endpoint: Endpoint)], _ line: [UInt8],
                      timeoutSeconds: Int) async -> [String: String?] {
         await withTaskGroup(of: (String, String?).self) { group in
             for peer in peers {
                 group.addTask {
-                    await withCheckedContinuation { continuation in
-                        Thread.detachNewThread {
-                            do {
-                                let reply = try JoinClient.exchange(line, with: peer.endpoint, timeoutSeconds: timeoutSeconds)
-                                let ack = try JSONDecoder().decode(RotationAck.self, from: Data(reply))
-                                continuation.resume(returning: (peer.name, ack.ok ? nil : (ack.error ?? "refused")))
-                            } catch {
-                                continuation.resume(returning: (peer.name, "\(error)"))
-                            }
+                    do {
+                        let reply = try await LineClient.exchange(line: line, with: peer.endpoint, timeout: .seconds(timeoutSeconds))
+                        switch try LineReply.decode(line: reply) {
+                        case .rotated: return (peer.name, nil)
+                        case .refused(let refusal): return (peer.name, refusal.description)
+                        default: return (peer.name, "answered something other than a rotation acknowledgement")
                         }
+                    } catch {
+                        return (peer.name, "\(error)")
                     }
                 }
             }

@@ -1,6 +1,7 @@
 import Foundation
 import IPNetwork
 import WireMeshCrypto
+import WireMeshJoin
 
 /// The state files' formats: versioned JSON, checked on load (a damaged or foreign file is named).
 extension StateStore {

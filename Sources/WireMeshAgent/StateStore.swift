@@ -1,6 +1,7 @@
 import Foundation
 import IPNetwork
 import WireMeshCrypto
+import WireMeshJoin
 
 /// The on-disk state of one node.
 ///

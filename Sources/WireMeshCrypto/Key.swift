@@ -1,3 +1,4 @@
+import ByteCodec
 import CSodium
 
 /// Makes sure libsodium is initialised exactly once before any call into it.
@@ -85,17 +86,9 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses the 64-character lowercase/uppercase hex form the UAPI protocol uses.
     public init(hex text: String) throws {
-        let utf8 = Array(text.utf8)
-        guard utf8.count == 64 else { throw KeyError.invalidHex(text) }
-        var out = [UInt8](repeating: 0, count: 32)
-        for i in 0..<32 {
-            guard let hi = hexValue(utf8[2 * i]), let lo = hexValue(utf8[2 * i + 1]) else {
-                throw KeyError.invalidHex(text)
-            }
-            out[i] = hi << 4 | lo
-        }
+        guard text.utf8.count == 64, var out = Hex.decode(text) else { throw KeyError.invalidHex(text) }
+        defer { sodium_memzero(&out, out.count) }
         try self.init(bytes: out)
-        sodium_memzero(&out, out.count)
     }
 
     /// The all-zero key (what the kernel reports for "no preshared key").
@@ -120,16 +113,7 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Lowercase hex, as the UAPI protocol carries keys.
-    public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for b in storage.pointer {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var hex: String { Hex.encode(storage.pointer) }
 
     /// Public keys print in full; a description never shows more than a prefix of a secret
     /// because callers cannot be trusted to know which kind of key they hold.
@@ -199,14 +183,6 @@ public func secureRandom(below upperBound: UInt32) -> UInt32 {
     return randombytes_uniform(upperBound)
 }
 
-private func hexValue(_ c: UInt8) -> UInt8? {
-    switch c {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-    default: return nil
-    }
-}
 
 extension String {
     func trimmingWhitespace() -> String {

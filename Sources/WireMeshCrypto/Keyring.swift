@@ -1,3 +1,4 @@
+import ByteCodec
 import CSodium
 
 /// The non-secret name of a cluster key: its 8-byte fingerprint (`ClusterKey.fingerprint`).
@@ -12,12 +13,7 @@ public struct ClusterKeyID: Sendable, Hashable, Comparable, CustomStringConverti
     }
 
     /// 16 hex digits, as `wiremesh status` shows the id.
-    public var description: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var description: String { Hex.encode(bytes) }
 
     public static func < (a: ClusterKeyID, b: ClusterKeyID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
 }

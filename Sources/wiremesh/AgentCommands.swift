@@ -4,6 +4,7 @@ import IPNetwork
 import Logging
 import WireGuard
 import WireMeshAgent
+import WireMeshJoin
 
 /// Flags every agent-facing command takes, so several agents can share one machine.
 struct CommonOptions: ParsableArguments {
@@ -164,7 +165,7 @@ struct JoinCommand: AsyncParsableCommand {
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
             let text = token == "-" ? try readTokenFromStandardInput() : token
-            let joined = try Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
+            let joined = try await Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
             print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
         } catch {
             printError("join: \(error)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import WireMeshAgent
+import WireMeshJoin
 
 /// `wiremesh token …`: join tokens, through the agent. A token is a secret: it goes to stdout of
 /// `create` and nowhere else (errors, logs and the control socket carry its id only).

@@ -5,6 +5,7 @@ import WireMeshAgent
 
 #if canImport(Glibc)
 import Glibc
+import WireMeshJoin
 #endif
 
 /// A one-node cluster for CLI tests: `wiremesh init` (which then runs the agent) in a network

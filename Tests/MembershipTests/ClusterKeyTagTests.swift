@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 import WireMeshCrypto
 @testable import Membership

@@ -1,3 +1,4 @@
+import ByteCodec
 import IPNetwork
 @testable import Membership
 import Testing

@@ -1,18 +1,13 @@
+import ByteCodec
 import CMnl
 import Foundation
 import Netlink
 
 /// Lowercase hex without separators.
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-}
+func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
 /// Hex text (whitespace ignored) to bytes, for golden vectors written out by hand.
-func bytes(_ text: String) -> [UInt8] {
-    let digits = Array(text.filter { !$0.isWhitespace })
-    precondition(digits.count % 2 == 0)
-    return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! }
-}
+func bytes(_ text: String) -> [UInt8] { Hex.decode(text.filter { !$0.isWhitespace })! }
 
 /// A flattened view of one attribute tree, for structural assertions.
 struct AttrNode {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import Netlink
@@ -10,6 +11,7 @@ import Synchronization
 import Testing
 import WireGuard
 import WireMeshCrypto
+import WireMeshJoin
 @testable import WireMeshAgent
 
 /// An agent on an in-memory dataplane and a state directory under /tmp: no root, no interface, no
@@ -173,16 +175,15 @@ final class ManualClock: Sendable {
             let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
                                                       joinSigning: h.state.joinSigning, ttl: 600, uses: nil, now: now)
             try await h.agent.saveTokenRecords([record])
-            func request(_ name: String, key: Key) throws -> [UInt8] {
-                let r = JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
-                                                 wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength))
-                return Array(try JSONEncoder().encode(r))
+            func request(_ name: String, key: Key) -> LineRequest {
+                .join(JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
+                                               wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength)))
             }
             let keyA = Key.generatePrivate().publicKey(), keyB = Key.generatePrivate().publicKey()
-            async let a = h.agent.admit(try request("joiner-a", key: keyA))
-            async let b = h.agent.admit(try request("joiner-b", key: keyB))
-            let replies = try await [a, b].map { try JSONDecoder().decode(JoinReply.self, from: Data($0.dropLast())) }
-            #expect(replies.allSatisfy { $0.response != nil && $0.rejection == nil })
+            async let a = h.agent.answer(request("joiner-a", key: keyA))
+            async let b = h.agent.answer(request("joiner-b", key: keyB))
+            let replies = await [a, b]
+            #expect(replies.allSatisfy { if case .joined = $0 { true } else { false } }, "\(replies)")
             let device = try h.device
             let blocks = [keyA, keyB].compactMap { k in device.peers.first { $0.publicKey == k }?.allowedIPs.first { $0.length == 24 } }
             #expect(blocks.count == 2 && blocks[0] != blocks[1], "blocks: \(blocks)")
@@ -201,10 +202,9 @@ final class ManualClock: Sendable {
                                                  joinSigning: .generate(), ttl: 600, uses: nil, now: Date())
             let r = JoinExchange.makeRequest(token: other, nodeName: "peer0", identity: SigningIdentity.generate().publicKey,
                                              wireGuardPublicKey: Key.generatePrivate().publicKey(), nonce: secureRandomBytes(JoinExchange.nonceLength))
-            let line = await h.agent.admit(Array(try JSONEncoder().encode(r)))
-            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(line.dropLast()))
-            let rejection = try #require(reply.rejection)
-            #expect(rejection.code == "authentication")
+            let reply = await h.agent.answer(try LineRequest.decode(line: LineRequest.join(r).line().dropLast()))
+            guard case .refused(.join(let rejection)) = reply else { Issue.record("not refused: \(reply)"); return }
+            #expect(rejection.code == .authentication)
             #expect(!rejection.message.contains(h.state.clusterID) && !rejection.message.contains("peer0"))
             #expect(try h.device == before)
         }
@@ -291,8 +291,8 @@ final class ManualClock: Sendable {
             let key = Key.generatePrivate().publicKey()
             let r = JoinExchange.makeRequest(token: token, nodeName: "joiner", identity: SigningIdentity.generate().publicKey,
                                              wireGuardPublicKey: key, nonce: secureRandomBytes(JoinExchange.nonceLength))
-            let reply = try JSONDecoder().decode(JoinReply.self, from: Data(await h.agent.admit(Array(try JSONEncoder().encode(r))).dropLast()))
-            #expect(reply.response != nil)
+            let reply = await h.agent.answer(.join(r))
+            #expect({ if case .joined = reply { true } else { false } }(), "\(reply)")
             let reserved = { await h.agent.reservedBlock(of: "joiner") }
             let block = try #require(await reserved())
             #expect(try h.device.peers.contains { $0.publicKey == key })

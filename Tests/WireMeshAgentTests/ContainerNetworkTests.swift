@@ -4,6 +4,7 @@ import Testing
 @testable import WireMeshAgent
 #if canImport(Glibc)
 import Glibc
+import WireMeshJoin
 #endif
 
 @Suite("CNI config list and egress table")

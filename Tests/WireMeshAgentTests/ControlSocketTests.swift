@@ -5,6 +5,7 @@ import Testing
 @testable import WireMeshAgent
 #if canImport(Glibc)
 import Glibc
+import WireMeshJoin
 #endif
 
 @Suite("ControlProtocol")
@@ -48,6 +49,15 @@ struct ControlProtocolTests {
         for key in ["\"name\":\"n1\"", "\"pod_cidrs\":[\"10.244.1.0/24\"]", "\"public_key\":\"pk=\"", "\"interface\":\"wm0\""] {
             #expect(json.contains(key), "\(json)")
         }
+    }
+
+    @Test func aTokenIsListedFromTheClusterView() {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let view = ClusterToken(id: "00aa00aa00aa00aa", createdAt: now, expiresAt: now.addingTimeInterval(60), usesLimit: 2,
+                                issuedBy: ["b", "a"], revokedBy: [], used: 1)
+        let info = TokenInfo(view, now: now)
+        #expect(info.id == view.id && info.state == .valid && info.issuedBy == ["a", "b"] && info.revokedBy.isEmpty)
+        #expect(info.usesLimit == 2 && info.usesConsumed == 1 && info.usesLeft == 1 && info.createdAt == now)
     }
 
     @Test func failuresCarryTheErrorTextAndAKindCode() {

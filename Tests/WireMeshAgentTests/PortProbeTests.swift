@@ -36,7 +36,7 @@ struct PortProbeTests {
     /// A connection the join server closed first stays in TIME_WAIT on its port for a minute; a
     /// restarted agent must still find the port free (it failed `wiremesh join` right after a leave).
     @Test func timeWaitOnTheJoinPortIsFree() throws {
-        // The join server sets SO_REUSEADDR (JoinService), and accepted connections inherit it.
+        // The join server sets SO_REUSEADDR (LineServer), and accepted connections inherit it.
         let (listener, port) = try boundSocket(Int32(SOCK_STREAM.rawValue), reuseAddress: true)
         #expect(listen(listener, 1) == 0)
         let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -3,6 +3,7 @@ import IPNetwork
 import Testing
 import WireMeshCrypto
 @testable import WireMeshAgent
+import WireMeshJoin
 
 @Suite("StateStore")
 struct StateStoreTests {

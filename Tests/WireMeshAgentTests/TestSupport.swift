@@ -1,4 +1,5 @@
 @_exported import TestSupport
+import ByteCodec
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -32,16 +33,7 @@ func directoryEntries(_ path: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
 }
 
-func hexBytes(_ text: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var i = text.startIndex
-    while i < text.endIndex {
-        let j = text.index(i, offsetBy: 2)
-        out.append(UInt8(text[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
+func hexBytes(_ text: String) -> [UInt8] { Hex.decode(text)! }
 
 /// Removes a directory tree; retried because a server task finishing concurrently may unlink its
 /// socket while the tree is being removed (which makes one pass fail).

@@ -2,7 +2,7 @@ import Foundation
 import IPNetwork
 import Testing
 import WireMeshCrypto
-@testable import WireMeshAgent
+@testable import WireMeshJoin
 
 @Suite("TokenReference: naming a token for revoke without echoing it")
 struct TokenReferenceTests {

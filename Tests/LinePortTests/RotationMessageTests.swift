@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WireMeshAgent
+import LinePort
 import WireMeshCrypto
 
 @Suite struct RotationMessageTests {
@@ -8,11 +8,11 @@ import WireMeshCrypto
     let old = Key.generatePrivate().publicKey()
     let new = Key.generatePrivate().publicKey()
 
-    func line(_ m: RotationMessage) throws -> [UInt8] { Array(try JSONEncoder().encode(m)) + [0x0A] }
-
     @Test func signedSwitchRoundTripsAndVerifies() throws {
         let m = RotationMessage(phase: .switch, node: "a", oldKey: old, newKey: new, issuedAt: 1_000_000, identity: identity)
-        let decoded = try #require(RotationMessage.decode(line: try line(m).dropLast().map { $0 }))
+        guard case .rotation(let decoded) = try LineRequest.decode(line: LineRequest.rotation(m).line().dropLast()) else {
+            Issue.record("a rotation line decodes as something else"); return
+        }
         #expect(decoded == m)
         let keys = try decoded.verified(by: identity.publicKey, nowMs: 1_000_500)
         #expect(keys.old == old && keys.new == new)
@@ -35,15 +35,11 @@ import WireMeshCrypto
         }
     }
 
-    @Test func joinRequestLinesAreNotRotationMessages() {
-        #expect(RotationMessage.decode(line: Array(#"{"token_id":"x","node_name":"n"}"#.utf8)) == nil)
-        #expect(RotationMessage.decode(line: Array("not json".utf8)) == nil)
-    }
-
-    @Test func ackLineIsOneJSONLine() throws {
-        let line = RotationAck(ok: false, node: "b", error: "no").line()
-        #expect(line.last == 0x0A)
-        #expect(line.dropLast().contains(0x0A) == false)
-        #expect(try JSONDecoder().decode(RotationAck.self, from: Data(line.dropLast())) == RotationAck(ok: false, node: "b", error: "no"))
+    @Test func ackAndRefusalAreOneJSONLineEach() throws {
+        for reply in [LineReply.rotated(node: "b"), .refused(.rotation(RotationRefusal("no")))] {
+            let line = reply.line()
+            #expect(line.last == 0x0A && !line.dropLast().contains(0x0A))
+            #expect(try LineReply.decode(line: Array(line.dropLast())) == reply)
+        }
     }
 }

@@ -193,6 +193,19 @@ public struct IPAM: Sendable, Equatable {
         throw IPAMError.exhausted(range: clusterRange, prefixLength: nodePrefixLength, blocks: count)
     }
 
+    /// The assignment for `node`: the operator's `requested` block (`--pod-cidr`) once `validate`
+    /// accepts it, else the block `allocate` picks; the overlay address is the block's first.
+    public func assign(_ node: String, requested: IPPrefix?, claims: [BlockClaim], now: UInt64) throws -> NodeAssignment {
+        let block: IPPrefix
+        if let requested {
+            try validate(requested, for: node, claims: claims, now: now)
+            block = requested.network
+        } else {
+            block = try allocate(for: node, claims: claims, now: now)
+        }
+        return NodeAssignment(name: node, podCIDR: block, overlayAddress: overlayAddress(of: block))
+    }
+
     /// Checks an operator-given pod CIDR (`--pod-cidr`) for `node`: inside the range, the cluster's
     /// block size, no host bits, and no overlap with another node's standing claim.
     public func validate(_ cidr: IPPrefix, for node: String, claims: [BlockClaim], now: UInt64) throws {

@@ -2,7 +2,7 @@ import Foundation
 import WireMeshCrypto
 
 /// A direct message of a WireGuard key rotation, sent by the rotating node to each live peer over the
-/// TCP line port (the join port). One JSON line in, one `RotationAck` line out.
+/// TCP line port (`LineRequest.rotation`); the peer answers `LineReply.rotated` or a refusal.
 ///
 /// Signed with the sender's identity key; the receiver verifies it with the identity in the sender's
 /// gossiped record, so only the node itself can move its own allowed IPs to a new key.
@@ -64,36 +64,10 @@ public struct RotationMessage: Codable, Sendable, Equatable {
         }
         return (old, new)
     }
-
-    /// Decodes a line if it is a rotation message (join requests on the same port are not).
-    public static func decode(line: [UInt8]) -> RotationMessage? {
-        guard line.count < 4096 else { return nil }
-        return try? JSONDecoder().decode(RotationMessage.self, from: Data(line))
-    }
 }
 
 /// Why a peer refused a rotation message.
-public struct RotationRefusal: Error, CustomStringConvertible, Equatable {
+public struct RotationRefusal: Error, Sendable, CustomStringConvertible, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
-}
-
-/// A peer's answer to a `RotationMessage`.
-public struct RotationAck: Codable, Sendable, Equatable {
-    /// True when the peer did what the message asked (or had already).
-    public var ok: Bool
-    /// The peer's name, for the rotating node's report.
-    public var node: String
-    /// Why not, when `ok` is false.
-    public var error: String?
-
-    public init(ok: Bool, node: String, error: String? = nil) {
-        self.ok = ok
-        self.node = node
-        self.error = error
-    }
-
-    public func line() -> [UInt8] {
-        ((try? JSONEncoder().encode(self)).map(Array.init) ?? Array("{\"ok\":false,\"node\":\"\"}".utf8)) + [0x0A]
-    }
 }

@@ -1,9 +1,10 @@
+import ByteCodec
 import Foundation
 import IPNetwork
 import Membership
 import Testing
 import WireMeshCrypto
-@testable import WireMeshAgent
+@testable import WireMeshJoin
 
 /// A deterministic cluster with a member able to admit nodes.
 struct JoinFixture {
@@ -146,7 +147,7 @@ struct JoinTokenTests {
         } catch let e as JoinError {
             #expect(e == .outdatedToken(version: 1))
             #expect(e.description.contains("re-create the token with 'wiremesh token create'"))
-            #expect(JoinRejection(e).code == "garbled")
+            #expect(JoinRejection(e).code == .garbled)
         } catch { Issue.record("\(error)") }
     }
 
@@ -168,9 +169,9 @@ struct JoinTokenTests {
         #expect(throws: JoinError.garbled("unsupported token version 9")) { try JoinToken(parsing: seal([9] + [UInt8](repeating: 0, count: 70))) }
         #expect(throws: JoinError.garbled("truncated in the token key")) { try JoinToken(parsing: seal([2] + [UInt8](repeating: 0, count: 20))) }
         var w = ByteWriter()
-        w.u8(2); w.bytes([UInt8](repeating: 1, count: 40)); w.i64(5); w.u16(0); w.bytes([UInt8](repeating: 0, count: 16))
-        w.string8("c"); w.u8(1); w.u8(5)
-        #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.buffer)) }
+        w.u8(2); w.raw([UInt8](repeating: 1, count: 40)); w.u64(5); w.u16(0); w.raw([UInt8](repeating: 0, count: 16))
+        w.shortString("c"); w.u8(1); w.u8(5)
+        #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.bytes)) }
     }
 
     /// Random damage to a valid token never crashes the parser: it parses (the damage hit nothing
@@ -229,10 +230,10 @@ struct JoinExchangeTests {
         let token = try JoinToken(parsing: f.token.text)
         let request = f.request(token: token)
         // Over the wire as JSON.
-        let wireRequest = try ControlCodec.decode(JoinRequest.self, from: try ControlCodec.encodeLine(request))
+        let wireRequest = try JSONDecoder().decode(JoinRequest.self, from: try JSONEncoder().encode(request))
         #expect(wireRequest == request)
         let admission = try f.admit(wireRequest)
-        let wireResponse = try ControlCodec.decode(JoinResponse.self, from: try ControlCodec.encodeLine(admission.response))
+        let wireResponse = try JSONDecoder().decode(JoinResponse.self, from: try JSONEncoder().encode(admission.response))
         let grant = try JoinExchange.accept(wireResponse, for: request, token: token)
 
         #expect(grant.clusterID == f.member.clusterID)
@@ -283,7 +284,7 @@ struct JoinExchangeTests {
         let f = try JoinFixture()
         let request = f.request()
         let admission = try f.admit(request)
-        let wire = try ControlCodec.encodeLine(request) + (try ControlCodec.encodeLine(admission.response))
+        let wire = Array(try JSONEncoder().encode(request)) + Array(try JSONEncoder().encode(admission.response))
         for key in f.member.keyring.keys {
             #expect(!String(decoding: wire, as: UTF8.self).contains(key.key.base64))
             let k = key.key.bytes
@@ -331,7 +332,7 @@ struct JoinExchangeTests {
         } catch let e as JoinError {
             #expect(e == .expired(id: f.token.idText, at: f.token.expiresAt))
             #expect(e.description == "join token \(f.token.idText) expired at 2027-01-15T09:00:00Z: create a new one with 'wiremesh token create'")
-            #expect(JoinRejection(e).code == "expired")
+            #expect(JoinRejection(e).code == .expired)
         }
         // Also at a member that never heard of the token: the expiry comes from the request.
         #expect(throws: JoinError.expired(id: f.token.idText, at: f.token.expiresAt)) { try f.admit(f.request(), at: later, view: .some(nil)) }
@@ -423,7 +424,7 @@ struct JoinExchangeTests {
             }
             Issue.record("admitted without a block")
         } catch {
-            #expect(JoinRejection(error).code == "ipam")
+            #expect(JoinRejection(error).code == .ipam)
         }
     }
 }
@@ -516,8 +517,7 @@ struct TokenGossipTests {
         let view = TokenRecords.merge(local: ("b", []), members: [
             ("a", f.records.compactMap(\.announcement)), ("c", [f.announcement(used: 1)]),
         ])[f.token.idText]!
-        let info = TokenInfo(view, now: f.now)
-        #expect(info.id == f.token.idText && info.state == .valid && info.issuedBy == ["a"] && info.revokedBy.isEmpty)
-        #expect(info.usesLimit == 2 && info.usesConsumed == 1 && info.usesLeft == 1 && info.createdAt == f.now)
+        #expect(view.id == f.token.idText && view.state(at: f.now) == .valid && view.issuedBy == ["a"] && view.revokedBy.isEmpty)
+        #expect(view.usesLimit == 2 && view.used == 1 && view.usesLeft == 1 && view.createdAt == f.now)
     }
 }

@@ -1,7 +1,7 @@
 import IPNetwork
 import Membership
 import Testing
-@testable import WireMeshAgent
+@testable import WireMeshJoin
 
 @Suite("IPAM")
 struct IPAMTests {

@@ -1,10 +1,10 @@
 import Foundation
 import Testing
 import WireMeshCrypto
-@testable import WireMeshAgent
+@testable import LinePort
 
 @Suite("Keyring request and answer (join history)")
-struct ClusterKeyRotationMessageTests {
+struct KeyringMessageTests {
     let cluster = "c0ffee00c0ffee00"
     let node = SigningIdentity.generate()
     let member = SigningIdentity.generate()
@@ -20,59 +20,64 @@ struct ClusterKeyRotationMessageTests {
                        identity: signer ?? node)
     }
 
-    func answer(_ r: KeyringRequest, known: [KnownMember]? = nil, at: Int64? = nil) -> KeyringAnswer {
-        KeyringAnswer.answer(r, clusterID: cluster, members: known ?? [KnownMember(name: "node-d", identity: node.publicKey, left: false)],
-                             keyring: keyring, generations: generations, identity: member, name: "node-a", nowMs: at ?? now)
+    func answer(_ r: KeyringRequest, known: [KnownMember]? = nil, at: Int64? = nil) -> Result<KeyringAnswer, KeyringRefusal> {
+        Result { () throws(KeyringRefusal) in
+            try KeyringAnswer.answer(r, clusterID: cluster, members: known ?? [KnownMember(name: "node-d", identity: node.publicKey, left: false)],
+                                     keyring: keyring, generations: generations, identity: member, name: "node-a", nowMs: at ?? now)
+        }
+    }
+
+    /// The refusal's code, nil when the member answered.
+    func refusal(_ r: KeyringRequest, known: [KnownMember]? = nil, at: Int64? = nil) -> KeyringRefusal.Code? {
+        if case .failure(let e) = answer(r, known: known, at: at) { return e.code }
+        return nil
     }
 
     @Test func aKnownMemberGetsTheKeyringSealedToItsOneTimeKey() throws {
         let ephemeral = Key.generatePrivate()
         let r = request(ephemeral)
-        let line = r.line()
-        let decoded = try #require(KeyringRequest.decode(line: Array(line.dropLast())))
+        guard case .keyring(let decoded) = try LineRequest.decode(line: LineRequest.keyring(r).line().dropLast()) else {
+            Issue.record("a keyring line decodes as something else"); return
+        }
         #expect(decoded == r)
-        let a = answer(decoded)
-        #expect(a.ok, "\(a.error ?? "")")
-        let wire = try JSONDecoder().decode(KeyringAnswer.self, from: Data(a.line().dropLast()))
+        let a = try answer(decoded).get()
+        guard case .keyring(let wire) = try LineReply.decode(line: LineReply.keyring(a).line().dropLast()) else {
+            Issue.record("a keyring reply decodes as something else"); return
+        }
         let got = try wire.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
         #expect(got.map { $0.key } == [k2, k1], "primary first")
         #expect(got.map { $0.tag } == [ClusterKeyTag(id: k2.id, generation: 2), ClusterKeyTag(id: k1.id, generation: 1)])
-        #expect(!(a.sealed ?? "").contains(k2.key.base64), "the key never travels in clear")
+        #expect(!a.sealed.contains(k2.key.base64), "the key never travels in clear")
     }
 
     @Test func aForgottenNodeIsToldItIsUnknown() {
-        let a = answer(request(.generatePrivate()), known: [])
-        #expect(!a.ok && a.code == "unknown-member")
-        #expect(a.sealed == nil)
+        #expect(refusal(request(.generatePrivate()), known: []) == .unknownMember)
     }
 
     @Test func aNodeThatLeftIsRefused() {
-        let a = answer(request(.generatePrivate()), known: [KnownMember(name: "node-d", identity: node.publicKey, left: true)])
-        #expect(!a.ok && a.code == "left")
+        #expect(refusal(request(.generatePrivate()), known: [KnownMember(name: "node-d", identity: node.publicKey, left: true)]) == .left)
     }
 
     @Test func aRequestSignedByAnotherIdentityIsRefused() {
         // Someone holding the name but not the node's identity key (a forged request).
-        let forged = answer(request(.generatePrivate(), signer: .generate()))
-        #expect(!forged.ok && forged.code == "bad-signature" && forged.sealed == nil)
+        #expect(refusal(request(.generatePrivate(), signer: .generate())) == .badSignature)
         var unsigned = request(.generatePrivate())
         unsigned.signature = ""
-        #expect(answer(unsigned).code == "bad-signature")
+        #expect(refusal(unsigned) == .badSignature)
         var altered = request(.generatePrivate())
         altered.ephemeralKey = Key.generatePrivate().publicKey().base64  // swapped for the attacker's key
-        #expect(answer(altered).code == "bad-signature")
-        #expect(answer(request(.generatePrivate(), cluster: "another")).code == "bad-signature", "signed for another cluster")
+        #expect(refusal(altered) == .badSignature)
+        #expect(refusal(request(.generatePrivate(), cluster: "another")) == .badSignature, "signed for another cluster")
     }
 
     @Test func aStaleRequestIsRefused() {
-        let a = answer(request(.generatePrivate(), at: now - RotationMessage.maxSkewMs - 1))
-        #expect(!a.ok && a.code == "stale")
+        #expect(refusal(request(.generatePrivate(), at: now - RotationMessage.maxSkewMs - 1)) == .stale)
     }
 
     @Test func theRequesterRejectsAnAnswerNotFromTheMemberOrNotForItsRequest() throws {
         let ephemeral = Key.generatePrivate()
         let r = request(ephemeral)
-        let a = answer(r)
+        let a = try answer(r).get()
         #expect(throws: KeyringRefusal.self, "signed by someone else") {
             _ = try a.open(for: r, ephemeral: ephemeral, memberIdentity: SigningIdentity.generate().publicKey, clusterID: cluster)
         }
@@ -86,21 +91,23 @@ struct ClusterKeyRotationMessageTests {
         #expect(throws: KeyringRefusal.self, "another cluster") {
             _ = try a.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: "other")
         }
-        let refused = answer(r, known: [])
-        do {
-            _ = try refused.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
-            Issue.record("a refusal opened")
-        } catch {
-            #expect(error.code == "unknown-member")
+        var forgedSeal = a
+        forgedSeal.sealed = Data(SealedBox.seal([1], to: ephemeral.publicKey())).base64EncodedString()
+        #expect(throws: KeyringRefusal.self, "a box swapped under the member's signature") {
+            _ = try forgedSeal.open(for: r, ephemeral: ephemeral, memberIdentity: member.publicKey, clusterID: cluster)
         }
     }
 
-    @Test func otherLinesOnThePortAreNotKeyringRequests() {
-        #expect(KeyringRequest.decode(line: Array(#"{"rotation":"prepare","node":"a"}"#.utf8)) == nil)
-        #expect(KeyringRequest.decode(line: Array(#"{"version":1,"token_id":"x"}"#.utf8)) == nil)
-        #expect(KeyringRequest.decode(line: Array(#"{"keyring_request":2,"node":"a","ephemeral_key":"","issued_at":0,"signature":""}"#.utf8)) == nil,
-                "an unknown version")
-        #expect(RotationMessage.decode(line: request(.generatePrivate()).line().dropLast().map { $0 }) == nil)
+    @Test func anUnknownRequestVersionIsRefused() {
+        var r = request(.generatePrivate())
+        r.keyringRequest = 2
+        #expect(refusal(r) == .badRequest)
+    }
+
+    @Test func forgottenMeansUnknownOrLeft() {
+        #expect(KeyringRefusal(code: .unknownMember, message: "").isForgotten)
+        #expect(KeyringRefusal(code: .left, message: "").isForgotten)
+        #expect(!KeyringRefusal(code: .stale, message: "").isForgotten)
     }
 
     @Test func sealedBoxOpensOnlyWithTheRecipientKey() throws {

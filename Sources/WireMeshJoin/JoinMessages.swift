@@ -1,0 +1,207 @@
+import ByteCodec
+import Foundation
+import IPNetwork
+import WireMeshCrypto
+
+/// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
+public struct ClusterSettings: Sendable, Equatable {
+    /// The pod range all node blocks are carved from, e.g. 10.244.0.0/16.
+    public var podRange: IPPrefix
+    /// The size of each node's block, e.g. 24 for a /24 per node.
+    public var nodePrefixLength: Int
+
+    public init(podRange: IPPrefix, nodePrefixLength: Int) {
+        self.podRange = podRange
+        self.nodePrefixLength = nodePrefixLength
+    }
+}
+
+/// This node's place in the cluster: its name, pod block and overlay address.
+public struct NodeAssignment: Sendable, Equatable {
+    /// The node's name in the membership (unique in the cluster).
+    public var name: String
+    /// The pod block routed to this node.
+    public var podCIDR: IPPrefix
+    /// The address on the WireGuard interface (see `IPAM.overlayAddress(of:)`).
+    public var overlayAddress: IPAddress
+
+    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress) {
+        self.name = name
+        self.podCIDR = podCIDR
+        self.overlayAddress = overlayAddress
+    }
+}
+
+/// The joiner's request (sent as one JSON object).
+public struct JoinRequest: Sendable, Equatable {
+    static let currentVersion = 2
+    public var version: Int = JoinRequest.currentVersion
+    public var tokenID: String
+    /// The token's expiry (Unix seconds) and uses limit (0 = unlimited): a member derives the
+    /// token key from them, so the MAC proves they are the token's.
+    public var expiresAt: Int64
+    public var usesLimit: Int
+    public var clusterID: String
+    public var nodeName: String
+    public var identityPublicKey: IdentityPublicKey
+    public var wireGuardPublicKey: Key
+    /// The pod CIDR the operator asked for (`--pod-cidr`), or nil to let the member pick.
+    public var requestedPodCIDR: IPPrefix?
+    public var nonce: [UInt8]
+    /// crypto_auth tag over `canonicalBytes` under the token's auth key.
+    public var mac: [UInt8]
+
+    /// Length-prefixed encoding of every field but the MAC (JSON is not canonical, so the MAC is
+    /// computed over this instead).
+    var canonicalBytes: [UInt8] {
+        var w = ByteWriter()
+        w.raw("wmj2-req".utf8)
+        w.u8(UInt8(truncatingIfNeeded: version))
+        w.mediumString(tokenID)
+        w.u64(UInt64(bitPattern: expiresAt))
+        w.u16(UInt16(truncatingIfNeeded: usesLimit))
+        w.mediumString(clusterID)
+        w.mediumString(nodeName)
+        w.raw(identityPublicKey.bytes)
+        w.raw(wireGuardPublicKey.bytes)
+        w.mediumString(requestedPodCIDR?.description ?? "")
+        w.raw(nonce)
+        return w.bytes
+    }
+}
+
+extension JoinRequest: Codable {
+    enum CodingKeys: String, CodingKey {
+        case version, tokenID = "token_id", expiresAt = "expires_at", usesLimit = "uses_limit", clusterID = "cluster_id", nodeName = "node_name"
+        case identityPublicKey = "identity_public_key", wireGuardPublicKey = "wireguard_public_key"
+        case requestedPodCIDR = "requested_pod_cidr", nonce, mac
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(Int.self, forKey: .version)
+        tokenID = try c.decode(String.self, forKey: .tokenID)
+        // Absent in version 1 requests, which `admit` refuses with a clear message.
+        expiresAt = try c.decodeIfPresent(Int64.self, forKey: .expiresAt) ?? 0
+        usesLimit = try c.decodeIfPresent(Int.self, forKey: .usesLimit) ?? 0
+        clusterID = try c.decode(String.self, forKey: .clusterID)
+        nodeName = try c.decode(String.self, forKey: .nodeName)
+        identityPublicKey = try IdentityPublicKey(bytes: try c.decodeBase64(.identityPublicKey))
+        wireGuardPublicKey = try Key(bytes: try c.decodeBase64(.wireGuardPublicKey))
+        requestedPodCIDR = try c.decodeIfPresent(String.self, forKey: .requestedPodCIDR).map { try IPPrefix($0) }
+        nonce = try c.decodeBase64(.nonce)
+        mac = try c.decodeBase64(.mac)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(version, forKey: .version)
+        try c.encode(tokenID, forKey: .tokenID)
+        try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encode(usesLimit, forKey: .usesLimit)
+        try c.encode(clusterID, forKey: .clusterID)
+        try c.encode(nodeName, forKey: .nodeName)
+        try c.encode(Data(identityPublicKey.bytes).base64EncodedString(), forKey: .identityPublicKey)
+        try c.encode(wireGuardPublicKey.base64, forKey: .wireGuardPublicKey)
+        try c.encodeIfPresent(requestedPodCIDR?.description, forKey: .requestedPodCIDR)
+        try c.encode(Data(nonce).base64EncodedString(), forKey: .nonce)
+        try c.encode(Data(mac).base64EncodedString(), forKey: .mac)
+    }
+}
+
+/// The admitting member's answer (sent as one JSON object).
+public struct JoinResponse: Sendable, Equatable {
+    public var memberNonce: [UInt8]
+    public var joinSigningPublicKey: IdentityPublicKey
+    /// The `JoinGrant`, sealed under the exchange key.
+    public var sealed: [UInt8]
+    /// Ed25519 signature by the cluster's join-signing key.
+    public var signature: [UInt8]
+}
+
+extension JoinResponse: Codable {
+    enum CodingKeys: String, CodingKey {
+        case memberNonce = "member_nonce", joinSigningPublicKey = "join_signing_public_key", sealed, signature
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        memberNonce = try c.decodeBase64(.memberNonce)
+        joinSigningPublicKey = try IdentityPublicKey(bytes: try c.decodeBase64(.joinSigningPublicKey))
+        sealed = try c.decodeBase64(.sealed)
+        signature = try c.decodeBase64(.signature)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Data(memberNonce).base64EncodedString(), forKey: .memberNonce)
+        try c.encode(Data(joinSigningPublicKey.bytes).base64EncodedString(), forKey: .joinSigningPublicKey)
+        try c.encode(Data(sealed).base64EncodedString(), forKey: .sealed)
+        try c.encode(Data(signature).base64EncodedString(), forKey: .signature)
+    }
+}
+
+/// What a successful join hands the new node (only ever sent sealed).
+public struct JoinGrant: Sendable {
+    public var clusterID: String
+    public var settings: ClusterSettings
+    public var assignment: NodeAssignment
+    public var keyring: Keyring
+    public var joinSigning: SigningIdentity
+    /// Last-known members of the admitting node (opaque membership bytes).
+    public var members: [UInt8]
+
+    struct Wire: Codable {
+        var cluster_id: String
+        var pod_range: String
+        var node_prefix_length: Int
+        var node_name: String
+        var pod_cidr: String
+        var overlay_address: String
+        var cluster_keys: [String]
+        var join_signing_seed: String
+        var members: String
+    }
+
+    func encoded() throws -> [UInt8] {
+        let wire = Wire(cluster_id: clusterID, pod_range: settings.podRange.description, node_prefix_length: settings.nodePrefixLength,
+                        node_name: assignment.name, pod_cidr: assignment.podCIDR.description,
+                        overlay_address: assignment.overlayAddress.description,
+                        cluster_keys: keyring.keys.map { $0.key.base64 }, join_signing_seed: joinSigning.seed.base64,
+                        members: Data(members).base64EncodedString())
+        return Array(try JSONEncoder().encode(wire))
+    }
+
+    static func decode(_ bytes: [UInt8]) throws -> JoinGrant {
+        do {
+            let w = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+            let keys = try w.cluster_keys.map { ClusterKey(key: try Key(base64: $0)) }
+            guard let primary = keys.first, let members = Data(base64Encoded: w.members) else {
+                throw JoinError.malformedMessage("grant holds no cluster key or unreadable members")
+            }
+            return JoinGrant(clusterID: w.cluster_id,
+                             settings: ClusterSettings(podRange: try IPPrefix(w.pod_range), nodePrefixLength: w.node_prefix_length),
+                             assignment: NodeAssignment(name: w.node_name, podCIDR: try IPPrefix(w.pod_cidr),
+                                                        overlayAddress: try IPAddress(w.overlay_address)),
+                             keyring: Keyring(primary: primary, others: Array(keys.dropFirst())),
+                             joinSigning: SigningIdentity(seed: try Key(base64: w.join_signing_seed)),
+                             members: Array(members))
+        } catch let e as JoinError {
+            throw e
+        } catch {
+            throw JoinError.malformedMessage("sealed grant does not decode: \(error)")
+        }
+    }
+}
+
+// MARK: - Byte helpers
+
+extension KeyedDecodingContainer {
+    func decodeBase64(_ key: Key) throws -> [UInt8] {
+        let text = try decode(String.self, forKey: key)
+        guard let data = Data(base64Encoded: text) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "not base64")
+        }
+        return Array(data)
+    }
+}
