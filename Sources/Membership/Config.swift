@@ -39,6 +39,9 @@ public struct MembershipConfig: Sendable, Equatable {
     public var tombstoneTime: Duration
     /// Largest UDP payload ever produced, after sealing (1200 never fragments on IPv6 paths).
     public var maxDatagram: Int
+    /// Bytes the shell's sealing adds to each payload (`DatagramSeal.overhead`): the core packs
+    /// payloads of at most `maxDatagram - sealOverhead` bytes.
+    public var sealOverhead: Int = DatagramSeal.overhead
     /// Upper bound of the Lifeguard local health multiplier (memberlist AwarenessMaxMultiplier).
     public var awarenessMaxMultiplier: Int
     /// An intermediary sends a nack after this fraction of the probe timeout without an ack.

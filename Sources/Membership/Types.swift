@@ -120,8 +120,9 @@ public struct MemberEvent: Sendable, Equatable {
 
 /// What the shell (transport or simulator) must do after a call into the core.
 public enum Directive: Sendable {
-    /// Send this datagram (already sealed, at most `config.maxDatagram` bytes) to this endpoint.
-    case send(datagram: [UInt8], to: Endpoint)
+    /// Send this plaintext payload (at most `config.maxDatagram - config.sealOverhead` bytes) to this
+    /// endpoint; the shell seals it (`DatagramSeal`).
+    case send(payload: [UInt8], to: Endpoint)
     /// Call `tick(now:)` no later than this instant. A new wake-up replaces an earlier request only
     /// if it is earlier; calling `tick` early is harmless.
     case wakeUp(at: Instant)
@@ -129,21 +130,16 @@ public enum Directive: Sendable {
     case changed(MemberEvent)
 }
 
-/// Counters for operators and tests: traffic and every reason a datagram or message was refused.
+/// Counters for operators and tests: payloads and every reason a payload or message was refused.
+/// (Datagrams dropped before opening are counted by the shell's `DatagramSeal`.)
 public struct MembershipCounters: Sendable, Equatable {
-    public var datagramsSent = 0
-    public var datagramsReceived = 0
-    public var bytesSent = 0
-    public var bytesReceived = 0
-    /// Datagrams shorter than a version byte plus the AEAD overhead.
-    public var droppedTruncated = 0
-    /// Datagrams larger than `maxDatagram`.
-    public var droppedOversized = 0
-    /// Datagrams with a protocol version this node does not speak.
-    public var droppedBadVersion = 0
-    /// Datagrams no installed cluster key opens (wrong key, tampered, or garbage).
-    public var droppedAuthFailed = 0
-    /// Authenticated datagrams whose messages do not parse (the rest of the datagram is dropped).
+    /// Plaintext payloads emitted (one datagram each once sealed).
+    public var payloadsSent = 0
+    /// Payloads handed to `receive`.
+    public var payloadsReceived = 0
+    public var payloadBytesSent = 0
+    public var payloadBytesReceived = 0
+    /// Payloads whose messages do not parse (the rest of the payload is dropped).
     public var droppedMalformed = 0
     /// Messages of a type this version does not know (skipped, not fatal).
     public var unknownMessagesSkipped = 0

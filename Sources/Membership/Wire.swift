@@ -110,19 +110,11 @@ public struct LeaveNotice: Sendable, Equatable {
     }
 }
 
-/// The datagram format: version byte ‖ XChaCha20-Poly1305(payload), associated data = cluster id ‖ version.
+/// The payload codec: a payload (what `MembershipNode` emits and takes, sealed by `DatagramSeal` on
+/// the wire) is a sequence of TLV messages.
 public enum WireFormat {
-    /// The only protocol version this code speaks.
-    public static let version: UInt8 = 1
-    /// Bytes sealing adds to a payload (version byte, nonce, tag).
-    public static let overhead = 1 + ClusterKey.overhead
     /// TLV header bytes per message.
     static let messageHeader = 3
-
-    /// Why a datagram was dropped before any message was handled.
-    public enum Drop: Error, Sendable, Equatable {
-        case oversized, truncated, badVersion, authFailed
-    }
 
     /// Encodes one message as TLV.
     public static func encode(_ message: WireMessage) -> [UInt8] {
@@ -272,34 +264,5 @@ public enum WireFormat {
         default:
             return nil
         }
-    }
-
-    /// Associated data binding a datagram to its cluster and format version.
-    static func associatedData(clusterID: [UInt8]) -> [UInt8] { clusterID + [version] }
-
-    /// Seals a payload into a datagram.
-    public static func seal(payload: [UInt8], keyring: Keyring, clusterID: [UInt8]) -> [UInt8] {
-        [version] + keyring.seal(payload, associatedData: associatedData(clusterID: clusterID))
-    }
-
-    /// Builds one datagram from messages (callers keep it within the size limit).
-    public static func datagram(_ messages: [WireMessage], keyring: Keyring, clusterID: [UInt8]) -> [UInt8] {
-        seal(payload: messages.flatMap { encode($0) }, keyring: keyring, clusterID: clusterID)
-    }
-
-    /// Opens a datagram: checks size and version, then authenticates with any installed key.
-    public static func open(_ datagram: [UInt8], keyring: Keyring, clusterID: [UInt8], maxDatagram: Int) -> Result<[UInt8], Drop> {
-        guard datagram.count <= maxDatagram else { return .failure(.oversized) }
-        guard datagram.count >= overhead else { return .failure(.truncated) }
-        guard datagram[0] == version else { return .failure(.badVersion) }
-        guard let plain = try? keyring.open(datagram[1...], associatedData: associatedData(clusterID: clusterID)) else {
-            return .failure(.authFailed)
-        }
-        return .success(plain)
-    }
-
-    /// Opens and decodes a datagram in one pure step (the fuzzing entry point).
-    public static func decode(_ datagram: [UInt8], keyring: Keyring, clusterID: [UInt8], maxDatagram: Int = 1200) -> Result<Decoded, Drop> {
-        open(datagram, keyring: keyring, clusterID: clusterID, maxDatagram: maxDatagram).map { decodePayload($0) }
     }
 }

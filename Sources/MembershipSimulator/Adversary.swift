@@ -65,7 +65,7 @@ extension Simulation {
     public func send(_ messages: [WireMessage], from adversary: Adversary, to targets: [Int]) {
         for t in targets {
             for m in messages {
-                let datagram = WireFormat.datagram([m], keyring: keyring, clusterID: clusterID)
+                let datagram = DatagramSeal.datagram([m], keyring: keyring, clusterID: clusterID)
                 transmit(from: Int32(adversary.node), to: endpoints[t], datagram: datagram)
             }
         }

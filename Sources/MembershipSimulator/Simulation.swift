@@ -57,8 +57,9 @@ public let udpIPv4HeaderBytes = 28
 /// Events (datagram deliveries, node wake-ups, stall ends) sit in one queue ordered by (time,
 /// sequence); the simulation pops them in order and feeds them to the nodes, then turns the nodes'
 /// directives into new events. Nothing reads a real clock, and all randomness comes from `seed`, so a
-/// seed and a scenario always produce the same trace (`traceHash`). Datagram bytes themselves differ
-/// between runs (sealing draws random nonces), so the trace records sizes, not bytes.
+/// seed and a scenario always produce the same trace (`traceHash`), which covers every payload's
+/// bytes. Like the UDP transport, the simulation seals what the cores emit and opens what they
+/// receive (`DatagramSeal`); sealed bytes differ between runs (random nonces), their sizes do not.
 public final class Simulation {
     enum Event {
         case deliver(to: Int32, from: Int32, datagram: [UInt8])
@@ -102,6 +103,8 @@ public final class Simulation {
     var rng: SimRandom
     var queue = EventQueue<Event>()
     var cores: [MembershipNode?]
+    /// Each node's sealing of datagrams (kept across restarts, like its counters).
+    var seals: [DatagramSeal]
     var hosts: [Host]
     let identities: [SigningIdentity]
     let endpointIndex: [Endpoint: Int32]
@@ -183,6 +186,8 @@ public final class Simulation {
         self.viewRank = Array(repeating: 255, count: options.nodes * options.nodes)
         self.cores = []
         self.cores.reserveCapacity(options.nodes)
+        self.seals = Array(repeating: DatagramSeal(keyring: keyring, clusterID: clusterID, maxDatagram: options.membership.maxDatagram),
+                           count: options.nodes)
         self.rng = rng
         for i in 0..<options.nodes {
             cores.append(try makeCore(i, record: hosts[i].initialRecord))
@@ -208,8 +213,9 @@ public final class Simulation {
     }
 
     func makeCore(_ i: Int, record: NodeRecord) throws -> MembershipNode {
-        try MembershipNode(config: options.membership, identity: identities[i], record: record, keyring: keyring,
-                           clusterID: clusterID, seed: rng.next(), now: now)
+        var config = options.membership
+        config.sealOverhead = DatagramSeal.overhead
+        return try MembershipNode(config: config, identity: identities[i], record: record, seed: rng.next(), now: now)
     }
 
     func seedEndpoints(excluding i: Int) -> [Endpoint] {
@@ -266,8 +272,7 @@ public final class Simulation {
                 return
             }
             trace.mix(1, UInt64(entry.time), UInt64(to), UInt64(from), UInt64(datagram.count))
-            let directives = cores[t]!.receive(datagram: datagram, from: endpoints[Int(from)], now: now)
-            execute(to, directives, fromTick: false)
+            deliver(t, datagram, from: from)
         case .wake(let node, let generation):
             let i = Int(node)
             guard hosts[i].up, hosts[i].generation == generation, hosts[i].wakeAt == entry.time else { return }
@@ -281,11 +286,20 @@ public final class Simulation {
             hosts[i].backlog = []
             for (from, datagram) in backlog {
                 trace.mix(1, UInt64(entry.time), UInt64(node), UInt64(from), UInt64(datagram.count))
-                let directives = cores[i]!.receive(datagram: datagram, from: endpoints[Int(from)], now: now)
-                execute(node, directives, fromTick: false)
+                deliver(i, datagram, from: from)
             }
             tick(node)
         }
+    }
+
+    /// Opens a datagram that reached running node `i` and hands its payload to the core.
+    func deliver(_ i: Int, _ datagram: [UInt8], from: Int32) {
+        guard let opened = seals[i].open(datagram) else {
+            trace.mix(9, UInt64(i))
+            return
+        }
+        let directives = cores[i]!.receive(payload: opened.payload, from: endpoints[Int(from)], now: now)
+        execute(Int32(i), directives, fromTick: false)
     }
 
     func tick(_ node: Int32) {
@@ -300,8 +314,9 @@ public final class Simulation {
         let i = Int(node)
         for d in directives {
             switch d {
-            case .send(let datagram, let to):
-                transmit(from: node, to: to, datagram: datagram)
+            case .send(let payload, let to):
+                trace.mix(bytes: payload)
+                transmit(from: node, to: to, datagram: seals[i].seal(payload))
             case .wakeUp(let at):
                 var t = at.nanoseconds
                 if fromTick, t <= now.nanoseconds {
@@ -490,6 +505,9 @@ public final class Simulation {
     /// The node's membership core (nil while crashed).
     public func node(_ i: Int) -> MembershipNode? { cores[i] }
 
+    /// What the node's sealing counted: datagrams on the wire and those dropped before its core.
+    public func sealCounters(_ i: Int) -> SealCounters { seals[i].counters }
+
     /// Index of the node with this name.
     public func index(of name: String) -> Int? { nameIndex[name].map(Int.init) }
 
@@ -540,7 +558,8 @@ public final class Simulation {
         return out
     }
 
-    /// A hash of everything that happened (event times, kinds, nodes, datagram sizes, view changes).
+    /// A hash of everything that happened (event times, kinds, nodes, payload bytes, datagram sizes,
+    /// view changes).
     public var traceHash: UInt64 { trace.value }
 }
 
@@ -556,6 +575,18 @@ public struct CapturedDatagram: Sendable {
 /// FNV-1a over 64-bit words.
 struct TraceHash {
     private(set) var value: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    /// Mixes a byte string (its length, then 8 bytes per step: payloads are hashed on every send).
+    mutating func mix(bytes: [UInt8]) {
+        mix(UInt64(bytes.count))
+        var i = 0
+        while i < bytes.count {
+            var word: UInt64 = 0
+            for k in i..<min(i + 8, bytes.count) { word = word << 8 | UInt64(bytes[k]) }
+            value = (value ^ word) &* 0x0000_0100_0000_01B3
+            i += 8
+        }
+    }
 
     mutating func mix(_ words: UInt64...) {
         for w in words {

@@ -154,7 +154,7 @@ extension Agent {
     /// history"); if every member that answers has forgotten it, `status` says to join again.
     func checkClusterKeysReachable(members: [Member]) async {
         guard let counters = try? await transport?.counters() else { return }
-        let failed = counters.droppedAuthFailed
+        let failed = counters.seal.droppedAuthFailed
         defer { clusterKeyAgent.authFailedSeen = failed }
         let others = members.filter { $0.name != state.node.name && Self.stateName($0.status) != "left" }
         if others.contains(where: { $0.status.isActive }) {

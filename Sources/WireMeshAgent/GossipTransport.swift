@@ -65,8 +65,9 @@ public enum GossipTransportError: Error, CustomStringConvertible {
 }
 
 /// The UDP shell around the pure `MembershipNode`: one SwiftNIO datagram channel whose handler owns
-/// the node on the channel's event loop, executes its directives (send datagrams, schedule the next
-/// tick on the event loop, publish member events to `events`) and feeds it the monotonic clock.
+/// the node and the cluster keys on the channel's event loop, opens incoming datagrams for the node,
+/// executes its directives (seal and send payloads, schedule the next tick on the event loop,
+/// publish member events to `events`) and feeds it the monotonic clock.
 ///
 /// Bind first (`GossipTransport.bind`), then run it as a `Service`: `run()` joins the seeds, keeps
 /// gossiping until cancelled or asked to shut down gracefully, then closes the socket — after a signed
@@ -182,9 +183,9 @@ public final class GossipTransport: Service, Sendable {
         }
     }
 
-    /// Counters of traffic and refused datagrams.
-    public func counters() async throws -> MembershipCounters {
-        try await withHandler { $0.node?.counters ?? MembershipCounters() }
+    /// Counters of traffic and refused datagrams and messages.
+    public func counters() async throws -> GossipCounters {
+        try await withHandler { GossipCounters(seal: $0.seal.counters, membership: $0.node?.counters ?? MembershipCounters()) }
     }
 
     /// Changes the local record (new version, re-signed) and gossips it.
@@ -194,7 +195,7 @@ public final class GossipTransport: Service, Sendable {
 
     /// Installs a new keyring (cluster key rotation).
     public func setKeyring(_ keyring: Keyring) async throws {
-        try await withHandler { $0.node?.keyring = keyring }
+        try await withHandler { $0.seal.keyring = keyring }
     }
 
     /// Installs `keyring` and, if they changed, advertises `tags` in the local record. Calls may reach
@@ -203,7 +204,7 @@ public final class GossipTransport: Service, Sendable {
         try await withHandler { handler in
             guard sequence > handler.clusterKeysSequence, handler.node != nil else { return }
             handler.clusterKeysSequence = sequence
-            handler.node!.keyring = keyring
+            handler.seal.keyring = keyring
             if handler.node!.localRecord.record.clusterKeys != tags { try handler.update { $0.clusterKeys = tags } }
         }
     }
@@ -218,6 +219,8 @@ final class GossipHandler: ChannelInboundHandler {
     let eventsContinuation: AsyncStream<MemberEvent>.Continuation
     let logger: Logger
     var node: MembershipNode?
+    /// Seals what the node sends and opens what it receives (the node holds no key).
+    var seal: DatagramSeal
     var startResult: Result<Endpoint, MembershipError> = .failure(.invalidConfig("the gossip channel never became active"))
     var context: ChannelHandlerContext?
     var timer: Scheduled<Void>?
@@ -230,6 +233,7 @@ final class GossipHandler: ChannelInboundHandler {
 
     init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger, socket: CInt) {
         self.settings = settings
+        self.seal = DatagramSeal(keyring: settings.keyring, clusterID: settings.clusterID, maxDatagram: settings.config.maxDatagram)
         self.eventsContinuation = events
         self.logger = logger
         self.socket = socket
@@ -258,8 +262,9 @@ final class GossipHandler: ChannelInboundHandler {
         do {
             var seed: UInt64 = 0
             for b in secureRandomBytes(8) { seed = seed << 8 | UInt64(b) }
-            var node = try MembershipNode(config: settings.config, identity: settings.identity, record: record,
-                                          keyring: settings.keyring, clusterID: settings.clusterID, seed: seed, now: Self.now())
+            var config = settings.config
+            config.sealOverhead = DatagramSeal.overhead
+            var node = try MembershipNode(config: config, identity: settings.identity, record: record, seed: seed, now: Self.now())
             if !settings.savedView.isEmpty { node.seed(with: settings.savedView, now: Self.now()) }
             self.node = node
             startResult = .success(bound)
@@ -284,8 +289,8 @@ final class GossipHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         guard node != nil, let from = Endpoint(socketAddress: envelope.remoteAddress) else { return }
-        let datagram = Array(envelope.data.readableBytesView)
-        let directives = node!.receive(datagram: datagram, from: from, now: Self.now())
+        guard let opened = seal.open(Array(envelope.data.readableBytesView)) else { return }
+        let directives = node!.receive(payload: opened.payload, from: from, now: Self.now())
         execute(directives)
     }
 
@@ -325,8 +330,9 @@ final class GossipHandler: ChannelInboundHandler {
         guard let context else { return }
         for d in directives {
             switch d {
-            case .send(let datagram, let to):
+            case .send(let payload, let to):
                 guard let address = try? SocketAddress(ipAddress: to.address.description, port: Int(to.port)) else { continue }
+                let datagram = seal.seal(payload)
                 // A lost datagram is what the protocol expects anyway: count the error, never close.
                 if let err = GossipSocket.send(datagram, on: socket, to: address) {
                     sendErrors += 1
@@ -416,6 +422,15 @@ enum GossipSocket {
         }
         return sent < 0 ? errno : nil
     }
+}
+
+/// What a transport counted: sealed datagrams (and those dropped before the core, e.g. under a
+/// cluster key this node does not hold) and the core's payloads, messages and refusals.
+public struct GossipCounters: Sendable, Equatable {
+    /// Datagrams sealed and opened, and those refused before the core.
+    public var seal: SealCounters
+    /// The core's payloads, messages and refusals.
+    public var membership: MembershipCounters
 }
 
 /// The members a transport's core knows, and the generation they were read at.

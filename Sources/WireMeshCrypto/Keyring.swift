@@ -87,9 +87,16 @@ public struct Keyring: Sendable, Equatable {
 
     /// Opens with the first key that authenticates the message.
     public func open<S: Collection>(_ sealed: S, associatedData: [UInt8]) throws -> [UInt8] where S.Element == UInt8 {
+        try openReportingKey(sealed, associatedData: associatedData).plaintext
+    }
+
+    /// Opens with the first key that authenticates the message and tells which one it was (its
+    /// index in `keys`, 0 for the primary): during a rotation, who still seals with another key.
+    public func openReportingKey<S: Collection>(_ sealed: S, associatedData: [UInt8]) throws -> (plaintext: [UInt8], keyIndex: Int)
+    where S.Element == UInt8 {
         var lastError: Error = SealError.authenticationFailed
-        for key in keys {
-            do { return try key.open(sealed, associatedData: associatedData) } catch { lastError = error }
+        for (i, key) in keys.enumerated() {
+            do { return (try key.open(sealed, associatedData: associatedData), i) } catch { lastError = error }
         }
         throw lastError
     }

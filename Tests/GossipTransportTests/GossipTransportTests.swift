@@ -130,10 +130,34 @@ struct GossipTransportTests {
             try settings("intruder", keyring: Keyring(primary: .generate()), clusterID: cluster, seeds: [a.localAddress]))
         let tasks = [a, intruder].map { t in Task { try await t.run() } }
         defer { for task in tasks { task.cancel() } }
-        let refused = try await eventually { try await a.counters().droppedAuthFailed > 0 }
+        let refused = try await eventually { try await a.counters().seal.droppedAuthFailed > 0 }
         #expect(refused)
         #expect(try await a.members().isEmpty)
         #expect(try await intruder.members().isEmpty)
+    }
+
+    @Test("mid-rotation: a transport sealing with a new key still meets one that holds only the old key once it installs the new one")
+    func clusterKeyRotation() async throws {
+        let cluster = Array("gossip-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let old = ClusterKey.generate(), new = ClusterKey.generate()
+        let a = try await GossipTransport.bind(try settings("alpha", keyring: Keyring(primary: new, others: [old]), clusterID: cluster))
+        let b = try await GossipTransport.bind(try settings("bravo", keyring: Keyring(primary: old), clusterID: cluster,
+                                                            seeds: [a.localAddress]))
+        let tasks = [a, b].map { t in Task { try await t.run() } }
+        defer { for task in tasks { task.cancel() } }
+        // alpha opens bravo's old-key datagrams (and counts them); bravo cannot read alpha's.
+        #expect(try await eventually {
+            let opened = try await a.counters().seal.openedWithOtherKey, refused = try await b.counters().seal.droppedAuthFailed
+            return opened > 0 && refused > 0
+        })
+        #expect(try await a.members().contains { $0.name == "bravo" })
+        #expect(try await b.members().isEmpty)
+        try await b.setKeyring(Keyring(primary: old, others: [new]))
+        let met = try await eventually {
+            guard case .alive = try await status(of: "alpha", at: b), case .alive = try await status(of: "bravo", at: a) else { return false }
+            return true
+        }
+        #expect(met, "bravo did not read alpha after installing the new key")
     }
 
     @Test("runs inside a ServiceGroup and stops on graceful shutdown")

@@ -42,12 +42,13 @@ func testConfig() -> MembershipConfig {
     return c
 }
 
-/// A tiny deterministic message pump for driving `MembershipNode`s in virtual time.
+/// A tiny deterministic message pump for driving `MembershipNode`s in virtual time. It carries the
+/// cores' plaintext payloads as they are (sealing is the shells' job, tested with `DatagramSeal`).
 struct Pump {
     struct Event {
         var time: Instant
         var serial: Int
-        var datagram: [UInt8]
+        var payload: [UInt8]
         var from: Endpoint
         var to: Endpoint
     }
@@ -63,16 +64,15 @@ struct Pump {
     var drop: (Endpoint, Endpoint) -> Bool = { _, _ in false }
     /// Every event each node reported, in order.
     var events: [(at: Endpoint, time: Instant, event: MemberEvent)] = []
-    /// Every datagram any node sent, with its size.
-    var sent: [(from: Endpoint, to: Endpoint, datagram: [UInt8])] = []
+    /// Every payload any node sent.
+    var sent: [(from: Endpoint, to: Endpoint, payload: [UInt8])] = []
     var identities: [Endpoint: SigningIdentity] = [:]
 
     @discardableResult
     mutating func add(_ name: String, index: Int, config: MembershipConfig = testConfig(), labels: [String: String] = [:]) -> Endpoint {
         let identity = testIdentity(name)
         let record = testRecord(name, index: index, identity: identity, labels: labels)
-        let node = try! MembershipNode(config: config, identity: identity, record: record, keyring: testKeyring,
-                                       clusterID: testClusterID, seed: UInt64(index) &* 7919, now: now)
+        let node = try! MembershipNode(config: config, identity: identity, record: record, seed: UInt64(index) &* 7919, now: now)
         let ep = record.gossipAddress
         nodes[ep] = node
         identities[ep] = identity
@@ -83,10 +83,10 @@ struct Pump {
     mutating func apply(_ directives: [Directive], from ep: Endpoint) {
         for d in directives {
             switch d {
-            case .send(let datagram, let to):
-                sent.append((ep, to, datagram))
+            case .send(let payload, let to):
+                sent.append((ep, to, payload))
                 serial += 1
-                queue.append(Event(time: now + latency, serial: serial, datagram: datagram, from: ep, to: to))
+                queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to))
             case .wakeUp(let at):
                 if let w = wake[ep] { wake[ep] = min(w, at) } else { wake[ep] = at }
             case .changed(let e):
@@ -107,10 +107,10 @@ struct Pump {
         apply(d, from: ep)
     }
 
-    /// Injects a raw datagram as if `from` had sent it to `to`.
-    mutating func inject(_ datagram: [UInt8], from: Endpoint, to: Endpoint) {
+    /// Injects a raw payload as if `from` had sent it to `to`.
+    mutating func inject(_ payload: [UInt8], from: Endpoint, to: Endpoint) {
         serial += 1
-        queue.append(Event(time: now, serial: serial, datagram: datagram, from: from, to: to))
+        queue.append(Event(time: now, serial: serial, payload: payload, from: from, to: to))
     }
 
     /// Removes a node (a crash: it stops receiving and ticking).
@@ -148,7 +148,7 @@ struct Pump {
                 let e = queue.remove(at: i)
                 if drop(e.from, e.to) { continue }
                 if var node = nodes[e.to] {
-                    let d = node.receive(datagram: e.datagram, from: e.from, now: now)
+                    let d = node.receive(payload: e.payload, from: e.from, now: now)
                     nodes[e.to] = node
                     apply(d, from: e.to)
                 }
@@ -182,13 +182,17 @@ struct Pump {
     }
 }
 
-/// Builds a sealed datagram from messages, as a member holding the cluster key would.
-func forgedDatagram(_ messages: [WireMessage], keyring: Keyring = testKeyring) -> [UInt8] {
-    WireFormat.datagram(messages, keyring: keyring, clusterID: testClusterID)
+/// A payload of messages, as any member holding the cluster key could send.
+func forgedPayload(_ messages: [WireMessage]) -> [UInt8] {
+    messages.flatMap { WireFormat.encode($0) }
 }
 
-/// Opens a datagram sent by a node and returns its messages.
-func messages(in datagram: [UInt8]) -> [WireMessage] {
-    guard case .success(let d) = WireFormat.decode(datagram, keyring: testKeyring, clusterID: testClusterID) else { return [] }
-    return d.messages
+/// Builds a sealed datagram from messages.
+func sealedDatagram(_ messages: [WireMessage], keyring: Keyring = testKeyring) -> [UInt8] {
+    DatagramSeal.datagram(messages, keyring: keyring, clusterID: testClusterID)
+}
+
+/// The messages of a payload a node sent.
+func messages(in payload: [UInt8]) -> [WireMessage] {
+    WireFormat.decodePayload(payload).messages
 }

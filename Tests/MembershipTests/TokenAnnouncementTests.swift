@@ -97,7 +97,7 @@ struct TokenAnnouncementTests {
         let big = try largestAgentRecord(identity: identity)
         let signed = try SignedNodeRecord(signing: big, with: identity)
         var node = try MembershipNode(config: testConfig(), identity: identity, record: testRecord(big.name, index: 1, identity: identity),
-                                      keyring: testKeyring, clusterID: testClusterID, seed: 1, now: .zero)
+                                      seed: 1, now: .zero)
         _ = try node.updateLocalRecord(now: .zero) { $0 = big }
         #expect(node.localRecord.record.tokens.count == TokenAnnouncement.maxPerRecord)
         print("largest agent record with \(TokenAnnouncement.maxPerRecord) token entries: \(signed.encodedSize) bytes signed")

@@ -1,0 +1,152 @@
+import IPNetwork
+import WireMeshCrypto
+
+// Failure detection (SWIM probes, Lifeguard awareness and suspicion expiry) and reaping.
+extension MembershipNode {
+    // MARK: - Failure detection
+
+    mutating func startProbe(now: Instant) {
+        probe = nil
+        guard let target = nextProbeTarget(), let m = table[target] else { return }
+        let seq = takeSeq()
+        let scale = Double(awareness + 1)
+        probe = ProbeState(target: target, seq: seq, start: now,
+                           indirectAt: now + config.probeTimeout.wmScaled(scale))
+        pendingAcks[seq] = .probe
+        var messages: [WireMessage] = [.ping(seq: seq, target: target, source: local.record.name)]
+        if case .suspect = m.status {
+            // Lifeguard buddy system: tell the suspect directly so it can refute at once.
+            messages.append(.status(name: target, version: m.signed.record.version, status: m.status, from: local.record.name))
+        }
+        send(messages, to: m.signed.record.gossipAddress, piggyback: true)
+    }
+
+    mutating func sendIndirectProbes(now: Instant) {
+        guard var p = probe, let m = table[p.target] else { return }
+        p.indirectSent = true
+        let helpers = randomMembers(count: config.indirectChecks, excluding: p.target, where: { $0.status.rank == 0 })
+        p.expectedNacks = helpers.count
+        probe = p
+        for h in helpers {
+            guard let hm = table[h] else { continue }
+            send([.pingReq(seq: p.seq, target: p.target, address: m.signed.record.gossipAddress)],
+                 to: hm.signed.record.gossipAddress, piggyback: true)
+        }
+    }
+
+    mutating func finishProbe(now: Instant) {
+        guard let p = probe else { return }
+        probe = nil
+        pendingAcks[p.seq] = nil
+        if p.acked { return }
+        if p.indirectSent, p.expectedNacks > 0 {
+            if p.nacks < p.expectedNacks { adjustAwareness(p.expectedNacks - p.nacks) }
+        } else {
+            adjustAwareness(1)
+        }
+        guard let m = table[p.target], m.status.isActive else { return }
+        applyClaim(name: p.target, version: m.signed.record.version, status: .suspect(incarnation: m.status.incarnation),
+                   claimant: local.record.name, leave: nil, from: m.signed.record.gossipAddress, now: now)
+    }
+
+    mutating func nextProbeTarget() -> String? {
+        var reshuffled = false
+        while true {
+            if probeIndex >= probeOrder.count {
+                if reshuffled { return nil }
+                reshuffled = true
+                probeOrder = table.names.filter { table[$0]?.status.isActive == true }
+                probeOrder.shuffle(using: &rng)
+                probeIndex = 0
+                if probeOrder.isEmpty { return nil }
+            }
+            let name = probeOrder[probeIndex]
+            probeIndex += 1
+            if let m = table[name], m.status.isActive { return name }
+        }
+    }
+
+    mutating func insertIntoProbeOrder(_ name: String) {
+        let i = probeOrder.isEmpty ? 0 : Int.random(in: 0...probeOrder.count, using: &rng)
+        probeOrder.insert(name, at: i)
+        if i < probeIndex { probeIndex += 1 }
+    }
+
+    mutating func expireRelays(now: Instant) {
+        var due: [(UInt32, AckWaiter)] = []
+        for (seq, w) in pendingAcks {
+            if case .relay(_, _, let nackAt, let expires) = w, nackAt.map({ now >= $0 }) ?? false || now >= expires {
+                due.append((seq, w))
+            }
+        }
+        for (seq, w) in due.sorted(by: { $0.0 < $1.0 }) {
+            guard case .relay(let origin, let originSeq, let nackAt, let expires) = w else { continue }
+            if now >= expires {
+                pendingAcks[seq] = nil
+            } else if nackAt != nil {
+                pendingAcks[seq] = .relay(origin: origin, originSeq: originSeq, nackAt: nil, expires: expires)
+                send([.nack(seq: originSeq)], to: origin, piggyback: false)
+            }
+        }
+    }
+
+    /// Declares dead every suspect whose suspicion timed out.
+    mutating func expireSuspicions(now: Instant) {
+        for name in suspicions.expire(now: now) {
+            guard let m = table[name], case .suspect(let i) = m.status else { suspicions.clear(name); continue }
+            applyClaim(name: name, version: m.signed.record.version, status: .dead(incarnation: i),
+                       claimant: local.record.name, leave: nil, from: m.signed.record.gossipAddress, now: now)
+        }
+    }
+
+    mutating func adjustAwareness(_ delta: Int) {
+        awareness = Swift.min(Swift.max(awareness + delta, 0), config.awarenessMaxMultiplier - 1)
+    }
+
+    mutating func reap(now: Instant) {
+        guard !table.inactive.isEmpty || !tombstones.isEmpty else { return }
+        var due: [String] = []
+        for name in table.inactive {
+            if let m = table[name], now - m.since >= config.reapTime { due.append(name) }
+        }
+        for name in due.sorted() {
+            guard let m = table[name] else { continue }
+            removeMember(name)
+            tombstones[name] = Tombstone(identity: m.signed.record.identity, version: m.signed.record.version,
+                                        record: m.signed, until: now + config.tombstoneTime)
+            tombstoneByHash[m.hash] = name
+            broadcasts.remove(BroadcastKey(name: name, kind: .record))
+            broadcasts.remove(BroadcastKey(name: name, kind: .status))
+            emit(.reaped, m)
+        }
+        let expired = tombstones.filter { now >= $0.value.until }.map(\.key)
+        for name in expired {
+            tombstones[name] = nil
+            tombstoneByHash[stableNameHash(name)] = nil
+        }
+    }
+
+}
+
+struct Tombstone {
+    var identity: IdentityPublicKey
+    var version: UInt64
+    var record: SignedNodeRecord
+    var until: Instant
+}
+
+struct ProbeState {
+    var target: String
+    var seq: UInt32
+    var start: Instant
+    var indirectAt: Instant
+    var acked = false
+    var indirectSent = false
+    var expectedNacks = 0
+    var nacks = 0
+}
+
+enum AckWaiter {
+    case probe
+    case relay(origin: Endpoint, originSeq: UInt32, nackAt: Instant?, expires: Instant)
+}

@@ -1,0 +1,94 @@
+import IPNetwork
+@testable import Membership
+import Testing
+import WireMeshCrypto
+
+/// The shells' sealing of the core's payloads (the UDP transport and the simulator use it).
+@Suite("Datagram seal: the core's payloads on the wire")
+struct DatagramSealTests {
+    let otherKey = ClusterKey(key: try! Key(bytes: testBytes("other key")))
+
+    @Test("datagrams: sealed with the cluster id, rejected when oversized, truncated, of another version or key")
+    func datagramChecks() throws {
+        let dg = sealedDatagram([.ack(seq: 1)])
+        #expect(dg.count == DatagramSeal.overhead + 7)
+        guard case .success(let ok) = DatagramSeal.decode(dg, keyring: testKeyring, clusterID: testClusterID) else {
+            Issue.record("a valid datagram did not open"); return
+        }
+        #expect(ok.messages == [.ack(seq: 1)])
+        #expect(DatagramSeal.decode(dg, keyring: testKeyring, clusterID: Array("other".utf8)) == .failure(.authFailed))
+        let other = Keyring(primary: otherKey)
+        #expect(DatagramSeal.decode(dg, keyring: other, clusterID: testClusterID) == .failure(.authFailed))
+        var v2 = dg
+        v2[0] = 2
+        #expect(DatagramSeal.decode(v2, keyring: testKeyring, clusterID: testClusterID) == .failure(.badVersion))
+        #expect(DatagramSeal.decode(Array(dg[0..<20]), keyring: testKeyring, clusterID: testClusterID) == .failure(.truncated))
+        #expect(DatagramSeal.decode([UInt8](repeating: 1, count: 1201), keyring: testKeyring, clusterID: testClusterID) == .failure(.oversized))
+        // Rotation: a keyring holding old and new keys opens both.
+        var rotated = other
+        rotated.install(testClusterKey)
+        guard case .success = DatagramSeal.decode(dg, keyring: rotated, clusterID: testClusterID) else {
+            Issue.record("an installed secondary key did not open"); return
+        }
+    }
+
+    @Test("every refused datagram is counted by reason, and the core never sees it")
+    func refusalsAreCounted() throws {
+        var seal = DatagramSeal(keyring: testKeyring, clusterID: testClusterID)
+        let valid = sealedDatagram([.ping(seq: 1, target: "n0", source: "n1")])
+        var wrongVersion = valid
+        wrongVersion[0] = 9
+        var tampered = valid
+        tampered[tampered.count - 1] ^= 1
+        var rng = SeededRandom(seed: 9)
+        #expect(seal.open(sealedDatagram([.ack(seq: 1)], keyring: Keyring(primary: otherKey))) == nil)
+        #expect(seal.open(tampered) == nil)
+        #expect(seal.open(wrongVersion) == nil)
+        #expect(seal.open(Array(valid[0..<10])) == nil)
+        #expect(seal.open([]) == nil)
+        #expect(seal.open([UInt8](repeating: 1, count: 1500)) == nil)
+        for _ in 0..<200 {
+            let garbage = (0..<Int.random(in: 41..<1200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            #expect(seal.open([1] + garbage) == nil)
+        }
+        let opened = seal.open(valid)
+        #expect(opened.map { messages(in: $0.payload) } == [.ping(seq: 1, target: "n0", source: "n1")])
+        let c = seal.counters
+        #expect(c.droppedAuthFailed == 202)
+        #expect(c.droppedBadVersion == 1)
+        #expect(c.droppedTruncated == 2)
+        #expect(c.droppedOversized == 1)
+        #expect(c.datagramsReceived == 207)
+        #expect(c.openedWithOtherKey == 0)
+    }
+
+    @Test("sealing adds exactly the overhead the core budgets for, so a full payload is a 1200-byte datagram")
+    func overheadMatchesTheCoreBudget() {
+        var seal = DatagramSeal(keyring: testKeyring, clusterID: testClusterID)
+        let config = MembershipConfig.wiremeshDefaults
+        #expect(config.sealOverhead == DatagramSeal.overhead)
+        let payload = [UInt8](repeating: 7, count: config.maxDatagram - config.sealOverhead)
+        let datagram = seal.seal(payload)
+        #expect(datagram.count == config.maxDatagram)
+        #expect(seal.counters.datagramsSent == 1 && seal.counters.bytesSent == 1200)
+        #expect(seal.open(datagram)?.payload == payload)
+        #expect(seal.open(datagram + [0]) == nil, "one byte more is refused")
+    }
+
+    @Test("during a rotation: seals with the primary, opens with any installed key and tells which")
+    func rotationKeys() {
+        let old = testClusterKey, new = otherKey
+        var before = DatagramSeal(keyring: Keyring(primary: old), clusterID: testClusterID)
+        var after = DatagramSeal(keyring: Keyring(primary: new, others: [old]), clusterID: testClusterID)
+        let fromOld = before.seal([3, 0, 4, 0, 0, 0, 1])
+        let fromNew = after.seal([3, 0, 4, 0, 0, 0, 2])
+        #expect(after.open(fromOld)?.keyIndex == 1)
+        #expect(after.open(fromNew)?.keyIndex == 0)
+        #expect(after.counters.openedWithOtherKey == 1)
+        #expect(before.open(fromNew) == nil, "a node without the new key cannot read it")
+        #expect(before.counters.droppedAuthFailed == 1)
+        // Once the old key is removed, what it sealed no longer opens.
+        after.keyring.remove(old)
+        #expect(after.open(fromOld) == nil)
+    }
+}
