@@ -184,6 +184,7 @@ extension MembershipNode {
         m.since = now
         switch status {
         case .alive:
+            if case .suspect = previous { counters.suspicionsRefuted += 1 }
             suspicions.clear(name)
             table.store(name, m)
             enqueue(.status(name: name, version: version, status: status, from: claimant), key: BroadcastKey(name: name, kind: .status))
@@ -198,6 +199,7 @@ extension MembershipNode {
             enqueue(.status(name: name, version: version, status: status, from: claimant), key: BroadcastKey(name: name, kind: .status))
             emit(.suspect, m)
         case .dead:
+            if case .suspect = previous { counters.suspicionsConfirmed += 1 }
             suspicions.clear(name)
             table.store(name, m)
             enqueue(.status(name: name, version: version, status: status, from: claimant), key: BroadcastKey(name: name, kind: .status))

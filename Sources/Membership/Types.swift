@@ -157,6 +157,9 @@ public struct MembershipCounters: Sendable, Equatable {
     public var signaturesVerified = 0
     /// Records of new members refused because the view holds `maxMembers` already.
     public var rejectedViewFull = 0
+    /// Suspicions that ended with the member alive again (refuted) or declared dead (confirmed).
+    public var suspicionsRefuted = 0
+    public var suspicionsConfirmed = 0
 
     public init() {}
 }

@@ -48,6 +48,30 @@ public enum AgentMetricsBackend {
 /// away are removed.
 struct PeerSeries: Sendable {
     var bytes: [String: (receive: UInt64, transmit: UInt64)] = [:]
+    /// The gossip transport's counters at the last scrape (they become Prometheus counters by delta).
+    var gossip: [String: Int] = [:]
+}
+
+/// The gossip transport's counters under their metric names and labels.
+enum GossipSeries {
+    static func values(_ c: GossipCounters) -> [String: Int] {
+        [
+            "\(MetricName.gossipDatagrams)|direction|in": c.seal.datagramsReceived,
+            "\(MetricName.gossipDatagrams)|direction|out": c.seal.datagramsSent,
+            "\(MetricName.gossipBytes)|direction|in": c.seal.bytesReceived,
+            "\(MetricName.gossipBytes)|direction|out": c.seal.bytesSent,
+            "\(MetricName.gossipDropped)|reason|truncated": c.seal.droppedTruncated,
+            "\(MetricName.gossipDropped)|reason|oversized": c.seal.droppedOversized,
+            "\(MetricName.gossipDropped)|reason|bad_version": c.seal.droppedBadVersion,
+            "\(MetricName.gossipDropped)|reason|bad_key": c.seal.droppedAuthFailed,
+            "\(MetricName.gossipDropped)|reason|malformed": c.membership.droppedMalformed,
+            "\(MetricName.gossipDropped)|reason|bad_signature": c.membership.rejectedBadSignature,
+            "\(MetricName.gossipDropped)|reason|identity_conflict": c.membership.rejectedIdentityConflict,
+            "\(MetricName.gossipDropped)|reason|view_full": c.membership.rejectedViewFull,
+            "\(MetricName.suspicions)|outcome|refuted": c.membership.suspicionsRefuted,
+            "\(MetricName.suspicions)|outcome|confirmed": c.membership.suspicionsConfirmed,
+        ]
+    }
 }
 
 /// What one reconcile pass did, by kind (`wiremesh_reconcile_operations_total`).
@@ -80,7 +104,7 @@ extension Agent {
         let device = (try? reconciler.device())?.peers ?? []
         var byKey: [Key: Peer] = [:]
         for p in device { byKey[p.publicKey] = p }
-        var seen = PeerSeries()
+        var seen = PeerSeries(gossip: peerSeries.gossip)
         for m in members {
             guard let peer = byKey[m.record.record.wireguardKey] else { continue }
             let label = [("peer", m.name)]
@@ -103,6 +127,19 @@ extension Agent {
         }
         peerSeries = seen
 
+        if let counters = try? await transport?.counters() {
+            let now = GossipSeries.values(counters)
+            for (key, value) in now {
+                let parts = key.split(separator: "|").map(String.init)
+                let last = peerSeries.gossip[key] ?? 0
+                // A new transport (restart of gossip) counts from zero again.
+                let delta = value >= last ? value - last : value
+                if delta > 0 || peerSeries.gossip[key] == nil {
+                    Counter(label: parts[0], dimensions: [(parts[1], parts[2])]).increment(by: delta)
+                }
+            }
+            peerSeries.gossip = now
+        }
         Gauge(label: MetricName.keyAge).record(max(0, wall - state.wireGuardKeyCreatedAt.timeIntervalSince1970))
         if let primary = clusterKeyStatus.keys.first(where: \.primary) {
             Gauge(label: MetricName.clusterKeyGeneration).record(Int64(clamping: primary.generation))
