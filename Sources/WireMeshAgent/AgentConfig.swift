@@ -33,6 +33,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var clusterKeyGrace: Duration = .seconds(30)
     /// Log verbosity.
     public var logLevel: Logger.Level = .info
+    /// How log lines are written: readable text, or one JSON object per line.
+    public var logFormat: LogFormat = .text
     /// Where Prometheus metrics are served (nil: not served).
     public var metricsAddress: Endpoint?
     /// Where the agent writes this node's CNI config list for container runtimes (ContainerNetwork.swift).
@@ -70,6 +72,7 @@ public struct AgentConfig: Sendable, Equatable {
         if let v = layer.keyRotationInterval { c.keyRotationInterval = v == .zero ? nil : v }
         if let v = layer.clusterKeyGrace { c.clusterKeyGrace = v }
         if let v = layer.logLevel { c.logLevel = v }
+        if let v = layer.logFormat { c.logFormat = v }
         if let v = layer.metricsAddress { c.metricsAddress = v }
         if let v = layer.cniConfigDirectory { c.cniConfigDirectory = v }
         return c
@@ -121,6 +124,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case keyRotationInterval = "key-rotation-interval"
     case clusterKeyGrace = "cluster-key-grace"
     case logLevel = "log-level"
+    case logFormat = "log-format"
     case metricsAddress = "metrics-address"
     case cniConfigDir = "cni-config-dir"
 
@@ -171,6 +175,7 @@ public struct ConfigLayer: Sendable, Equatable {
     public var keyRotationInterval: Duration?
     public var clusterKeyGrace: Duration?
     public var logLevel: Logger.Level?
+    public var logFormat: LogFormat?
     public var metricsAddress: Endpoint?
     public var cniConfigDirectory: String?
 
@@ -335,6 +340,11 @@ public struct ConfigLayer: Sendable, Equatable {
                 throw fail("'\(text)' is not a log level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             logLevel = level
+        case .logFormat:
+            guard let format = LogFormat(rawValue: text.lowercased()) else {
+                throw fail("'\(text)' is not a log format: expected text or json")
+            }
+            logFormat = format
         case .metricsAddress:
             do { metricsAddress = try Endpoint(text) } catch { throw fail("'\(text)' is not ADDRESS:PORT (e.g. 127.0.0.1:9586)") }
         case .cniConfigDir: cniConfigDirectory = try path()

@@ -131,6 +131,8 @@ public enum Lifecycle {
         // One agent per state directory, held until this process ends (however it ends).
         let lock = store.isInitialised ? try StateLock.acquire(directory: store.directory) : nil
         let state = try store.load()  // refuses a node that left
+        var logger = logger
+        logger[metadataKey: "node"] = "\(state.node.name)"
         try Preflight.checkPrivileges()
         try Preflight.checkAdvertiseAddressIsLocal(config)
         let ownKeys = Set([state.wireGuardKey.publicKey()] + [state.pendingWireGuardKey?.publicKey()].compactMap { $0 })
@@ -225,14 +227,33 @@ struct ReconcileLoop: Service {
     let leaves: AsyncStream<Void>
     let events: AsyncStream<MemberEvent>
     let resync: Duration
+    /// Sees every membership event (one log line each).
+    let onEvent: @Sendable (MemberEvent) -> Void
+
+    /// One line per membership change, naming the member (`peer`); the node is in the logger's metadata.
+    static func log(_ event: MemberEvent, _ logger: Logger) {
+        let (level, what): (Logger.Level, String) = switch event.kind {
+        case .joined: (.info, "member joined")
+        case .updated: (.info, "member updated its record")
+        case .alive: (.info, "member alive")
+        case .suspect: (.notice, "member suspected")
+        case .dead: (.notice, "member declared dead")
+        case .left: (.notice, "member left")
+        case .reaped: (.info, "member forgotten")
+        }
+        logger.log(level: level, "\(what)", metadata: ["peer": "\(event.member.name)", "state": "\(Agent.stateName(event.member.status))"])
+    }
 
     init(agent: Agent, events: AsyncStream<MemberEvent>, resync: Duration) {
+        let logger = agent.logger
         self.init(reconcile: { await agent.reconcile(); await agent.followView() }, isLeaving: { await agent.isLeaving }, leaves: agent.leaves,
-                  events: events, resync: resync)
+                  events: events, resync: resync, onEvent: { Self.log($0, logger) })
     }
 
     init(reconcile: @escaping @Sendable () async -> Void, isLeaving: @escaping @Sendable () async -> Bool,
-         leaves: AsyncStream<Void>, events: AsyncStream<MemberEvent>, resync: Duration) {
+         leaves: AsyncStream<Void>, events: AsyncStream<MemberEvent>, resync: Duration,
+         onEvent: @escaping @Sendable (MemberEvent) -> Void = { _ in }) {
+        self.onEvent = onEvent
         self.reconcile = reconcile
         self.isLeaving = isLeaving
         self.leaves = leaves
@@ -249,13 +270,16 @@ struct ReconcileLoop: Service {
     }
 
     func run() async throws {
-        let (reconcile, isLeaving, leaves, events, resync) = (self.reconcile, self.isLeaving, self.leaves, self.events, self.resync)
+        let (reconcile, isLeaving, leaves, events, resync, onEvent) = (self.reconcile, self.isLeaving, self.leaves, self.events, self.resync, self.onEvent)
         // Events only mark the view dirty: a buffer of one collapses a burst (a thousand members joining)
         // into one pending pass, instead of one full pass per event.
         let (dirty, markDirty) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let gossipStopped = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                for await _ in events.cancelOnGracefulShutdown() { markDirty.yield() }
+                for await event in events.cancelOnGracefulShutdown() {
+                    onEvent(event)
+                    markDirty.yield()
+                }
                 markDirty.finish()
                 if Task.isCancelled || Task.isShuttingDownGracefully { return false }
                 return !(await isLeaving())

@@ -152,6 +152,7 @@ extension Agent {
     /// complete only once it has the new entry (see BENCHMARKS.md, "rotation").
     func rotateKey() async throws -> RotationOutcome {
         func reached(_ phase: RotationPhase) async {
+            logger.info("rotation step", metadata: ["step": "\(phase.rawValue)"])
             guard rotation.pauseAt == phase else { return }
             logger.warning("WM_FAULT_PAUSE_AT: rotation paused at \(phase.rawValue)")
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }

@@ -10,7 +10,7 @@ import IPNetwork
 extension ConfigKey {
     /// Keys saved with the node. Not the state directory (it is where they are saved) and not the
     /// log level (a property of one run).
-    public static let saved: [ConfigKey] = allCases.filter { $0 != .stateDir && $0 != .logLevel }
+    public static let saved: [ConfigKey] = allCases.filter { $0 != .stateDir && $0 != .logLevel && $0 != .logFormat }
 }
 
 extension ConfigLayer {
@@ -28,6 +28,7 @@ extension ConfigLayer {
         if let v = other.keyRotationInterval { l.keyRotationInterval = v }
         if let v = other.clusterKeyGrace { l.clusterKeyGrace = v }
         if let v = other.logLevel { l.logLevel = v }
+        if let v = other.logFormat { l.logFormat = v }
         if let v = other.metricsAddress { l.metricsAddress = v }
         if let v = other.cniConfigDirectory { l.cniConfigDirectory = v }
         return l
@@ -43,7 +44,7 @@ extension ConfigLayer {
         for key in ConfigKey.saved {
             let value: String?
             switch key {
-            case .stateDir, .logLevel: value = nil
+            case .stateDir, .logLevel, .logFormat: value = nil
             case .controlSocket: value = controlSocket
             case .interface: value = interface
             case .advertiseAddress: value = advertiseAddress?.description

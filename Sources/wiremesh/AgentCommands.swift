@@ -37,6 +37,7 @@ struct NodeFlags: ParsableArguments {
     @Option(name: .customLong("persistent-keepalive"), help: ArgumentHelp(ConfigKey.persistentKeepalive.help, valueName: "duration"))
     var keepalive: String?
     @Option(name: .customLong("log-level"), help: ArgumentHelp(ConfigKey.logLevel.help, valueName: "level")) var logLevel: String?
+    @Option(name: .customLong("log-format"), help: ArgumentHelp(ConfigKey.logFormat.help, valueName: "text|json")) var logFormat: String?
     @Option(name: .customLong("key-rotation-interval"), help: ArgumentHelp(ConfigKey.keyRotationInterval.help, valueName: "duration"))
     var keyRotationInterval: String?
     @Option(name: .customLong("cluster-key-grace"), help: ArgumentHelp(ConfigKey.clusterKeyGrace.help, valueName: "duration"))
@@ -58,6 +59,7 @@ struct NodeFlags: ParsableArguments {
         if let mtu { f[.mtu] = mtu }
         if let keepalive { f[.persistentKeepalive] = keepalive }
         if let logLevel { f[.logLevel] = logLevel }
+        if let logFormat { f[.logFormat] = logFormat }
         if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
         if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
         if let metricsAddress { f[.metricsAddress] = metricsAddress }
@@ -81,7 +83,10 @@ func loadConfig(_ common: CommonOptions, _ node: NodeFlags? = nil) throws -> Age
 }
 
 func makeLogger(_ config: AgentConfig) -> Logger {
-    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    switch config.logFormat {
+    case .text: LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    case .json: LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+    }
     var logger = Logger(label: "wiremesh")
     logger.logLevel = config.logLevel
     return logger
@@ -178,6 +183,7 @@ struct JoinCommand: AsyncParsableCommand {
         var argv = ["wiremesh", "agent", "--state-dir", config.stateDirectory]
         if let file = common.configFile { argv += ["--config", file] }
         if let level = node.logLevel { argv += ["--log-level", level] }
+        if let format = node.logFormat { argv += ["--log-format", format] }
         if node.adoptInterface { argv.append("--adopt-interface") }
         fflush(nil)  // every stream: the "joined" line may sit in a buffer when stdout is a file
         execAgent(argv)

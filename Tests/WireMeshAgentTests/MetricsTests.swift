@@ -79,3 +79,27 @@ struct MetricsTests {
         }
     }
 }
+
+@Suite("JSON log lines")
+struct JSONLogTests {
+    @Test func oneObjectPerLineWithTimeLevelNodeEventAndFields() throws {
+        let time = Date(timeIntervalSince1970: 1_764_672_000.25)
+        let line = JSONLogHandler.line(time: time, level: .notice, message: "member declared dead",
+                                       fields: ["node": "node1", "peer": "node4", "state": "dead", "nested": ["a": "b"]])
+        #expect(line.last == 0x0A && line.dropLast().allSatisfy { $0 != 0x0A }, "exactly one line")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        #expect(object["time"] as? String == "2025-12-02T10:40:00.250Z")
+        #expect(object["level"] as? String == "notice" && object["event"] as? String == "member declared dead")
+        #expect(object["node"] as? String == "node1")
+        let fields = try #require(object["fields"] as? [String: Any])
+        #expect(fields["peer"] as? String == "node4" && fields["node"] == nil)
+        #expect((fields["nested"] as? [String: Any])?["a"] as? String == "b")
+    }
+
+    @Test func aMessageWithNewlinesAndQuotesStaysOneLine() throws {
+        let line = JSONLogHandler.line(time: Date(), level: .error, message: "bad \"input\"\nsecond line", fields: [:])
+        #expect(line.filter { $0 == 0x0A }.count == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        #expect(object["event"] as? String == "bad \"input\"\nsecond line")
+    }
+}
