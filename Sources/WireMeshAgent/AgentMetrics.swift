@@ -37,6 +37,12 @@ public enum AgentMetricsBackend {
             .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
         MetricsSystem.bootstrap(factory)
+        // Counters exist from the start at 0 (an alert on `rate()` or `increase()` needs the series).
+        for counter in [Counter(label: MetricName.driftRepaired), Counter(label: MetricName.keyRotations),
+                        Counter(label: MetricName.joins, dimensions: [("result", "admitted")]),
+                        Counter(label: MetricName.joins, dimensions: [("result", "refused")])] {
+            counter.increment(by: 0)
+        }
         return registry
     }()
 

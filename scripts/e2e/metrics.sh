@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Metrics e2e (issue 11): three nodes (network namespaces, wireguard-go), each agent serving
+# --metrics-address, scraped every second by a real Prometheus server (Debian's `prometheus`) running
+# in a namespace of its own on the underlay. Cases (one RESULT line each):
+#   names      Prometheus' HTTP API returns every metric the issue names, for every node
+#   parse      node 1's exposition parses with prometheus_client's text parser (PyPI)
+#   bytes      per-peer byte counters rise while a ping flood runs
+#   health     /healthz and /readyz answer 200
+#   drift      a peer removed behind the agent's back comes back and wiremesh_drift_repaired_total rises
+#   dead       node 3 killed (agent and wireguard-go): its handshake age grows on nodes 1 and 2 and
+#              wiremesh_peers{state="dead"} turns 1 there
+#   secrets    no WireGuard public key appears in any exposition
+set -euo pipefail
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) KEEP=1; shift ;;
+    *) echo "usage: $0 [--keep]" >&2; exit 2 ;;
+  esac
+done
+NODES=3
+PORT=9586
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/scripts/lib/harness.sh"
+WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
+unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
+harness_check ip wg wireguard-go ping jq python3 prometheus || exit 1
+python3 -c 'import prometheus_client' 2>/dev/null || { log "python3 module prometheus_client is missing: run scripts/setup"; exit 1; }
+harness_start wmp
+AGENT_ARGS=(--metrics-address "0.0.0.0:$PORT")
+PROM=""
+before_cleanup() { [ -z "$PROM" ] || stop_proc "$PROM"; }
+
+netns_underlay "$P"
+for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
+mesh_up || exit 1
+add_pods
+wait_until 40 all_alive || { log "the mesh did not converge"; exit 1; }
+for j in 2 3; do wait_until 10 ping_ok 1 "$(pod "$j")" || { log "pod 1 cannot reach pod $j"; exit 1; }; done
+
+# Prometheus in its own namespace on the underlay, scraping every node every second.
+netns_attach "$P" "$P-pm" "${P}um" 10.99.0.250
+cat >"$WORK/prometheus.yml" <<EOF
+global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
+scrape_configs:
+  - job_name: wiremesh
+    static_configs:
+      - targets: [ "10.99.0.1:$PORT", "10.99.0.2:$PORT", "10.99.0.3:$PORT" ]
+EOF
+ip netns exec "$P-pm" prometheus --config.file "$WORK/prometheus.yml" --storage.tsdb.path "$WORK/tsdb" \
+  --web.listen-address 127.0.0.1:9090 >"$WORK/prometheus.log" 2>&1 &
+PROM=$!
+# GET on Prometheus' API (in its namespace); prints the JSON.
+api() { ip netns exec "$P-pm" python3 -c 'import sys, urllib.parse, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/" + sys.argv[1] + "?" + urllib.parse.urlencode({"query": sys.argv[2]} if len(sys.argv) > 2 else {}), timeout=5).read().decode())' "$@" 2>/dev/null; }
+# The value of a PromQL query per instance ("instance value" lines, sorted).
+query() { api query "$1" | jq -r '.data.result[] | "\(.metric.instance // "-") \(.value[1])"' | sort; }
+# GET on a node's metrics address, from the Prometheus namespace.
+fetch() { ip netns exec "$P-pm" python3 -c 'import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); sys.stdout.write(e.read().decode())' "$1" 2>/dev/null; }
+targets_up() { [ "$(api targets | jq '[.data.activeTargets[] | select(.health == "up")] | length')" = 3 ]; }
+wait_until 60 targets_up || { log "Prometheus does not see 3 targets up:"; api targets | jq -c '.data.activeTargets[] | {scrapeUrl, health, lastError}' >&2; tail -5 "$WORK/prometheus.log" >&2; exit 1; }
+log "Prometheus scrapes 3 agents"
+
+# --- names: every metric of the issue, from every node (counters that never moved are 0, not absent)
+NAMES=(wiremesh_peers wiremesh_peer_last_handshake_seconds wiremesh_peer_receive_bytes_total wiremesh_peer_transmit_bytes_total
+  wiremesh_gossip_datagrams_total wiremesh_gossip_bytes_total wiremesh_gossip_datagrams_dropped_total wiremesh_suspicions_total
+  wiremesh_reconcile_duration_seconds_bucket wiremesh_reconcile_operations_total wiremesh_drift_repaired_total
+  wiremesh_key_age_seconds wiremesh_key_rotations_total wiremesh_cluster_key_generation wiremesh_joins_total)
+all_names() {
+  local n
+  MISSING=""
+  for n in "${NAMES[@]}"; do
+    [ "$(api query "count by (instance) ($n)" | jq '.data.result | length')" = 3 ] || MISSING+=" $n"
+  done
+  [ -z "$MISSING" ]
+}
+if wait_until 20 all_names; then result names true "${#NAMES[@]} metrics, each from 3 nodes"
+else result names false "missing from some node:$MISSING"; fi
+
+# --- parse: the exposition through prometheus_client's parser
+exposition="$(fetch "http://10.99.0.1:$PORT/metrics" | tail -n +2)"
+parsed="$(python3 -c 'import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: len(f.samples) for f in text_string_to_metric_families(sys.stdin.read())}
+print(" ".join(sorted(n for n in families if n.startswith("wiremesh_"))))' <<<"$exposition" 2>&1)" && parse_ok=1 || parse_ok=0
+if [ "$parse_ok" = 1 ] && grep -qw wiremesh_peers <<<"$parsed"; then result parse true "families: $parsed"
+else result parse false "prometheus_client: $(tail -1 <<<"$parsed")"; fi
+
+# --- secrets: no public key in any exposition
+leaks=""
+for i in 1 2 3; do
+  body="$(fetch "http://10.99.0.$i:$PORT/metrics")"
+  for j in 1 2 3; do grep -qF "$(cat "$WORK/key$j")" <<<"$body" && leaks+=" node $i shows node $j's key"; done
+done
+if [ -z "$leaks" ]; then result secrets true "no key in 3 expositions"; else result secrets false "$leaks"; fi
+
+# --- health
+h="$(fetch "http://10.99.0.2:$PORT/healthz" | head -1)"; r="$(fetch "http://10.99.0.2:$PORT/readyz" | head -1)"
+if [ "$h" = 200 ] && [ "$r" = 200 ]; then result health true "healthz 200, readyz 200"; else result health false "healthz $h, readyz $r"; fi
+
+# --- bytes: the per-peer transmit counters rise under traffic
+tx() { query "sum by (instance) (wiremesh_peer_transmit_bytes_total)"; }
+before="$(tx)"
+ip netns exec "$P-p1" ping -q -f -c 3000 -s 500 "$(pod 2)" >/dev/null 2>&1 || true
+sleep 3
+after="$(tx)"
+rose="$(join <(echo "$before") <(echo "$after") | awk '$3 > $2 { n++ } END { print n + 0 }')"
+if [ "$rose" -ge 2 ]; then result bytes true "transmit bytes rose on $rose nodes: before [$(echo $before)] after [$(echo $after)]"
+else result bytes false "before [$(echo $before)] after [$(echo $after)]"; fi
+
+# --- drift: a peer removed by hand comes back, counted
+drift() { query "wiremesh_drift_repaired_total{instance=\"10.99.0.1:$PORT\"}" | awk '{ print $2 + 0 }'; }
+d0="$(drift)"
+ip netns exec "$P-n1" wg set "${P}w1" peer "$(cat "$WORK/key2")" remove
+repaired() { has_peer 1 "$(cat "$WORK/key2")" && [ "$(drift)" -gt "${d0:-0}" ]; }
+if wait_until 25 repaired; then result drift true "peer back and wiremesh_drift_repaired_total $d0 -> $(drift)"
+else result drift false "peer back: $(has_peer 1 "$(cat "$WORK/key2")" && echo yes || echo no), drift $d0 -> $(drift)"; fi
+
+# --- dead: node 3's host goes (agent and wireguard-go killed)
+age() { query "wiremesh_peer_last_handshake_seconds{peer=\"node3\"}" | awk -v i="10.99.0.$1:$PORT" '$1 == i { print $2 }'; }
+a1="$(age 1)"
+stop_agent 3 KILL
+kill_wg_go "${P}w3"
+dead_on() { [ "$(query "wiremesh_peers{state=\"dead\",instance=\"10.99.0.$1:$PORT\"}" | awk '{ print $2 }')" = 1 ]; }
+t0="$(now)"
+if wait_until 40 dead_on 1 && wait_until 10 dead_on 2; then
+  dead_s="$(since "$t0")"; sleep 2; a2="$(age 1)"
+  grew="$(awk -v a="${a1:-0}" -v b="${a2:-0}" 'BEGIN { print (b > a) ? 1 : 0 }')"
+  if [ "$grew" = 1 ]; then result dead true "dead on nodes 1 and 2 after $dead_s s; node 1's handshake age of node3 ${a1:-?} -> ${a2:-?} s"
+  else result dead false "dead after $dead_s s but the handshake age did not grow: ${a1:-?} -> ${a2:-none} (the peer may have been removed)"; fi
+else
+  result dead false "wiremesh_peers{state=dead}: $(query 'wiremesh_peers{state="dead"}' | tr '\n' ' ')"
+fi
+
+exit "$HARNESS_FAILED"
