@@ -15,7 +15,7 @@ public struct DatagramSeal: Sendable {
 
     /// Why a datagram was dropped before its payload reached the core.
     public enum Drop: Error, Sendable, Equatable {
-        case oversized, truncated, badVersion, authFailed
+        case oversized, truncated, badVersion, authFailed, replayed
     }
 
     /// An authenticated payload and the key that opened it.
@@ -33,6 +33,8 @@ public struct DatagramSeal: Sendable {
     public let maxDatagram: Int
     /// Datagrams sealed and opened, and every reason one was refused.
     public private(set) var counters = SealCounters()
+    /// Nonces of the datagrams opened lately (`ReplayFilter`).
+    public private(set) var replays = ReplayFilter()
 
     public init(keyring: Keyring, clusterID: [UInt8], maxDatagram: Int = 1200) {
         self.keyring = keyring
@@ -48,18 +50,25 @@ public struct DatagramSeal: Sendable {
         return datagram
     }
 
-    /// Opens a received datagram for the core; nil (counted by reason) when it must be dropped.
-    public mutating func open(_ datagram: [UInt8]) -> Opened? {
+    /// Opens a received datagram for the core; nil (counted by reason) when it must be dropped. A
+    /// datagram opened before (the same nonce, within `ReplayFilter`'s window) is dropped as a replay.
+    public mutating func open(_ datagram: [UInt8], now: Instant) -> Opened? {
         counters.datagramsReceived += 1
         counters.bytesReceived += datagram.count
         switch Self.open(datagram, keyring: keyring, clusterID: clusterID, maxDatagram: maxDatagram) {
         case .success(let opened):
+            // Checked after the tag: only authentic datagrams take a place in the filter.
+            guard replays.admit(nonce: datagram.dropFirst().prefix(ClusterKey.nonceLength), now: now) else {
+                counters.droppedReplayed += 1
+                return nil
+            }
             if opened.keyIndex > 0 { counters.openedWithOtherKey += 1 }
             return opened
         case .failure(.oversized): counters.droppedOversized += 1
         case .failure(.truncated): counters.droppedTruncated += 1
         case .failure(.badVersion): counters.droppedBadVersion += 1
         case .failure(.authFailed): counters.droppedAuthFailed += 1
+        case .failure(.replayed): counters.droppedReplayed += 1
         }
         return nil
     }
@@ -111,6 +120,8 @@ public struct SealCounters: Sendable, Equatable {
     public var droppedBadVersion = 0
     /// Datagrams no installed cluster key opens (wrong key, tampered, or garbage).
     public var droppedAuthFailed = 0
+    /// Authentic datagrams opened before (`ReplayFilter`).
+    public var droppedReplayed = 0
     /// Datagrams opened by an installed key other than the primary (a rotation in progress).
     public var openedWithOtherKey = 0
 

@@ -294,7 +294,7 @@ public final class Simulation {
 
     /// Opens a datagram that reached running node `i` and hands its payload to the core.
     func deliver(_ i: Int, _ datagram: [UInt8], from: Int32) {
-        guard let opened = seals[i].open(datagram) else {
+        guard let opened = seals[i].open(datagram, now: now) else {
             trace.mix(9, UInt64(i))
             return
         }

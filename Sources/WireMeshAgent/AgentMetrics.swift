@@ -70,6 +70,7 @@ enum GossipSeries {
             "\(MetricName.gossipDropped)|reason|oversized": c.seal.droppedOversized,
             "\(MetricName.gossipDropped)|reason|bad_version": c.seal.droppedBadVersion,
             "\(MetricName.gossipDropped)|reason|bad_key": c.seal.droppedAuthFailed,
+            "\(MetricName.gossipDropped)|reason|replay": c.seal.droppedReplayed,
             "\(MetricName.gossipDropped)|reason|malformed": c.membership.droppedMalformed,
             "\(MetricName.gossipDropped)|reason|bad_signature": c.membership.rejectedBadSignature,
             "\(MetricName.gossipDropped)|reason|identity_conflict": c.membership.rejectedIdentityConflict,

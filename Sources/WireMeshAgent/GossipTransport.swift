@@ -289,8 +289,9 @@ final class GossipHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         guard node != nil, let from = Endpoint(socketAddress: envelope.remoteAddress) else { return }
-        guard let opened = seal.open(Array(envelope.data.readableBytesView)) else { return }
-        let directives = node!.receive(payload: opened.payload, from: from, now: Self.now())
+        let now = Self.now()
+        guard let opened = seal.open(Array(envelope.data.readableBytesView), now: now) else { return }
+        let directives = node!.receive(payload: opened.payload, from: from, now: now)
         execute(directives)
     }
 

@@ -41,17 +41,17 @@ struct DatagramSealTests {
         var tampered = valid
         tampered[tampered.count - 1] ^= 1
         var rng = SeededRandom(seed: 9)
-        #expect(seal.open(sealedDatagram([.ack(seq: 1)], keyring: Keyring(primary: otherKey))) == nil)
-        #expect(seal.open(tampered) == nil)
-        #expect(seal.open(wrongVersion) == nil)
-        #expect(seal.open(Array(valid[0..<10])) == nil)
-        #expect(seal.open([]) == nil)
-        #expect(seal.open([UInt8](repeating: 1, count: 1500)) == nil)
+        #expect(seal.open(sealedDatagram([.ack(seq: 1)], keyring: Keyring(primary: otherKey)), now: .zero) == nil)
+        #expect(seal.open(tampered, now: .zero) == nil)
+        #expect(seal.open(wrongVersion, now: .zero) == nil)
+        #expect(seal.open(Array(valid[0..<10]), now: .zero) == nil)
+        #expect(seal.open([], now: .zero) == nil)
+        #expect(seal.open([UInt8](repeating: 1, count: 1500), now: .zero) == nil)
         for _ in 0..<200 {
             let garbage = (0..<Int.random(in: 41..<1200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            #expect(seal.open([1] + garbage) == nil)
+            #expect(seal.open([1] + garbage, now: .zero) == nil)
         }
-        let opened = seal.open(valid)
+        let opened = seal.open(valid, now: .zero)
         #expect(opened.map { messages(in: $0.payload) } == [.ping(seq: 1, target: "n0", source: "n1")])
         let c = seal.counters
         #expect(c.droppedAuthFailed == 202)
@@ -71,8 +71,8 @@ struct DatagramSealTests {
         let datagram = seal.seal(payload)
         #expect(datagram.count == config.maxDatagram)
         #expect(seal.counters.datagramsSent == 1 && seal.counters.bytesSent == 1200)
-        #expect(seal.open(datagram)?.payload == payload)
-        #expect(seal.open(datagram + [0]) == nil, "one byte more is refused")
+        #expect(seal.open(datagram, now: .zero)?.payload == payload)
+        #expect(seal.open(datagram + [0], now: .zero) == nil, "one byte more is refused")
     }
 
     @Test("during a rotation: seals with the primary, opens with any installed key and tells which")
@@ -82,13 +82,46 @@ struct DatagramSealTests {
         var after = DatagramSeal(keyring: Keyring(primary: new, others: [old]), clusterID: testClusterID)
         let fromOld = before.seal([3, 0, 4, 0, 0, 0, 1])
         let fromNew = after.seal([3, 0, 4, 0, 0, 0, 2])
-        #expect(after.open(fromOld)?.keyIndex == 1)
-        #expect(after.open(fromNew)?.keyIndex == 0)
+        #expect(after.open(fromOld, now: .zero)?.keyIndex == 1)
+        #expect(after.open(fromNew, now: .zero)?.keyIndex == 0)
         #expect(after.counters.openedWithOtherKey == 1)
-        #expect(before.open(fromNew) == nil, "a node without the new key cannot read it")
+        #expect(before.open(fromNew, now: .zero) == nil, "a node without the new key cannot read it")
         #expect(before.counters.droppedAuthFailed == 1)
         // Once the old key is removed, what it sealed no longer opens.
         after.keyring.remove(old)
-        #expect(after.open(fromOld) == nil)
+        #expect(after.open(fromOld, now: .zero) == nil)
+    }
+
+    @Test func aDatagramOpenedBeforeIsDroppedAsAReplayForAtLeastAWindow() {
+        var sender = DatagramSeal(keyring: Keyring(primary: testClusterKey), clusterID: testClusterID)
+        var receiver = DatagramSeal(keyring: Keyring(primary: testClusterKey), clusterID: testClusterID)
+        let ping = sender.seal([3, 0, 4, 0, 0, 0, 1])
+        #expect(receiver.open(ping, now: .seconds(1)) != nil)
+        #expect(receiver.open(ping, now: .seconds(2)) == nil)
+        #expect(receiver.open(ping, now: .seconds(60)) == nil, "still within the window (one generation back)")
+        #expect(receiver.counters.droppedReplayed == 2)
+        // A fresh datagram with the same payload has a fresh nonce: it opens.
+        #expect(receiver.open(sender.seal([3, 0, 4, 0, 0, 0, 1]), now: .seconds(61)) != nil)
+        // A garbage datagram takes no place in the filter (only authentic ones do).
+        _ = receiver.open([1] + [UInt8](repeating: 7, count: 60), now: .seconds(62))
+        #expect(receiver.replays.count == 2)
+    }
+
+    @Test func theReplayFilterStaysBoundedUnderAFloodOfFreshNonces() {
+        var filter = ReplayFilter(window: .seconds(60), capacity: 1000)
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<10_000 {
+            let nonce = (0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let fresh = filter.admit(nonce: nonce, now: .seconds(Double(i) / 1000))
+            #expect(fresh && filter.count <= 2000)
+        }
+        let seen = [UInt8](repeating: 9, count: 24)
+        let first = filter.admit(nonce: seen, now: .seconds(20))
+        let again = filter.admit(nonce: seen, now: .seconds(21))
+        // A quiet filter turns over lazily: one window on, the nonce is one generation back, still caught;
+        // the next turn forgets it (an old replay reaches the core, which ignores stale claims).
+        let later = filter.admit(nonce: seen, now: .seconds(200))
+        let forgotten = filter.admit(nonce: seen, now: .seconds(400))
+        #expect(first && !again && !later && forgotten)
     }
 }
