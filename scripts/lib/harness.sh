@@ -64,8 +64,10 @@ harness_start() {
   netns_trap harness_cleanup
 }
 
+# Errexit off: a trap under `set -e` must not stop at an agent that is already gone.
 harness_cleanup() {
-  local i
+  local - i
+  set +e
   ! declare -F before_cleanup >/dev/null || before_cleanup
   for i in "${!AGENT[@]}"; do kill -9 "${AGENT[$i]}" 2>/dev/null; done
   # wireguard-go, pings, captures: everything else of the run
@@ -97,8 +99,9 @@ start_agent() {
 stop_agent() {
   local pid=${AGENT[$1]:-}
   [ -n "$pid" ] || return 0
-  kill "-${2:-TERM}" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; unset "AGENT[$1]"
-  return 0
+  kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "AGENT[$1]"
 }
 ready() { wm "$1" status >/dev/null 2>&1; }
 wait_ready() {
@@ -163,13 +166,13 @@ capture_start() {
 }
 capture_stop() { sleep 0.3; stop_proc "$CAPTURE"; CAPTURE=""; }
 stop_proc() {
-  kill "$1" 2>/dev/null
+  local _
+  kill "$1" 2>/dev/null || true
   for _ in $(seq 1 20); do _netns_running "$1" || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-  return 0
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
 }
-kill_wg_go() { local pid; for pid in $(netns_wg_go_pids "$1"); do kill "-${2:-KILL}" "$pid" 2>/dev/null; done; return 0; }
+kill_wg_go() { local pid; for pid in $(netns_wg_go_pids "$1"); do kill "-${2:-KILL}" "$pid" 2>/dev/null || true; done; }
 snapshot() {
   if [ -e "$1" ]; then (cd "$1" && find . -printf '%p %m %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort)
   else echo absent; fi
