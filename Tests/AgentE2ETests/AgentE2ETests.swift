@@ -6,7 +6,7 @@ import Testing
 import Glibc
 #endif
 
-/// The cases agent-e2e.sh reports, one `E2E <case> PASS|FAIL <detail>` line each.
+/// The cases agent-e2e.sh reports, one `RESULT {"case", "pass", "detail"}` line each.
 enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case mesh, capture, kill9, restart, stop, leave, crash
     case returning = "return"
@@ -45,13 +45,15 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
 /// What one run of the script reported.
 struct AgentE2EReport: Sendable {
-    /// case name → (passed, detail)
-    var results: [String: (passed: Bool, detail: String)] = [:]
-    var finished = false
+    /// case name → what the script reported
+    var results: [String: ScriptCase] = [:]
     var exitStatus: Int32 = -1
     var stdout = ""
     var stderr = ""
     var logDirectory = ""
+
+    /// Every case reported: the script ran to its end.
+    var finished: Bool { AgentE2ECase.allCases.allSatisfy { results[$0.rawValue] != nil } }
 
     /// The transcript the script wrote for `name`, for failure messages.
     func transcript(_ name: String) -> String {
@@ -101,14 +103,9 @@ actor AgentE2ERun {
         } catch {
             report.stderr = "could not run agent-e2e.sh: \(error)"
         }
-        for line in report.stdout.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
-            if fields == ["E2E-DONE"] { report.finished = true }
-            guard fields.count >= 3, fields[0] == "E2E", fields[2] == "PASS" || fields[2] == "FAIL" else { continue }
-            report.results[fields[1]] = (fields[2] == "PASS", fields.count > 3 ? fields[3] : "")
-        }
+        report.results = resultCases(in: report.stdout)
         // Logs are kept for a failed run only (the failure messages name the directory).
-        if report.finished && report.results.values.allSatisfy(\.passed) {
+        if report.finished && report.results.values.allSatisfy(\.pass) {
             try? FileManager.default.removeItem(atPath: scratch)
         }
         return report
@@ -134,6 +131,6 @@ struct AgentE2ETests {
         let report = await AgentE2ERun.shared.report()
         let result = try #require(report.results[c.rawValue],
                                   "agent-e2e.sh reported nothing for '\(c.rawValue)':\n\(report.stdout)\n\(report.stderr)")
-        #expect(result.passed, "E2E \(c.rawValue) FAIL \(result.detail)\n--- transcript (agent logs in \(report.logDirectory))\n\(report.transcript(c.rawValue))")
+        #expect(result.pass, "\(c.rawValue): \(result.detail)\n--- transcript (agent logs in \(report.logDirectory))\n\(report.transcript(c.rawValue))")
     }
 }

@@ -6,14 +6,14 @@ import Testing
 import Glibc
 #endif
 
-/// The cases scripts/e2e/netns-lib.sh reports for scripts/lib/netns.sh, the shared harness library of
-/// the demo, the agent and cluster-key e2e scripts and `bench join`.
+/// The cases scripts/e2e/netns-lib.sh reports for scripts/lib/netns.sh (the topology under
+/// scripts/lib/harness.sh, the e2e scripts' and `bench join`'s harness, and the demo's).
 enum NetnsLibraryCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case source, topology, badInput = "bad-input", wgGoPids = "wg-go-pids", cleanup, trap
 
     var testDescription: String {
         switch self {
-        case .source: return "sourcing under set -euo pipefail defines functions only"
+        case .source: return "sourcing netns.sh or harness.sh under set -euo pipefail defines functions only"
         case .topology: return "underlay, nodes and pods: pods ping across nodes"
         case .badInput: return "bad prefix, index or pod address: refused with the value named, nothing created"
         case .wgGoPids: return "wireguard-go pids by exact command line (w1 is not w11)"
@@ -70,8 +70,8 @@ struct NetnsLibraryTests {
     @Test(arguments: NetnsLibraryCase.allCases)
     func netnsLibrary(_ c: NetnsLibraryCase) async throws {
         let r = await NetnsLibraryRun.shared.report()
-        let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("NETNS \(c.rawValue) ") }
-        let found = try #require(line, "no line for \(c.rawValue) (exit \(r.exitStatus)):\n\(r.stdout)\n\(r.stderr)")
-        #expect(found.hasPrefix("NETNS \(c.rawValue) PASS"), "\(found)\n\(r.stderr)")
+        let found = try #require(resultCases(in: r.stdout)[c.rawValue],
+                                 "no RESULT line for \(c.rawValue) (exit \(r.exitStatus)):\n\(r.stdout)\n\(r.stderr)")
+        #expect(found.pass, "\(c.rawValue): \(found.detail)\n\(r.stderr)")
     }
 }

@@ -29,23 +29,17 @@ enum OperatorCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 }
 
-/// One case's outcome in the script's RESULT object.
-struct CaseResult: Decodable, Sendable {
-    var pass: Bool
-    var detail: String
-}
-
 /// One run of the script per test process, shared by the cases.
 actor OperatorRun {
     static let shared = OperatorRun()
-    private var running: Task<[String: CaseResult], Error>?
+    private var running: Task<[String: ScriptCase], Error>?
 
-    func results() async throws -> [String: CaseResult] {
+    func results() async throws -> [String: ScriptCase] {
         if let running { return try await running.value }
-        let task = Task<[String: CaseResult], Error> {
-            let (json, status) = try await runResultScript(packageRoot + "/scripts/e2e/operator.sh", [])
-            guard let json else { throw ScriptError(status: status) }
-            return try JSONDecoder().decode([String: CaseResult].self, from: json)
+        let task = Task<[String: ScriptCase], Error> {
+            let (cases, status) = try await runResultCases(packageRoot + "/scripts/e2e/operator.sh", [])
+            guard !cases.isEmpty else { throw ScriptError(status: status) }
+            return cases
         }
         running = task
         return try await task.value

@@ -8,7 +8,7 @@
 #
 #   scripts/e2e/cluster-key.sh [--grace S] [--pps P] [--keep]
 #
-# Prints "step: ..." lines to stderr and a final "RESULT {json}" line with: backend, old_key, new_key,
+# Prints "step: ..." lines to stderr and a final RESULT line, {"case": "cluster-key", "pass", "detail"} and: backend, old_key, new_key,
 # rotated (nodes 1-3 hold only the new key), down_node_kept_old_keyring, pings_sent, pings_lost,
 # rejoined (node 4 holds the new key, sees 3 live peers and is alive everywhere), rejoin_pings_ok,
 # promoted_s, old_removed_s, rejoin_s; then node 3 rotates again and is killed (kill -9) right after,
@@ -30,50 +30,18 @@ while [ $# -gt 0 ]; do
 done
 NODES=4
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-. "$ROOT/scripts/lib/netns.sh"
+# shellcheck source=scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
-[ -x "$WM" ] || { echo "cluster-key: $WM not found; run 'swift build' first" >&2; exit 1; }
-for tool in ip wg ping jq nft; do
-  command -v "$tool" >/dev/null || { echo "cluster-key: '$tool' is missing: run scripts/setup" >&2; exit 1; }
-done
-P="wmk$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
-WORK="$(mktemp -d /tmp/$P.XXXX)"
-export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
-declare -A AGENT=()
+harness_check ip wg ping jq nft || exit 1
+harness_start wmk
+AGENT_ARGS=(--cluster-key-grace "${GRACE}s")
 PINGS=()
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.4f", 1 / p }')"
 
-cleanup() {
-  # Agents, their wireguard-go, the pings: every process in the run's namespaces (TERM, then KILL).
-  netns_cleanup "$P"
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else echo "cluster-key: --keep: state in $WORK" >&2; fi
-}
-netns_trap cleanup
-
-log() { echo "cluster-key: $*" >&2; }
-now() { date +%s.%N; }
-since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
-node() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
-start_agent() { # i, then the command and its arguments
-  local i=$1; shift
-  ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cluster-key-grace "${GRACE}s" >>"$WORK/agent$i.log" 2>&1 &
-  AGENT[$i]=$!
-}
-wait_ready() { # i
-  for _ in $(seq 1 150); do node "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "agent $1 did not come up; its log:"; tail -n 30 "$WORK/agent$1.log" >&2; return 1
-}
-wait_until() { # seconds, then a command: polls every 0.2 s
-  local deadline=$(( $(date +%s) + $1 )); shift
-  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
-}
-keys_of() { node "$1" status --json 2>/dev/null | jq -r '[.cluster_keys[].id] | join(",")' 2>/dev/null; }
-primary_of() { node "$1" status --json 2>/dev/null | jq -r '.cluster_keys[0].id' 2>/dev/null; }
-alive_count() { node "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
-peer_state() { node "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state' 2>/dev/null; }
-pod() { cat "$WORK/pod$1"; }
+keys_of() { status_field "$1" 'cluster_keys | map(.id) | join(",")' 2>/dev/null; }
+primary_of() { status_field "$1" 'cluster_keys[0].id' 2>/dev/null; }
 # Partition node $1 from the others: every node drops what arrives from the other side (input only,
 # so no sender sees a send error). `heal` removes the rules.
 partition() {
@@ -88,39 +56,24 @@ EOF2
   done
 }
 heal() { local i; for i in $(seq 1 "$NODES"); do ip netns exec "$P-n$i" nft delete table inet "${P}part" 2>/dev/null || true; done; }
-ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 3 -i 0.3 -W 2 "$2" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------------------------
 # A 4-node cluster with one pod per node
 
 netns_underlay "$P"
 for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
-ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
-  --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >/dev/null
-start_agent 1 agent
-wait_ready 1
-TOKEN="$(node 1 token create --ttl 10m)"
-for i in $(seq 2 "$NODES"); do
-  start_agent "$i" join "$TOKEN" --name "node$i"
-  wait_ready "$i"
-done
-for i in $(seq 1 "$NODES"); do
-  cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
-  p="$(netns_pod_address "$cidr")"
-  echo "$p" >"$WORK/pod$i"
-  netns_pod "$P" "$i" "$p"
-done
-BACKEND="$(node 1 status --json | jq -r .backend)"
-all_alive() { local i; for i in "$@"; do [ "$(alive_count "$i")" -eq $(($# - 1)) ] || return 1; done; }
-wait_until 40 all_alive 1 2 3 4 || { log "the mesh did not converge"; exit 1; }
-for j in 2 3 4; do ping_ok 1 "$(pod "$j")" || { log "pod 1 cannot reach pod $j before the rotation"; exit 1; }; done
+mesh_up || exit 1
+add_pods
+BACKEND="$(status_field 1 backend)"
+wait_until 40 all_alive || { log "the mesh did not converge"; exit 1; }
+for j in 2 3 4; do wait_until 5 ping_ok 1 "$(pod "$j")" || { log "pod 1 cannot reach pod $j before the rotation"; exit 1; }; done
 OLD="$(primary_of 1)"
 log "4 nodes up on $BACKEND, cluster key $OLD"
 
 # ---------------------------------------------------------------------------------------------
 # Node 4 down, rotation on node 2 under pings, until nodes 1-3 hold only the new key
 
-kill -9 "${AGENT[4]}"; wait "${AGENT[4]}" 2>/dev/null || true; unset 'AGENT[4]'
+stop_agent 4 KILL
 KEYRING4_BEFORE="$(sha256sum "$WORK/n4/keyring.json")"
 log "agent 4 killed"
 for j in 2 3; do
@@ -129,9 +82,9 @@ for j in 2 3; do
 done
 sleep 1
 t0="$(now)"
-node 2 cluster-key rotate >"$WORK/rotate.out" 2>&1 || { log "cluster-key rotate failed:"; cat "$WORK/rotate.out" >&2; exit 1; }
+wm 2 cluster-key rotate >"$WORK/rotate.out" 2>&1 || { log "cluster-key rotate failed:"; cat "$WORK/rotate.out" >&2; exit 1; }
 log "rotate: $(cat "$WORK/rotate.out")"
-NEW="$(node 2 status --json | jq -r '.cluster_keys | max_by(.generation) | .id')"
+NEW="$(status_field 2 'cluster_keys | max_by(.generation) | .id')"
 promoted() { local i; for i in 1 2 3; do [ "$(primary_of "$i")" = "$NEW" ] || return 1; done; }
 only_new() { local i; for i in 1 2 3; do [ "$(keys_of "$i")" = "$NEW" ] || return 1; done; }
 PROMOTED_S=null; REMOVED_S=null; ROTATED=false
@@ -142,9 +95,9 @@ else
   log "nodes 1-3 hold: $(for i in 1 2 3; do printf '%s=[%s] ' "$i" "$(keys_of "$i")"; done)"
 fi
 for i in 1 2 3; do
-  phase="$(node "$i" status --json | jq -r .cluster_key_phase)"
+  phase="$(status_field "$i" cluster_key_phase)"
   [ "$phase" = steady ] || { log "node $i is in phase $phase after the rotation"; ROTATED=false; }
-  grep -q "$NEW" <<<"$(node "$i" status)" || { log "node $i's status does not show the new key"; ROTATED=false; }
+  grep -q "$NEW" <<<"$(wm "$i" status)" || { log "node $i's status does not show the new key"; ROTATED=false; }
 done
 sleep 1
 for pid in "${PINGS[@]}"; do kill -INT "$pid" 2>/dev/null; done
@@ -152,10 +105,8 @@ for pid in "${PINGS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PINGS=()
 SENT=0; LOST=0
 for f in "$WORK"/ping.*; do
-  tx=$(grep -o '[0-9]* packets transmitted' "$f" | awk '{print $1}')
-  rx=$(grep -o '[0-9]* received' "$f" | awk '{print $1}')
-  [ -n "$tx" ] && [ -n "$rx" ] || { log "no ping summary in $f"; cat "$f" >&2; tx=1; rx=0; }
-  SENT=$((SENT + tx)); LOST=$((LOST + tx - rx))
+  read -r tx lost < <(ping_sent_lost "$f")
+  SENT=$((SENT + tx)); LOST=$((LOST + lost))
 done
 log "pings across the rotation: $LOST of $SENT lost"
 KEPT_OLD=false
@@ -181,7 +132,7 @@ fi
 if [ "$REJOINED" = true ] && ! wait_until $((GRACE + 30)) eval '[ "$(keys_of 4)" = "$NEW" ]'; then
   log "node 4 still holds [$(keys_of 4)] after the grace period"; REJOINED=false
 fi
-[ -z "$(node 4 status --json | jq -r '.cluster_key_problem // empty')" ] || { log "node 4 reports: $(node 4 status --json | jq -r .cluster_key_problem)"; REJOINED=false; }
+[ -z "$(status_field 4 'cluster_key_problem // empty')" ] || { log "node 4 reports: $(status_field 4 cluster_key_problem)"; REJOINED=false; }
 PINGS_OK=true
 if [ "$REJOINED" = true ]; then
   for j in 1 2 3; do
@@ -201,7 +152,7 @@ PART_OK=false; PART_S=null
 if [ "$REJOINED" = true ]; then
   partition 4
   log "node 4 partitioned away"
-  node 1 cluster-key rotate >"$WORK/rotate3.out" 2>&1 || { log "cluster-key rotate on node 1 failed:"; cat "$WORK/rotate3.out" >&2; exit 1; }
+  wm 1 cluster-key rotate >"$WORK/rotate3.out" 2>&1 || { log "cluster-key rotate on node 1 failed:"; cat "$WORK/rotate3.out" >&2; exit 1; }
   NEW3="$(grep -o 'installed cluster key [0-9a-f]*' "$WORK/rotate3.out" | awk '{print $4}')"
   only_new3() { local i; for i in 1 2 3; do [ "$(keys_of "$i")" = "$NEW3" ] || return 1; done; }
   if wait_until $((GRACE + 60)) only_new3; then
@@ -231,8 +182,8 @@ fi
 # rotation completes on all four nodes
 
 t2="$(now)"
-node 3 cluster-key rotate >"$WORK/rotate2.out" 2>&1 || { log "second cluster-key rotate failed:"; cat "$WORK/rotate2.out" >&2; exit 1; }
-kill -9 "${AGENT[3]}"; wait "${AGENT[3]}" 2>/dev/null || true; unset 'AGENT[3]'
+wm 3 cluster-key rotate >"$WORK/rotate2.out" 2>&1 || { log "second cluster-key rotate failed:"; cat "$WORK/rotate2.out" >&2; exit 1; }
+stop_agent 3 KILL
 NEW2="$(grep -o 'installed cluster key [0-9a-f]*' "$WORK/rotate2.out" | awk '{print $4}')"
 log "agent 3 killed right after installing $NEW2; restarting it"
 start_agent 3 agent
@@ -246,13 +197,16 @@ else
   log "after the crash: $(for i in 1 2 3 4; do printf '%s=[%s] ' "$i" "$(keys_of "$i")"; done)"
 fi
 
-jq -cn --arg backend "$BACKEND" --arg old "$OLD" --arg new "$NEW" --argjson rotated "$ROTATED" \
-  --argjson kept "$KEPT_OLD" --argjson sent "$SENT" --argjson lost "$LOST" --argjson rejoined "$REJOINED" \
-  --argjson pings "$PINGS_OK" --argjson promoted "$PROMOTED_S" --argjson removed "$REMOVED_S" --argjson rejoin "$REJOIN_S" \
-  --argjson crash "$CRASH_OK" --argjson crash_s "$CRASH_S" --argjson part "$PART_OK" --argjson part_s "$PART_S" \
-  '{backend: $backend, old_key: $old, new_key: $new, rotated: $rotated, down_node_kept_old_keyring: $kept,
-    pings_sent: $sent, pings_lost: $lost, rejoined: $rejoined, rejoin_pings_ok: $pings,
-    promoted_s: $promoted, old_removed_s: $removed, rejoin_s: $rejoin, crash_converged: $crash,
-    crash_converged_s: $crash_s, partition_caught_up: $part, partition_caught_up_s: $part_s}' | sed 's/^/RESULT /'
+PASS=false
 [ "$ROTATED" = true ] && [ "$KEPT_OLD" = true ] && [ "$REJOINED" = true ] && [ "$PINGS_OK" = true ] && [ "$NEW" != "$OLD" ] \
-  && [ "$CRASH_OK" = true ] && [ "$PART_OK" = true ]
+  && [ "$CRASH_OK" = true ] && [ "$PART_OK" = true ] && PASS=true
+result cluster-key "$PASS" "$OLD -> $NEW: rotated $ROTATED, $LOST of $SENT pings lost, down node back in $REJOINED (pings $PINGS_OK), partitioned node caught up $PART_OK, converged after a crash $CRASH_OK" \
+  "$(jq -cn --arg backend "$BACKEND" --arg old "$OLD" --arg new "$NEW" --argjson rotated "$ROTATED" \
+    --argjson kept "$KEPT_OLD" --argjson sent "$SENT" --argjson lost "$LOST" --argjson rejoined "$REJOINED" \
+    --argjson pings "$PINGS_OK" --argjson promoted "$PROMOTED_S" --argjson removed "$REMOVED_S" --argjson rejoin "$REJOIN_S" \
+    --argjson crash "$CRASH_OK" --argjson crash_s "$CRASH_S" --argjson part "$PART_OK" --argjson part_s "$PART_S" \
+    '{backend: $backend, old_key: $old, new_key: $new, rotated: $rotated, down_node_kept_old_keyring: $kept,
+      pings_sent: $sent, pings_lost: $lost, rejoined: $rejoined, rejoin_pings_ok: $pings,
+      promoted_s: $promoted, old_removed_s: $removed, rejoin_s: $rejoin, crash_converged: $crash,
+      crash_converged_s: $crash_s, partition_caught_up: $part, partition_caught_up_s: $part_s}')"
+exit "$HARNESS_FAILED"

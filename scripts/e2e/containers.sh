@@ -5,14 +5,14 @@
 #
 #   scripts/e2e/containers.sh [--keep]        (root; WIREMESH_BIN=path/to/wiremesh, default .build/debug)
 #
-# Checks (RESULT keys): conflist_ok, ping_ok, tcp_ok (the server sees the client container's own
-# address), capture_ok (no clear-text cluster packet on the underlay), egress_ok (masqueraded to the
-# node's address), egress_table_ok (nft as the reference; a restart does not replace it; flushed, it
-# comes back), release_ok (podman rm frees the address), node_to_pod_ok, service_ok (a kube-proxy-style
-# DNAT to a container on another node, from the node and from a container), portmap_ok (a published
-# port reached from outside), bad_dir_ok (join with an
-# unwritable CNI directory), leave_ok, cleanup_ok.
-# Prints progress on stderr and a final "RESULT {json}" line on stdout; exit 0 when every check passed.
+# Cases: conflist, ping, tcp (the server sees the client container's own address), capture (no
+# clear-text cluster packet on the underlay), egress (masqueraded to the node's address), egress-table
+# (nft as the reference; a restart does not replace it; flushed, it comes back), release (podman rm
+# frees the address), node-to-pod, service (a kube-proxy-style DNAT to a container on another node,
+# from the node and from a container), portmap (a published port reached from outside), bad-dir (join
+# with an unwritable CNI directory), leave, cleanup.
+# Prints progress on stderr and one RESULT {"case", "pass", "detail"} line per case on stdout (a case
+# that did not get to run: "not run"); exit 0 when every case passed.
 # Everything carries a per-run prefix and is removed on exit, also on failure: containers (podman rm in
 # each node, before its namespace goes), namespaces, processes. podman's storage, containers.conf and
 # the CNI directories live in the run's temp dir: the machine's own podman config is not touched.
@@ -27,25 +27,21 @@ fi
 KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent warns about WIREMESH_* variables it does not know
-[ -x "$WM" ] || { echo "containers: $WM not found; run 'swift build' first" >&2; exit 1; }
-for tool in ip wg wireguard-go podman runc nft tcpdump jq busybox nsenter unshare; do
-  command -v "$tool" >/dev/null || { echo "containers: '$tool' is missing: run scripts/setup" >&2; exit 1; }
-done
+harness_check ip wg wireguard-go podman runc nft tcpdump jq busybox nsenter unshare || exit 1
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] \
-  || { echo "containers: the CNI plugins are missing from /usr/lib/cni: run scripts/setup (containernetworking-plugins)" >&2; exit 1; }
-. "$ROOT/scripts/lib/netns.sh"
-P="wmc$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
-WORK="$(mktemp -d "/tmp/$P.XXXX")"
+  || { log "the CNI plugins are missing from /usr/lib/cni: run scripts/setup (containernetworking-plugins)"; exit 1; }
+harness_start wmc
+# Each node has its own CNI directory (--cni-config-dir, saved by join); the variable would win over it.
+unset WIREMESH_CNI_CONFIG_DIR
 NODES=3
 VIP=10.96.0.10
 CLUSTER=10.244.0.0/16
 T0=$(date +%s)
-declare -A AGENT=()
 declare -A CIP=()     # node -> its container's address
-
-log() { echo "containers: $*" >&2; }
 
 # podman, all state in the run's directory (CNI results cache aside: libcni keeps it in /var/lib/cni,
 # one file per container, removed with the container).
@@ -70,50 +66,32 @@ pm() { local i=$1; shift; nsenter --net="/run/netns/$P-n$i" podman --network-con
 IMAGE="localhost/${P}img:1"
 RUNOPTS=(--network wiremesh --cap-add NET_RAW --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
-cleanup() {
+# Containers go before their namespaces (podman keeps state outside them).
+before_cleanup() {
   local i
   for i in $(seq 1 $NODES); do
     [ -e "/run/netns/$P-n$i" ] && pm "$i" rm -af -t 0 >/dev/null 2>&1
   done
-  for i in "${!AGENT[@]}"; do kill "${AGENT[$i]}" 2>/dev/null; done
-  netns_cleanup "$P"
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else log "--keep: files in $WORK"; fi
 }
-netns_trap cleanup
 
-wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
-start_agent() { # i, then the command and its arguments
-  local i=$1; shift
-  ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" --cni-config-dir "$WORK/n$i/cni" \
-    <"${AGENT_STDIN:-/dev/null}" >>"$WORK/agent$i.log" 2>&1 &
-  AGENT[$i]=$!
-}
-wait_until() { # seconds, then a command: polls every 0.2 s
-  local deadline=$(( $(date +%s) + $1 )); shift
-  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
-}
-ready() { wm "$1" status >/dev/null 2>&1; }
-alive_count() { wm "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
-all_alive() { local i; for i in $(seq 1 $NODES); do [ "$(alive_count "$i")" = $((NODES - 1)) ] || return 1; done; }
+# start_agent with node I's own CNI directory (conflist and host-local store in its state).
+start_node() { start_agent "$1" "${@:2}" --cni-config-dir "$WORK/n$1/cni"; }
 fetch() { timeout 10 "$@" 2>/dev/null; }   # busybox wget has no working timeout of its own here
 # wget in node i's container, bounded from outside.
 cfetch() { local i=$1; shift; timeout 10 nsenter --net="/run/netns/$P-n$i" podman --network-config-dir "$WORK/n$i/cni" exec "$P-c$i" wget -q -O - "$1" 2>/dev/null; }
-bool() { [ "$1" = 1 ] && echo true || echo false; }
-
-declare -A OK=() DETAIL=()
-result() { # key ok detail
-  OK[$1]=$2; DETAIL[$1]="$3"
+declare -A REPORTED=()
+check() { # case ok detail
+  REPORTED[$1]=1
   if [ "$2" = 1 ]; then log "PASS $1${3:+: $3}"; else log "FAIL $1: $3"; fi
+  result "$1" "$2" "$3"
 }
-finish() {
-  local out="" k all=0
-  for k in conflist_ok ping_ok tcp_ok capture_ok egress_ok egress_table_ok release_ok node_to_pod_ok service_ok portmap_ok bad_dir_ok leave_ok cleanup_ok; do
-    [ "${OK[$k]:-0}" = 1 ] || all=1
-    out+="\"$k\": $(bool "${OK[$k]:-0}"), \"${k}_detail\": $(jq -Rn --arg d "${DETAIL[$k]:-not run}" '$d'), "
+finish() { # reports the cases that did not get to run
+  local k
+  for k in bad-dir conflist ping tcp node-to-pod service egress portmap capture egress-table release leave cleanup; do
+    [ -n "${REPORTED[$k]:-}" ] || check "$k" 0 "not run"
   done
-  echo "RESULT {${out}\"seconds\": $(( $(date +%s) - T0 )), \"prefix\": \"$P\"}"
-  exit "$all"
+  log "$(( $(date +%s) - T0 )) s (prefix $P)"
+  exit "$HARNESS_FAILED"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -138,8 +116,8 @@ mkdir -p "$WORK/ro"
 ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
   --interface "${P}w1" --advertise-address 10.99.0.1 --cni-config-dir "$WORK/n1/cni" --cluster-cidr "$CLUSTER" --prepare-only >"$WORK/token0" 2>"$WORK/init.err" \
   || { log "init failed: $(cat "$WORK/init.err")"; finish; }
-start_agent 1 agent
-wait_until 20 ready 1 || { log "agent 1 did not come up: $(tail -5 "$WORK/agent1.log")"; finish; }
+start_node 1 agent
+wait_ready 1 20 || finish
 TOKEN="$(wm 1 token create --ttl 10m)"
 bad=4
 ip netns exec "$P-n$bad" unshare -m sh -c 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"' sh "$WORK/ro" \
@@ -149,9 +127,9 @@ rc=$?
 err="$(tr '\n' ' ' <"$WORK/bad.err")"
 if [ "$rc" != 0 ] && grep -q "CNI config" "$WORK/bad.err" && grep -qF "$WORK/ro/cni" "$WORK/bad.err" \
    && [ ! -e "$WORK/n$bad" ] && [ -z "$(ls -A "$WORK/ro")" ] && ! ip -n "$P-n$bad" link show "${P}w$bad" >/dev/null 2>&1; then
-  result bad_dir_ok 1 "exit $rc: $err"
+  check bad-dir 1 "exit $rc: $err"
 else
-  result bad_dir_ok 0 "exit $rc, stderr: $err; state dir: $(ls -A "$WORK/n$bad" 2>&1 | tr '\n' ' ')"
+  check bad-dir 0 "exit $rc, stderr: $err; state dir: $(ls -A "$WORK/n$bad" 2>&1 | tr '\n' ' ')"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +137,8 @@ log "mesh: node 1 created the cluster; nodes 2..$NODES join"
 ( umask 077; echo "$TOKEN" >"$WORK/token" )
 for i in $(seq 2 $NODES); do
   # The last node reads the token from stdin (`join -`, as the Kubernetes example does): not in argv.
-  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_agent "$i" join - --name "node$i"; else start_agent "$i" join "$TOKEN" --name "node$i"; fi
-  wait_until 20 ready "$i" || { log "node $i did not come up: $(tail -5 "$WORK/agent$i.log")"; finish; }
+  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_node "$i" join - --name "node$i"; else start_node "$i" join "$TOKEN" --name "node$i"; fi
+  wait_ready "$i" 20 || finish
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }
 declare -A BLOCK=() OVERLAY=() MTU=()
@@ -178,7 +156,7 @@ for i in $(seq 1 $NODES); do
   want="$(jq -nc --arg b "${BLOCK[$i]}" --argjson m "${MTU[$i]}" --arg d "$WORK/n$i/cni-ipam" '["wiremesh", "bridge", $b, $m, false, $d, "portmap"]')"
   [ "$got" = "$want" ] || problems+=" node$i: $got, expected $want;"
 done
-[ -z "$problems" ] && result conflist_ok 1 "3 conflists as planned" || result conflist_ok 0 "$problems"
+[ -z "$problems" ] && check conflist 1 "3 conflists as planned" || check conflist 0 "$problems"
 
 # ---------------------------------------------------------------------------------------------
 log "containers: one per node (busybox httpd on :8080)"
@@ -190,16 +168,14 @@ for i in $(seq 1 $NODES); do
   log "node$i container ${CIP[$i]}"
 done
 
-ip netns exec "$P-ul" tcpdump -l -n -i br0 -c 50000 ip >"$WORK/cap.txt" 2>"$WORK/cap.err" &
-TCPDUMP=$!
-wait_until 5 grep -q "listening on" "$WORK/cap.err"
+capture_start "$WORK/cap.txt"
 
 failed=""
 for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
   [ "$i" = "$j" ] && continue
   pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${CIP[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
 done; done
-[ -z "$failed" ] && result ping_ok 1 "6 container pairs" || result ping_ok 0 "failed:$failed"
+[ -z "$failed" ] && check ping 1 "6 container pairs" || check ping 0 "failed:$failed"
 
 failed=""
 for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
@@ -207,7 +183,7 @@ for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
   seen="$(cfetch "$i" "http://${CIP[$j]}:8080/cgi-bin/ip")"
   [[ "$seen" == *"${CIP[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${CIP[$i]});"
 done; done
-[ -z "$failed" ] && result tcp_ok 1 "6 pairs, each server saw the client container's address" || result tcp_ok 0 "$failed"
+[ -z "$failed" ] && check tcp 1 "6 pairs, each server saw the client container's address" || check tcp 0 "$failed"
 
 log "node to pod: node 1's own processes to the container on node 2"
 problems=""
@@ -215,7 +191,7 @@ ip netns exec "$P-n1" ping -c 2 -i 0.2 -W 2 "${CIP[2]}" >/dev/null 2>&1 || probl
 seen="$(fetch ip netns exec "$P-n1" busybox wget -q -O - "http://${CIP[2]}:8080/cgi-bin/ip")"
 [[ "$seen" == *"${OVERLAY[1]}]"* ]] || problems+=" HTTP node1 -> ${CIP[2]}: server saw '$seen', expected node1's overlay ${OVERLAY[1]};"
 pm 2 exec "$P-c2" ping -c 2 -i 0.2 -W 2 "${OVERLAY[1]}" >/dev/null 2>&1 || problems+=" ping container on node2 -> node1 overlay failed;"
-[ -z "$problems" ] && result node_to_pod_ok 1 "ping and HTTP both ways; the server saw ${OVERLAY[1]}" || result node_to_pod_ok 0 "$problems"
+[ -z "$problems" ] && check node-to-pod 1 "ping and HTTP both ways; the server saw ${OVERLAY[1]}" || check node-to-pod 0 "$problems"
 
 log "service address: $VIP:80 DNATed on node 1 (as kube-proxy does) to the container on node 2"
 ip netns exec "$P-n1" nft -f - <<EOF
@@ -237,7 +213,7 @@ seen="$(timeout 3 ip netns exec "$P-n1" busybox wget -q -O - "http://$VIP/cgi-bi
 [ -z "$seen" ] || problems+=" without the snat rule node1 still reached the service (server saw '$seen'): the check proves nothing;"
 snat_back() { ip netns exec "$P-n1" nft list chain ip wiremesh postrouting | grep -q "snat to ${OVERLAY[1]}"; }
 wait_until 30 snat_back || problems+=" the agent did not put its snat rule back within 30 s;"
-[ -z "$problems" ] && result service_ok 1 "from the node (seen as its overlay; no answer without the agent's snat rule, which the agent put back) and from a container (seen as itself)" || result service_ok 0 "$problems"
+[ -z "$problems" ] && check service 1 "from the node (seen as its overlay; no answer without the agent's snat rule, which the agent put back) and from a container (seen as itself)" || check service 0 "$problems"
 
 log "egress: containers to the internet namespace"
 failed=""
@@ -245,19 +221,19 @@ for i in $(seq 1 $NODES); do
   seen="$(cfetch "$i" "http://10.99.0.200/cgi-bin/ip")"
   [[ "$seen" == *"10.99.0.$i]"* ]] || failed+=" node$i: internet saw '$seen', expected 10.99.0.$i;"
 done
-[ -z "$failed" ] && result egress_ok 1 "each container seen as its node's underlay address" || result egress_ok 0 "$failed"
+[ -z "$failed" ] && check egress 1 "each container seen as its node's underlay address" || check egress 0 "$failed"
 
 log "published port: the internet namespace to node 2's address, port 8081 (portmap) -> its container"
 seen="$(fetch ip netns exec "$P-inet" busybox wget -q -O - "http://10.99.0.2:8081/cgi-bin/ip")"
-[[ "$seen" == *"10.99.0.200]"* ]] && result portmap_ok 1 "the container answered, seeing the client's own address" \
-  || result portmap_ok 0 "got '$seen', expected the client's address 10.99.0.200"
+[[ "$seen" == *"10.99.0.200]"* ]] && check portmap 1 "the container answered, seeing the client's own address" \
+  || check portmap 0 "got '$seen', expected the client's address 10.99.0.200"
 
-sleep 0.3; kill "$TCPDUMP" 2>/dev/null; wait "$TCPDUMP" 2>/dev/null
+capture_stop
 total="$(wc -l <"$WORK/cap.txt")"
 clear="$(grep -cE '10\.244\.[0-9]+\.[0-9]+' "$WORK/cap.txt")"
 wgpk="$(grep -cE '\.51820 > .*\.51820: UDP' "$WORK/cap.txt")"
-if [ "$clear" = 0 ] && [ "$wgpk" -ge 24 ]; then result capture_ok 1 "$total packets, $wgpk WireGuard, 0 with a cluster address in clear"
-else result capture_ok 0 "$total packets, $wgpk WireGuard (expected >= 24), $clear with a cluster address: $(grep -m3 -E '10\.244\.' "$WORK/cap.txt" | tr '\n' ' ')"; fi
+if [ "$clear" = 0 ] && [ "$wgpk" -ge 24 ]; then check capture 1 "$total packets, $wgpk WireGuard, 0 with a cluster address in clear"
+else check capture 0 "$total packets, $wgpk WireGuard (expected >= 24), $clear with a cluster address: $(grep -m3 -E '10\.244\.' "$WORK/cap.txt" | tr '\n' ' ')"; fi
 
 # ---------------------------------------------------------------------------------------------
 log "egress table: nft as the reference, kept across a restart, restored after a flush"
@@ -276,35 +252,35 @@ problems=""
 got="$(ip netns exec "$P-n1" nft list table ip wiremesh 2>&1)"
 [ "$got" = "$want" ] || problems+=" table differs: got [$got] expected [$want];"
 before="$(ip netns exec "$P-n1" nft -a list table ip wiremesh 2>&1)"
-kill -TERM "${AGENT[1]}"; wait "${AGENT[1]}" 2>/dev/null
-start_agent 1 agent
+stop_agent 1
+start_node 1 agent
 wait_until 20 ready 1 || problems+=" agent 1 did not come back;"
 after="$(ip netns exec "$P-n1" nft -a list table ip wiremesh 2>&1)"
 [ "$before" = "$after" ] || problems+=" the restart replaced the table (handles changed);"
 ip netns exec "$P-n1" nft flush table ip wiremesh
 restored() { [ "$(ip netns exec "$P-n1" nft list table ip wiremesh 2>&1)" = "$want" ]; }
 wait_until 30 restored || problems+=" a flushed table was not restored within 30 s;"
-[ -z "$problems" ] && result egress_table_ok 1 "as planned; same handles after a restart; restored after a flush" || result egress_table_ok 0 "$problems"
+[ -z "$problems" ] && check egress-table 1 "as planned; same handles after a restart; restored after a flush" || check egress-table 0 "$problems"
 
 # ---------------------------------------------------------------------------------------------
 log "podman rm frees the container's address"
 store="$WORK/n3/cni-ipam/wiremesh"
 had=0; [ -f "$store/${CIP[3]}" ] && had=1
 pm 3 rm -f -t 0 "$P-c3" >/dev/null 2>&1
-if [ "$had" = 1 ] && [ ! -e "$store/${CIP[3]}" ]; then result release_ok 1 "${CIP[3]} reserved in $store while it ran, free after rm"
-else result release_ok 0 "reserved while running: $had; after rm: $(ls "$store" 2>&1 | tr '\n' ' ')"; fi
+if [ "$had" = 1 ] && [ ! -e "$store/${CIP[3]}" ]; then check release 1 "${CIP[3]} reserved in $store while it ran, free after rm"
+else check release 0 "reserved while running: $had; after rm: $(ls "$store" 2>&1 | tr '\n' ' ')"; fi
 
 log "leave: node 3"
 problems=""
 wm 3 leave >/dev/null 2>&1 || problems+=" leave failed;"
 gone() { ! kill -0 "${AGENT[3]}" 2>/dev/null; }
 wait_until 20 gone || problems+=" agent 3 still running;"
-wait "${AGENT[3]}" 2>/dev/null; unset 'AGENT[3]'
+stop_agent 3
 [ -e "$WORK/n3/cni/10-wiremesh.conflist" ] && problems+=" conflist still there;"
 ip netns exec "$P-n3" nft list table ip wiremesh >/dev/null 2>&1 && problems+=" egress table still there;"
-[ -z "$problems" ] && result leave_ok 1 "conflist and table removed" || result leave_ok 0 "$problems"
+[ -z "$problems" ] && check leave 1 "conflist and table removed" || check leave 0 "$problems"
 
 for i in 1 2; do pm "$i" rm -f -t 0 "$P-c$i" >/dev/null 2>&1; done
 left="$(podman ps -a -q | wc -l)"
-[ "$left" = 0 ] && result cleanup_ok 1 "no container left" || result cleanup_ok 0 "$left containers left: $(podman ps -a --format '{{.Names}}' | tr '\n' ' ')"
+[ "$left" = 0 ] && check cleanup 1 "no container left" || check cleanup 0 "$left containers left: $(podman ps -a --format '{{.Names}}' | tr '\n' ' ')"
 finish

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Tests of scripts/lib/netns.sh (root): sourcing has no side effects; the topology it builds carries
-# pod traffic between nodes; bad input is refused before anything is created; wireguard-go pids are
-# found by exact command line; cleanup (on failure, on TERM) leaves nothing of its run and nothing of
-# another run is touched.
+# Tests of scripts/lib/netns.sh (root): sourcing it (and harness.sh) has no side effects; the topology
+# it builds carries pod traffic between nodes; bad input is refused before anything is created;
+# wireguard-go pids are found by exact command line; cleanup (on failure, on TERM) leaves nothing of its
+# run and nothing of another run is touched.
 #
-#   scripts/e2e/netns-lib.sh        prints one "NETNS <case> PASS|FAIL <detail>" line per case
+#   scripts/e2e/netns-lib.sh        prints one "RESULT {"case", "pass", "detail"}" line per case
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 LIB="$ROOT/scripts/lib/netns.sh"
+HARNESS="$ROOT/scripts/lib/harness.sh"
 P="wml$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix; the runs below add a letter
 WORK="$(mktemp -d "/tmp/$P.XXXX")"
-. "$LIB"
+# shellcheck source=scripts/lib/harness.sh
+. "$HARNESS"
 cleanup() {
   local q
   for q in "$P" "${P}a" "${P}a1" "${P}b" "${P}c" "${P}d"; do netns_cleanup "$q"; done
@@ -18,9 +20,6 @@ cleanup() {
 }
 netns_trap cleanup
 
-result() { # case, problems (empty = pass), detail
-  if [ -z "$2" ]; then echo "NETNS $1 PASS $3"; else echo "NETNS $1 FAIL$2"; fi
-}
 # leftovers PREFIX: what of a run still exists (namespaces, UAPI sockets, wireguard-go processes).
 leftovers() {
   local out=""
@@ -29,14 +28,13 @@ leftovers() {
   out+="$(_netns_wg_go_matching "^wireguard-go -f ${1}w[0-9]+ \$" | sed 's/^/wireguard-go pid /' | tr '\n' ' ')"
   echo "$out"
 }
-for tool in ip wireguard-go ping; do
-  command -v "$tool" >/dev/null || { echo "NETNS setup FAIL missing tool: $tool (see scripts/setup)"; exit 1; }
-done
-[ "$(id -u)" = 0 ] || { echo "NETNS setup FAIL needs root (network namespaces)"; exit 1; }
+harness_check ip wireguard-go ping jq || { result setup false "preconditions (see stderr)"; exit 1; }
 
-# --- source: under set -euo pipefail, sourcing defines functions only (and runs no command: PATH is
-# empty while it is sourced; other suites may create namespaces meanwhile, so none are compared)
+# --- source: under set -euo pipefail, sourcing either library defines functions only (and runs no
+# command: PATH is empty while it is sourced; other suites may create namespaces meanwhile, so none
+# are compared)
 problems=""
+for lib in "$LIB" "$HARNESS"; do
 out="$(bash -c '
   set -euo pipefail
   before_opts="$- $(set +o)"; before_traps="$(trap -p)"
@@ -49,10 +47,11 @@ out="$(bash -c '
   [ "$before_traps" = "$(trap -p)" ] || echo " traps changed;"
   [ "$before_vars" = "$after_vars" ] || echo " variables added: $(comm -13 <(echo "$before_vars") <(echo "$after_vars") | tr "\n" " ");"
   declare -F netns_cleanup >/dev/null || echo " netns_cleanup not defined;"
-  echo sourced' _ "$LIB" 2>&1)"
-[ "$(tail -n 1 <<<"$out")" = sourced ] || problems+=" sourcing under set -euo pipefail stopped the shell: $out;"
-problems+="$(grep -v '^sourced$' <<<"$out" | tr -d '\n')"
-result source "$problems" "sourcing under set -euo pipefail defines functions only"
+  echo sourced' _ "$lib" 2>&1)"
+[ "$(tail -n 1 <<<"$out")" = sourced ] || problems+=" sourcing ${lib##*/} under set -euo pipefail stopped the shell: $out;"
+problems+="$(grep -v '^sourced$' <<<"$out" | sed "s|^| ${lib##*/}:|" | tr -d '\n')"
+done
+result_problems source "$problems" "sourcing under set -euo pipefail defines functions only"
 
 # --- topology: two nodes and their pods; with a route per node the pods reach each other
 problems=""
@@ -72,7 +71,7 @@ if netns_underlay "$P" && netns_node "$P" 1 && netns_node "$P" 2 &&
 else
   problems+=" setup failed;"
 fi
-result topology "$problems" "underlay, nodes 10.99.0.1-2, pods behind proxy ARP: pods ping across nodes"
+result_problems topology "$problems" "underlay, nodes 10.99.0.1-2, pods behind proxy ARP: pods ping across nodes"
 
 # --- bad input: a clear message naming the bad value, non-zero, nothing created
 problems=""
@@ -87,7 +86,7 @@ for call in "netns_node $P 0|node index '0'" "netns_node $P 255|node index '255'
 done
 [ "$before" = "$(netns_namespaces "$P" | sort)" ] || problems+=" namespaces of $P changed by refused calls;"
 ip netns list | grep -qE '^(bad-prefix|waytoolongprefix)-' && problems+=" a namespace of a refused prefix was created;"
-result bad-input "$problems" "bad prefixes, indexes, a missing pod address: refused with the value named, nothing created"
+result_problems bad-input "$problems" "bad prefixes, indexes, a missing pod address: refused with the value named, nothing created"
 
 # --- wg-go-pids: exact command line (w1 is not w11), in any namespace
 problems=""
@@ -97,7 +96,7 @@ for _ in $(seq 1 50); do [ -S "/var/run/wireguard/${P}w1.sock" ] && [ -S "/var/r
 [ "$(netns_wg_go_pids "${P}w1")" = "$wg1" ] || problems+=" ${P}w1: got '$(netns_wg_go_pids "${P}w1" | tr '\n' ' ')', want $wg1;"
 [ "$(netns_wg_go_pids "${P}w11")" = "$wg11" ] || problems+=" ${P}w11: got '$(netns_wg_go_pids "${P}w11" | tr '\n' ' ')', want $wg11;"
 [ -z "$(netns_wg_go_pids "${P}w2")" ] || problems+=" ${P}w2 has pids;"
-result wg-go-pids "$problems" "wireguard-go -f ${P}w1 and ${P}w11 told apart"
+result_problems wg-go-pids "$problems" "wireguard-go -f ${P}w1 and ${P}w11 told apart"
 
 # --- cleanup: the run above removed (namespaces, wireguard-go, sockets), another run's kept
 problems=""
@@ -118,7 +117,7 @@ _netns_running "$mine" && problems+=" its wireguard-go still runs;"
 _netns_running "$other" || problems+=" the other run's wireguard-go was ended;"
 netns_cleanup "${P}a1"
 [ -z "$(leftovers "${P}a1")" ] || problems+=" left of the other run: $(leftovers "${P}a1");"
-result cleanup "$problems" "one run's namespaces, processes, wireguard-go, sockets removed; a run whose prefix extends it untouched"
+result_problems cleanup "$problems" "one run's namespaces, processes, wireguard-go, sockets removed; a run whose prefix extends it untouched"
 
 # --- cleanup after a failure and after TERM, from netns_trap in a script under set -euo pipefail
 child() { # prefix, then what the script does after building a node and starting wireguard-go (a subshell: it execs)
@@ -156,5 +155,5 @@ sleep 0.5
 kill -TERM "$d" 2>/dev/null
 wait "$d"
 left="$(leftovers "${P}d")"; [ -z "$left" ] || problems+=" left after TERM during the cleanup: $left;"
-result trap "$problems" "after a failing command (exit 1), after TERM (exit 130), after TERM during the cleanup: nothing of the run is left"
-echo "NETNS-DONE"
+result_problems trap "$problems" "after a failing command (exit 1), after TERM (exit 130), after TERM during the cleanup: nothing of the run is left"
+exit "${HARNESS_FAILED:-0}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An operator's day, end to end (issue 14): restarts, rejoins and mistakes on a small wiremesh
 # cluster in network namespaces (nodes on a bridge, wireguard-go). One line per case on stdout:
-#   OPS <case> PASS|FAIL <detail>          and at the end   RESULT {"<case>": {"pass": BOOL, "detail": TEXT}, ...}
+#   RESULT {"case": NAME, "pass": BOOL, "detail": TEXT}
 #
 #   scripts/e2e/operator.sh [--keep]       (root; WIREMESH_BIN=path, default .build/debug/wiremesh)
 #
@@ -28,63 +28,31 @@ set -uo pipefail
 KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-. "$ROOT/scripts/lib/netns.sh"
+# shellcheck source=scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN
-P="wmo$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
-WORK="$(mktemp -d "/tmp/$P.XXXX")"
-export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
+harness_check ip wg wireguard-go jq ping python3 setpriv || exit 1
+harness_start wmo 2
 chmod 755 "$WORK"
-declare -A AGENT=()
-cleanup() {
-  local i
-  for i in "${!AGENT[@]}"; do kill -9 "${AGENT[$i]}" 2>/dev/null; done
-  netns_cleanup "$P"
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else echo "operator: kept $WORK" >&2; fi
-}
-netns_trap cleanup
 
 CASE=""; PROBLEMS=""
-begin() { CASE=$1; PROBLEMS=""; echo "operator: --- $1" >&2; }
-problem() { PROBLEMS+=" $*;"; echo "operator: $CASE: $*" >&2; }
-finish() { # detail
-  local pass=true text="$*"
-  [ -z "$PROBLEMS" ] || { pass=false; text="${PROBLEMS# }"; }
-  if [ "$pass" = true ]; then echo "OPS $CASE PASS $text"; else echo "OPS $CASE FAIL $text"; fi
-  jq -cn --arg c "$CASE" --argjson p "$pass" --arg d "$text" '{($c): {pass: $p, detail: $d}}' >>"$WORK/results"
-}
-log_tail() { echo "operator: --- agent $1 log" >&2; tail -n 15 "$WORK/agent$1.log" >&2 2>/dev/null; }
+begin() { CASE=$1; PROBLEMS=""; log "--- $1"; }
+problem() { PROBLEMS+=" $*;"; log "$CASE: $*"; }
+finish() { result_problems "$CASE" "$PROBLEMS" "$*"; }
+log_tail() { log "--- agent $1 log"; tail -n 15 "$WORK/agent$1.log" >&2 2>/dev/null; }
 
-# wm I ARGS: the CLI in node I's namespace on its state dir (the control socket comes from the saved settings)
+# The harness's wm and start_agent name the control socket, interface and address; these name only the
+# state directory: what a node runs with comes from its saved settings, as under systemd.
 wm() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i"; }
 start() { # I ARGS: runs `wiremesh ARGS` in node I's namespace in the background as its agent
   local i=$1; shift
   ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" >>"$WORK/agent$i.log" 2>&1 &
   AGENT[$i]=$!
 }
-stop() { # I [SIGNAL]
-  local pid=${AGENT[$1]:-}; [ -n "$pid" ] || return 0
-  kill "-${2:-TERM}" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; unset "AGENT[$1]"
-}
-wait_until() { # seconds, command...
-  local deadline=$(( $(date +%s) + $1 )); shift
-  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
-}
-ready() { wm "$1" status >/dev/null 2>&1; }
-state_of() { wm "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state'; }
-alive_on() { [ "$(state_of "$1" "$2")" = alive ]; }
-status_field() { wm "$1" status --json 2>/dev/null | jq -r ".$2"; }
-ping_ok() { ip netns exec "$P-p$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || ip netns exec "$P-p$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; }
+alive_on() { [ "$(peer_state "$1" "$2")" = alive ]; }
 has_link() { ip -n "$P-n$1" link show "$2" >/dev/null 2>&1; }
-snapshot() { if [ -e "$1" ]; then (cd "$1" && find . -printf '%p %m %s\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort); else echo absent; fi; }
-token_id() { python3 -c 'import base64, sys; t = sys.argv[1].split(".", 1)[1]; print(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))[1:9].hex())' "$1"; }
 uses_of() { wm 1 token list --json 2>/dev/null | jq -r --arg id "$1" '.[] | select(.id == $id) | .uses_consumed'; }
-
-for tool in ip wg wireguard-go jq ping python3 setpriv; do
-  command -v "$tool" >/dev/null || { echo "operator: '$tool' is missing: run scripts/setup" >&2; exit 1; }
-done
-[ -x "$WM" ] || { echo "operator: $WM not found; run 'swift build' first" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "operator: needs root (network namespaces, TUN)" >&2; exit 1; }
 
 netns_underlay "$P" || exit 1
 for i in 1 2 3 4 5 6 7; do netns_node "$P" "$i" || exit 1; done
@@ -93,14 +61,15 @@ for i in 1 2 3 4 5 6 7; do netns_node "$P" "$i" || exit 1; done
 # Blocks of /19: 8 in the cluster, so joins racing for the free ones often start at the same block.
 if ! ip netns exec "$P-n1" "$WM" init --name node1 --node-prefix 19 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
     --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >"$WORK/token0" 2>"$WORK/init1.err"; then
-  echo "operator: init failed: $(cat "$WORK/init1.err")" >&2; exit 1
+  log "init failed: $(cat "$WORK/init1.err")"; exit 1
 fi
 start 1 agent
-wait_until 20 ready 1 || { log_tail 1; echo "operator: agent 1 did not come up" >&2; exit 1; }
-TOKEN="$(wm 1 token create --ttl 30m)"
-[ -n "$TOKEN" ] || { echo "operator: token create printed nothing" >&2; exit 1; }
-POD1="$(netns_pod_address "$(status_field 1 'pod_cidrs[0]')")"
-netns_pod "$P" 1 "$POD1" || exit 1
+wait_until 20 ready 1 || { log_tail 1; log "agent 1 did not come up"; exit 1; }
+created="$(wm 1 token create --ttl 30m --json)"
+TOKEN="$(jq -r .token <<<"$created")"; TOKEN_ID="$(jq -r .id <<<"$created")"
+[ -n "$TOKEN" ] || { log "token create printed nothing"; exit 1; }
+add_pod 1 || exit 1
+POD1="$(pod 1)"
 
 # ---------------------------------------------------------------------------------------------
 begin settings-kept
@@ -119,12 +88,11 @@ else
     [ "$(status_field 2 wireguard_port)" = 51830 ] || problem "WireGuard port $(status_field 2 wireguard_port), not 51830"
     [ "$(status_field 2 advertise_address)" = 10.99.0.2 ] || problem "advertise address $(status_field 2 advertise_address)"
     has_link 2 wm0 && problem "a wm0 interface was created"
-    POD2="$(netns_pod_address "$(status_field 2 'pod_cidrs[0]')")"
-    netns_pod "$P" 2 "$POD2"
+    add_pod 2; POD2="$(pod 2)"
     wait_until 20 alive_on 1 node2 || problem "node1 does not see node2 alive"
     wait_until 10 ping_ok 2 "$POD1" || problem "pod2 cannot ping pod1"
     # A new --interface: the node moves, its old interface (and the wireguard-go serving it) goes.
-    stop 2
+    stop_agent 2
     start 2 agent --interface "${P}y2"
     if ! wait_until 20 ready 2; then problem "agent --interface ${P}y2 did not come up"; log_tail 2
     else
@@ -135,7 +103,7 @@ else
       wait_until 20 ping_ok 2 "$POD1" || problem "pod2 cannot ping pod1 after the move"
     fi
     # kill -9, then the plain command again: the last explicit interface stuck.
-    stop 2 KILL
+    stop_agent 2 KILL
     start 2 agent
     if ! wait_until 20 ready 2; then problem "plain agent after kill -9 did not come up"; log_tail 2
     else
@@ -177,18 +145,17 @@ else
   start 3 agent
   wait_until 20 ready 3 || { problem "agent 3 did not come up"; log_tail 3; }
   [ "$(status_field 3 healthy)" = true ] || problem "a fresh node is not healthy: $(status_field 3 problems)"
-  POD3="$(netns_pod_address "$(status_field 3 'pod_cidrs[0]')")"
-  netns_pod "$P" 3 "$POD3"
+  add_pod 3
   wait_until 20 ping_ok 3 "$POD1" || problem "pod3 cannot ping pod1"
   # The data plane dies under the agent: it is brought back (within a resync), traffic flows again.
-  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  kill_wg_go "${P}w3"
   back3() { [ -n "$(netns_wg_go_pids "${P}w3")" ] && wm 3 status >/dev/null 2>&1 && ping_ok 3 "$POD1"; }
   t0=$(date +%s)
   if wait_until 30 back3; then recovered="$(( $(date +%s) - t0 ))"; else problem "the killed wireguard-go was not replaced within 30 s (pods: $(ping_ok 3 "$POD1" && echo ok || echo down))"; fi
   grep -q "userspace WireGuard for ${P}w3 is gone" "$WORK/agent3.log" || problem "the agent did not log the restart of wireguard-go"
   # Now another process takes the WireGuard port while it is down: the node is black-holed and
   # status must say so (exit 1, the port named), not "all is well".
-  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  kill_wg_go "${P}w3"
   ip netns exec "$P-n3" python3 -c '
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(120)' >"$WORK/blocker3" 2>&1 &
@@ -210,8 +177,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840))
   healthy3() { wm 3 status >/dev/null 2>&1 && ping_ok 3 "$POD1"; }
   wait_until 30 healthy3 || problem "the node did not recover after the port was freed"
   # At start, the same conflict stops the agent at once, naming the port.
-  stop 3 KILL
-  for pid in $(netns_wg_go_pids "${P}w3"); do kill -9 "$pid"; done
+  stop_agent 3 KILL
+  kill_wg_go "${P}w3"
   ip netns exec "$P-n3" python3 -c '
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840)); print("bound", flush=True); time.sleep(60)' >"$WORK/blocker3b" 2>&1 &
@@ -221,7 +188,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 51840))
   [ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "the agent with its WireGuard port taken exited $rc"
   grep -q "WireGuard port 51840 is in use" <<<"$out" || problem "the agent with its port taken said: $(tail -n 2 <<<"$out")"
   kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
-  for pid in $(netns_wg_go_pids "${P}w3"); do kill "$pid"; done
+  kill_wg_go "${P}w3" TERM
 fi
 finish "wireguard-go killed: replaced, pods ping again after ${recovered:-?} s; its port taken: status exits 1 naming it, heals when freed; at start: the agent exits naming the port"
 
@@ -233,13 +200,13 @@ wg genkey >"$WORK/f4.key"; chmod 600 "$WORK/f4.key"
 ip netns exec "$P-n4" wg set "${P}f4" private-key "$WORK/f4.key" listen-port 51899 \
   peer "$(wg genkey | wg pubkey)" allowed-ips 10.1.0.0/24
 f4_before="$(ip netns exec "$P-n4" wg show "${P}f4" dump)"
-uses_before="$(uses_of "$(token_id "$TOKEN")")"
+uses_before="$(uses_of "$TOKEN_ID")"
 out="$(timeout 30 ip netns exec "$P-n4" "$WM" join "$TOKEN" --name node4 --state-dir "$WORK/n4" --control-socket "$WORK/n4.sock" \
   --interface "${P}f4" --advertise-address 10.99.0.4 2>&1)"; rc=$?
 [ "$rc" != 0 ] && [ "$rc" != 124 ] || problem "join onto a foreign interface exited $rc"
 grep -q "did not set up" <<<"$out" && grep -q -- "--adopt-interface" <<<"$out" || problem "join said: $out"
 [ -e "$WORK/n4" ] && problem "the refused join wrote $WORK/n4"
-[ "$(uses_of "$(token_id "$TOKEN")")" = "$uses_before" ] || problem "the refused join spent a token use"
+[ "$(uses_of "$TOKEN_ID")" = "$uses_before" ] || problem "the refused join spent a token use"
 [ "$(ip netns exec "$P-n4" wg show "${P}f4" dump)" = "$f4_before" ] || problem "the foreign interface was changed by join"
 # A node of ours started on that name: refused too, and nothing of either interface changes.
 if ip netns exec "$P-n4" "$WM" join "$TOKEN" --name node4 --state-dir "$WORK/n4" --control-socket "$WORK/n4.sock" \
@@ -265,7 +232,7 @@ begin rejoin
 if [ -z "${AGENT[4]:-}" ]; then problem "needs node 4 running"; else
   cidr4="$(status_field 4 'pod_cidrs[0]')"; key4="$(status_field 4 public_key)"
   wm 4 leave >/dev/null 2>&1 || problem "leave failed"
-  wait_until 15 eval '! kill -0 "${AGENT[4]}" 2>/dev/null'; stop 4
+  wait_until 15 eval '! kill -0 "${AGENT[4]}" 2>/dev/null'; stop_agent 4
   out="$(wm 4 status 2>&1)"
   grep -q "left cluster .*wiremesh join TOKEN" <<<"$out" || problem "status after leave said: $out"
   grep -q "systemctl start" <<<"$out" && problem "status after leave still advises systemctl start"
@@ -280,7 +247,7 @@ if [ -z "${AGENT[4]:-}" ]; then problem "needs node 4 running"; else
     cmdline="$(tr '\0' ' ' </proc/"${AGENT[4]}"/cmdline 2>/dev/null)"
     grep -qF "${tok:0:20}" <<<"$cmdline" && problem "the agent's command line still holds the token: $cmdline"
     grep -q " agent --state-dir " <<<"$cmdline" || problem "the joined node does not run as 'wiremesh agent': $cmdline"
-    wait_until 20 alive_on 1 node4 || problem "node1 sees node4 as $(state_of 1 node4)"
+    wait_until 20 alive_on 1 node4 || problem "node1 sees node4 as $(peer_state 1 node4)"
     names="$(wm 1 peers --json | jq -r '.[].name' | sort | tr '\n' ' ')"
     grep -q "$(hostname)" <<<"$names" && problem "node1 lists a node named after the host: $names"
   else problem "join after leave did not come up"; log_tail 4; fi
@@ -319,7 +286,8 @@ grep -q "gossip port 7946" "$WORK/init5.err" || problem "init with the gossip po
 has_link 5 "${P}w5" && problem "init with the gossip port taken created ${P}w5"
 kill "$blocker" 2>/dev/null; wait "$blocker" 2>/dev/null
 # An advertise address that is not this host's: no token use spent.
-tok1="$(wm 1 token create --ttl 10m --uses 1)"; id1="$(token_id "$tok1")"
+created="$(wm 1 token create --ttl 10m --uses 1 --json)"
+tok1="$(jq -r .token <<<"$created")"; id1="$(jq -r .id <<<"$created")"
 out="$(ip netns exec "$P-n5" "$WM" join "$tok1" --name a --state-dir "$WORK/n5-addr" --control-socket "$WORK/n5.sock" \
   --interface "${P}w5" --advertise-address 10.99.0.200 --prepare-only 2>&1)"; rc=$?
 [ "$rc" != 0 ] || problem "join --advertise-address 10.99.0.200 exited 0"
@@ -375,4 +343,4 @@ for i in 5 6 7; do
 done
 [ "$(tr ' ' '\n' <<<"$blocks" | grep . | sort | uniq -d)" = "" ] || problem "two joins got one block: $blocks"
 finish "three joins at once through one member got $blocks"
-jq -cs add "$WORK/results" | sed "s/^/RESULT /"
+exit "$HARNESS_FAILED"

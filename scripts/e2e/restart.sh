@@ -15,7 +15,7 @@
 #
 #   scripts/e2e/restart.sh [--gap S] [--pps P] [--keep]
 #
-# Prints progress on stderr and a final "RESULT {json}" line on stdout with: backend, pps, gap_s, and
+# Prints progress on stderr and a final RESULT line on stdout: {"case": "restart", "pass", "detail"} and
 # for "stop" and "kill9" each: sent, lost, dead_seen (node 1's gossip declared node 2 dead during the
 # gap: the scenario happened), flood_s (how long ping took; flood_min_s at full rate: ping counts a
 # send the kernel refused as neither sent nor lost, so an outage also stretches the flood), kept (node 2's key on node 1's device at every check during the gap),
@@ -42,77 +42,22 @@ done
   || { echo "restart: --gap and --pps take whole numbers (pps at least 1)" >&2; exit 2; }
 NODES=3
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-. "$ROOT/scripts/lib/netns.sh"
+# shellcheck source=scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
-[ -x "$WM" ] || { echo "restart: $WM not found; run 'swift build' first" >&2; exit 1; }
-for tool in ip wg ping jq tcpdump; do
-  command -v "$tool" >/dev/null || { echo "restart: '$tool' is missing: run scripts/setup" >&2; exit 1; }
-done
-P="wmx$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
-WORK="$(mktemp -d /tmp/$P.XXXX)"
-declare -A AGENT=()
+harness_check ip wg ping jq tcpdump || exit 1
+harness_start wmx
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.6f", 1 / p }')"
-
-cleanup() {
-  # Agents, wireguard-go, pings, tcpdump: every process of the run (TERM, then KILL), then the namespaces.
-  netns_cleanup "$P"
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; else echo "restart: --keep: state and logs in $WORK" >&2; fi
-}
-netns_trap cleanup
-
-log() { echo "restart: $*" >&2; }
-now() { date +%s.%N; }
-since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
-node() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
-start_agent() { # i, then the command and its arguments; the log is appended to across restarts
-  local i=$1; shift
-  ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" >>"$WORK/agent$i.log" 2>&1 &
-  AGENT[$i]=$!
-}
-wait_ready() { # i
-  for _ in $(seq 1 150); do node "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "agent $1 did not come up; its log:"; tail -n 30 "$WORK/agent$1.log" >&2; return 1
-}
-wait_until() { # seconds, then a command: polls every 0.2 s
-  local deadline=$(( $(date +%s) + $1 )); shift
-  while :; do "$@" && return 0; [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.2; done
-}
-peer_state() { node "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state' 2>/dev/null; }
-alive_count() { node "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
-has_peer() { ip netns exec "$P-n$1" wg show "${P}w$1" peers 2>/dev/null | grep -qxF "$2"; }   # node, public key
-pod() { cat "$WORK/pod$1"; }
-json_bool() { [ "$1" = 1 ] && echo true || echo false; }
-# Ends a helper process (TERM, KILL after 2 s) and reaps it. KILL is needed where the caller started
-# this script with SIGTERM blocked (Foundation's Process does), which tcpdump inherits.
-stop_proc() { # pid
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 20); do _netns_running "$1" || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 # ---------------------------------------------------------------------------------------------
 # The cluster: node 1 (init), nodes 2 and 3 (join), one pod each, everyone alive.
 netns_underlay "$P"
 for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
-ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
-  --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >/dev/null
-start_agent 1 agent
-wait_ready 1
-TOKEN="$(node 1 token create --ttl 10m)"
-for i in $(seq 2 "$NODES"); do start_agent "$i" join "$TOKEN" --name "node$i"; wait_ready "$i"; done
-for i in $(seq 1 "$NODES"); do
-  cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
-  node "$i" status --json | jq -r .public_key >"$WORK/key$i"
-  pod="$(netns_pod_address "$cidr")"
-  echo "$pod" >"$WORK/pod$i"
-  netns_pod "$P" "$i" "$pod"
-done
-BACKEND="$(node 1 status --json | jq -r .backend)"
+mesh_up || exit 1
+add_pods
+BACKEND="$(status_field 1 backend)"
 KEY2="$(cat "$WORK/key2")"
-all_alive() { local i; for i in $(seq 1 "$NODES"); do [ "$(alive_count "$i")" = $((NODES - 1)) ] || return 1; done; }
 wait_until 30 all_alive || { log "the mesh did not converge"; exit 1; }
 for j in 2 3; do
   ip netns exec "$P-p1" ping -c 3 -i 0.2 -W 2 -q "$(pod "$j")" >/dev/null || { log "pod 1 cannot reach pod $j"; exit 1; }
@@ -134,10 +79,10 @@ restart_case() { # name signal
   flood=$!
   sleep "$PRE"
   t_stop="$(now)"
-  kill -"$signal" "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null || true
+  stop_agent 2 "$signal"
   log "$name: node 2's agent stopped (SIG$signal) $(since "$t_stop") s after the signal; down for $GAP s"
   # During the gap: node 1's gossip says dead within seconds, its device keeps node 2's key.
-  while awk -v a="$(now)" -v b="$t_stop" -v g="$GAP" 'BEGIN { exit !(a - b < g) }'; do
+  while within "$t_stop" "$GAP"; do
     st="$(peer_state 1 node2)"
     [ "$st" = dead ] && dead_seen=1
     has_peer 1 "$KEY2" || { [ "$kept" = 1 ] && log "$name: node 1 removed node 2's peer $(since "$t_stop") s into the gap (state $st)"; kept=0; }
@@ -176,16 +121,14 @@ restart_case kill9 KILL
 # host-died: node 2's agent and its wireguard-go die (kill -9) while pod 1 sends to pod 2.
 ip netns exec "$P-p1" ping -n -q -i "$INTERVAL" -W 1 -c $((PPS * 200)) "$(pod 2)" >"$WORK/flood.died" 2>&1 &
 FLOOD=$!
-ip netns exec "$P-ul" tcpdump -l -n -i br0 "icmp and host $(pod 2)" >"$WORK/died.cap" 2>"$WORK/died.cap.err" &
-TCPDUMP=$!
-wait_until 5 grep -qs "listening on" "$WORK/died.cap.err" || log "tcpdump did not start"
+capture_start "$WORK/died.cap" "icmp and host $(pod 2)" || log "tcpdump did not start"
 sleep 2
-kill -9 "${AGENT[2]}"; wait "${AGENT[2]}" 2>/dev/null || true; unset 'AGENT[2]'
-for pid in $(netns_wg_go_pids "${P}w2"); do kill -9 "$pid"; done
+stop_agent 2 KILL
+kill_wg_go "${P}w2"
 t_died="$(now)"
 declare -A REMOVED=()
 deadline=120
-while [ "${#REMOVED[@]}" -lt 2 ] && awk -v a="$(now)" -v b="$t_died" -v d="$deadline" 'BEGIN { exit !(a - b < d) }'; do
+while [ "${#REMOVED[@]}" -lt 2 ] && within "$t_died" "$deadline"; do
   for j in 1 3; do
     [ -z "${REMOVED[$j]:-}" ] && ! has_peer "$j" "$KEY2" && REMOVED[$j]="$(since "$t_died")"
   done
@@ -193,8 +136,9 @@ while [ "${#REMOVED[@]}" -lt 2 ] && awk -v a="$(now)" -v b="$t_died" -v d="$dead
 done
 # After the removal, pod 1's packets to pod 2 go into the interface and are dropped there.
 sleep 2
+# KILL where TERM does not do: the Swift runner starts this script with SIGTERM blocked, and children inherit it.
 stop_proc "$FLOOD"
-sleep 0.3; stop_proc "$TCPDUMP"   # tcpdump -l writes each line as it goes: KILL loses nothing
+capture_stop
 CLEAR="$(grep -c ICMP "$WORK/died.cap" || true)"
 DIED_OK=1
 for j in 1 3; do [ -n "${REMOVED[$j]:-}" ] || { log "host died: node $j still holds node 2's peer after $deadline s"; DIED_OK=0; }; done
@@ -204,9 +148,10 @@ removed_max=null
 log "host died: node 2's peer removed from node 1 after ${REMOVED[1]:-never} s, from node 3 after ${REMOVED[3]:-never} s; $CLEAR pod ICMP in clear"
 [ "$DIED_OK" = 1 ] || ALL_OK=0
 
-jq -cn --arg backend "$BACKEND" --argjson pps "$PPS" --argjson gap "$GAP" --argjson removed "$removed_max" \
-  --argjson r1 "${REMOVED[1]:-null}" --argjson r3 "${REMOVED[3]:-null}" --argjson clear "$CLEAR" \
-  --argjson cases "$(printf '%s\n' "${CASES[@]}" | jq -cs add)" \
-  '{backend: $backend, pps: $pps, gap_s: $gap} + $cases
-   + {host_died_removed_s: $removed, host_died_removed_s_by_node: {node1: $r1, node3: $r3}, clear_icmp: $clear}' | sed 's/^/RESULT /'
-[ "$ALL_OK" = 1 ]
+cases="$(printf '%s\n' "${CASES[@]}" | jq -cs add)"
+result restart "$ALL_OK" "$(jq -r '[to_entries[] | "\(.key): lost \(.value.lost) of \(.value.sent), kept \(.value.kept), back after \(.value.back_s) s"] | join("; ")' <<<"$cases"); host died: removed after $removed_max s, $CLEAR pod ICMP in clear" \
+  "$(jq -cn --arg backend "$BACKEND" --argjson pps "$PPS" --argjson gap "$GAP" --argjson removed "$removed_max" \
+    --argjson r1 "${REMOVED[1]:-null}" --argjson r3 "${REMOVED[3]:-null}" --argjson clear "$CLEAR" --argjson cases "$cases" \
+    '{backend: $backend, pps: $pps, gap_s: $gap} + $cases
+     + {host_died_removed_s: $removed, host_died_removed_s_by_node: {node1: $r1, node3: $r3}, clear_icmp: $clear}')"
+exit "$HARNESS_FAILED"

@@ -2,16 +2,16 @@
 # Key rotation end to end: an N-node wiremesh cluster in network namespaces (one pod per node, nodes
 # on a bridge, wireguard-go unless the kernel has WireGuard), then one scenario (--case):
 #
-#   load        `rotate-key` on node 1 under ping floods both ways between its pod and every other pod,
+#   load        `rotate-key` on wm 1 under ping floods both ways between its pod and every other pod,
 #               plus an iperf3 TCP stream; every peer must end with only the new key (default case).
 #   crash       node 1's agent is killed (kill -9) at each phase of `rotate-key` (WM_FAULT_PAUSE_AT
 #               stops it there) and restarted; each time the mesh must converge: every device holds
 #               exactly the key each node's state names, pods ping both ways, the state lost no key
 #               and holds no half-written file. A last `rotate-key` after the restarts must complete.
 #   concurrent  nodes 1 and 2 run `rotate-key` at the same moment, under ping floods.
-#   partition   node N's underlay is cut (nftables inside its namespace), node 1 rotates, the cut
+#   partition   node N's underlay is cut (nftables inside its namespace), wm 1 rotates, the cut
 #               heals: node N must catch up (new key on its device, pods ping both ways).
-#   scheduled   node 1 runs with --key-rotation-interval 20s: it must rotate by itself, under ping
+#   scheduled   wm 1 runs with --key-rotation-interval 20s: it must rotate by itself, under ping
 #               floods; `status` shows key age and next rotation, and a restart keeps the schedule.
 #
 #   scripts/e2e/rotation.sh [--case C] [--nodes N] [--rotations R] [--pps P] [--stream-seconds S] [--flood-seconds S] [--keep]
@@ -20,7 +20,8 @@
 # RESULT also holds rotate_s (how long each rotate-key command took) and agent_ms (the agent's phase
 # timings per rotation, from its log).
 #
-# Prints progress on stderr and a final "RESULT {json}" line on stdout (keys per case, below).
+# Prints progress on stderr and a final RESULT line on stdout: {"case": C, "pass", "detail"} and the
+# case's keys (below).
 # Exit status: 0 when the case's checks passed (loss is reported; the caller judges it).
 # Root. Everything it creates carries a per-run prefix and is removed on exit (also on failure),
 # unless --keep.
@@ -53,77 +54,28 @@ esac
 [ "$CASE" != concurrent ] && [ "$CASE" != partition ] || [ "$NODES" -ge 3 ] \
   || { echo "rotation: --case $CASE needs --nodes 3 or more" >&2; exit 2; }
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
 WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
-[ -x "$WM" ] || { echo "rotation: $WM not found; run 'swift build' first" >&2; exit 1; }
-for tool in ip wg ping iperf3 jq nft; do
-  command -v "$tool" >/dev/null || { echo "rotation: '$tool' is missing: run scripts/setup" >&2; exit 1; }
-done
-P="wmr$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"   # per-run prefix
-WORK="$(mktemp -d /tmp/$P.XXXX)"
-export WIREMESH_CNI_CONFIG_DIR="$WORK/cni"   # the agents' CNI conflists stay in the run's directory, not /etc/cni/net.d
-declare -A AGENT=()   # node -> pid of its running agent
+harness_check ip wg ping iperf3 jq nft || exit 1
+harness_start wmr
+# --keep leaves the whole run (namespaces, agents) for a look.
+if [ "$KEEP" = 1 ]; then trap - EXIT INT TERM; log "--keep: remove with 'ip netns | grep $P'"; fi
 INTERVAL="$(awk -v p="$PPS" 'BEGIN { printf "%.4f", 1 / p }')"
-
-. "$ROOT/scripts/lib/netns.sh"
-cleanup() { netns_cleanup "$P"; rm -rf "$WORK"; }
-if [ "$KEEP" = 0 ]; then netns_trap cleanup; else echo "rotation: --keep: remove with 'ip netns | grep $P'"; fi
-
-log() { echo "rotation: $*" >&2; }
-now() { date +%s.%N; }
-since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
-node() { local i=$1; shift; ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock"; }
-dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump; }
-json_bool() { [ "$1" = 1 ] && echo true || echo false; }
 
 netns_underlay "$P"
 for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
 
-start_agent() { # i, then the rest of the command; the log is appended to across restarts. FAULT=phase arms
-  local i=$1; shift  # the crash hook (WM_FAULT_PAUSE_AT) for this start
-  ip netns exec "$P-n$i" env WM_FAULT_PAUSE_AT="${FAULT:-}" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "10.99.0.$i" >>"$WORK/agent$i.log" 2>&1 &
-  AGENT[$i]=$!
-}
-wait_ready() { # i
-  for _ in $(seq 1 150); do node "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "agent $1 did not come up; its log:"; cat "$WORK/agent$1.log" >&2; return 1
-}
+# WM_FAULT_PAUSE_AT=phase start_agent ...: the crash hook, armed for that start.
 NODE1_ARGS=()
 [ "$CASE" = scheduled ] && NODE1_ARGS=(--key-rotation-interval 20s)
-
-ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
-  --interface "${P}w1" --advertise-address 10.99.0.1 --prepare-only >/dev/null
-start_agent 1 agent "${NODE1_ARGS[@]}"
-wait_ready 1
-TOKEN="$(node 1 token create --ttl 10m)"
-for i in $(seq 2 "$NODES"); do
-  start_agent "$i" join "$TOKEN" --name "node$i"
-  wait_ready "$i"
-done
-
-for i in $(seq 1 "$NODES"); do
-  cidr="$(node "$i" status --json | jq -r '.pod_cidrs[0]')"
-  echo "$cidr" >"$WORK/cidr$i"
-  pod="$(netns_pod_address "$cidr")"
-  echo "$pod" >"$WORK/pod$i"
-  netns_pod "$P" "$i" "$pod"
-done
-BACKEND="$(node 1 status --json | jq -r .backend)"
-pod() { cat "$WORK/pod$1"; }
+mesh_up "${NODE1_ARGS[@]}" || exit 1
+add_pods
+BACKEND="$(status_field 1 backend)"
 
 # Converged: every node sees every other alive, and node 1's pod reaches every pod and back.
-converged=0
-for _ in $(seq 1 150); do
-  ok=1
-  for i in $(seq 1 "$NODES"); do
-    n="$(node "$i" peers --json | jq '[.[] | select(.state == "alive")] | length')"
-    [ "$n" -eq $((NODES - 1)) ] || { ok=0; break; }
-  done
-  [ "$ok" = 1 ] && { converged=1; break; }
-  sleep 0.2
-done
-[ "$converged" = 1 ] || { log "the mesh did not converge"; exit 1; }
+wait_until 30 all_alive || { log "the mesh did not converge"; exit 1; }
 POD1="$(pod 1)"; CIDR1="$(cat "$WORK/cidr1")"
 for j in $(seq 2 "$NODES"); do
   ip netns exec "$P-p1" ping -c 3 -i 0.2 -W 2 -q "$(pod "$j")" >/dev/null \
@@ -134,14 +86,14 @@ done
 # Checks shared by the cases
 
 # The key that currently owns node 1's pod CIDR on peer j.
-owner_on() { dump "$1" | awk -v c="$CIDR1" 'NR > 1 { n = split($4, a, ","); for (k = 1; k <= n; k++) if (a[k] == c) print $1 }'; }
+owner_on() { wg_dump "$1" | awk -v c="$CIDR1" 'NR > 1 { n = split($4, a, ","); for (k = 1; k <= n; k++) if (a[k] == c) print $1 }'; }
 # The public key node i's state names (the truth a restart starts from; readable with the agent down).
 state_key() { "$WM" pubkey <"$WORK/n$1/wireguard.key"; }
 # Exactly the other nodes' state keys on node i's device, each once, and its own key the state's.
 keys_exact() { # i
   local i=$1 j want have
   want="$(for j in $(seq 1 "$NODES"); do [ "$j" = "$i" ] || state_key "$j"; done | sort)"
-  have="$(dump "$i" | awk 'NR > 1 { print $1 }' | sort)"
+  have="$(wg_dump "$i" | awk 'NR > 1 { print $1 }' | sort)"
   [ "$want" = "$have" ] && [ "$(ip netns exec "$P-n$i" wg show "${P}w$i" public-key)" = "$(state_key "$i")" ]
 }
 mesh_keys_exact() { local i; for i in $(seq 1 "$NODES"); do keys_exact "$i" || return 1; done; }
@@ -149,15 +101,15 @@ mesh_keys_exact() { local i; for i in $(seq 1 "$NODES"); do keys_exact "$i" || r
 wait_keys_exact() { # timeout
   local t0; t0="$(now)"
   while ! mesh_keys_exact; do
-    [ "$(awk -v a="$(since "$t0")" -v t="$1" 'BEGIN { print (a > t) }')" = 1 ] && return 1
+    within "$t0" "$1" || return 1
     sleep 0.1
   done
-  since "$t0"
+  since "$t0" 3
 }
-show_keys() { local i; for i in $(seq 1 "$NODES"); do log "node $i: state key $(state_key "$i"); device:"; dump "$i" | awk 'NR > 1 { print "    " $1, $4 }' >&2; done; }
+show_keys() { local i; for i in $(seq 1 "$NODES"); do log "node $i: state key $(state_key "$i"); device:"; wg_dump "$i" | awk 'NR > 1 { print "    " $1, $4 }' >&2; done; }
 # Pods i and j ping each other (a few tries: a fresh handshake may be under way).
 pods_ping() { # i j
-  local a b ok
+  local a ok
   for a in "$1 $2" "$2 $1"; do
     set -- $a; ok=0
     for _ in 1 2 3; do
@@ -170,7 +122,7 @@ all_pods_ping() { local i j; for i in $(seq 1 "$NODES"); do for j in $(seq $((i 
 # A state directory with no temporary file left and a parsable key in every key file.
 state_clean() { # i
   local d="$WORK/n$1" f
-  if ls -A "$d" | grep -q '\.tmp-'; then log "node $1's state holds a temporary file: $(ls -A "$d" | tr '\n' ' ')"; return 1; fi
+  if [ -n "$(find "$d" -mindepth 1 -maxdepth 1 -name '*.tmp-*')" ]; then log "node $1's state holds a temporary file: $(ls -A "$d" | tr '\n' ' ')"; return 1; fi
   for f in "$d"/*.key; do "$WM" pubkey <"$f" >/dev/null 2>&1 || { log "state file $f is not a key"; return 1; }; done
 }
 # Ping floods between pod a and pod b both ways, $2 seconds at $PPS; results in $WORK/ping.TAG.*.
@@ -184,16 +136,14 @@ flood() { # tag seconds a b
 }
 # Waits for the floods and sets LOST (packets) and LOST_DETAIL (per flow) for tag.
 flood_result() { # tag
-  local f tx rx
+  local f tx lost
   for pid in "${FLOODS[@]}"; do wait "$pid" || true; done
   FLOODS=()
   LOST=0; LOST_DETAIL=""; SENT=0
   for f in "$WORK"/ping.$1.*; do
-    tx=$(grep -o '[0-9]* packets transmitted' "$f" | awk '{print $1}')
-    rx=$(grep -o '[0-9]* received' "$f" | awk '{print $1}')
-    [ -n "$tx" ] && [ -n "$rx" ] || { log "no ping summary in $f"; cat "$f" >&2; tx=1; rx=0; }
-    LOST=$((LOST + tx - rx)); SENT=$((SENT + tx))
-    LOST_DETAIL="$LOST_DETAIL ${f##*.}=$((tx - rx))"
+    read -r tx lost < <(ping_sent_lost "$f")
+    LOST=$((LOST + lost)); SENT=$((SENT + tx))
+    LOST_DETAIL="$LOST_DETAIL ${f##*.}=$lost"
   done
 }
 
@@ -207,7 +157,7 @@ case_load() {
   STREAM_OK=1
   KEYS_OK=1
   for r in $(seq 1 "$ROTATIONS"); do
-    OLD="$(node 1 status --json | jq -r .public_key)"
+    OLD="$(wm 1 status --json | jq -r .public_key)"
     flood_s=$(awk -v s="$STREAM" -v f="$FLOOD" 'BEGIN { print (s > f ? s : f) }')
     count=$(awk -v p="$PPS" -v s="$flood_s" 'BEGIN { printf "%d", p * s }')
     PINGS=()
@@ -228,7 +178,7 @@ case_load() {
     fi
     sleep 1.5
     t0="$(now)"
-    node 1 rotate-key >"$WORK/rotate.$r.out" 2>&1 &
+    wm 1 rotate-key >"$WORK/rotate.$r.out" 2>&1 &
     ROT=$!
     # Time until every peer routes node 1's pod CIDR to a key other than the old one: one poller per
     # peer, each polling only its own peer's device (one pass over all peers in turn takes ~100 ms with
@@ -266,18 +216,16 @@ case_load() {
     lost=0
     detail=""
     for f in "$WORK"/ping.$r.*; do
-      tx=$(grep -o '[0-9]* packets transmitted' "$f" | awk '{print $1}')
-      rx=$(grep -o '[0-9]* received' "$f" | awk '{print $1}')
-      [ -n "$tx" ] && [ -n "$rx" ] || { log "no ping summary in $f"; cat "$f" >&2; tx=1; rx=0; }
-      lost=$((lost + tx - rx))
-      detail="$detail ${f##*.}=$((tx - rx))"
+      read -r _ flow_lost < <(ping_sent_lost "$f")
+      lost=$((lost + flow_lost))
+      detail="$detail ${f##*.}=$flow_lost"
     done
-    NEW="$(node 1 status --json | jq -r .public_key)"
+    NEW="$(wm 1 status --json | jq -r .public_key)"
     sw="null"
-    [ -n "$t_all" ] && sw="$(awk -v a="$t_all" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')"
+    [ -n "$t_all" ] && sw="$(elapsed "$t0" "$t_all" 3)"
     LOSSES+=("$lost")
     SWITCHED+=("$sw")
-    ROTATE_S+=("$(awk -v a="$t_cmd" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')")
+    ROTATE_S+=("$(elapsed "$t0" "$t_cmd" 3)")
     # The agent's own phase timings: "rotated WireGuard key" log line, metadata name_ms=N.
     AGENT_MS+=("$(grep 'rotated WireGuard key' "$WORK/agent1.log" | tail -n 1 | grep -o '[a-z_]*_ms=[0-9]*' \
       | jq -R 'split("=") | {(.[0]): (.[1] | tonumber)}' | jq -cs 'add')")
@@ -291,7 +239,7 @@ case_load() {
     for j in $(seq 2 "$NODES"); do
       done_j=0
       for _ in $(seq 1 100); do
-        keys="$(dump "$j" | awk 'NR > 1 { print $1 }')"
+        keys="$(wg_dump "$j" | awk 'NR > 1 { print $1 }')"
         if ! grep -qx -- "$OLD" <<<"$keys" && grep -qx -- "$NEW" <<<"$keys" \
            && [ "$(wc -l <<<"$keys")" -eq $((NODES - 1)) ] && [ "$(owner_on "$j")" = "$NEW" ]; then
           done_j=1; break
@@ -299,7 +247,7 @@ case_load() {
         sleep 0.2
       done
       if [ "$done_j" = 0 ]; then
-        log "rotation $r: node $j's device does not hold exactly the new key for node 1:"; dump "$j" >&2; KEYS_OK=0
+        log "rotation $r: node $j's device does not hold exactly the new key for node 1:"; wg_dump "$j" >&2; KEYS_OK=0
       fi
     done
   done
@@ -307,7 +255,10 @@ case_load() {
   median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
   max() { printf '%s\n' "$@" | sort -n | tail -1; }
   sw_max="$(printf '%s\n' "${SWITCHED[@]}" | grep -v null | sort -n | tail -1)"
-  jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson rotations "$ROTATIONS" --argjson pps "$PPS" \
+  local pass=false
+  [ "$STREAM_OK" = 1 ] && [ "$KEYS_OK" = 1 ] && pass=true
+  result load "$pass" "lost ${LOSSES[*]} packets; all peers switched after ${SWITCHED[*]} s; stream ok $(json_bool "$STREAM_OK"), keys ok $(json_bool "$KEYS_OK")" \
+   "$(jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson rotations "$ROTATIONS" --argjson pps "$PPS" \
     --argjson lost "[$(IFS=,; echo "${LOSSES[*]}")]" --argjson switched "[$(IFS=,; echo "${SWITCHED[*]}")]" \
     --argjson median "$(median "${LOSSES[@]}")" --argjson lmax "$(max "${LOSSES[@]}")" \
     --argjson swmax "${sw_max:-null}" --argjson stream "$([ "$STREAM_OK" = 1 ] && echo true || echo false)" \
@@ -315,8 +266,8 @@ case_load() {
     --argjson rotate_s "[$(IFS=,; echo "${ROTATE_S[*]}")]" --argjson agent_ms "[$(IFS=,; echo "${AGENT_MS[*]}")]" \
     '{case: "load", backend: $backend, nodes: $nodes, rotations: $rotations, pps: $pps, lost: $lost, lost_packets_median: $median,
       lost_packets_max: $lmax, all_peers_switched_s: $switched, all_peers_switched_s_max: $swmax,
-      stream_ok: $stream, keys_ok: $keys, rotate_s: $rotate_s, agent_ms: $agent_ms}' | sed 's/^/RESULT /'
-  [ "$STREAM_OK" = 1 ] && [ "$KEYS_OK" = 1 ]
+      stream_ok: $stream, keys_ok: $keys, rotate_s: $rotate_s, agent_ms: $agent_ms}')"
+  [ "$pass" = true ]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -324,14 +275,14 @@ case_load() {
 case_crash() {
   local phases=(pending-saved prepared promoted switched published)
   local k phase old cur pending prev_pending="" ok all_ok=1 conv reason results=() rot
-  # Restart node 1 armed at the first phase (SIGTERM is not a leave: peers keep it).
-  kill -TERM "${AGENT[1]}"; wait "${AGENT[1]}" 2>/dev/null || true
-  FAULT="${phases[0]}" start_agent 1 agent
+  # Restart wm 1 armed at the first phase (SIGTERM is not a leave: peers keep it).
+  stop_agent 1
+  WM_FAULT_PAUSE_AT="${phases[0]}" start_agent 1 agent
   wait_ready 1
   for k in "${!phases[@]}"; do
     phase="${phases[$k]}"; ok=1; reason=""; conv=null
     old="$(state_key 1)"
-    node 1 rotate-key >"$WORK/crash.$phase.out" 2>&1 &
+    wm 1 rotate-key >"$WORK/crash.$phase.out" 2>&1 &
     rot=$!
     local paused=0
     for _ in $(seq 1 300); do
@@ -339,7 +290,7 @@ case_crash() {
       sleep 0.1
     done
     [ "$paused" = 1 ] || { ok=0; reason="the agent never paused at $phase"; }
-    kill -9 "${AGENT[1]}"; wait "${AGENT[1]}" 2>/dev/null || true
+    stop_agent 1 KILL
     wait "$rot" 2>/dev/null || true   # the CLI loses its agent and fails
     # Right after the crash: the state names one whole key, and the pending key if the switch had not begun.
     cur="$(state_key 1)"
@@ -362,7 +313,7 @@ case_crash() {
     esac
     state_clean 1 || { ok=0; reason="${reason:+$reason; }state directory not clean"; }
     # Restart, armed at the next phase (none after the last).
-    FAULT="${phases[$((k + 1))]:-}" start_agent 1 agent
+    WM_FAULT_PAUSE_AT="${phases[$((k + 1))]:-}" start_agent 1 agent
     wait_ready 1
     if conv="$(wait_keys_exact 30)"; then :; else
       conv=null; ok=0; reason="${reason:+$reason; }devices do not hold exactly the state keys 30 s after the restart"; show_keys
@@ -376,16 +327,19 @@ case_crash() {
   # After all the crashes a plain rotation still completes and converges.
   local final_ok=1 final_reason=""
   old="$(state_key 1)"
-  node 1 rotate-key >"$WORK/crash.final.out" 2>&1 || { final_ok=0; final_reason="rotate-key failed: $(cat "$WORK/crash.final.out")"; }
+  wm 1 rotate-key >"$WORK/crash.final.out" 2>&1 || { final_ok=0; final_reason="rotate-key failed: $(cat "$WORK/crash.final.out")"; }
   [ "$(state_key 1)" != "$old" ] || { final_ok=0; final_reason="${final_reason:+$final_reason; }the key did not change"; }
   wait_keys_exact 30 >/dev/null || { final_ok=0; final_reason="${final_reason:+$final_reason; }devices do not converge"; show_keys; }
   all_pods_ping || { final_ok=0; final_reason="${final_reason:+$final_reason; }pods do not ping both ways"; }
   log "rotation after the crashes: $([ "$final_ok" = 1 ] && echo ok || echo "FAILED: $final_reason")"
-  jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson phases "[$(IFS=,; echo "${results[*]}")]" \
+  local pass=false
+  [ "$all_ok" = 1 ] && [ "$final_ok" = 1 ] && pass=true
+  result crash "$pass" "phases: $(jq -r 'map("\(.phase) \(if .ok then "ok" else .reason end)") | join(", ")' <<<"[$(IFS=,; echo "${results[*]}")]"); rotation after the crashes: $([ "$final_ok" = 1 ] && echo ok || echo "$final_reason")" \
+   "$(jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson phases "[$(IFS=,; echo "${results[*]}")]" \
     --argjson final "$(json_bool "$final_ok")" --arg final_reason "$final_reason" \
     '{case: "crash", backend: $backend, nodes: $nodes, phases: $phases, final_rotation_ok: $final,
-      final_reason: $final_reason}' | sed 's/^/RESULT /'
-  [ "$all_ok" = 1 ] && [ "$final_ok" = 1 ]
+      final_reason: $final_reason}')"
+  [ "$pass" = true ]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -395,26 +349,29 @@ case_concurrent() {
   old1="$(state_key 1)"; old2="$(state_key 2)"
   for i in $(seq 1 "$NODES"); do for j in $(seq $((i + 1)) "$NODES"); do flood c 6 "$i" "$j"; done; done
   sleep 1.5
-  node 1 rotate-key >"$WORK/rotate.c1.out" 2>&1 & r1=$!
-  node 2 rotate-key >"$WORK/rotate.c2.out" 2>&1 & r2=$!
-  wait "$r1" || { rotate_ok=0; log "rotate-key on node 1 failed: $(cat "$WORK/rotate.c1.out")"; }
-  wait "$r2" || { rotate_ok=0; log "rotate-key on node 2 failed: $(cat "$WORK/rotate.c2.out")"; }
+  wm 1 rotate-key >"$WORK/rotate.c1.out" 2>&1 & r1=$!
+  wm 2 rotate-key >"$WORK/rotate.c2.out" 2>&1 & r2=$!
+  wait "$r1" || { rotate_ok=0; log "rotate-key on wm 1 failed: $(cat "$WORK/rotate.c1.out")"; }
+  wait "$r2" || { rotate_ok=0; log "rotate-key on wm 2 failed: $(cat "$WORK/rotate.c2.out")"; }
   log "node 1: $(cat "$WORK/rotate.c1.out")"; log "node 2: $(cat "$WORK/rotate.c2.out")"
   flood_result c
   [ "$(state_key 1)" != "$old1" ] && [ "$(state_key 2)" != "$old2" ] || { changed=0; log "a key did not change"; }
   conv="$(wait_keys_exact 30)" || { conv=null; show_keys; }
   all_pods_ping || pings=0
   log "concurrent: lost $LOST of $SENT pings at $PPS pps per direction (per flow:$LOST_DETAIL); converged after $conv s"
-  jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson pps "$PPS" --argjson lost "$LOST" --argjson sent "$SENT" \
+  local pass=false
+  [ "$rotate_ok" = 1 ] && [ "$changed" = 1 ] && [ "$conv" != null ] && [ "$pings" = 1 ] && pass=true
+  result concurrent "$pass" "lost $LOST of $SENT; rotate ok $(json_bool "$rotate_ok"), keys changed $(json_bool "$changed"), converged after $conv s, pings ok $(json_bool "$pings")" \
+   "$(jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson pps "$PPS" --argjson lost "$LOST" --argjson sent "$SENT" \
     --argjson rotate "$(json_bool "$rotate_ok")" --argjson changed "$(json_bool "$changed")" --argjson conv "$conv" \
     --argjson pings "$(json_bool "$pings")" \
     '{case: "concurrent", backend: $backend, nodes: $nodes, pps: $pps, lost: $lost, sent: $sent, rotate_ok: $rotate,
-      keys_changed: $changed, converged_s: $conv, pings_ok: $pings}' | sed 's/^/RESULT /'
-  [ "$rotate_ok" = 1 ] && [ "$changed" = 1 ] && [ "$conv" != null ] && [ "$pings" = 1 ]
+      keys_changed: $changed, converged_s: $conv, pings_ok: $pings}')"
+  [ "$pass" = true ]
 }
 
 # ---------------------------------------------------------------------------------------------
-# Case "partition": node N is cut off (its underlay dropped inside its namespace), node 1 rotates,
+# Case "partition": node N is cut off (its underlay dropped inside its namespace), wm 1 rotates,
 # the cut heals after CUT seconds (longer than the failure detection, so N is declared dead on both
 # sides); node N must catch up with node 1's new key.
 case_partition() {
@@ -428,7 +385,7 @@ table inet wmcut {
 NFT
   t_cut="$(now)"
   sleep 1
-  node 1 rotate-key >"$WORK/rotate.p.out" 2>&1 || { rotate_ok=0; log "rotate-key failed: $(cat "$WORK/rotate.p.out")"; }
+  wm 1 rotate-key >"$WORK/rotate.p.out" 2>&1 || { rotate_ok=0; log "rotate-key failed: $(cat "$WORK/rotate.p.out")"; }
   log "node 1: $(cat "$WORK/rotate.p.out")"
   new="$(state_key 1)"
   [ "$new" != "$old" ] || { rotate_ok=0; log "the key did not change"; }
@@ -439,31 +396,34 @@ NFT
   done
   # The cut-off node cannot know yet.
   [ "$(owner_on "$n")" = "$new" ] && stale=0 || stale=1
-  while [ "$(awk -v a="$(since "$t_cut")" -v c="$cut_s" 'BEGIN { print (a < c) }')" = 1 ]; do sleep 0.2; done
+  while within "$t_cut" "$cut_s"; do sleep 0.2; done
   ip netns exec "$P-n$n" nft delete table inet wmcut
   t_heal="$(now)"
   for _ in $(seq 1 600); do
-    [ "$(owner_on "$n")" = "$new" ] && { caught="$(since "$t_heal")"; break; }
+    [ "$(owner_on "$n")" = "$new" ] && { caught="$(since "$t_heal" 3)"; break; }
     sleep 0.1
   done
-  [ "$caught" != null ] || { log "node $n still does not route node 1's pod CIDR to the new key 60 s after the heal"; dump "$n" >&2; }
+  [ "$caught" != null ] || { log "node $n still does not route node 1's pod CIDR to the new key 60 s after the heal"; wg_dump "$n" >&2; }
   conv="$(wait_keys_exact 30)" || { conv=null; show_keys; }
   all_pods_ping || pings=0
   log "partition: node $n caught up ${caught} s after the heal; all devices exact after another ${conv} s"
-  jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson cut "$cut_s" --argjson rotate "$(json_bool "$rotate_ok")" \
+  local pass=false
+  [ "$rotate_ok" = 1 ] && [ "$others" = 1 ] && [ "$caught" != null ] && [ "$conv" != null ] && [ "$pings" = 1 ] && pass=true
+  result partition "$pass" "rotate ok $(json_bool "$rotate_ok"), connected peers switched $(json_bool "$others"), cut peer caught up after $caught s, converged after $conv s, pings ok $(json_bool "$pings")" \
+   "$(jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson cut "$cut_s" --argjson rotate "$(json_bool "$rotate_ok")" \
     --argjson others "$(json_bool "$others")" --argjson stale "$(json_bool "$stale")" --argjson caught "$caught" \
     --argjson conv "$conv" --argjson pings "$(json_bool "$pings")" \
     '{case: "partition", backend: $backend, nodes: $nodes, cut_s: $cut, rotate_ok: $rotate, connected_peers_switched: $others,
-      cut_peer_stale_during_cut: $stale, caught_up_s: $caught, converged_s: $conv, pings_ok: $pings}' | sed 's/^/RESULT /'
-  [ "$rotate_ok" = 1 ] && [ "$others" = 1 ] && [ "$caught" != null ] && [ "$conv" != null ] && [ "$pings" = 1 ]
+      cut_peer_stale_during_cut: $stale, caught_up_s: $caught, converged_s: $conv, pings_ok: $pings}')"
+  [ "$pass" = true ]
 }
 
 # ---------------------------------------------------------------------------------------------
-# Case "scheduled": node 1 runs with --key-rotation-interval 20s and must rotate by itself.
+# Case "scheduled": wm 1 runs with --key-rotation-interval 20s and must rotate by itself.
 iso_s() { date -d "$1" +%s; }
 case_scheduled() {
   local s old created next dur j rotated=0 t0 by_itself=0 interval_ok=1 human kept=1 conv pings=1 s2 s3
-  s="$(node 1 status --json)"; old="$(state_key 1)"
+  s="$(wm 1 status --json)"; old="$(state_key 1)"
   created="$(iso_s "$(jq -r .key_created_at <<<"$s")")"
   next="$(jq -r '.next_key_rotation // empty' <<<"$s")"
   [ -n "$next" ] || { log "status shows no next key rotation: $s"; exit 1; }
@@ -471,7 +431,7 @@ case_scheduled() {
   # 20 s ± 10 %, counted from the key's creation (ISO times are whole seconds: ±1).
   [ $((next - created)) -ge 17 ] && [ $((next - created)) -le 23 ] \
     || { interval_ok=0; log "next rotation $((next - created)) s after the key's creation, expected 18-22"; }
-  human="$(node 1 status)"
+  human="$(wm 1 status)"
   grep -q '^key age:' <<<"$human" && grep -q '^next key rotation: ' <<<"$human" \
     || { interval_ok=0; log "status does not show the key age and the next rotation:"; echo "$human" >&2; }
   log "key created $(( $(date +%s) - created )) s ago, next rotation in $(( next - $(date +%s) )) s"
@@ -486,27 +446,30 @@ case_scheduled() {
   grep -q "scheduled key rotation" "$WORK/agent1.log" && by_itself=1
   conv="$(wait_keys_exact 30)" || { conv=null; show_keys; }
   # The new key's schedule counts from its creation, and a restart keeps it.
-  s2="$(node 1 status --json)"
+  s2="$(wm 1 status --json)"
   local c2 n2
   c2="$(iso_s "$(jq -r .key_created_at <<<"$s2")")"; n2="$(iso_s "$(jq -r .next_key_rotation <<<"$s2")")"
   [ $((n2 - c2)) -ge 17 ] && [ $((n2 - c2)) -le 23 ] || { interval_ok=0; log "after the rotation: next $((n2 - c2)) s after creation"; }
-  kill -TERM "${AGENT[1]}"; wait "${AGENT[1]}" 2>/dev/null || true
+  stop_agent 1
   start_agent 1 agent "${NODE1_ARGS[@]}"
   wait_ready 1
-  s3="$(node 1 status --json)"
+  s3="$(wm 1 status --json)"
   [ "$(jq -r .key_created_at <<<"$s3")" = "$(jq -r .key_created_at <<<"$s2")" ] \
     && [ "$(jq -r .next_key_rotation <<<"$s3")" = "$(jq -r .next_key_rotation <<<"$s2")" ] \
     || { kept=0; log "the restart changed the schedule: before $(jq -c '{key_created_at, next_key_rotation}' <<<"$s2"), after $(jq -c '{key_created_at, next_key_rotation}' <<<"$s3")"; }
   all_pods_ping || pings=0
   log "scheduled: rotated=$rotated by_itself=$by_itself; lost $LOST of $SENT pings at $PPS pps per direction (per flow:$LOST_DETAIL)"
-  jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson pps "$PPS" --argjson lost "$LOST" --argjson sent "$SENT" \
+  local pass=false
+  [ "$rotated" = 1 ] && [ "$by_itself" = 1 ] && [ "$interval_ok" = 1 ] && [ "$kept" = 1 ] && [ "$conv" != null ] && [ "$pings" = 1 ] && pass=true
+  result scheduled "$pass" "lost $LOST of $SENT; rotated by itself $(json_bool "$by_itself"), schedule ok $(json_bool "$interval_ok"), kept across a restart $(json_bool "$kept"), converged after $conv s, pings ok $(json_bool "$pings")" \
+   "$(jq -cn --arg backend "$BACKEND" --argjson nodes "$NODES" --argjson pps "$PPS" --argjson lost "$LOST" --argjson sent "$SENT" \
     --argjson rotated "$(json_bool "$rotated")" --argjson by_itself "$(json_bool "$by_itself")" \
     --argjson interval "$(json_bool "$interval_ok")" --argjson kept "$(json_bool "$kept")" --argjson conv "$conv" \
     --argjson pings "$(json_bool "$pings")" \
     '{case: "scheduled", backend: $backend, nodes: $nodes, pps: $pps, lost: $lost, sent: $sent, rotated: $rotated,
       by_itself: $by_itself, schedule_ok: $interval, schedule_kept_across_restart: $kept, converged_s: $conv,
-      pings_ok: $pings}' | sed 's/^/RESULT /'
-  [ "$rotated" = 1 ] && [ "$by_itself" = 1 ] && [ "$interval_ok" = 1 ] && [ "$kept" = 1 ] && [ "$conv" != null ] && [ "$pings" = 1 ]
+      pings_ok: $pings}')"
+  [ "$pass" = true ]
 }
 
 "case_$CASE"

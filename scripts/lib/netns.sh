@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Network-namespace test harness helpers (bash). Source it; sourcing only defines functions.
 # Safe under `set -euo pipefail` and without it: each setup function stops at the first failing step
 # and returns its status (steps chained with &&, which holds also where errexit is off).
@@ -159,6 +160,7 @@ netns_remove_node() {
 
 # netns_trap CLEANUP-COMMAND: runs it on exit, also after a failure or INT/TERM (which exit 130).
 netns_trap() {
+  # shellcheck disable=SC2064  # the command is given now, on purpose
   trap "$1" EXIT
   trap 'exit 130' INT TERM
 }
