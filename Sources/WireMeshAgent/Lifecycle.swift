@@ -131,6 +131,8 @@ public enum Lifecycle {
         // One agent per state directory, held until this process ends (however it ends).
         let lock = store.isInitialised ? try StateLock.acquire(directory: store.directory) : nil
         let state = try store.load()  // refuses a node that left
+        // Before anything is counted: swift-metrics drops what is recorded before its bootstrap.
+        let registry = config.metricsAddress.map { _ in AgentMetricsBackend.bootstrap() }
         var logger = logger
         logger[metadataKey: "node"] = "\(state.node.name)"
         try Preflight.checkPrivileges()
@@ -181,9 +183,9 @@ public enum Lifecycle {
             .init(service: transport), .init(service: control), .init(service: join),
             .init(service: RotationScheduler(agent: agent)), .init(service: containers),
             .init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)]
-        if let address = config.metricsAddress {
+        if let address = config.metricsAddress, let registry {
             let metrics = try await MetricsServer.bind(address, sources: .init(
-                registry: AgentMetricsBackend.bootstrap(), refresh: { await agent.refreshMetrics() },
+                registry: registry, refresh: { await agent.refreshMetrics() },
                 notReady: { await agent.notReady() }))
             services.append(.init(service: metrics))
             logger.info("serving metrics", metadata: ["address": "\(metrics.address)"])

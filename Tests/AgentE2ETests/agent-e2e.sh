@@ -320,6 +320,13 @@ bad_revoked() {
   created="$(wm 1 token create --ttl 10m --json)"
   tok="$(jq -r .token <<<"$created")"; id="$(jq -r .id <<<"$created")"
   note "revoking $id: $(wm 1 token revoke "$id" 2>&1)"
+  # A refusal is not final for the joiner (it asks the token's next member), and the revocation takes
+  # a gossip round to reach them: the join is tried once every running member lists it.
+  revoked_on() { wm "$1" token list --json 2>/dev/null | jq -e --arg id "$id" '.[] | select(.id == $id and .state == "revoked")' >/dev/null; }
+  local i
+  for i in "${!AGENT[@]}"; do
+    wait_until 10 revoked_on "$i" || { BAD_PROBLEMS+=" node$i does not list $id as revoked;"; return; }
+  done
   expect_refusal "revoked token" "$WORK/x-revoked" 2 join "$tok" --name bad1 --state-dir "$WORK/x-revoked" "${J[@]}"
 }
 bad_revoked_elsewhere() {

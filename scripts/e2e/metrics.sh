@@ -99,7 +99,7 @@ done
 if [ -z "$leaks" ]; then result secrets true "no key in 3 expositions"; else result secrets false "$leaks"; fi
 
 # --- health
-h="$(fetch "http://10.99.0.2:$PORT/healthz" | head -1)"; r="$(fetch "http://10.99.0.2:$PORT/readyz" | head -1)"
+h="$(fetch "http://10.99.0.2:$PORT/healthz" | sed -n 1p)"; r="$(fetch "http://10.99.0.2:$PORT/readyz" | sed -n 1p)"
 if [ "$h" = 200 ] && [ "$r" = 200 ]; then result health true "healthz 200, readyz 200"; else result health false "healthz $h, readyz $r"; fi
 
 # --- bytes: the per-peer transmit counters rise under traffic
