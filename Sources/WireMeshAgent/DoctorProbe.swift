@@ -14,7 +14,7 @@ extension Doctor {
         var f = DoctorFacts(interface: config.interface, controlSocket: config.controlSocket,
                             stateDirectory: config.stateDirectory, nowMs: Int64(Date().timeIntervalSince1970 * 1000))
         f.kernelWireGuard = (try? KernelBackend()) != nil
-        f.wireGuardGo = executableInPath("wireguard-go")
+        f.wireGuardGo = findExecutable("wireguard-go")
         if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) {
             f.netAdmin = Preflight.hasNetAdmin(procStatus: status)
         }
@@ -62,10 +62,10 @@ extension Doctor {
         }
         return f
     }
+}
 
-    /// The first executable called `name` in PATH.
-    static func executableInPath(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
+/// The first executable called `name` in PATH (wireguard-go for `doctor`, Graphviz's dot for `graph`).
+public func findExecutable(_ name: String) -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }

@@ -55,9 +55,7 @@ struct GraphCommand: ParsableCommand {
 
     /// SVG from Graphviz's `dot`, found in PATH.
     func render(_ dot: String) throws -> Data {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-            .map { "\($0)/dot" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let path else {
+        guard let path = findExecutable("dot") else {
             printError("graph: Graphviz's 'dot' is not in PATH: install graphviz ('apt-get install graphviz') or use --format dot")
             throw ExitCode(ExitStatus.failure)
         }
