@@ -13,8 +13,10 @@ public struct Finding: Codable, Sendable, Equatable {
         public static func < (a: Status, b: Status) -> Bool { a.rank < b.rank }
     }
 
+    /// The check's short name (wireguard, privileges, ports, mtu, agent, device, routes, handshakes, clock).
     public var check: String
     public var status: Status
+    /// What was seen, in operator words (never a key).
     public var detail: String
     /// What the operator should do (nil when there is nothing to do).
     public var fix: String?
@@ -66,6 +68,7 @@ public struct DoctorFacts: Sendable {
     /// CAP_NET_ADMIN in this process's effective set (nil: unknown).
     public var netAdmin: Bool?
     public var ports: [Port] = []
+    /// The WireGuard interface (the running agent's, else the configured one).
     public var interface: String
     /// nil: no such link.
     public var interfaceMTU: Int?
@@ -105,6 +108,7 @@ public enum Doctor {
     /// Gossip takes well under this from a record's creation to any member; closer stamps prove nothing.
     static let skewNoiseMs: Int64 = 2_000
 
+    /// Every check's finding, in the order an operator fixes things (the host, then the agent, then the mesh).
     public static func findings(_ f: DoctorFacts) -> [Finding] {
         [wireGuard(f), privileges(f)] + ports(f) + [mtu(f), agent(f), deviceSync(f), routes(f), handshakes(f), clockSkew(f)]
     }
