@@ -168,7 +168,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport",
+            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

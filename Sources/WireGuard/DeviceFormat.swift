@@ -121,7 +121,7 @@ public enum DeviceFormat {
     }
 
     /// "1.50 KiB" etc., like `wg show`'s transfer line.
-    static func bytes(_ n: UInt64) -> String {
+    public static func bytes(_ n: UInt64) -> String {
         let units: [(Double, String)] = [(1_099_511_627_776, "TiB"), (1_073_741_824, "GiB"), (1_048_576, "MiB"), (1_024, "KiB")]
         for (size, unit) in units where Double(n) >= size {
             let v = (Double(n) / size * 100).rounded() / 100

@@ -342,7 +342,8 @@ public actor Agent {
             return PeerInfo(name: member.name, state: Self.stateName(member.status),
                             podCIDRs: record.podCIDRs.map(\.description), publicKey: record.wireguardKey.base64,
                             endpoint: (peer?.endpoint ?? record.wireguardEndpoints.first)?.description,
-                            secondsSinceHandshake: since)
+                            secondsSinceHandshake: since, onDevice: device.map { _ in peer != nil },
+                            receiveBytes: peer?.receiveBytes, transmitBytes: peer?.transmitBytes, recordVersion: record.version)
         }
     }
 

@@ -164,19 +164,33 @@ public struct PeerInfo: Codable, Sendable, Equatable {
     public var endpoint: String?
     /// Seconds since the latest WireGuard handshake (nil: never).
     public var secondsSinceHandshake: Int?
+    /// Whether the device has a peer for this member (nil from agents before `graph`/`doctor`).
+    public var onDevice: Bool?
+    /// Bytes received from / sent to this peer since its peer was set up (nil: no peer on the device).
+    public var receiveBytes: UInt64?
+    public var transmitBytes: UInt64?
+    /// The version of the member's signed record: the member's wall clock in ms when it made the record
+    /// (start, key rotation); `doctor` reads clock skew from it.
+    public var recordVersion: UInt64?
 
-    public init(name: String, state: String, podCIDRs: [String], publicKey: String, endpoint: String?, secondsSinceHandshake: Int?) {
+    public init(name: String, state: String, podCIDRs: [String], publicKey: String, endpoint: String?, secondsSinceHandshake: Int?,
+                onDevice: Bool? = nil, receiveBytes: UInt64? = nil, transmitBytes: UInt64? = nil, recordVersion: UInt64? = nil) {
         self.name = name
         self.state = state
         self.podCIDRs = podCIDRs
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.secondsSinceHandshake = secondsSinceHandshake
+        self.onDevice = onDevice
+        self.receiveBytes = receiveBytes
+        self.transmitBytes = transmitBytes
+        self.recordVersion = recordVersion
     }
 
     enum CodingKeys: String, CodingKey {
         case name, state, podCIDRs = "pod_cidrs", publicKey = "public_key", endpoint
-        case secondsSinceHandshake = "seconds_since_handshake"
+        case secondsSinceHandshake = "seconds_since_handshake", onDevice = "on_device"
+        case receiveBytes = "receive_bytes", transmitBytes = "transmit_bytes", recordVersion = "record_version"
     }
 }
 

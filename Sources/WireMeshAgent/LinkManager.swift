@@ -142,15 +142,18 @@ public final class LinkManager: @unchecked Sendable {
 
     /// The MTU of the interface that carries `address` (the underlay), or nil if none does.
     public func underlayMTU(for address: IPAddress) -> Int? {
-        serialized {
-            guard let links = try? rtnl.links() else { return nil }
-            for link in links {
-                if let addrs = try? rtnl.addresses(interface: link.name), addrs.contains(where: { $0.address == address }) {
-                    return Int(link.mtu)
-                }
+        serialized { Self.underlayMTU(for: address, rtnl: rtnl) }
+    }
+
+    /// The same, on any rtnetlink socket (`doctor` has no `LinkManager`: making one creates the interface).
+    static func underlayMTU(for address: IPAddress, rtnl: RouteNetlink) -> Int? {
+        guard let links = try? rtnl.links() else { return nil }
+        for link in links {
+            if let addrs = try? rtnl.addresses(interface: link.name), addrs.contains(where: { $0.address == address }) {
+                return Int(link.mtu)
             }
-            return nil
         }
+        return nil
     }
 
     /// The first global IPv4 address of any interface but loopback and our own: the default

@@ -72,18 +72,37 @@ public enum Preflight {
     /// Checks the gossip port (UDP) and the join port (TCP, same number) on the advertise address,
     /// and the WireGuard port (UDP, every address, as wireguard-go binds it).
     public static func checkPortsFree(config: AgentConfig) throws {
-        let advertise = try Lifecycle.advertiseAddress(config)
-        let any: IPAddress = advertise.isIPv4 ? try IPAddress("0.0.0.0") : try IPAddress("::")
-        let checks: [(IPAddress, UInt16, Int32, String, String)] = [
-            (advertise, config.gossipPort, Int32(SOCK_DGRAM.rawValue), "gossip port", "--gossip-port"),
-            (advertise, config.gossipPort, Int32(SOCK_STREAM.rawValue), "join port (TCP, the gossip port number)", "--gossip-port"),
-            (any, config.wireGuardPort, Int32(SOCK_DGRAM.rawValue), "WireGuard port", "--wireguard-port"),
-        ]
-        for (address, port, type, what, flag) in checks {
-            if let err = bindProbe(address: address, port: port, type: type) {
-                throw AgentError("\(what) \(port) on \(address) is not available: \(String(cString: strerror(err))); stop the process holding it or choose another \(flag)")
+        let probes = portProbes(advertise: try Lifecycle.advertiseAddress(config),
+                                gossipPort: config.gossipPort, wireGuardPort: config.wireGuardPort)
+        for probe in probes {
+            if let err = bindProbe(address: probe.address, port: probe.port, type: probe.type) {
+                throw AgentError("\(probe.what) \(probe.port) on \(probe.address) is not available: \(String(cString: strerror(err))); stop the process holding it or choose another \(probe.flag)")
             }
         }
+    }
+
+    /// A port the agent binds: what it is for, where, and the flag that moves it.
+    struct PortProbe {
+        var what: String
+        var address: IPAddress
+        var port: UInt16
+        /// SOCK_DGRAM or SOCK_STREAM.
+        var type: Int32
+        var flag: String
+    }
+
+    /// The gossip port (UDP) and the join port (TCP, same number) on the advertise address, and the
+    /// WireGuard port (UDP, every address, as wireguard-go binds it).
+    static func portProbes(advertise: IPAddress, gossipPort: UInt16, wireGuardPort: UInt16) -> [PortProbe] {
+        let any: IPAddress = advertise.isIPv4 ? IPAddress(bytes: [0, 0, 0, 0])! : IPAddress(bytes: [UInt8](repeating: 0, count: 16))!
+        return [
+            PortProbe(what: "gossip port", address: advertise, port: gossipPort, type: Int32(SOCK_DGRAM.rawValue),
+                      flag: "--gossip-port"),
+            PortProbe(what: "join port (TCP, the gossip port number)", address: advertise, port: gossipPort,
+                      type: Int32(SOCK_STREAM.rawValue), flag: "--gossip-port"),
+            PortProbe(what: "WireGuard port", address: any, port: wireGuardPort, type: Int32(SOCK_DGRAM.rawValue),
+                      flag: "--wireguard-port"),
+        ]
     }
 
     /// Binds and closes a socket; the errno of a failed bind, nil when the port is free.

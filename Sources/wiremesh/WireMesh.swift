@@ -14,6 +14,7 @@ struct WireMesh: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, JoinCommand.self, AgentCommand.self, StatusCommand.self, PeersCommand.self,
             TokenCommand.self, LeaveCommand.self, RotateKeyCommand.self, ClusterKeyCommand.self,
+            DoctorCommand.self, GraphCommand.self,
             GenKey.self, PubKey.self, GenPSK.self,
             DeviceCommand.self,
             LinkCommand.self, RouteCommand.self,
