@@ -27,7 +27,7 @@ struct AgentHarness {
 
     static let podRange = try! IPPrefix("10.244.0.0/16")
 
-    init(directory: String, peers: Int = 0, device: Device? = nil, clock: AgentClock = .system,
+    init(directory: String, peers: Int = 0, gossip: Bool = false, device: Device? = nil, clock: AgentClock = .system,
          beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
         self.directory = directory
         store = StateStore(directory: directory + "/state")
@@ -61,7 +61,7 @@ struct AgentHarness {
                                     podCIDRs: [cidr], overlayAddress: cidr.network.address), identity))
         }
         self.peers = made
-        if peers > 0 {
+        if peers > 0 || gossip {
             let saved = try made.map { try SignedNodeRecord(signing: $0.0, with: $0.1) }
             let transport = try await GossipTransport.bind(GossipSettings(
                 identity: state.identity, record: await agent.localRecord(version: 1), keyring: state.keyring,
@@ -308,6 +308,35 @@ final class ManualClock: Sendable {
             time.advance(.seconds(240))
             await h.agent.followView()
             #expect(await reserved() == nil)
+        }
+    }
+
+    @Test func aClusterKeyRotationGoesInstallingThenRetiringThenSteadyAndIsPersistedAtEachStep() async throws {
+        try await withTemporaryDirectory { dir in
+            let time = ManualClock()
+            let h = try await AgentHarness(directory: dir, gossip: true, clock: time.agentClock)
+            await h.agent.reconcile()
+            let old = h.state.keyring.primary.id
+            #expect(await h.agent.clusterKeyStatus.phase == "steady")
+            let message = try await h.agent.rotateClusterKey()
+            #expect(message.contains("cluster key"), "\(message)")
+            // No other live member: every member (none) holds the new key, so it is primary at once,
+            // and the old one is kept for the grace (30 s) to open what is still in flight.
+            let rotated = try h.store.load()
+            #expect(rotated.keyring.primary.id != old && rotated.keyring.keys.map(\.id).contains(old))
+            #expect(await h.agent.clusterKeyStatus.phase == "retiring")
+            time.jumpWall(10)
+            await h.agent.followView()
+            #expect(try h.store.load().keyring.keys.count == 2, "the grace has not passed")
+            time.advance(.seconds(25))
+            await h.agent.followView()
+            let settled = try h.store.load()
+            #expect(settled.keyring.keys.map(\.id) == [rotated.keyring.primary.id], "the old key is gone after the grace")
+            #expect(await h.agent.clusterKeyStatus.phase == "steady")
+            // A second rotation starts from the new key with the next generation.
+            _ = try await h.agent.rotateClusterKey()
+            let again = try h.store.load()
+            #expect(again.clusterKeys.entries.first?.generation == (settled.clusterKeys.entries.first?.generation ?? 0) + 1)
         }
     }
 
