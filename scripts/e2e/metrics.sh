@@ -10,6 +10,11 @@
 #   dead       node 3 killed (agent and wireguard-go): its handshake age grows on nodes 1 and 2 and
 #              wiremesh_peers{state="dead"} turns 1 there
 #   secrets    no WireGuard public key appears in any exposition
+#   json-logs  the agents log with --log-format json: every line an agent wrote is one JSON object (the
+#              CLI's own output of init/join aside), membership changes name the member
+#   no-secret  no private key, identity or join-signing seed, cluster key or token, in base64 or hex,
+#              appears in any agent log, any command output, any exposition, Prometheus' storage, or
+#              the argv or environment of a running agent
 set -euo pipefail
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -27,7 +32,7 @@ unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
 harness_check ip wg wireguard-go ping jq python3 prometheus || exit 1
 python3 -c 'import prometheus_client' 2>/dev/null || { log "python3 module prometheus_client is missing: run scripts/setup"; exit 1; }
 harness_start wmp
-AGENT_ARGS=(--metrics-address "0.0.0.0:$PORT")
+AGENT_ARGS=(--metrics-address "0.0.0.0:$PORT" --log-format json)
 PROM=""
 before_cleanup() { [ -z "$PROM" ] || stop_proc "$PROM"; }
 
@@ -120,6 +125,32 @@ repaired() { has_peer 1 "$(cat "$WORK/key2")" && [ "$(drift)" -gt "${d0:-0}" ]; 
 if wait_until 25 repaired; then result drift true "peer back and wiremesh_drift_repaired_total $d0 -> $(drift)"
 else result drift false "peer back: $(has_peer 1 "$(cat "$WORK/key2")" && echo yes || echo no), drift $d0 -> $(drift)"; fi
 
+# --- no-secret: every secret of every node, base64 and hex, nowhere it could leak
+secrets=("$TOKEN")
+for i in 1 2 3; do
+  for f in identity.key join-signing.key wireguard.key; do secrets+=("$(cat "$WORK/n$i/$f")"); done
+  mapfile -t -O "${#secrets[@]}" secrets < <(jq -r '.keys[]' "$WORK/n$i/keyring.json")
+done
+hexes=()
+for s in "${secrets[@]}"; do [ "$s" = "$TOKEN" ] || hexes+=("$(base64 -d <<<"$s" | od -An -v -tx1 | tr -d ' \n')"); done
+for i in 1 2 3; do
+  fetch "http://10.99.0.$i:$PORT/metrics" >"$WORK/exposition$i.out"
+  wm "$i" status --json >"$WORK/status$i.out" 2>&1 || true
+  wm "$i" peers --json >"$WORK/peers$i.out" 2>&1 || true
+  tr '\0' '\n' <"/proc/${AGENT[$i]}/cmdline" >"$WORK/argv$i.out"
+  tr '\0' '\n' <"/proc/${AGENT[$i]}/environ" >"$WORK/environ$i.out"
+done
+ip netns exec "$P-pm" python3 -c 'import urllib.parse, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/series?" + urllib.parse.urlencode({"match[]": "{__name__=~\"wiremesh_.*\"}"}), timeout=5).read().decode())' >"$WORK/series.out" 2>&1 || true
+leaked=""
+for s in "${secrets[@]}" "${hexes[@]}"; do
+  [ -n "$s" ] || continue
+  hit="$(grep -rlF -- "$s" "$WORK"/agent*.log "$WORK"/*.out "$WORK"/n*/wireguard-go.log "$WORK/tsdb" 2>/dev/null | head -3 | tr '\n' ' ' || true)"
+  [ -z "$hit" ] || leaked+=" ${s:0:4}… in $hit;"
+done
+if [ -z "$leaked" ]; then result no-secret true "${#secrets[@]} secrets (and hex forms) in none of $(ls "$WORK"/agent*.log "$WORK"/*.out | wc -l) files nor Prometheus' storage"
+else result no-secret false "$leaked"; fi
+
 # --- dead: node 3's host goes (agent and wireguard-go killed)
 age() { query "wiremesh_peer_last_handshake_seconds{peer=\"node3\"}" | awk -v i="10.99.0.$1:$PORT" '$1 == i { print $2 }'; }
 a1="$(age 1)"
@@ -135,5 +166,25 @@ if wait_until 40 dead_on 1 && wait_until 10 dead_on 2; then
 else
   result dead false "wiremesh_peers{state=dead}: $(query 'wiremesh_peers{state="dead"}' | tr '\n' ' ')"
 fi
+
+# --- json-logs: every line an agent wrote is a JSON object with time, level, node, event
+bad=0; json=0; member=0
+for f in "$WORK"/agent*.log; do
+  while IFS= read -r line; do
+    case "$line" in
+      # The CLI's own output of init/join, before the agent's logger exists: "wiremesh: ..." on stderr
+      # and join's "joined cluster ..." result on stdout (both land in the agent's log file here).
+      wiremesh:*|"joined cluster "*) continue ;;
+    esac
+    if jq -e 'type == "object" and has("time") and has("level") and has("event") and has("fields")' <<<"$line" >/dev/null 2>&1; then
+      json=$((json + 1))
+      jq -e 'select(.event == "member joined" and .node != null and .fields.peer != null)' <<<"$line" >/dev/null 2>&1 && member=$((member + 1))
+    else
+      bad=$((bad + 1)); [ "$bad" -gt 3 ] || log "not a JSON log line in ${f##*/}: ${line:0:120}"
+    fi
+  done <"$f"
+done
+if [ "$bad" = 0 ] && [ "$json" -gt 0 ] && [ "$member" -gt 0 ]; then result json-logs true "$json JSON lines, $member 'member joined' lines naming node and peer"
+else result json-logs false "$bad lines not JSON, $json JSON, $member member-joined lines"; fi
 
 exit "$HARNESS_FAILED"
