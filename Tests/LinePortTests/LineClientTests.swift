@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import IPNetwork
 import LinePort
@@ -102,8 +105,20 @@ struct LineClientTests {
     }
 
     @Test func nobodyListeningIsUnreachable() async throws {
-        // Bind and close to get a port nobody listens on.
-        let port = try await Self.withRawServer(reply: { _ in nil }) { $0.port }
+        // A port bound but not listening, held for the whole test: connections to it are refused, and
+        // no other test running in parallel can take it meanwhile (a port merely closed again could be).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &sa) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let port = UInt16(bigEndian: sa.sin_port)
         do {
             _ = try await LineClient.exchange(line: Array("x\n".utf8), with: Endpoint(address: try IPAddress("127.0.0.1"), port: port),
                                               timeout: .seconds(2))

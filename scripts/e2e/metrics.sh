@@ -34,7 +34,11 @@ python3 -c 'import prometheus_client' 2>/dev/null || { log "python3 module prome
 harness_start wmp
 AGENT_ARGS=(--metrics-address "0.0.0.0:$PORT" --log-format json)
 PROM=""
-before_cleanup() { [ -z "$PROM" ] || stop_proc "$PROM"; }
+PING3=""
+before_cleanup() {
+  [ -z "$PROM" ] || stop_proc "$PROM"
+  [ -z "$PING3" ] || stop_proc "$PING3"
+}
 
 netns_underlay "$P"
 for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
@@ -153,6 +157,10 @@ else result no-secret false "$leaked"; fi
 
 # --- dead: node 3's host goes (agent and wireguard-go killed)
 age() { query "wiremesh_peer_last_handshake_seconds{peer=\"node3\"}" | awk -v i="10.99.0.$1:$PORT" '$1 == i { print $2 }'; }
+# Traffic to node 3 until it goes: its data plane was alive a moment ago, so nodes 1 and 2 keep its peer
+# (and its series) for up to 30 s after its last packet while gossip declares it dead.
+ip netns exec "$P-p1" ping -q -i 0.2 "$(pod 3)" >/dev/null 2>&1 & PING3=$!
+sleep 3
 a1="$(age 1)"
 stop_agent 3 KILL
 kill_wg_go "${P}w3"
@@ -166,6 +174,7 @@ if wait_until 40 dead_on 1 && wait_until 10 dead_on 2; then
 else
   result dead false "wiremesh_peers{state=dead}: $(query 'wiremesh_peers{state="dead"}' | tr '\n' ' ')"
 fi
+stop_proc "$PING3"; PING3=""
 
 # --- json-logs: every line an agent wrote is a JSON object with time, level, node, event
 bad=0; json=0; member=0
