@@ -51,12 +51,18 @@ public final class LineServer: Service, Sendable {
 
     /// Serves until cancelled or a graceful shutdown.
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await channel.closeFuture.get()
-            } onCancel: { self.channel.close(promise: nil) }
-        } onGracefulShutdown: { self.channel.close(promise: nil) }
+        try await serveUntilClosed(channel) { self.channel.close(promise: nil) }
     }
+}
+
+/// A listening service's `run()`: waits until `channel` closes; task cancellation and a graceful
+/// shutdown (ServiceGroup) call `stop`, which closes it.
+public func serveUntilClosed(_ channel: Channel, stop: @escaping @Sendable () -> Void) async throws {
+    try await withGracefulShutdownHandler {
+        try await withTaskCancellationHandler {
+            try await channel.closeFuture.get()
+        } onCancel: { stop() }
+    } onGracefulShutdown: { stop() }
 }
 
 /// How many connections the line port holds at once: in all, and from one source address (so one

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import LinePort
+import LinePort
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -116,15 +117,7 @@ public final class ControlServer: Service, Sendable {
     /// then closes open connections and removes the socket file if it is still this server's.
     public func run() async throws {
         defer { removeSocketFile() }
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await channel.closeFuture.get()
-            } onCancel: {
-                self.close()
-            }
-        } onGracefulShutdown: {
-            self.close()
-        }
+        try await serveUntilClosed(channel) { self.close() }
     }
 
     /// Stops accepting connections and closes the open ones (`run()` then returns).

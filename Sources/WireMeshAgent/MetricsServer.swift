@@ -1,5 +1,6 @@
 import Foundation
 import IPNetwork
+import LinePort
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -56,11 +57,7 @@ public final class MetricsServer: Service, Sendable {
     }
 
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await channel.closeFuture.get()
-            } onCancel: { self.channel.close(promise: nil) }
-        } onGracefulShutdown: { self.channel.close(promise: nil) }
+        try await serveUntilClosed(channel) { self.channel.close(promise: nil) }
     }
 }
 
