@@ -72,7 +72,7 @@ let package = Package(
         // The TCP line port: one typed envelope for join / rotation / keyring, its refusals, and the
         // NIO server and client.
         .target(name: "LinePort", dependencies: [
-            "WireMeshJoin", "WireMeshCrypto", "IPNetwork",
+            "WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -33,7 +33,7 @@ enum LineRequestTarget {
         let key = try Key(bytes: [UInt8](repeating: 9, count: 32))
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let (token, _) = try JoinToken.issue(clusterID: "c0ffee00c0ffee00", endpoints: [try Endpoint("192.0.2.1:7946")],
-                                             joinSigning: identity, ttl: 600, uses: 2, now: now,
+                                             authority: identity, revocationSerial: 0, ttl: 600, uses: 2, now: now,
                                              random: { [UInt8](repeating: 3, count: $0) })
         let join = JoinExchange.makeRequest(token: token, nodeName: "n1", identity: identity.publicKey,
                                             wireGuardPublicKey: key.publicKey(), requestedPodCIDR: try IPPrefix("10.244.3.0/24"),

@@ -16,7 +16,7 @@ enum StateFilesTarget {
 
     static let files = [
         "cluster.json", "keyring.json", "tokens.json", "settings.json", "left.json", "members.bin",
-        "identity.key", "wireguard.key", "wireguard.key.created", "wireguard-next.key", "join-signing.key",
+        "identity.key", "wireguard.key", "wireguard.key.created", "wireguard-next.key", "authority.key", "revocations.bin",
     ]
 
     /// A valid state directory (made once per process, in TMPDIR) and its files' bytes.
@@ -38,7 +38,11 @@ enum StateFilesTarget {
             node: NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.7.0/24"), overlayAddress: try IPAddress("10.244.7.0")),
             identity: identity, wireGuardKey: key(12),
             keyring: Keyring(primary: ClusterKey(key: key(13)), others: [ClusterKey(key: key(14))]),
-            joinSigning: SigningIdentity(seed: key(15)), members: try members())
+            authorityKey: SigningIdentity(seed: key(15)).publicKey, authority: SigningIdentity(seed: key(15)),
+            certificate: NodeCertificate.issue(clusterID: "c0ffee00c0ffee00", name: "node-a", identity: identity.publicKey,
+                                               podCIDRs: [try IPPrefix("10.244.7.0/24")], overlayAddress: try IPAddress("10.244.7.0"),
+                                               issuedAt: 1_700_000_000_000, authority: SigningIdentity(seed: key(15))),
+            members: try members())
         try store.initialise(initial, now: Date(timeIntervalSince1970: 1_700_000_000))
         let keyring = initial.keyring
         try store.saveKeyring(keyring, rotation: ClusterKeyRotation(entries: [
@@ -171,9 +175,8 @@ enum StateFilesTarget {
         _ = loading("recordedClusterID") { try store.recordedClusterID() }
         // The whole state as the agent loads it; what loads is saved and loaded again unchanged.
         guard let state = loading("load", { try store.load() }), file != "keyring.json" else { return }
-        touched.formUnion(["wireguard.key", "wireguard.key.created", "cluster.json"])
+        touched.formUnion(["wireguard.key", "wireguard.key.created"])
         try! store.saveWireGuardKey(state.wireGuardKey, createdAt: state.wireGuardKeyCreatedAt)
-        try! store.saveNodeAssignment(state.node)
         let again = try! store.load()
         require(again.clusterID == state.clusterID && again.settings == state.settings && again.node == state.node
                 && again.wireGuardKey == state.wireGuardKey && again.wireGuardKeyCreatedAt == state.wireGuardKeyCreatedAt

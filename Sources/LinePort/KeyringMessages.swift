@@ -1,4 +1,5 @@
 import Foundation
+import Membership
 import WireMeshCrypto
 
 /// A node's request for the cluster keyring on the TCP line port (`LineRequest.keyring`).
@@ -76,14 +77,17 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
         var clusterID: String
         /// Primary first.
         var keys: [Entry]
-        enum CodingKeys: String, CodingKey { case clusterID = "cluster_id", keys }
+        /// The member's newest revocation list (base64 of `RevocationList.encoded`), if any: an
+        /// eviction rotates the cluster key, so every member that fetches the new key learns it too.
+        var revocations: String?
+        enum CodingKeys: String, CodingKey { case clusterID = "cluster_id", keys, revocations }
     }
 
     /// The member side: answers only a fresh request signed by the identity this member knows for
     /// that name (a member in its view, alive or dead but not yet reaped, and not left).
     public static func answer(_ request: KeyringRequest, clusterID: String, members: [KnownMember], keyring: Keyring,
                               generations: [ClusterKeyID: UInt64], identity: SigningIdentity, name: String,
-                              nowMs: Int64) throws(KeyringRefusal) -> KeyringAnswer {
+                              nowMs: Int64, revocations: RevocationList? = nil) throws(KeyringRefusal) -> KeyringAnswer {
         func refuse(_ code: KeyringRefusal.Code, _ why: String) -> KeyringRefusal {
             KeyringRefusal(code: code, message: why)
         }
@@ -109,7 +113,7 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
         }
         let payload = Payload(clusterID: clusterID, keys: keyring.keys.map {
             Payload.Entry(key: $0.key.base64, generation: generations[$0.id] ?? 0)
-        })
+        }, revocations: revocations.map { Data($0.encoded).base64EncodedString() })
         guard let plain = try? JSONEncoder().encode(payload) else { throw refuse(.badRequest, "cannot encode the keyring") }
         var bytes = Array(plain)
         defer { for i in bytes.indices { bytes[i] = 0 } }
@@ -122,6 +126,12 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
     /// it. Returns the keys with their generations, the member's primary first.
     public func open(for request: KeyringRequest, ephemeral: Key, memberIdentity: IdentityPublicKey,
                      clusterID: String) throws(KeyringRefusal) -> [(key: ClusterKey, tag: ClusterKeyTag)] {
+        try openAll(for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID).keys
+    }
+
+    /// `open`, plus the revocation list the member sent (unverified: check it against the authority).
+    public func openAll(for request: KeyringRequest, ephemeral: Key, memberIdentity: IdentityPublicKey,
+                        clusterID: String) throws(KeyringRefusal) -> (keys: [(key: ClusterKey, tag: ClusterKeyTag)], revocations: RevocationList?) {
         guard let raw = Data(base64Encoded: signature), let sig = try? Signature(bytes: Array(raw)),
               memberIdentity.verify(sig, over: Self.signedBytes(request: request, sealed: sealed)) else {
             throw KeyringRefusal(code: .badAnswer, message: "keyring answer from '\(node)' is not signed by its identity")
@@ -142,7 +152,14 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
             out.append((cluster, ClusterKeyTag(id: cluster.id, generation: entry.generation)))
         }
         guard !out.isEmpty else { throw KeyringRefusal(code: .badAnswer, message: "keyring answer from '\(node)' holds no key") }
-        return out
+        var revocations: RevocationList?
+        if let text = payload.revocations {
+            guard let bytes = Data(base64Encoded: text), let list = try? RevocationList(decoding: Array(bytes)) else {
+                throw KeyringRefusal(code: .badAnswer, message: "keyring answer from '\(node)' holds an unreadable revocation list")
+            }
+            revocations = list
+        }
+        return (out, revocations)
     }
 }
 
@@ -154,6 +171,8 @@ public struct KeyringRefusal: Error, Codable, Sendable, Equatable, CustomStringC
         case unknownMember = "unknown-member"
         /// The node left the cluster: it must join again with a token.
         case left
+        /// The node was evicted by the cluster authority.
+        case evicted
         case badSignature = "bad-signature"
         case stale
         case badRequest = "bad-request"
@@ -172,5 +191,5 @@ public struct KeyringRefusal: Error, Codable, Sendable, Equatable, CustomStringC
     public var description: String { message }
 
     /// The member no longer knows this node as a member: only a new join brings it back.
-    public var isForgotten: Bool { code == .unknownMember || code == .left }
+    public var isForgotten: Bool { code == .unknownMember || code == .left || code == .evicted }
 }

@@ -133,13 +133,25 @@ extension MembershipNode {
 
     /// Verifies a record signature, remembering failures so a replayed forgery costs nothing.
     mutating func verify(_ signed: SignedNodeRecord) -> Bool {
-        if failedSignatures.contains(signed.signature.bytes) { counters.rejectedBadSignature += 1; return false }
+        if failedSignatures.contains(signed.signature.bytes) { counters.rejectedRepeated += 1; return false }
         counters.signaturesVerified += 1
-        if signed.verify() { return true }
-        counters.rejectedBadSignature += 1
+        guard signed.verify() else {
+            counters.rejectedBadSignature += 1
+            rememberFailure(signed)
+            return false
+        }
+        if let trust, trust.refusal(for: signed.record) != nil {
+            // Refusals only grow (revocations are never withdrawn): safe to remember.
+            counters.rejectedUntrusted += 1
+            rememberFailure(signed)
+            return false
+        }
+        return true
+    }
+
+    mutating func rememberFailure(_ signed: SignedNodeRecord) {
         if failedSignatures.count > 4096 { failedSignatures.removeAll() }
         failedSignatures.insert(signed.signature.bytes)
-        return false
     }
 
     // MARK: - Liveness claims

@@ -50,6 +50,8 @@ public struct MembershipNode {
     var tombstones: [String: Tombstone] = [:]
     var tombstoneByHash: [UInt64: String] = [:]
     var failedSignatures: Set<[UInt8]> = []
+    /// What records must satisfy besides their owner's signature (nil: nothing, as in benchmarks).
+    public internal(set) var trust: ClusterTrust?
 
     // MARK: Failure detection
     var probeOrder: [String] = []
@@ -231,6 +233,19 @@ public struct MembershipNode {
         let fanout = max(config.gossipNodes, config.indirectChecks)
         for name in randomMembers(count: fanout, excluding: nil, where: { $0.status.isActive }) {
             if let m = table[name] { send([.leave(notice)], to: m.signed.record.gossipAddress, piggyback: true) }
+        }
+        return finish(now: now)
+    }
+
+    /// Sets what records must satisfy. Members that no longer do (evicted) leave the view at once,
+    /// each with an `.evicted` event; their records are refused from now on.
+    public mutating func setTrust(_ trust: ClusterTrust?, now: Instant) -> [Directive] {
+        self.trust = trust
+        if let trust {
+            for state in table.states.values where trust.isEvicted(state.signed.record.identity) {
+                removeMember(state.signed.record.name)
+                emit(.evicted, state)
+            }
         }
         return finish(now: now)
     }

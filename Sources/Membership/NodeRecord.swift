@@ -30,6 +30,12 @@ public struct NodeRecord: Sendable, Equatable {
     /// The cluster (gossip) keys the node holds, its primary first (cluster key rotation reads these:
     /// a new key becomes primary once every live member lists it). At most 8.
     public var clusterKeys: [ClusterKeyTag] = []
+    /// The cluster authority's certificate for this node's name, identity and prefixes; members
+    /// refuse a record without a valid one (`ClusterTrust`).
+    public var certificate: NodeCertificate?
+    /// Serial of the newest revocation list the node holds (0: none); a member that sees a higher
+    /// one fetches the list with the keyring.
+    public var revocationSerial: UInt32 = 0
     /// Tags of extensions this version does not know, skipped when the record was decoded (written
     /// by a newer node; they stay in its signed bytes). Never encoded.
     public internal(set) var unknownExtensionTags: [UInt8] = []
@@ -71,6 +77,9 @@ public struct NodeRecord: Sendable, Equatable {
             throw .labelTooLong(key: k)
         }
         guard clusterKeys.count <= 8 else { throw .tooMany(field: "clusterKeys", count: clusterKeys.count, limit: 8) }
+        if let certificate, certificate.podCIDRs.count > 8 {
+            throw .tooMany(field: "certificate pod CIDRs", count: certificate.podCIDRs.count, limit: 8)
+        }
     }
 
     /// The canonical encoding that is signed and carried on the wire (labels sorted by key).
@@ -109,6 +118,16 @@ public struct NodeRecord: Sendable, Equatable {
             body.u8(UInt8(clusterKeys.count))
             for t in clusterKeys { body.raw(t.id.bytes); body.varint(t.generation) }
             Self.writeExtension(Self.clusterKeysTag, body.bytes, into: &w)
+        }
+        if let certificate {
+            var body = ByteWriter(capacity: 96)
+            certificate.encode(into: &body)
+            Self.writeExtension(NodeCertificate.tag, body.bytes, into: &w)
+        }
+        if revocationSerial > 0 {
+            var body = ByteWriter()
+            body.varint(UInt64(revocationSerial))
+            Self.writeExtension(Self.revocationSerialTag, body.bytes, into: &w)
         }
         return w.bytes
     }
@@ -178,6 +197,12 @@ public struct NodeRecord: Sendable, Equatable {
                     guard let id = ClusterKeyID(bytes: try body.raw(ClusterKeyID.length)) else { throw .truncated }
                     record.clusterKeys.append(ClusterKeyTag(id: id, generation: try body.varint()))
                 }
+            case NodeCertificate.tag:
+                record.certificate = try NodeCertificate.decode(&body)
+            case revocationSerialTag:
+                let serial = try body.varint()
+                guard serial > 0, serial <= UInt64(UInt32.max) else { throw .malformed("revocation serial \(serial)") }
+                record.revocationSerial = UInt32(serial)
             default:
                 // A newer node's extension: its bytes stay in the signed encoding, which is what
                 // is verified and relayed; this node just does not read it.
@@ -191,6 +216,8 @@ public struct NodeRecord: Sendable, Equatable {
 
     /// Extension tag of `clusterKeys` in the canonical encoding.
     static let clusterKeysTag: UInt8 = 0xC1
+    /// Extension tag of `revocationSerial`.
+    static let revocationSerialTag: UInt8 = 0xC3
 }
 
 /// Why a node record was refused.

@@ -106,6 +106,8 @@ public struct MemberEvent: Sendable, Equatable {
         case left
         /// A dead or left member was removed from the view (a tombstone remains).
         case reaped
+        /// The authority evicted the member: removed from the view, its records refused from now on.
+        case evicted
     }
 
     public var kind: Kind
@@ -145,6 +147,11 @@ public struct MembershipCounters: Sendable, Equatable {
     public var unknownMessagesSkipped = 0
     /// Records or leaves whose signature does not verify.
     public var rejectedBadSignature = 0
+    /// Records the cluster authority does not vouch for (`ClusterTrust`): no or a forged certificate,
+    /// prefixes it does not grant or outside the range, an evicted identity.
+    public var rejectedUntrusted = 0
+    /// Records refused before, seen again (not verified a second time).
+    public var rejectedRepeated = 0
     /// Records whose name is bound to another identity.
     public var rejectedIdentityConflict = 0
     /// Records or claims older than what this node has (including replays).

@@ -36,7 +36,7 @@ extension Simulation {
         let version = event.member.record.record.version
         let rank: UInt8
         switch event.kind {
-        case .reaped: rank = 254
+        case .reaped, .evicted: rank = 254
         default:
             switch event.member.status {
             case .alive: rank = 0
@@ -54,6 +54,7 @@ extension Simulation {
         case .dead: kindCode = 4
         case .left: kindCode = 5
         case .reaped: kindCode = 6
+        case .evicted: kindCode = 7
         }
         trace.mix(9, UInt64(now.nanoseconds), UInt64(o), UInt64(s), kindCode, version, event.member.status.incarnation)
         setView(o, s, version, rank)

@@ -77,10 +77,14 @@ public enum MeshPlanner {
         return out
     }
 
+    /// When a member's claim was made: its certificate's issue time (the authority's clock, which no
+    /// member can backdate), else its record version (Unix ms at its start).
+    static func claimTime(_ record: NodeRecord) -> UInt64 { record.certificate?.issuedAt ?? record.version }
+
     /// Computes the desired device and routes.
     ///
     /// Allowed IPs are unique per interface, so overlapping claims are resolved deterministically:
-    /// the lower record version (the older claim) wins, then the lower name. Prefixes that overlap
+    /// the older claim (`claimTime`) wins, then the lower name. Prefixes that overlap
     /// this node's own pod CIDRs are never routed to a peer.
     ///
     /// `keepingDead` names dead members that stay peers because their data plane is alive
@@ -95,7 +99,7 @@ public enum MeshPlanner {
         }
         let candidates = members.filter { isPeer($0, localName: local.name) || isKeptDead($0) }
             .map { (rank: isKeptDead($0) ? 1 : 0, member: $0) }
-            .sorted { ($0.rank, $0.member.record.record.version, $0.member.name) < ($1.rank, $1.member.record.record.version, $1.member.name) }
+            .sorted { ($0.rank, claimTime($0.member.record.record), $0.member.name) < ($1.rank, claimTime($1.member.record.record), $1.member.name) }
             .map(\.member)
 
         var owners = DisjointPrefixes<String>()

@@ -114,6 +114,8 @@ public actor Agent {
                    podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress,
                    tokens: TokenRecords.announcements((try? tokenCache.get()) ?? [], now: clock.wall()))
         record.clusterKeys = state.clusterKeys.tags
+        record.certificate = state.certificate
+        record.revocationSerial = state.revocations?.serial ?? 0
         return record
     }
 
@@ -204,6 +206,7 @@ public actor Agent {
             pendingAssignments[name] = nil
         }
         await syncTokens(members: members)
+        followRevocations(members: members)
         if transport != nil { await evaluateClusterKeys(members: members) }
         ProcessMemory.releaseFreed()
         releaseStartupPagesWhenSteady()
@@ -324,6 +327,8 @@ public actor Agent {
                 do { return .done(try await rotateClusterKey()) } catch {
                     return .failure(ControlFailure(code: "cluster-key", message: "cluster-key rotate failed: \(error)"))
                 }
+            case .evict(let name):
+                return .done(try await evict(name))
             }
         } catch {
             // The request was well formed; the error names what failed (its code tells bad input apart).
@@ -344,6 +349,9 @@ public actor Agent {
                             endpoint: (peer?.endpoint ?? record.wireguardEndpoints.first)?.description,
                             secondsSinceHandshake: since, onDevice: device.map { _ in peer != nil },
                             receiveBytes: peer?.receiveBytes, transmitBytes: peer?.transmitBytes, recordVersion: record.version)
+        } + (state.revocations?.entries ?? []).filter { e in !members.contains { $0.name == e.name } }.map { e in
+            // Evicted nodes stay listed: an operator checks an eviction took.
+            PeerInfo(name: e.name, state: "evicted", podCIDRs: [], publicKey: "", endpoint: nil, secondsSinceHandshake: nil)
         }
     }
 
@@ -362,7 +370,8 @@ public actor Agent {
     func admit(_ request: JoinRequest) async -> LineReply {
         do {
             // First, before any view copy or disk read, and before any answer that says something.
-            try JoinExchange.authenticate(request, joinSigning: state.joinSigning)
+            guard let authority = state.authority else { throw JoinError.notAnAuthority }
+            try JoinExchange.authenticate(request, authority: authority, revocationSerial: state.revocations?.serial ?? 0)
             let members = await currentMembers()
             let ownRecord = try await transport?.localRecord()
             // From here until the block is recorded in `pendingAssignments` nothing suspends: a second
@@ -374,7 +383,7 @@ public actor Agent {
                 monotonicNow: GossipHandler.now())  // the clock of `Member.since`
             let context = JoinExchange.MemberContext(
                 clusterID: state.clusterID, settings: state.settings, keyring: state.keyring,
-                joinSigning: state.joinSigning,
+                authority: authority, revocations: state.revocations,
                 members: MemberBlob.encode(members.filter { $0.status.isActive }.map(\.record)
                     + [ownRecord].compactMap { $0 }))
             // From the view to the saved use, nothing suspends: two joins at this member cannot both
@@ -412,21 +421,21 @@ extension Agent {
         TokenRecords.merge(local: (state.node.name, records), members: members.map { ($0.name, $0.record.record.tokens) })
     }
 
-    /// Issues a token listing this member and up to three other live members as endpoints.
+    /// Issues a token (authority nodes only) naming this node as the endpoint to contact.
     func createToken(ttl: TimeInterval, uses: Int?) async throws -> ControlResponse {
+        guard let authority = state.authority else { throw JoinError.notAnAuthority }
         let now = clock.wall()
         let members = await currentMembers()
         var records = TokenRecords.pruned(try tokenCache.get(), now: now)
         guard TokenRecords.liveCount(records, now: now) < TokenAnnouncement.maxPerRecord else {
             throw JoinError.invalidRequest("this member already announces \(TokenAnnouncement.maxPerRecord) unexpired tokens, all a gossip record has room for: create the token on another member, or wait until some expire")
         }
-        let others = members.filter { m in
-            guard m.name != state.node.name, case .alive = m.status else { return false }
-            return true
-        }.sorted { $0.name < $1.name }.prefix(JoinToken.maxEndpoints - 1).map(\.record.record.gossipAddress)
+        // Only authorities admit: the token names this node alone (tokens made on another authority
+        // name that one; a joiner tries each endpoint it is given).
+        let others: [Endpoint] = []
         let (token, record) = try JoinToken.issue(
             clusterID: state.clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)] + others,
-            joinSigning: state.joinSigning, ttl: ttl, uses: uses, now: now)
+            authority: authority, revocationSerial: state.revocations?.serial ?? 0, ttl: ttl, uses: uses, now: now)
         records.append(record)
         try saveTokenRecords(records)
         try await announceTokens(records)

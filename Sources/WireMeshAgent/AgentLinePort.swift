@@ -25,6 +25,12 @@ extension Agent {
     /// Hands the keyring to a member that signs for itself (see `KeyringAnswer.answer`).
     func answerKeyring(_ request: KeyringRequest) async -> LineReply {
         let members = await currentMembers()
+        // An evicted node is gone from the view, so it would be "unknown"; say what happened instead.
+        if let evicted = state.revocations?.entries.first(where: { $0.name == request.node }),
+           !members.contains(where: { $0.name == request.node && $0.record.record.identity != evicted.identity }) {
+            logger.notice("refused a keyring request from an evicted node", metadata: ["node": "\(request.node)"])
+            return .refused(.keyring(KeyringRefusal(code: .evicted, message: "node '\(request.node)' was evicted from the cluster")))
+        }
         let known = members.map { m in
             let left = if case .left = m.status { true } else { false }
             return KnownMember(name: m.name, identity: m.record.record.identity, left: left)
@@ -33,7 +39,7 @@ extension Agent {
         do throws(KeyringRefusal) {
             let answer = try KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
                                                   generations: generations, identity: state.identity, name: state.node.name,
-                                                  nowMs: clock.wallMs)
+                                                  nowMs: clock.wallMs, revocations: state.revocations)
             logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
             return .keyring(answer)
         } catch {

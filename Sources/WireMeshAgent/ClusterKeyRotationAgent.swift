@@ -125,7 +125,15 @@ extension Agent {
                 from: record.gossipAddress, memberIdentity: record.identity, clusterID: state.clusterID,
                 node: state.node.name, identity: state.identity)
             switch result {
-            case .success(let got):
+            case .success(let (got, revocations)):
+                // The list before the keys: a member never holds a new key without the eviction it
+                // follows, so it never hands that key to the evicted node.
+                if let revocations {
+                    do { try await adoptRevocations(revocations, from: name) } catch {
+                        logger.error("could not save the revocation list from \(name): \(error)")
+                        return refusals
+                    }
+                }
                 var rotation = state.clusterKeys
                 let actions = rotation.merge(got.map { $0.tag })
                 do {
@@ -205,7 +213,7 @@ extension Agent {
 
     /// One keyring request over the line port.
     static func requestKeyring(from endpoint: Endpoint, memberIdentity: IdentityPublicKey, clusterID: String, node: String,
-                               identity: SigningIdentity) async -> Result<[(key: ClusterKey, tag: ClusterKeyTag)], KeyringRefusal> {
+                               identity: SigningIdentity) async -> Result<(keys: [(key: ClusterKey, tag: ClusterKeyTag)], revocations: RevocationList?), KeyringRefusal> {
         let ephemeral = Key.generatePrivate()
         let request = KeyringRequest(clusterID: clusterID, node: node, ephemeral: ephemeral,
                                      issuedAt: Int64(Date().timeIntervalSince1970 * 1000), identity: identity)
@@ -216,7 +224,7 @@ extension Agent {
         switch reply {
         case .keyring(let answer):
             return Result { () throws(KeyringRefusal) in
-                try answer.open(for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID)
+                try answer.openAll(for: request, ephemeral: ephemeral, memberIdentity: memberIdentity, clusterID: clusterID)
             }
         case .refused(.keyring(let refusal)):
             return .failure(refusal)

@@ -15,6 +15,8 @@ public enum ControlRequest: Sendable, Equatable {
     case leave
     case rotateKey
     case clusterKeyRotate
+    /// Evict a node (authority nodes only).
+    case evict(name: String)
 
     /// The `op` value on the wire.
     public var op: String {
@@ -27,12 +29,13 @@ public enum ControlRequest: Sendable, Equatable {
         case .leave: return "leave"
         case .rotateKey: return "rotate-key"
         case .clusterKeyRotate: return "cluster-key-rotate"
+        case .evict: return "evict"
         }
     }
 }
 
 extension ControlRequest: Codable {
-    enum CodingKeys: String, CodingKey { case op, ttlSeconds = "ttl_seconds", uses, id }
+    enum CodingKeys: String, CodingKey { case op, ttlSeconds = "ttl_seconds", uses, id, name }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -48,6 +51,7 @@ extension ControlRequest: Codable {
         case "leave": self = .leave
         case "rotate-key": self = .rotateKey
         case "cluster-key-rotate": self = .clusterKeyRotate
+        case "evict": self = .evict(name: try c.decode(String.self, forKey: .name))
         default:
             throw DecodingError.dataCorruptedError(forKey: .op, in: c, debugDescription: "unknown op '\(op)'")
         }
@@ -62,6 +66,8 @@ extension ControlRequest: Codable {
             try c.encodeIfPresent(uses, forKey: .uses)
         case .tokenRevoke(let id):
             try c.encode(id, forKey: .id)
+        case .evict(let name):
+            try c.encode(name, forKey: .name)
         default: break
         }
     }
@@ -156,7 +162,7 @@ public struct ClusterKeyInfo: Codable, Sendable, Equatable {
 /// One row of `wiremesh peers`; `peers --json` prints an array of these.
 public struct PeerInfo: Codable, Sendable, Equatable {
     public var name: String
-    /// alive, suspect, dead or left.
+    /// alive, suspect, dead, left or evicted.
     public var state: String
     public var podCIDRs: [String]
     public var publicKey: String

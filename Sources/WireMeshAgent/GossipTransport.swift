@@ -30,11 +30,14 @@ public struct GossipSettings: Sendable {
     /// Send a signed leave when the service stops. Off for the agent: a restart must not make every
     /// peer drop this node (and its pods' traffic); only `wiremesh leave` leaves.
     public var leaveOnShutdown: Bool
+    /// What records must satisfy (the authority's certificates, evictions); nil: signatures only.
+    public var trust: ClusterTrust?
 
     public init(config: MembershipConfig = .wiremeshDefaults, identity: SigningIdentity, record: NodeRecord, keyring: Keyring,
                 clusterID: [UInt8], bind: Endpoint, seeds: [Endpoint] = [], savedView: [SignedNodeRecord] = [],
-                leaveOnShutdown: Bool = false) {
+                leaveOnShutdown: Bool = false, trust: ClusterTrust? = nil) {
         self.leaveOnShutdown = leaveOnShutdown
+        self.trust = trust
         self.config = config
         self.identity = identity
         self.record = record
@@ -193,6 +196,14 @@ public final class GossipTransport: Service, Sendable {
         try await withHandler { try $0.update(change) }
     }
 
+    /// Replaces what records must satisfy (a newer revocation list): evicted members leave the view.
+    public func setTrust(_ trust: ClusterTrust) async throws {
+        try await withHandler { handler in
+            guard handler.node != nil else { return }
+            handler.execute(handler.node!.setTrust(trust, now: GossipHandler.now()))
+        }
+    }
+
     /// Installs a new keyring (cluster key rotation).
     public func setKeyring(_ keyring: Keyring) async throws {
         try await withHandler { $0.seal.keyring = keyring }
@@ -265,7 +276,13 @@ final class GossipHandler: ChannelInboundHandler {
             var config = settings.config
             config.sealOverhead = DatagramSeal.overhead
             var node = try MembershipNode(config: config, identity: settings.identity, record: record, seed: seed, now: Self.now())
-            if !settings.savedView.isEmpty { node.seed(with: settings.savedView, now: Self.now()) }
+            _ = node.setTrust(settings.trust, now: Self.now())
+            // Saved records are checked again like any other: a file is no more trusted than the network.
+            let saved = settings.savedView.filter { $0.verify() && settings.trust?.refusal(for: $0.record) == nil }
+            if saved.count < settings.savedView.count {
+                logger.warning("dropped saved member records that no longer verify", metadata: ["dropped": "\(settings.savedView.count - saved.count)"])
+            }
+            if !saved.isEmpty { node.seed(with: saved, now: Self.now()) }
             self.node = node
             startResult = .success(bound)
         } catch {

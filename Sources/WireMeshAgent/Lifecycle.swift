@@ -28,22 +28,24 @@ public struct NodeOptions: Sendable {
 public enum Lifecycle {
     /// Creates a new cluster in an empty state directory and returns the first join token.
     public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
-                                   tokenTTL: TimeInterval = 86_400) throws -> String {
+                                   tokenTTL: TimeInterval = 86_400, tokenUses: Int? = nil) throws -> String {
         let store = StateStore(directory: config.stateDirectory)
         try refuseInitialised(store)
         let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
         let assignment = try ipam.assign(node.name, requested: node.podCIDR, claims: [], now: 0)
         let advertise = try advertiseAddress(config)
-        let joinSigning = SigningIdentity.generate()
+        // The first node is the cluster's authority: only it (and nodes given a copy of its seed)
+        // certifies nodes, evicts them and issues tokens.
+        let authority = SigningIdentity.generate()
         let clusterID = Hex.encode(secureRandomBytes(8))
-        let state = InitialState(
+        let now = Date()
+        let state = InitialState.certified(
             clusterID: clusterID, settings: ClusterSettings(podRange: clusterCIDR.network, nodePrefixLength: nodePrefix),
-            node: assignment,
-            identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
-            joinSigning: joinSigning)
+            node: assignment, identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
+            authority: authority, issuedAt: now)
         let (token, record) = try JoinToken.issue(
             clusterID: clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
-            joinSigning: joinSigning, ttl: tokenTTL, uses: nil, now: Date())
+            authority: authority, revocationSerial: 0, ttl: tokenTTL, uses: tokenUses, now: now)
         try store.initialise(state)
         try store.saveTokens([record])
         try config.saveSettings(to: store)
@@ -95,7 +97,8 @@ public enum Lifecycle {
             do { grant = try JoinExchange.accept(response, for: request, token: token) } catch { lastError = error; continue }
             try store.initialise(InitialState(
                 clusterID: grant.clusterID, settings: grant.settings, node: grant.assignment, identity: identity,
-                wireGuardKey: wireGuardKey, keyring: grant.keyring, joinSigning: grant.joinSigning, members: grant.members))
+                wireGuardKey: wireGuardKey, keyring: grant.keyring, authorityKey: grant.authority, authority: nil,
+                certificate: grant.certificate, revocations: grant.revocations, members: grant.members))
             try config.saveSettings(to: store)
             return (grant.clusterID, grant.assignment)
         }
@@ -168,7 +171,7 @@ public enum Lifecycle {
         let gossip = GossipSettings(
             identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
             clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: advertise, port: config.gossipPort),
-            seeds: saved.map(\.record.gossipAddress) + extraSeeds, savedView: saved)
+            seeds: saved.map(\.record.gossipAddress) + extraSeeds, savedView: saved, trust: await agent.trust)
         let transport = try await GossipTransport.bind(gossip, logger: logger)
         await agent.setTransport(transport)
         // A saved or granted view is installed without events: program it now, not at the first resync.
@@ -242,6 +245,7 @@ struct ReconcileLoop: Service {
         case .dead: (.notice, "member declared dead")
         case .left: (.notice, "member left")
         case .reaped: (.info, "member forgotten")
+        case .evicted: (.notice, "member evicted by the cluster authority")
         }
         logger.log(level: level, "\(what)", metadata: ["peer": "\(event.member.name)", "state": "\(Agent.stateName(event.member.status))"])
     }

@@ -1,5 +1,6 @@
 import Foundation
 import IPNetwork
+import Membership
 import WireMeshCrypto
 import WireMeshJoin
 
@@ -14,20 +15,30 @@ public struct InitialState: Sendable {
     public var wireGuardKey: Key
     /// The cluster (gossip) keys.
     public var keyring: Keyring
-    /// The cluster-wide join-signing identity (shared by every member so any member can admit).
-    public var joinSigning: SigningIdentity
+    /// The cluster authority's public key.
+    public var authorityKey: IdentityPublicKey
+    /// The authority's seed, on authority nodes only (the first node; others by copying it).
+    public var authority: SigningIdentity?
+    /// The authority's certificate for this node.
+    public var certificate: NodeCertificate
+    /// The newest revocation list known at creation.
+    public var revocations: RevocationList?
     /// Members known at creation time (opaque, encoded by the membership layer); may be empty.
     public var members: [UInt8]
 
     public init(clusterID: String, settings: ClusterSettings, node: NodeAssignment, identity: SigningIdentity,
-                wireGuardKey: Key, keyring: Keyring, joinSigning: SigningIdentity, members: [UInt8] = []) {
+                wireGuardKey: Key, keyring: Keyring, authorityKey: IdentityPublicKey, authority: SigningIdentity?,
+                certificate: NodeCertificate, revocations: RevocationList? = nil, members: [UInt8] = []) {
         self.clusterID = clusterID
         self.settings = settings
         self.node = node
         self.identity = identity
         self.wireGuardKey = wireGuardKey
         self.keyring = keyring
-        self.joinSigning = joinSigning
+        self.authorityKey = authorityKey
+        self.authority = authority
+        self.certificate = certificate
+        self.revocations = revocations
         self.members = members
     }
 }
@@ -45,7 +56,13 @@ public struct NodeState: Sendable {
     public var keyring: Keyring
     /// Generations and retirement times of the keys in `keyring` (cluster key rotation).
     public var clusterKeys: ClusterKeyRotation
-    public var joinSigning: SigningIdentity
+    /// The cluster authority's public key, and its seed on authority nodes.
+    public var authorityKey: IdentityPublicKey
+    public var authority: SigningIdentity?
+    /// The authority's certificate for this node.
+    public var certificate: NodeCertificate
+    /// The newest revocation list this node holds (nil: nobody was evicted).
+    public var revocations: RevocationList?
     /// When this WireGuard key was first saved (for the key age in `status` and scheduled rotation).
     public var wireGuardKeyCreatedAt: Date
 }
@@ -76,5 +93,20 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
             let who = pid.map { "another wiremesh agent (pid \($0))" } ?? "another wiremesh agent"
             return "state directory \(dir) is in use by \(who): stop it first ('systemctl stop wiremesh' or kill that pid), or give this one its own --state-dir"
         }
+    }
+}
+
+extension InitialState {
+    /// The state of a node certified by `authority` for `node` (what `init` writes for the first
+    /// node; tests build states the same way). `holdsAuthority`: the node keeps the authority seed.
+    public static func certified(clusterID: String, settings: ClusterSettings, node: NodeAssignment, identity: SigningIdentity,
+                                 wireGuardKey: Key, keyring: Keyring, authority: SigningIdentity, holdsAuthority: Bool = true,
+                                 issuedAt: Date = Date(), members: [UInt8] = []) -> InitialState {
+        let certificate = NodeCertificate.issue(
+            clusterID: clusterID, name: node.name, identity: identity.publicKey, podCIDRs: [node.podCIDR],
+            overlayAddress: node.overlayAddress, issuedAt: UInt64(max(0, issuedAt.timeIntervalSince1970 * 1000)), authority: authority)
+        return InitialState(clusterID: clusterID, settings: settings, node: node, identity: identity, wireGuardKey: wireGuardKey,
+                            keyring: keyring, authorityKey: authority.publicKey, authority: holdsAuthority ? authority : nil,
+                            certificate: certificate, members: members)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Membership
 import IPNetwork
 import WireMeshCrypto
 import WireMeshJoin
@@ -9,24 +10,43 @@ extension StateStore {
         var clusterID: String
         var settings: ClusterSettings
         var node: NodeAssignment
+        /// The cluster authority's public key (every member checks certificates against it).
+        var authority: IdentityPublicKey
+        /// The authority's certificate for this node.
+        var certificate: NodeCertificate
 
         enum CodingKeys: String, CodingKey {
             case version, clusterID = "cluster_id", podRange = "pod_range", nodePrefixLength = "node_prefix_length"
             case nodeName = "node_name", podCIDR = "pod_cidr", overlayAddress = "overlay_address"
+            case authority, certificate
         }
 
-        init(clusterID: String, settings: ClusterSettings, node: NodeAssignment) {
+        init(clusterID: String, settings: ClusterSettings, node: NodeAssignment, authority: IdentityPublicKey, certificate: NodeCertificate) {
             self.clusterID = clusterID
             self.settings = settings
             self.node = node
+            self.authority = authority
+            self.certificate = certificate
         }
 
         init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             let version = try c.decode(Int.self, forKey: .version)
-            guard version == 1 else {
-                throw DecodingError.dataCorruptedError(forKey: .version, in: c, debugDescription: "unsupported version \(version)")
+            guard version == 2 else {
+                throw DecodingError.dataCorruptedError(forKey: .version, in: c, debugDescription: version == 1
+                    ? "format 1 (before the cluster authority): this node cannot take part in a cluster of this version; join again from a fresh state directory"
+                    : "unsupported version \(version)")
             }
+            guard let authorityBytes = Data(base64Encoded: try c.decode(String.self, forKey: .authority)),
+                  let key = try? IdentityPublicKey(bytes: Array(authorityBytes)) else {
+                throw DecodingError.dataCorruptedError(forKey: .authority, in: c, debugDescription: "not a base64 Ed25519 public key")
+            }
+            authority = key
+            guard let certBytes = Data(base64Encoded: try c.decode(String.self, forKey: .certificate)),
+                  let cert = try? NodeCertificate(decoding: Array(certBytes)) else {
+                throw DecodingError.dataCorruptedError(forKey: .certificate, in: c, debugDescription: "not a base64 node certificate")
+            }
+            certificate = cert
             clusterID = try c.decode(String.self, forKey: .clusterID)
             settings = ClusterSettings(podRange: try c.decodePrefix(.podRange),
                                        nodePrefixLength: try c.decode(Int.self, forKey: .nodePrefixLength))
@@ -52,13 +72,15 @@ extension StateStore {
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(1, forKey: .version)
+            try c.encode(2, forKey: .version)
             try c.encode(clusterID, forKey: .clusterID)
             try c.encode(settings.podRange.description, forKey: .podRange)
             try c.encode(settings.nodePrefixLength, forKey: .nodePrefixLength)
             try c.encode(node.name, forKey: .nodeName)
             try c.encode(node.podCIDR.description, forKey: .podCIDR)
             try c.encode(node.overlayAddress.description, forKey: .overlayAddress)
+            try c.encode(Data(authority.bytes).base64EncodedString(), forKey: .authority)
+            try c.encode(Data(certificate.encoded).base64EncodedString(), forKey: .certificate)
         }
     }
 

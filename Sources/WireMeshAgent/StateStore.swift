@@ -1,5 +1,6 @@
 import Foundation
 import IPNetwork
+import Membership
 import WireMeshCrypto
 import WireMeshJoin
 
@@ -7,14 +8,17 @@ import WireMeshJoin
 ///
 /// Layout (directory 0700; every write atomic via `AtomicFile`):
 /// ```
-/// cluster.json            0644  cluster id, settings, this node's name/pod CIDR/overlay address (written
+/// cluster.json            0644  cluster id, settings, this node's name/pod CIDR/overlay address, the
+///                               authority's public key and this node's certificate (written
 ///                               last by `initialise`: its presence means "initialised")
 /// identity.key            0600  base64 Ed25519 seed of this node's identity
 /// wireguard.key           0600  base64 WireGuard private key in use
 /// wireguard.key.created   0644  ISO 8601 time the key above was created
 /// wireguard-next.key      0600  base64 next private key while a rotation is in progress
 /// keyring.json            0600  cluster keys, base64, primary first (+ generations, retire_at)
-/// join-signing.key        0600  base64 Ed25519 seed of the cluster's join-signing identity
+/// authority.key           0600  base64 Ed25519 seed of the cluster authority (authority nodes only: it
+///                               signs certificates, evictions and join answers, and keys the tokens)
+/// revocations.bin         0644  the authority's newest signed revocation list (absent: none)
 /// tokens.json             0600  this member's join-token entries (issued/revoked here, joins admitted
 ///                               here and their nonces); no secret: token keys are derived again
 /// members.bin             0600  last-known members (opaque bytes of the membership layer)
@@ -45,7 +49,8 @@ public struct StateStore: Sendable {
         case wireGuardKeyCreated = "wireguard.key.created"
         case pendingWireGuardKey = "wireguard-next.key"
         case keyring = "keyring.json"
-        case joinSigning = "join-signing.key"
+        case authority = "authority.key"
+        case revocations = "revocations.bin"
         case tokens = "tokens.json"
         case members = "members.bin"
         case left = "left.json"
@@ -80,10 +85,17 @@ public struct StateStore: Sendable {
         try writeKey(state.identity.seed, to: .identity)
         try saveWireGuardKey(state.wireGuardKey, createdAt: now)
         try saveKeyring(state.keyring)
-        try writeKey(state.joinSigning.seed, to: .joinSigning)
+        if let authority = state.authority {
+            try writeKey(authority.seed, to: .authority)
+        } else {
+            // A rejoin over an old authority node's directory must not keep a seed it was not given.
+            try io { try AtomicFile.remove(path(.authority)) }
+        }
+        try saveRevocations(state.revocations)
         try saveTokens([])
         try saveMembers(state.members)
-        try writeCluster(ClusterFile(clusterID: state.clusterID, settings: state.settings, node: state.node))
+        try writeCluster(ClusterFile(clusterID: state.clusterID, settings: state.settings, node: state.node,
+                                     authority: state.authorityKey, certificate: state.certificate))
         // Last: until here a node that left still refuses to start with its old state.
         if rejoin { try io { try AtomicFile.remove(path(.left)) } }
     }
@@ -102,9 +114,19 @@ public struct StateStore: Sendable {
         if pending == current { pending = nil }
         let created = try readKeyCreated()
         let (keyring, clusterKeys) = try loadClusterKeys()
+        let authority = try readKeyIfExists(.authority).map { SigningIdentity(seed: $0) }
+        if let authority, authority.publicKey != cluster.authority {
+            throw StateError.corrupted(file: path(.authority), reason: "it is not the seed of this cluster's authority (cluster.json names another key): copy the right authority.key from an authority node, or remove this file to run as an ordinary member")
+        }
+        guard cluster.certificate.verify(clusterID: cluster.clusterID, name: cluster.node.name, identity: identity.publicKey,
+                                         authority: cluster.authority),
+              cluster.certificate.podCIDRs == [cluster.node.podCIDR], cluster.certificate.overlayAddress == cluster.node.overlayAddress else {
+            throw StateError.corrupted(file: path(.cluster), reason: "its certificate is not the authority's for this node's name, identity and pod CIDR")
+        }
         return NodeState(clusterID: cluster.clusterID, settings: cluster.settings, node: cluster.node,
                          identity: identity, wireGuardKey: current, pendingWireGuardKey: pending,
-                         keyring: keyring, clusterKeys: clusterKeys, joinSigning: SigningIdentity(seed: try readKey(.joinSigning)),
+                         keyring: keyring, clusterKeys: clusterKeys, authorityKey: cluster.authority, authority: authority,
+                         certificate: cluster.certificate, revocations: try loadRevocations(clusterID: cluster.clusterID, authority: cluster.authority),
                          wireGuardKeyCreatedAt: created)
     }
 
@@ -185,13 +207,24 @@ public struct StateStore: Sendable {
         return (Keyring(primary: keys[0], others: Array(keys.dropFirst())), ClusterKeyRotation(entries: entries))
     }
 
-    // MARK: Node assignment
+    // MARK: Revocations
 
-    /// Replaces this node's pod CIDR / overlay address (after a lost double claim).
-    public func saveNodeAssignment(_ node: NodeAssignment) throws {
-        var cluster = try readCluster()
-        cluster.node = node
-        try writeCluster(cluster)
+    /// Saves the newest revocation list (nil: removes the file).
+    public func saveRevocations(_ list: RevocationList?) throws {
+        if let list {
+            try io { try AtomicFile.write(list.encoded, to: path(.revocations), mode: 0o644) }
+        } else {
+            try io { try AtomicFile.remove(path(.revocations)) }
+        }
+    }
+
+    /// The saved revocation list, checked against the authority (a list it did not sign is corruption).
+    public func loadRevocations(clusterID: String, authority: IdentityPublicKey) throws -> RevocationList? {
+        guard let bytes = try io({ try AtomicFile.readIfExists(path(.revocations)) }) else { return nil }
+        guard let list = try? RevocationList(decoding: bytes), list.verify(clusterID: clusterID, authority: authority) else {
+            throw StateError.corrupted(file: path(.revocations), reason: "not a revocation list signed by this cluster's authority")
+        }
+        return list
     }
 
     // MARK: Tokens

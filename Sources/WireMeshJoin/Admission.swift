@@ -23,7 +23,7 @@ public struct JoinCandidate: Sendable {
                 pending: [String: IPPrefix], nowMs: UInt64, monotonicNow: Instant) throws {
         var claims = members.filter { $0.name != local.name }.flatMap { m in
             m.record.record.podCIDRs.map {
-                BlockClaim(node: m.name, block: $0, claimedAt: m.record.record.version,
+                BlockClaim(node: m.name, block: $0, claimedAt: m.record.record.certificate?.issuedAt ?? m.record.record.version,
                            deadSince: m.status.isActive ? nil : BlockClaim.wallClock(of: m.since, monotonicNow: monotonicNow, wallNowMs: nowMs))
             }
         }

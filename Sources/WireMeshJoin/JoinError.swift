@@ -15,6 +15,10 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
     case malformedMessage(String)
     case invalidRequest(String)
     case rejected(JoinRejection)
+    /// This member holds no authority key: only authority nodes admit.
+    case notAnAuthority
+    /// The joiner's identity was evicted.
+    case evicted(name: String)
 
     public var description: String {
         switch self {
@@ -33,7 +37,7 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
         case .exhausted(let id):
             return "join token \(id) has no uses left (joins are counted across all members): create a new one with 'wiremesh token create --uses N'"
         case .authenticationFailed(let id):
-            return "join request for token \(id) failed authentication: the token key does not match its id, expiry and uses (damaged or forged token, or a token of another cluster)"
+            return "join request for token \(id) failed authentication: the token key does not match its id, expiry and uses (damaged or forged token, a token of another cluster, or one issued before a node was evicted: create a new one)"
         case .replayed(let id):
             return "join request for token \(id) was already answered (replayed request): run 'wiremesh join' again"
         case .notAMember(let cluster, let reason):
@@ -44,6 +48,10 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
             return "invalid join token request: \(what)"
         case .rejected(let r):
             return r.message
+        case .notAnAuthority:
+            return "this member is not an authority of the cluster and cannot admit nodes: use a token created on an authority node ('wiremesh token create' there)"
+        case .evicted(let name):
+            return "the identity joining as '\(name)' was evicted from the cluster: join from a fresh state directory with a new token"
         }
     }
 }
@@ -52,7 +60,8 @@ public enum JoinError: Error, Equatable, CustomStringConvertible {
 public struct JoinRejection: Codable, Sendable, Equatable {
     /// Why, as a stable code for scripts (the raw values are what `wiremesh` prints and sends).
     public enum Code: String, Codable, Sendable {
-        case garbled, expired, revoked, unknown, exhausted, authentication, replayed, malformed, ipam
+        case garbled, expired, revoked, unknown, exhausted, authentication, replayed, malformed, ipam, evicted
+        case notAuthority = "not-authority"
         case otherCluster = "other-cluster"
         case `internal`
     }
@@ -80,6 +89,8 @@ public struct JoinRejection: Codable, Sendable, Equatable {
         case .replayed?: code = .replayed
         case .malformedMessage?, .invalidRequest?: code = .malformed
         case .rejected(let r)?: code = r.code
+        case .notAnAuthority?: code = .notAuthority
+        case .evicted?: code = .evicted
         case .notAMember?, nil: code = error is IPAMError ? .ipam : .internal
         }
         self.init(code: code, message: "\(error)")

@@ -1,25 +1,27 @@
 import ByteCodec
 import Foundation
 import IPNetwork
+import Membership
 import WireMeshCrypto
 
 /// The join exchange, as pure functions over explicit inputs (nonces and time are parameters).
 ///
 /// ```
-/// joiner (holds the token)                        any member (holds the join-signing seed S)
+/// joiner (holds the token)                        an authority (holds the authority seed S)
 ///   Ka  = crypto_kdf(K, 1, "wmjoin01")
 ///   JoinRequest{id, expiry, uses limit, cluster, name, identity pk, WireGuard pk, requested CIDR?, Nj,
 ///               mac = crypto_auth(Ka, canonical(request))} ──▶
-///                                                   K = JoinToken.derivedKey(S, id, expiry, uses limit);
+///                                                   K = JoinToken.derivedKey(S, revocation serial, id, expiry, uses limit);
 ///                                                   checks: cluster, MAC, not expired, not revoked by any
 ///                                                   member, uses summed over all members below the limit,
-///                                                   Nj not seen here before; assigns the pod CIDR
+///                                                   Nj not seen here before, identity not evicted;
+///                                                   assigns the pod CIDR and signs the node's certificate
 ///   T   = id ‖ Nj ‖ Nm ‖ identity pk ‖ WireGuard pk
 ///   Ks  = BLAKE2b(key: K, "wmjseal2" ‖ T)
-///   ◀── JoinResponse{Nm, join-signing pk, sealed = XChaCha20-Poly1305(Ks, grant, ad: "wmj2" ‖ id),
-///                    signature = Ed25519_joinSigning("wmj2-resp" ‖ T ‖ sealed)}
+///   ◀── JoinResponse{Nm, authority pk, sealed = XChaCha20-Poly1305(Ks, grant, ad: "wmj2" ‖ id),
+///                    signature = Ed25519_authority("wmj2-resp" ‖ T ‖ sealed)}
 ///   joiner checks fingerprint(pk) = token's, the signature, opens the grant, and checks the grant's
-///   join-signing seed matches pk and its cluster id matches the token's.
+///   authority is pk, its cluster id is the token's, and its certificate is for this node.
 /// ```
 /// An observer without the token sees no key (the grant is sealed under a key it cannot derive).
 /// Nonces are remembered only by the member that answered. A request replayed to another member is
@@ -28,8 +30,8 @@ import WireMeshCrypto
 /// once the real node is a live member every member refuses its name. What a replay can do is make
 /// a member count one more use of a limited token (and hold a pod block for a few minutes) while the
 /// original join has not been gossiped yet, the same effect as two racing joins.
-/// A token thief who is not a member cannot impersonate the cluster to a joiner: the answer must be
-/// signed by the join-signing key.
+/// A token thief cannot impersonate the cluster to a joiner: the answer must be signed by the
+/// authority key, which ordinary members do not hold either.
 public enum JoinExchange {
     /// Length of the joiner's and the member's nonces.
     public static let nonceLength = 24
@@ -47,20 +49,24 @@ public enum JoinExchange {
         return request
     }
 
-    /// What the admitting member knows and hands out.
+    /// What the admitting authority knows and hands out.
     public struct MemberContext: Sendable {
         public var clusterID: String
         public var settings: ClusterSettings
         public var keyring: Keyring
-        public var joinSigning: SigningIdentity
+        public var authority: SigningIdentity
+        /// The authority's newest revocation list (its serial keys the tokens).
+        public var revocations: RevocationList?
         /// Last-known members (opaque membership bytes) so the joiner has several seeds.
         public var members: [UInt8]
 
-        public init(clusterID: String, settings: ClusterSettings, keyring: Keyring, joinSigning: SigningIdentity, members: [UInt8]) {
+        public init(clusterID: String, settings: ClusterSettings, keyring: Keyring, authority: SigningIdentity,
+                    revocations: RevocationList?, members: [UInt8]) {
             self.clusterID = clusterID
             self.settings = settings
             self.keyring = keyring
-            self.joinSigning = joinSigning
+            self.authority = authority
+            self.revocations = revocations
             self.members = members
         }
     }
@@ -69,6 +75,8 @@ public enum JoinExchange {
     public struct Admission: Sendable {
         public var response: JoinResponse
         public var assignment: NodeAssignment
+        /// The certificate the authority signed for the joiner.
+        public var certificate: NodeCertificate
         /// The request's nonce (base64), to remember against replays.
         public var nonce: String
     }
@@ -84,9 +92,10 @@ public enum JoinExchange {
     /// - Throws: `JoinError` (or the `assign` error); send it back as a `JoinRejection`.
     /// Checks the request's MAC before anything else is looked at: a stranger learns nothing (not the
     /// cluster id, not which names exist) and costs no view copy or disk read. Returns the token key.
-    /// Another cluster's token fails here too: its key comes from another join-signing seed.
+    /// Another cluster's token fails here too (its key comes from another authority seed), and so does
+    /// a token issued before the latest eviction (its key comes from an older revocation serial).
     @discardableResult
-    public static func authenticate(_ request: JoinRequest, joinSigning: SigningIdentity) throws -> Key {
+    public static func authenticate(_ request: JoinRequest, authority: SigningIdentity, revocationSerial: UInt32) throws -> Key {
         guard request.version == JoinRequest.currentVersion else {
             throw JoinError.malformedMessage("unsupported join request version \(request.version) (from an older wiremesh or token format): re-create the token with 'wiremesh token create' and join with this version")
         }
@@ -95,8 +104,8 @@ public enum JoinExchange {
               (0...JoinToken.maxUses).contains(request.usesLimit) else {
             throw JoinError.malformedMessage("token id must be 16 lowercase hex digits and uses limit 0-\(JoinToken.maxUses)")
         }
-        let key = JoinToken.derivedKey(joinSigningSeed: joinSigning.seed, id: id, expiresAt: request.expiresAt,
-                                       usesLimit: request.usesLimit == 0 ? nil : request.usesLimit)
+        let key = JoinToken.derivedKey(authoritySeed: authority.seed, revocationSerial: revocationSerial, id: id,
+                                       expiresAt: request.expiresAt, usesLimit: request.usesLimit == 0 ? nil : request.usesLimit)
         guard KeyDerivation.verify(tag: request.mac, for: request.canonicalBytes, key: authKey(key)) else {
             throw JoinError.authenticationFailed(id: request.tokenID)
         }
@@ -109,10 +118,11 @@ public enum JoinExchange {
         guard request.version == JoinRequest.currentVersion else {
             throw JoinError.malformedMessage("unsupported join request version \(request.version) (from an older wiremesh or token format): re-create the token with 'wiremesh token create' and join with this version")
         }
-        let key = try authenticate(request, joinSigning: member.joinSigning)
+        let key = try authenticate(request, authority: member.authority, revocationSerial: member.revocations?.serial ?? 0)
         guard request.clusterID == member.clusterID else {
             throw JoinError.otherCluster(token: request.clusterID, member: member.clusterID)
         }
+        if member.revocations?.contains(request.identityPublicKey) == true { throw JoinError.evicted(name: request.nodeName) }
         // The MAC pins expiry and limit: the request's values are the token's.
         var view = token ?? ClusterToken(id: request.tokenID, createdAt: nil, expiresAt: .distantPast, usesLimit: nil,
                                          issuedBy: [], revokedBy: [], used: 0)
@@ -123,27 +133,32 @@ public enum JoinExchange {
         guard !usedNonces.contains(nonceText) else { throw JoinError.replayed(id: request.tokenID) }
 
         let assignment = try assign(request)
+        let issuedAt = UInt64(max(0, (now.timeIntervalSince1970 * 1000).rounded(.down)))
+        let certificate = NodeCertificate.issue(
+            clusterID: member.clusterID, name: request.nodeName, identity: request.identityPublicKey,
+            podCIDRs: [assignment.podCIDR], overlayAddress: assignment.overlayAddress, issuedAt: issuedAt, authority: member.authority)
         let grant = JoinGrant(clusterID: member.clusterID, settings: member.settings, assignment: assignment,
-                              keyring: member.keyring, joinSigning: member.joinSigning, members: member.members)
+                              keyring: member.keyring, authority: member.authority.publicKey, certificate: certificate,
+                              revocations: member.revocations, members: member.members)
         let transcript = transcript(request: request, memberNonce: memberNonce)
         let sealed = ClusterKey(key: sealKey(key, transcript: transcript))
             .seal(try grant.encoded(), associatedData: associatedData(request.tokenID))
-        let signature = member.joinSigning.sign(Array("wmj2-resp".utf8) + transcript + sealed)
-        let response = JoinResponse(memberNonce: memberNonce, joinSigningPublicKey: member.joinSigning.publicKey,
+        let signature = member.authority.sign(Array("wmj2-resp".utf8) + transcript + sealed)
+        let response = JoinResponse(memberNonce: memberNonce, authorityPublicKey: member.authority.publicKey,
                                     sealed: sealed, signature: signature.bytes)
-        return Admission(response: response, assignment: assignment, nonce: nonceText)
+        return Admission(response: response, assignment: assignment, certificate: certificate, nonce: nonceText)
     }
 
     /// The joiner's check of the member's answer; returns the grant (cluster key, settings, pod CIDR).
     public static func accept(_ response: JoinResponse, for request: JoinRequest, token: JoinToken) throws -> JoinGrant {
         guard response.memberNonce.count == nonceLength else { throw JoinError.malformedMessage("member nonce must be \(nonceLength) bytes") }
-        guard KeyDerivation.constantTimeEqual(JoinToken.fingerprint(of: response.joinSigningPublicKey), token.joinSigningFingerprint) else {
-            throw JoinError.notAMember(cluster: token.clusterID, reason: "its join-signing key does not match the token's fingerprint")
+        guard KeyDerivation.constantTimeEqual(JoinToken.fingerprint(of: response.authorityPublicKey), token.authorityFingerprint) else {
+            throw JoinError.notAMember(cluster: token.clusterID, reason: "its authority key does not match the token's fingerprint")
         }
         let transcript = transcript(request: request, memberNonce: response.memberNonce)
         guard let signature = try? Signature(bytes: response.signature),
-              response.joinSigningPublicKey.verify(signature, over: Array("wmj2-resp".utf8) + transcript + response.sealed) else {
-            throw JoinError.notAMember(cluster: token.clusterID, reason: "the answer is not signed by the cluster's join-signing key")
+              response.authorityPublicKey.verify(signature, over: Array("wmj2-resp".utf8) + transcript + response.sealed) else {
+            throw JoinError.notAMember(cluster: token.clusterID, reason: "the answer is not signed by the cluster's authority key")
         }
         let plaintext: [UInt8]
         do {
@@ -156,8 +171,17 @@ public enum JoinExchange {
         guard grant.clusterID == token.clusterID else {
             throw JoinError.otherCluster(token: token.clusterID, member: grant.clusterID)
         }
-        guard grant.joinSigning.publicKey == response.joinSigningPublicKey else {
-            throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted join-signing key differs from the one that signed")
+        guard grant.authority == response.authorityPublicKey else {
+            throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted authority key differs from the one that signed")
+        }
+        let cert = grant.certificate
+        guard grant.assignment.name == request.nodeName, cert.podCIDRs == [grant.assignment.podCIDR],
+              cert.overlayAddress == grant.assignment.overlayAddress,
+              cert.verify(clusterID: grant.clusterID, name: request.nodeName, identity: request.identityPublicKey, authority: grant.authority) else {
+            throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted certificate is not the authority's for this node and its pod CIDR")
+        }
+        if let list = grant.revocations, !list.verify(clusterID: grant.clusterID, authority: grant.authority) {
+            throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted revocation list is not signed by the authority")
         }
         return grant
     }

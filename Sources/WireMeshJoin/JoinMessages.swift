@@ -1,6 +1,7 @@
 import ByteCodec
 import Foundation
 import IPNetwork
+import Membership
 import WireMeshCrypto
 
 /// The cluster-wide settings every member agrees on (handed to a joiner by the admitting member).
@@ -112,22 +113,22 @@ extension JoinRequest: Codable {
 /// The admitting member's answer (sent as one JSON object).
 public struct JoinResponse: Sendable, Equatable {
     public var memberNonce: [UInt8]
-    public var joinSigningPublicKey: IdentityPublicKey
+    public var authorityPublicKey: IdentityPublicKey
     /// The `JoinGrant`, sealed under the exchange key.
     public var sealed: [UInt8]
-    /// Ed25519 signature by the cluster's join-signing key.
+    /// Ed25519 signature by the cluster authority's key.
     public var signature: [UInt8]
 }
 
 extension JoinResponse: Codable {
     enum CodingKeys: String, CodingKey {
-        case memberNonce = "member_nonce", joinSigningPublicKey = "join_signing_public_key", sealed, signature
+        case memberNonce = "member_nonce", authorityPublicKey = "authority_public_key", sealed, signature
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         memberNonce = try c.decodeBase64(.memberNonce)
-        joinSigningPublicKey = try IdentityPublicKey(bytes: try c.decodeBase64(.joinSigningPublicKey))
+        authorityPublicKey = try IdentityPublicKey(bytes: try c.decodeBase64(.authorityPublicKey))
         sealed = try c.decodeBase64(.sealed)
         signature = try c.decodeBase64(.signature)
     }
@@ -135,7 +136,7 @@ extension JoinResponse: Codable {
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(Data(memberNonce).base64EncodedString(), forKey: .memberNonce)
-        try c.encode(Data(joinSigningPublicKey.bytes).base64EncodedString(), forKey: .joinSigningPublicKey)
+        try c.encode(Data(authorityPublicKey.bytes).base64EncodedString(), forKey: .authorityPublicKey)
         try c.encode(Data(sealed).base64EncodedString(), forKey: .sealed)
         try c.encode(Data(signature).base64EncodedString(), forKey: .signature)
     }
@@ -147,7 +148,12 @@ public struct JoinGrant: Sendable {
     public var settings: ClusterSettings
     public var assignment: NodeAssignment
     public var keyring: Keyring
-    public var joinSigning: SigningIdentity
+    /// The cluster authority's public key: what every member checks certificates against.
+    public var authority: IdentityPublicKey
+    /// The authority's certificate for the joiner's name, identity and assignment.
+    public var certificate: NodeCertificate
+    /// The authority's newest revocation list, if any node was ever evicted.
+    public var revocations: RevocationList?
     /// Last-known members of the admitting node (opaque membership bytes).
     public var members: [UInt8]
 
@@ -159,7 +165,9 @@ public struct JoinGrant: Sendable {
         var pod_cidr: String
         var overlay_address: String
         var cluster_keys: [String]
-        var join_signing_seed: String
+        var authority: String
+        var certificate: String
+        var revocations: String?
         var members: String
     }
 
@@ -167,7 +175,9 @@ public struct JoinGrant: Sendable {
         let wire = Wire(cluster_id: clusterID, pod_range: settings.podRange.description, node_prefix_length: settings.nodePrefixLength,
                         node_name: assignment.name, pod_cidr: assignment.podCIDR.description,
                         overlay_address: assignment.overlayAddress.description,
-                        cluster_keys: keyring.keys.map { $0.key.base64 }, join_signing_seed: joinSigning.seed.base64,
+                        cluster_keys: keyring.keys.map { $0.key.base64 }, authority: Data(authority.bytes).base64EncodedString(),
+                        certificate: Data(certificate.encoded).base64EncodedString(),
+                        revocations: revocations.map { Data($0.encoded).base64EncodedString() },
                         members: Data(members).base64EncodedString())
         return Array(try JSONEncoder().encode(wire))
     }
@@ -176,16 +186,22 @@ public struct JoinGrant: Sendable {
         do {
             let w = try JSONDecoder().decode(Wire.self, from: Data(bytes))
             let keys = try w.cluster_keys.map { ClusterKey(key: try Key(base64: $0)) }
-            guard let primary = keys.first, let members = Data(base64Encoded: w.members) else {
-                throw JoinError.malformedMessage("grant holds no cluster key or unreadable members")
+            guard let primary = keys.first, let members = Data(base64Encoded: w.members),
+                  let authority = Data(base64Encoded: w.authority), let certificate = Data(base64Encoded: w.certificate) else {
+                throw JoinError.malformedMessage("grant holds no cluster key, or unreadable members, authority or certificate")
+            }
+            let revocations = try w.revocations.map { text in
+                guard let bytes = Data(base64Encoded: text) else { throw JoinError.malformedMessage("grant revocations are not base64") }
+                return try RevocationList(decoding: Array(bytes))
             }
             return JoinGrant(clusterID: w.cluster_id,
                              settings: ClusterSettings(podRange: try IPPrefix(w.pod_range), nodePrefixLength: w.node_prefix_length),
                              assignment: NodeAssignment(name: w.node_name, podCIDR: try IPPrefix(w.pod_cidr),
                                                         overlayAddress: try IPAddress(w.overlay_address)),
                              keyring: Keyring(primary: primary, others: Array(keys.dropFirst())),
-                             joinSigning: SigningIdentity(seed: try Key(base64: w.join_signing_seed)),
-                             members: Array(members))
+                             authority: try IdentityPublicKey(bytes: Array(authority)),
+                             certificate: try NodeCertificate(decoding: Array(certificate)),
+                             revocations: revocations, members: Array(members))
         } catch let e as JoinError {
             throw e
         } catch {

@@ -5,31 +5,33 @@ import WireMeshCrypto
 
 /// A join token, as printed by `wiremesh token create` and given to `wiremesh join`.
 ///
-/// Text form: `wmj2.` followed by base64url (no padding) of this binary layout:
+/// Text form: `wmj3.` followed by base64url (no padding) of this binary layout:
 /// ```
-/// u8      format version (2)
+/// u8      format version (3)
 /// [8]     token id (random; printed as 16 hex digits by `token list`)
 /// [32]    token key K (see `derivedKey`)
 /// i64 BE  expiry, Unix seconds
 /// u16 BE  uses limit (0 = unlimited until expiry)
-/// [16]    fingerprint of the cluster's join-signing public key (BLAKE2b-128)
+/// [16]    fingerprint of the cluster authority's public key (BLAKE2b-128)
 /// u8+utf8 cluster id
 /// u8      number of members' gossip endpoints (1-4, tried in order), then each:
 ///         u8 family (4 or 6), 4 or 16 address bytes, u16 BE port
 /// [4]     checksum: first 4 bytes of BLAKE2b-128 over everything above (catches copy/paste damage
 ///         before any network traffic)
 /// ```
-/// K is derived from the cluster's join-signing seed, which every member holds, and from the id,
-/// expiry and uses limit, which the join request carries under K's MAC: so any member can check a
-/// request without having stored anything, and a joiner cannot stretch the expiry or the limit.
+/// K is derived from the cluster authority's seed, which only authority nodes hold, from the serial of
+/// the revocation list (every eviction changes it, so every token outstanding at an eviction stops
+/// working), and from the id, expiry and uses limit, which the join request carries under K's MAC: so
+/// any authority can check a request without having stored anything, and a joiner cannot stretch the
+/// expiry or the limit. An ordinary member cannot mint a token.
 /// The token never carries a cluster key: K only authenticates the join exchange (`JoinExchange`),
 /// whose answer is sealed under a key derived from K and both sides' nonces.
 public struct JoinToken: Sendable, Equatable {
     /// The text every token starts with (format version 2).
-    public static let prefix = "wmj2."
-    /// Tokens of format 1 (before tokens could be admitted by any member).
-    public static let version1Prefix = "wmj1."
-    static let version: UInt8 = 2
+    public static let prefix = "wmj3."
+    /// Tokens of earlier formats (1: before any member could admit, 2: before the authority).
+    public static let oldPrefixes = ["wmj1.": 1, "wmj2.": 2]
+    static let version: UInt8 = 3
     /// Bytes of a token id.
     public static let idLength = 8
     static let keyLength = 32
@@ -52,12 +54,12 @@ public struct JoinToken: Sendable, Equatable {
     public let expiresAt: Date
     /// How many joins the token admits across the cluster (nil: any number until it expires).
     public let usesLimit: Int?
-    /// Fingerprint of the cluster's join-signing identity (see `JoinToken.fingerprint(of:)`).
-    public let joinSigningFingerprint: [UInt8]
+    /// Fingerprint of the cluster authority's key (see `JoinToken.fingerprint(of:)`).
+    public let authorityFingerprint: [UInt8]
 
     public init(id: [UInt8], key: Key, clusterID: String, endpoints: [Endpoint], expiresAt: Date, usesLimit: Int?,
-                joinSigningFingerprint: [UInt8]) {
-        precondition(id.count == Self.idLength && joinSigningFingerprint.count == Self.fingerprintLength)
+                authorityFingerprint: [UInt8]) {
+        precondition(id.count == Self.idLength && authorityFingerprint.count == Self.fingerprintLength)
         self.id = id
         self.key = key
         self.clusterID = clusterID
@@ -65,23 +67,25 @@ public struct JoinToken: Sendable, Equatable {
         // The token holds whole seconds; keep the value equal to what parsing yields.
         self.expiresAt = Date(timeIntervalSince1970: expiresAt.timeIntervalSince1970.rounded(.down))
         self.usesLimit = usesLimit
-        self.joinSigningFingerprint = joinSigningFingerprint
+        self.authorityFingerprint = authorityFingerprint
     }
 
     /// The token id as printed by `token list` (16 hex digits).
     public var idText: String { Hex.encode(id) }
 
-    /// The fingerprint a token carries for a join-signing public key (BLAKE2b-128 of its bytes).
+    /// The fingerprint a token carries for the authority's public key (BLAKE2b-128 of its bytes).
     public static func fingerprint(of key: IdentityPublicKey) -> [UInt8] {
-        KeyDerivation.genericHash(Array("wiremesh-join-signing".utf8) + key.bytes, outputLength: fingerprintLength)
+        KeyDerivation.genericHash(Array("wiremesh-authority".utf8) + key.bytes, outputLength: fingerprintLength)
     }
 
-    /// K = BLAKE2b(key: KDF(join-signing seed, "wmtokens"), "wiremesh-token-v2" ‖ id ‖ i64 expiry ‖ u16 uses limit).
-    /// Every member can recompute it; a separate subkey keeps token keys apart from signatures.
-    public static func derivedKey(joinSigningSeed: Key, id: [UInt8], expiresAt: Int64, usesLimit: Int?) -> Key {
-        let base = KeyDerivation.deriveSubkey(from: joinSigningSeed, id: 1, context: "wmtokens")
+    /// K = BLAKE2b(key: KDF(authority seed, "wmtokens"), "wiremesh-token-v3" ‖ u32 revocation serial ‖ id ‖
+    /// i64 expiry ‖ u16 uses limit). Every authority can recompute it; a separate subkey keeps token
+    /// keys apart from signatures.
+    public static func derivedKey(authoritySeed: Key, revocationSerial: UInt32, id: [UInt8], expiresAt: Int64, usesLimit: Int?) -> Key {
+        let base = KeyDerivation.deriveSubkey(from: authoritySeed, id: 1, context: "wmtokens")
         var w = ByteWriter()
-        w.raw("wiremesh-token-v2".utf8)
+        w.raw("wiremesh-token-v3".utf8)
+        w.u32(revocationSerial)
         w.raw(id)
         w.u64(UInt64(bitPattern: expiresAt))
         w.u16(UInt16(usesLimit ?? 0))
@@ -96,7 +100,7 @@ public struct JoinToken: Sendable, Equatable {
         w.raw(key.bytes)
         w.u64(UInt64(bitPattern: Int64(expiresAt.timeIntervalSince1970)))
         w.u16(UInt16(usesLimit ?? 0))
-        w.raw(joinSigningFingerprint)
+        w.raw(authorityFingerprint)
         w.shortString(clusterID)
         w.u8(UInt8(endpoints.count))
         for e in endpoints { w.endpoint(e) }
@@ -108,7 +112,7 @@ public struct JoinToken: Sendable, Equatable {
     /// format 1 is `JoinError.outdatedToken`.
     public init(parsing text: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if trimmed.hasPrefix(Self.version1Prefix) { throw JoinError.outdatedToken(version: 1) }
+        for (prefix, version) in Self.oldPrefixes where trimmed.hasPrefix(prefix) { throw JoinError.outdatedToken(version: version) }
         guard trimmed.hasPrefix(Self.prefix) else {
             throw JoinError.garbled("it does not start with '\(Self.prefix)'")
         }
@@ -136,7 +140,7 @@ public struct JoinToken: Sendable, Equatable {
         let key = try Key(bytes: try read("token key") { try $0.raw(Self.keyLength) })
         let expiry = Int64(bitPattern: try read("expiry") { try $0.u64() })
         let uses = Int(try read("uses limit") { try $0.u16() })
-        let fingerprint = try read("join-signing fingerprint") { Array(try $0.raw(Self.fingerprintLength)) }
+        let fingerprint = try read("authority fingerprint") { Array(try $0.raw(Self.fingerprintLength)) }
         let cluster = try read("cluster id") { try $0.shortString() }
         guard !cluster.isEmpty else { throw JoinError.garbled("empty cluster id") }
         let count = Int(try read("endpoint count") { try $0.u8() })
@@ -146,7 +150,7 @@ public struct JoinToken: Sendable, Equatable {
         guard r.isAtEnd else { throw JoinError.garbled("\(r.remaining) unexpected trailing bytes") }
         self.init(id: id, key: key, clusterID: cluster, endpoints: endpoints,
                   expiresAt: Date(timeIntervalSince1970: TimeInterval(expiry)), usesLimit: uses == 0 ? nil : uses,
-                  joinSigningFingerprint: fingerprint)
+                  authorityFingerprint: fingerprint)
     }
 
     /// Issues a new token and the entry the issuing member keeps (and announces). Pure: randomness
@@ -157,8 +161,10 @@ public struct JoinToken: Sendable, Equatable {
     ///   - ttl: lifetime in seconds (> 0).
     ///   - uses: how many joins it admits (nil = any number until it expires).
     ///   - random: source of random bytes (secure by default; fixed in tests).
-    public static func issue(clusterID: String, endpoints: [Endpoint], joinSigning: SigningIdentity, ttl: TimeInterval,
-                             uses: Int?, now: Date, random: (Int) -> [UInt8] = secureRandomBytes) throws -> (JoinToken, TokenRecord) {
+    ///   - revocationSerial: the serial of the revocation list the authority holds (0: none).
+    public static func issue(clusterID: String, endpoints: [Endpoint], authority: SigningIdentity, revocationSerial: UInt32,
+                             ttl: TimeInterval, uses: Int?, now: Date,
+                             random: (Int) -> [UInt8] = secureRandomBytes) throws -> (JoinToken, TokenRecord) {
         guard ttl > 0 else { throw TokenRequestError.invalidLifetime("must be positive, got \(Int(ttl)) s") }
         // Gossip entries hold the expiry as u32 seconds.
         guard now.timeIntervalSince1970 + ttl < TimeInterval(UInt32.max) else {
@@ -171,10 +177,10 @@ public struct JoinToken: Sendable, Equatable {
         guard clusterID.utf8.count <= 255, !clusterID.isEmpty else { throw JoinError.invalidRequest("invalid cluster id") }
         let id = random(idLength)
         let expiry = Int64(now.addingTimeInterval(ttl).timeIntervalSince1970)
-        let key = derivedKey(joinSigningSeed: joinSigning.seed, id: id, expiresAt: expiry, usesLimit: uses)
+        let key = derivedKey(authoritySeed: authority.seed, revocationSerial: revocationSerial, id: id, expiresAt: expiry, usesLimit: uses)
         let token = JoinToken(id: id, key: key, clusterID: clusterID, endpoints: Array(endpoints.prefix(maxEndpoints)),
                               expiresAt: Date(timeIntervalSince1970: TimeInterval(expiry)), usesLimit: uses,
-                              joinSigningFingerprint: fingerprint(of: joinSigning.publicKey))
+                              authorityFingerprint: fingerprint(of: authority.publicKey))
         let record = TokenRecord(id: token.idText, createdAt: Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down)),
                                  expiresAt: token.expiresAt, usesLimit: uses, issued: true)
         return (token, record)

@@ -4,7 +4,7 @@ import Membership
 
 /// What this member knows from its own actions about one token (`tokens.json`, 0600): whether it
 /// issued or revoked it, how many joins it admitted with it, and the nonces of those requests. No
-/// secret: K is derived again from the join-signing key when a request arrives.
+/// secret: K is derived again from the authority key when a request arrives.
 /// The same entry, minus the nonces, is announced in this member's node record.
 public struct TokenRecord: Codable, Sendable, Equatable {
     /// Token id, 16 hex digits.

@@ -52,11 +52,11 @@ public enum TokenReference {
     public static let idDigits = JoinToken.idLength * 2
 
     /// The id (16 lowercase hex digits) of the token `argument` names: its id in any case, or a whole
-    /// join token (`wmj2.…`).
+    /// join token (`wmj3.…`).
     public static func id(from argument: String) throws(TokenRequestError) -> String {
         let text = argument.trimmingCharacters(in: .whitespacesAndNewlines)
         if let id = try? validatedID(text) { return id }
-        guard text.hasPrefix(JoinToken.prefix) || text.hasPrefix(JoinToken.version1Prefix) else {
+        guard text.hasPrefix(JoinToken.prefix) || JoinToken.oldPrefixes.keys.contains(where: { text.hasPrefix($0) }) else {
             throw .notATokenReference(length: argument.count)
         }
         do {

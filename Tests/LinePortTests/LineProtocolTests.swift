@@ -11,7 +11,7 @@ struct LineProtocolTests {
 
     func joinRequest() throws -> JoinRequest {
         let (token, _) = try JoinToken.issue(clusterID: "c1", endpoints: [try Endpoint("192.0.2.1:7946")],
-                                             joinSigning: .generate(), ttl: 600, uses: 1, now: Date())
+                                             authority: .generate(), revocationSerial: 0, ttl: 600, uses: 1, now: Date())
         return JoinExchange.makeRequest(token: token, nodeName: "n1", identity: identity.publicKey,
                                         wireGuardPublicKey: Key.generatePrivate().publicKey(),
                                         nonce: secureRandomBytes(JoinExchange.nonceLength))

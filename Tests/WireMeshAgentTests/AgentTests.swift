@@ -26,6 +26,8 @@ struct AgentHarness {
     let peers: [(record: NodeRecord, identity: SigningIdentity)]
 
     static let podRange = try! IPPrefix("10.244.0.0/16")
+    /// The cluster authority every harness's node and peers are certified by.
+    static let authority = SigningIdentity.generate()
 
     init(directory: String, peers: Int = 0, gossip: Bool = false, device: Device? = nil, clock: AgentClock = .system,
          beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
@@ -33,11 +35,11 @@ struct AgentHarness {
         store = StateStore(directory: directory + "/state")
         let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
         let block = try IPPrefix("10.244.1.0/24")
-        try store.initialise(InitialState(
+        try store.initialise(InitialState.certified(
             clusterID: "c0ffee00c0ffee00", settings: ClusterSettings(podRange: Self.podRange, nodePrefixLength: 24),
             node: NodeAssignment(name: "self", podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
             identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
-            joinSigning: .generate()))
+            authority: Self.authority))
         state = try store.load()
         try beforeStart(store)
         var config = AgentConfig()
@@ -173,7 +175,7 @@ final class ManualClock: Sendable {
             await h.agent.reconcile()
             let now = Date()
             let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
-                                                      joinSigning: h.state.joinSigning, ttl: 600, uses: nil, now: now)
+                                                      authority: h.state.authority!, revocationSerial: 0, ttl: 600, uses: nil, now: now)
             try await h.agent.saveTokenRecords([record])
             func request(_ name: String, key: Key) -> LineRequest {
                 .join(JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
@@ -199,7 +201,7 @@ final class ManualClock: Sendable {
             let before = try h.device
             // A token of another cluster (another join-signing seed), naming a member that exists.
             let (other, _) = try JoinToken.issue(clusterID: "0ther0000000000", endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
-                                                 joinSigning: .generate(), ttl: 600, uses: nil, now: Date())
+                                                 authority: .generate(), revocationSerial: 0, ttl: 600, uses: nil, now: Date())
             let r = JoinExchange.makeRequest(token: other, nodeName: "peer0", identity: SigningIdentity.generate().publicKey,
                                              wireGuardPublicKey: Key.generatePrivate().publicKey(), nonce: secureRandomBytes(JoinExchange.nonceLength))
             let reply = await h.agent.answer(try LineRequest.decode(line: LineRequest.join(r).line().dropLast()))
@@ -286,7 +288,7 @@ final class ManualClock: Sendable {
             let h = try await AgentHarness(directory: dir, peers: 1, clock: time.agentClock)
             await h.agent.reconcile()
             let (token, record) = try JoinToken.issue(clusterID: h.state.clusterID, endpoints: [Endpoint(address: try IPAddress("127.0.0.1"), port: 7946)],
-                                                      joinSigning: h.state.joinSigning, ttl: 7200, uses: nil, now: Date())
+                                                      authority: h.state.authority!, revocationSerial: 0, ttl: 7200, uses: nil, now: Date())
             try await h.agent.saveTokenRecords([record])
             let key = Key.generatePrivate().publicKey()
             let r = JoinExchange.makeRequest(token: token, nodeName: "joiner", identity: SigningIdentity.generate().publicKey,

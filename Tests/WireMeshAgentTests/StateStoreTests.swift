@@ -8,12 +8,12 @@ import WireMeshJoin
 @Suite("StateStore")
 struct StateStoreTests {
     static func sampleState(cluster: String = "c0ffee00c0ffee00") throws -> InitialState {
-        InitialState(clusterID: cluster,
+        InitialState.certified(clusterID: cluster,
                      settings: ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24),
                      node: NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.7.0/24"), overlayAddress: try IPAddress("10.244.7.0")),
                      identity: .generate(), wireGuardKey: .generatePrivate(),
                      keyring: Keyring(primary: .generate(), others: [.generate()]),
-                     joinSigning: .generate(), members: [9, 8, 7])
+                     authority: .generate(), members: [9, 8, 7])
     }
 
     @Test func initialiseThenLoadRoundTrips() throws {
@@ -33,7 +33,8 @@ struct StateStoreTests {
             #expect(loaded.wireGuardKey == initial.wireGuardKey)
             #expect(loaded.pendingWireGuardKey == nil)
             #expect(loaded.keyring == initial.keyring)
-            #expect(loaded.joinSigning.publicKey == initial.joinSigning.publicKey)
+            #expect(loaded.authority?.publicKey == initial.authority?.publicKey && loaded.authorityKey == initial.authorityKey)
+            #expect(loaded.certificate == initial.certificate && loaded.revocations == nil)
             #expect(loaded.wireGuardKeyCreatedAt == created)
             #expect(try store.loadMembers() == [9, 8, 7])
             #expect(try store.loadTokens() == [])
@@ -46,7 +47,7 @@ struct StateStoreTests {
             try store.initialise(try Self.sampleState())
             try store.savePendingWireGuardKey(.generatePrivate())
             #expect(AtomicFile.mode(of: store.directory) == 0o700)
-            for file in [StateStore.File.identity, .wireGuardKey, .pendingWireGuardKey, .keyring, .joinSigning, .tokens, .members] {
+            for file in [StateStore.File.identity, .wireGuardKey, .pendingWireGuardKey, .keyring, .authority, .tokens, .members] {
                 #expect(AtomicFile.mode(of: store.path(file)) == 0o600, "\(file.rawValue)")
             }
             #expect(AtomicFile.mode(of: store.path(.cluster)) == 0o644)
@@ -171,9 +172,6 @@ struct StateStoreTests {
             try store.saveMembers([1, 2])
             #expect(try store.loadMembers() == [1, 2])
 
-            let moved = NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.9.0/24"), overlayAddress: try IPAddress("10.244.9.0"))
-            try store.saveNodeAssignment(moved)
-            #expect(try store.load().node == moved)
         }
     }
 

@@ -22,8 +22,8 @@ struct AdmissionTests {
     }
 
     func request(_ name: String, podCIDR: String? = nil) throws -> JoinRequest {
-        let (token, _) = try JoinToken.issue(clusterID: "c1", endpoints: [try Endpoint("192.0.2.1:7946")], joinSigning: .generate(),
-                                             ttl: 600, uses: nil, now: Date())
+        let (token, _) = try JoinToken.issue(clusterID: "c1", endpoints: [try Endpoint("192.0.2.1:7946")], authority: .generate(),
+                                             revocationSerial: 0, ttl: 600, uses: nil, now: Date())
         return JoinExchange.makeRequest(token: token, nodeName: name, identity: SigningIdentity.generate().publicKey,
                                         wireGuardPublicKey: Key.generatePrivate().publicKey(),
                                         requestedPodCIDR: try podCIDR.map { try IPPrefix($0) }, nonce: secureRandomBytes(24))

@@ -17,13 +17,13 @@ struct JoinFixture {
     let joinerWireGuard = Key.generatePrivate().publicKey()
     let ipam: IPAM
 
-    init(clusterID: String = "cafe0000cafe0000", uses: Int? = 2, ttl: TimeInterval = 86_400, joinSigning: SigningIdentity = .generate()) throws {
+    init(clusterID: String = "cafe0000cafe0000", uses: Int? = 2, ttl: TimeInterval = 86_400, authority: SigningIdentity = .generate()) throws {
         let settings = ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24)
         member = JoinExchange.MemberContext(clusterID: clusterID, settings: settings,
                                             keyring: Keyring(primary: .generate(), others: [.generate()]),
-                                            joinSigning: joinSigning, members: [1, 2, 3])
+                                            authority: authority, revocations: nil, members: [1, 2, 3])
         let (t, r) = try JoinToken.issue(clusterID: clusterID, endpoints: [try Endpoint("192.0.2.1:7946"), try Endpoint("[2001:db8::2]:7946")],
-                                         joinSigning: member.joinSigning, ttl: ttl, uses: uses, now: now)
+                                         authority: member.authority, revocationSerial: 0, ttl: ttl, uses: uses, now: now)
         token = t
         records = [r]
         ipam = try IPAM(clusterRange: settings.podRange, nodePrefixLength: 24)
@@ -60,7 +60,7 @@ struct JoinTokenTests {
     @Test func textRoundTrips() throws {
         let f = try JoinFixture()
         let text = f.token.text
-        #expect(text.hasPrefix("wmj2."))
+        #expect(text.hasPrefix("wmj3."))
         #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
         let parsed = try JoinToken(parsing: "  " + text + "\n")
         #expect(parsed == f.token)
@@ -76,7 +76,7 @@ struct JoinTokenTests {
         var counter: UInt8 = 0
         let seed = SigningIdentity(seed: try Key(bytes: [UInt8](repeating: 7, count: 32)))
         let (token, record) = try JoinToken.issue(
-            clusterID: "c1", endpoints: [try Endpoint("10.0.0.1:7946")], joinSigning: seed, ttl: 60, uses: 1,
+            clusterID: "c1", endpoints: [try Endpoint("10.0.0.1:7946")], authority: seed, revocationSerial: 0, ttl: 60, uses: 1,
             now: Date(timeIntervalSince1970: 1_000), random: { n in counter += 1; return [UInt8](repeating: counter, count: n) })
         #expect(token.idText == "0101010101010101")
         #expect(record.id == "0101010101010101" && record.issued && !record.revoked && record.used == 0)
@@ -86,7 +86,7 @@ struct JoinTokenTests {
         #expect(body.count == 1 + 8 + 32 + 8 + 2 + 16 + 3 + 1 + 7 + 4)
         #expect(body[0] == 2)
         #expect(Array(body[1..<9]) == [UInt8](repeating: 1, count: 8))
-        #expect(Array(body[9..<41]) == JoinToken.derivedKey(joinSigningSeed: seed.seed, id: token.id, expiresAt: 1_060, usesLimit: 1).bytes)
+        #expect(Array(body[9..<41]) == JoinToken.derivedKey(authoritySeed: seed.seed, revocationSerial: 0, id: token.id, expiresAt: 1_060, usesLimit: 1).bytes)
         #expect(Array(body[41..<49]) == [0, 0, 0, 0, 0, 0, 0x04, 0x24])  // 1060
         #expect(Array(body[49..<51]) == [0, 1])  // uses limit
         #expect(Array(body[67..<70]) == [2, 0x63, 0x31])  // "c1"
@@ -96,15 +96,15 @@ struct JoinTokenTests {
     @Test func keyIsDerivedFromTheJoinSeedAndEveryPinnedField() throws {
         let seed = SigningIdentity.generate().seed
         let id: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
-        let k = JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 3)
+        let k = JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: id, expiresAt: 1_000, usesLimit: 3)
         // Deterministic: any member holding the seed computes the same key.
-        #expect(k == JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 3))
+        #expect(k == JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: id, expiresAt: 1_000, usesLimit: 3))
         let variants = [
-            JoinToken.derivedKey(joinSigningSeed: SigningIdentity.generate().seed, id: id, expiresAt: 1_000, usesLimit: 3),
-            JoinToken.derivedKey(joinSigningSeed: seed, id: [1, 2, 3, 4, 5, 6, 7, 9], expiresAt: 1_000, usesLimit: 3),
-            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_001, usesLimit: 3),
-            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: 4),
-            JoinToken.derivedKey(joinSigningSeed: seed, id: id, expiresAt: 1_000, usesLimit: nil),
+            JoinToken.derivedKey(authoritySeed: SigningIdentity.generate().seed, revocationSerial: 0, id: id, expiresAt: 1_000, usesLimit: 3),
+            JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: [1, 2, 3, 4, 5, 6, 7, 9], expiresAt: 1_000, usesLimit: 3),
+            JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: id, expiresAt: 1_001, usesLimit: 3),
+            JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: id, expiresAt: 1_000, usesLimit: 4),
+            JoinToken.derivedKey(authoritySeed: seed, revocationSerial: 0, id: id, expiresAt: 1_000, usesLimit: nil),
         ]
         for v in variants { #expect(v != k) }
         #expect(Set(variants.map(\.base64)).count == variants.count)
@@ -117,14 +117,14 @@ struct JoinTokenTests {
         let body = base64URLDecode(String(f.token.text.dropFirst(5)))!
         func contains(_ k: [UInt8]) -> Bool { (0...(body.count - k.count)).contains { Array(body[$0..<$0 + k.count]) == k } }
         for key in f.member.keyring.keys { #expect(!contains(key.key.bytes)) }
-        #expect(!contains(f.member.joinSigning.seed.bytes))
+        #expect(!contains(f.member.authority.seed.bytes))
     }
 
     @Test(arguments: [
-        ("wmj3.AAAA", "does not start with 'wmj2.'"),
-        ("wmj2.", "not base64url"),
-        ("wmj2.a*b", "not base64url"),
-        ("wmj2.AQI", "truncated"),
+        ("wmj4.AAAA", "does not start with 'wmj3.'"),
+        ("wmj3.", "not base64url"),
+        ("wmj3.a*b", "not base64url"),
+        ("wmj3.AQI", "truncated"),
     ])
     func garbledTokensSayWhatIsWrong(text: String, problem: String) {
         do {
@@ -164,12 +164,12 @@ struct JoinTokenTests {
 
     @Test func structurallyBadBodyWithValidChecksum() {
         func seal(_ body: [UInt8]) -> String {
-            "wmj2." + base64URLEncode(body + Array(KeyDerivation.genericHash(body, outputLength: 16).prefix(4)))
+            "wmj3." + base64URLEncode(body + Array(KeyDerivation.genericHash(body, outputLength: 16).prefix(4)))
         }
         #expect(throws: JoinError.garbled("unsupported token version 9")) { try JoinToken(parsing: seal([9] + [UInt8](repeating: 0, count: 70))) }
-        #expect(throws: JoinError.garbled("truncated in the token key")) { try JoinToken(parsing: seal([2] + [UInt8](repeating: 0, count: 20))) }
+        #expect(throws: JoinError.garbled("truncated in the token key")) { try JoinToken(parsing: seal([3] + [UInt8](repeating: 0, count: 20))) }
         var w = ByteWriter()
-        w.u8(2); w.raw([UInt8](repeating: 1, count: 40)); w.u64(5); w.u16(0); w.raw([UInt8](repeating: 0, count: 16))
+        w.u8(3); w.raw([UInt8](repeating: 1, count: 40)); w.u64(5); w.u16(0); w.raw([UInt8](repeating: 0, count: 16))
         w.shortString("c"); w.u8(1); w.u8(5)
         #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.bytes)) }
     }
@@ -198,7 +198,7 @@ struct JoinTokenTests {
                 switch e {
                 case .garbled: continue
                 // Damage that turns the prefix into the old format's is told as such, which is right.
-                case .outdatedToken(version: 1) where damaged.hasPrefix(JoinToken.version1Prefix): continue
+                case .outdatedToken(version: 1) where damaged.hasPrefix("wmj1."): continue
                 default: Issue.record("unexpected \(e) for \(damaged)")
                 }
             }
@@ -209,15 +209,15 @@ struct JoinTokenTests {
         let js = SigningIdentity.generate()
         let ep = [try Endpoint("10.0.0.1:7946")]
         #expect(throws: TokenRequestError.invalidLifetime("must be positive, got 0 s")) {
-            try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 0, uses: nil, now: Date())
+            try JoinToken.issue(clusterID: "c", endpoints: ep, authority: js, revocationSerial: 0, ttl: 0, uses: nil, now: Date())
         }
-        #expect(throws: TokenRequestError.invalidUses(0)) { try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 0, now: Date()) }
+        #expect(throws: TokenRequestError.invalidUses(0)) { try JoinToken.issue(clusterID: "c", endpoints: ep, authority: js, revocationSerial: 0, ttl: 60, uses: 0, now: Date()) }
         #expect(throws: TokenRequestError.invalidUses(65_536)) {
-            try JoinToken.issue(clusterID: "c", endpoints: ep, joinSigning: js, ttl: 60, uses: 65_536, now: Date())
+            try JoinToken.issue(clusterID: "c", endpoints: ep, authority: js, revocationSerial: 0, ttl: 60, uses: 65_536, now: Date())
         }
-        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: [], joinSigning: js, ttl: 60, uses: nil, now: Date()) }
+        #expect(throws: JoinError.self) { try JoinToken.issue(clusterID: "c", endpoints: [], authority: js, revocationSerial: 0, ttl: 60, uses: nil, now: Date()) }
         let many = try (1...6).map { try Endpoint("10.0.0.\($0):7946") }
-        let (token, _) = try JoinToken.issue(clusterID: "c", endpoints: many, joinSigning: js, ttl: 60, uses: nil, now: Date())
+        let (token, _) = try JoinToken.issue(clusterID: "c", endpoints: many, authority: js, revocationSerial: 0, ttl: 60, uses: nil, now: Date())
         #expect(token.endpoints == Array(many.prefix(4)))
     }
 }
@@ -239,7 +239,7 @@ struct JoinExchangeTests {
         #expect(grant.clusterID == f.member.clusterID)
         #expect(grant.keyring == f.member.keyring)
         #expect(grant.settings == f.member.settings)
-        #expect(grant.joinSigning.publicKey == f.member.joinSigning.publicKey)
+        #expect(grant.authority == f.member.authority.publicKey)
         #expect(grant.members == [1, 2, 3])
         #expect(grant.assignment == admission.assignment)
         #expect(f.member.settings.podRange.contains(grant.assignment.podCIDR))
@@ -252,14 +252,14 @@ struct JoinExchangeTests {
     @Test func anyMemberAdmitsWithoutTheIssuer() throws {
         let f = try JoinFixture()
         let other = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings, keyring: f.member.keyring,
-                                               joinSigning: SigningIdentity(seed: f.member.joinSigning.seed), members: [9])
+                                               authority: SigningIdentity(seed: f.member.authority.seed), revocations: nil, members: [9])
         let request = f.request()
         let admission = try f.admit(request, view: .some(nil), member: other)
         let grant = try JoinExchange.accept(admission.response, for: request, token: f.token)
         #expect(grant.members == [9])
         // A member of another cluster (other seed) cannot check it.
         let stranger = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings, keyring: f.member.keyring,
-                                                  joinSigning: .generate(), members: [])
+                                                  authority: .generate(), revocations: nil, members: [])
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(request, view: .some(nil), member: stranger) }
     }
 
@@ -276,7 +276,7 @@ struct JoinExchangeTests {
         // Re-MACing needs K, which only the token (and members) have: a forged token of the same id fails too.
         let forged = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
                                expiresAt: f.token.expiresAt.addingTimeInterval(86_400), usesLimit: nil,
-                               joinSigningFingerprint: f.token.joinSigningFingerprint)
+                               authorityFingerprint: f.token.authorityFingerprint)
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(f.request(token: forged), view: .some(nil)) }
     }
 
@@ -292,7 +292,7 @@ struct JoinExchangeTests {
         }
         // A token with the same id and another key cannot open the answer.
         let forged = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
-                               expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, joinSigningFingerprint: f.token.joinSigningFingerprint)
+                               expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, authorityFingerprint: f.token.authorityFingerprint)
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) {
             try JoinExchange.accept(admission.response, for: request, token: forged)
         }
@@ -318,7 +318,7 @@ struct JoinExchangeTests {
         let request = f.request()
         let atB = try f.admit(request)  // B never saw the nonce
         let attacker = JoinToken(id: f.token.id, key: .generatePrivate(), clusterID: f.token.clusterID, endpoints: f.token.endpoints,
-                                 expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, joinSigningFingerprint: f.token.joinSigningFingerprint)
+                                 expiresAt: f.token.expiresAt, usesLimit: f.token.usesLimit, authorityFingerprint: f.token.authorityFingerprint)
         #expect(throws: JoinError.self) { try JoinExchange.accept(atB.response, for: request, token: attacker) }
         #expect(throws: JoinError.self) { try JoinExchange.accept(atB.response, for: f.request(), token: f.token) }
     }
@@ -401,7 +401,7 @@ struct JoinExchangeTests {
         let genuineAdmission = try f.admit(request)
         let impostor = SigningIdentity.generate()
         var fake = genuineAdmission.response
-        fake.joinSigningPublicKey = impostor.publicKey
+        fake.authorityPublicKey = impostor.publicKey
         fake.signature = impostor.sign(Array("wmj2-resp".utf8) + JoinExchange.transcript(request: request, memberNonce: fake.memberNonce) + fake.sealed).bytes
         do {
             _ = try JoinExchange.accept(fake, for: request, token: f.token)

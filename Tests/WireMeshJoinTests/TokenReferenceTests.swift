@@ -7,8 +7,8 @@ import WireMeshCrypto
 @Suite("TokenReference: naming a token for revoke without echoing it")
 struct TokenReferenceTests {
     func issued(uses: Int? = 1) throws -> JoinToken {
-        try JoinToken.issue(clusterID: "c1", endpoints: [try Endpoint("192.0.2.1:7946")], joinSigning: SigningIdentity.generate(),
-                            ttl: 3600, uses: uses, now: Date()).0
+        try JoinToken.issue(clusterID: "c1", endpoints: [try Endpoint("192.0.2.1:7946")], authority: SigningIdentity.generate(),
+                            revocationSerial: 0, ttl: 3600, uses: uses, now: Date()).0
     }
 
     @Test func anIdInAnyCaseIsItsLowercaseForm() throws {
