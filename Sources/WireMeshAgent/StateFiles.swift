@@ -37,16 +37,6 @@ extension StateStore {
                     ? "format 1 (before the cluster authority): this node cannot take part in a cluster of this version; join again from a fresh state directory"
                     : "unsupported version \(version)")
             }
-            guard let authorityBytes = Data(base64Encoded: try c.decode(String.self, forKey: .authority)),
-                  let key = try? IdentityPublicKey(bytes: Array(authorityBytes)) else {
-                throw DecodingError.dataCorruptedError(forKey: .authority, in: c, debugDescription: "not a base64 Ed25519 public key")
-            }
-            authority = key
-            guard let certBytes = Data(base64Encoded: try c.decode(String.self, forKey: .certificate)),
-                  let cert = try? NodeCertificate(decoding: Array(certBytes)) else {
-                throw DecodingError.dataCorruptedError(forKey: .certificate, in: c, debugDescription: "not a base64 node certificate")
-            }
-            certificate = cert
             clusterID = try c.decode(String.self, forKey: .clusterID)
             settings = ClusterSettings(podRange: try c.decodePrefix(.podRange),
                                        nodePrefixLength: try c.decode(Int.self, forKey: .nodePrefixLength))
@@ -68,6 +58,16 @@ extension StateStore {
                 throw DecodingError.dataCorruptedError(forKey: .overlayAddress, in: c, debugDescription:
                     "\(node.overlayAddress) is not inside this node's pod CIDR \(node.podCIDR)")
             }
+            guard let authorityBytes = Data(base64Encoded: try c.decode(String.self, forKey: .authority)),
+                  let key = try? IdentityPublicKey(bytes: Array(authorityBytes)) else {
+                throw DecodingError.dataCorruptedError(forKey: .authority, in: c, debugDescription: "not a base64 Ed25519 public key")
+            }
+            authority = key
+            guard let certBytes = Data(base64Encoded: try c.decode(String.self, forKey: .certificate)),
+                  let cert = try? NodeCertificate(decoding: Array(certBytes)) else {
+                throw DecodingError.dataCorruptedError(forKey: .certificate, in: c, debugDescription: "not a base64 node certificate")
+            }
+            certificate = cert
         }
 
         func encode(to encoder: Encoder) throws {

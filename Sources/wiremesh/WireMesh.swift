@@ -13,7 +13,7 @@ struct WireMesh: AsyncParsableCommand {
         version: WireMeshVersion.current,
         subcommands: [
             InitCommand.self, JoinCommand.self, AgentCommand.self, StatusCommand.self, PeersCommand.self,
-            TokenCommand.self, LeaveCommand.self, RotateKeyCommand.self, ClusterKeyCommand.self,
+            TokenCommand.self, LeaveCommand.self, RotateKeyCommand.self, ClusterKeyCommand.self, EvictCommand.self,
             DoctorCommand.self, GraphCommand.self,
             GenKey.self, PubKey.self, GenPSK.self,
             DeviceCommand.self,

@@ -61,7 +61,7 @@ struct HelpAndExitTests {
         let revoke = try wiremesh(["token", "revoke", secretish] + socket)
         #expect(revoke.status == 2, "\(revoke)")
         #expect(!revoke.stderr.contains(secretish) && revoke.stderr.contains("16 hex digits"), "\(revoke)")
-        let damaged = try wiremesh(["token", "revoke", "wmj2.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] + socket)
+        let damaged = try wiremesh(["token", "revoke", "wmj3.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] + socket)
         #expect(damaged.status == 2 && damaged.stderr.contains("damaged") && !damaged.stderr.contains("AAAAAAAA"), "\(damaged)")
         // A well-formed id reaches the socket: the missing agent is an operational failure.
         let id = try wiremesh(["token", "revoke", "00112233AABBCCDD"] + socket)

@@ -245,7 +245,7 @@ struct ProtocolTests {
         pump.inject(forgedPayload([.record(badSig)]), from: testEndpoint(99), to: eps[0])
         pump.run(for: .seconds(3))
         let c = pump.nodes[eps[0]]!.counters
-        #expect(c.rejectedBadSignature == 2)
+        #expect(c.rejectedBadSignature == 1 && c.rejectedRepeated == 1)
         #expect(c.rejectedIdentityConflict == 1)
         let seen = pump.nodes[eps[0]]!.member(named: "n1")!
         #expect(seen.record == genuine)

@@ -7,11 +7,12 @@ import WireMeshJoin
 
 @Suite("StateStore")
 struct StateStoreTests {
-    static func sampleState(cluster: String = "c0ffee00c0ffee00") throws -> InitialState {
+    static func sampleState(cluster: String = "c0ffee00c0ffee00", identity: SigningIdentity = .generate(),
+                            wireGuardKey: Key = .generatePrivate()) throws -> InitialState {
         InitialState.certified(clusterID: cluster,
                      settings: ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24),
                      node: NodeAssignment(name: "node-a", podCIDR: try IPPrefix("10.244.7.0/24"), overlayAddress: try IPAddress("10.244.7.0")),
-                     identity: .generate(), wireGuardKey: .generatePrivate(),
+                     identity: identity, wireGuardKey: wireGuardKey,
                      keyring: Keyring(primary: .generate(), others: [.generate()]),
                      authority: .generate(), members: [9, 8, 7])
     }
@@ -89,11 +90,11 @@ struct StateStoreTests {
 
     @Test(arguments: [
         ("wireguard.key", "not a key\n", "expected 44 characters of base64"),
-        ("cluster.json", "{\"version\": 1, \"cluster_id\": 5}", "cluster_id"),
+        ("cluster.json", "{\"version\": 2, \"cluster_id\": 5}", "cluster_id"),
         ("cluster.json", "{ broken", "not valid JSON"),
         ("keyring.json", "{\"keys\": []}", "no keys"),
         ("identity.key", nil, "missing"),
-        ("cluster.json", "{\"version\":1,\"cluster_id\":\"x\",\"pod_range\":\"10.0.0.0/33\",\"node_prefix_length\":24,\"node_name\":\"a\",\"pod_cidr\":\"10.0.1.0/24\",\"overlay_address\":\"10.0.1.0\"}", "pod_range"),
+        ("cluster.json", "{\"version\":2,\"cluster_id\":\"x\",\"pod_range\":\"10.0.0.0/33\",\"node_prefix_length\":24,\"node_name\":\"a\",\"pod_cidr\":\"10.0.1.0/24\",\"overlay_address\":\"10.0.1.0\"}", "pod_range"),
     ] as [(String, String?, String)])
     func corruptedFileIsNamed(file: String, contents: String?, reason: String) throws {
         try withTemporaryDirectory { tmp in
@@ -191,9 +192,7 @@ struct StateStoreTests {
             // A join keeps the node's identity and WireGuard key, and clears the mark last.
             let kept = try #require(try store.keysOfLeftNode())
             #expect(kept.identity.publicKey == initial.identity.publicKey && kept.wireGuardKey == initial.wireGuardKey)
-            var again = try Self.sampleState(cluster: "0123456789abcdef")
-            again.identity = kept.identity
-            again.wireGuardKey = kept.wireGuardKey
+            let again = try Self.sampleState(cluster: "0123456789abcdef", identity: kept.identity, wireGuardKey: kept.wireGuardKey)
             try store.initialise(again)
             #expect(try store.leftMarker() == nil)
             #expect(try store.load().clusterID == "0123456789abcdef")

@@ -84,7 +84,7 @@ struct JoinTokenTests {
         #expect(record.usesLimit == 1)
         let body = Array(base64URLDecode(String(token.text.dropFirst(5)))!)
         #expect(body.count == 1 + 8 + 32 + 8 + 2 + 16 + 3 + 1 + 7 + 4)
-        #expect(body[0] == 2)
+        #expect(body[0] == 3)
         #expect(Array(body[1..<9]) == [UInt8](repeating: 1, count: 8))
         #expect(Array(body[9..<41]) == JoinToken.derivedKey(authoritySeed: seed.seed, revocationSerial: 0, id: token.id, expiresAt: 1_060, usesLimit: 1).bytes)
         #expect(Array(body[41..<49]) == [0, 0, 0, 0, 0, 0, 0x04, 0x24])  // 1060
