@@ -30,7 +30,7 @@ struct AgentHarness {
     static let authority = SigningIdentity.generate()
 
     init(directory: String, peers: Int = 0, gossip: Bool = false, device: Device? = nil, clock: AgentClock = .system,
-         beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
+         holdsAuthority: Bool = true, beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
         self.directory = directory
         store = StateStore(directory: directory + "/state")
         let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
@@ -39,7 +39,7 @@ struct AgentHarness {
             clusterID: "c0ffee00c0ffee00", settings: ClusterSettings(podRange: Self.podRange, nodePrefixLength: 24),
             node: NodeAssignment(name: "self", podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
             identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
-            authority: Self.authority))
+            authority: Self.authority, holdsAuthority: holdsAuthority))
         state = try store.load()
         try beforeStart(store)
         var config = AgentConfig()
@@ -56,18 +56,22 @@ struct AgentHarness {
         for i in 0..<peers {
             let identity = SigningIdentity.generate()
             let cidr = try IPPrefix("10.244.\(10 + i).0/24")
-            made.append((NodeRecord(name: "peer\(i)", identity: identity.publicKey, version: 1,
+            var record = NodeRecord(name: "peer\(i)", identity: identity.publicKey, version: 1,
                                     wireguardKey: Key.generatePrivate().publicKey(),
                                     wireguardEndpoints: [Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 51820)],
                                     gossipAddress: Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 7946),
-                                    podCIDRs: [cidr], overlayAddress: cidr.network.address), identity))
+                                    podCIDRs: [cidr], overlayAddress: cidr.network.address)
+            record.certificate = .issue(clusterID: state.clusterID, name: record.name, identity: identity.publicKey,
+                                        podCIDRs: record.podCIDRs, overlayAddress: record.overlayAddress, issuedAt: 1, authority: Self.authority)
+            made.append((record, identity))
         }
         self.peers = made
         if peers > 0 || gossip {
             let saved = try made.map { try SignedNodeRecord(signing: $0.0, with: $0.1) }
             let transport = try await GossipTransport.bind(GossipSettings(
                 identity: state.identity, record: await agent.localRecord(version: 1), keyring: state.keyring,
-                clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: loopback, port: 0), savedView: saved),
+                clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: loopback, port: 0), savedView: saved,
+                trust: await agent.trust),
                 logger: logger)
             await agent.setTransport(transport)
         }
