@@ -20,6 +20,7 @@ import Testing
         }
         check("healthy", "doctor on a node with traffic to both peers exits 0, ok, every check present, none warns or fails")
         check("graph-healthy", "its SVG names every node and edge; as a PNG: right size, not blank, each node inked, no red")
+        check("picture-controls", "the picture check fails on a blank PNG of the same size, and on the healthy one asked for a red edge")
         check("no-handshake", "a peer whose WireGuard UDP is dropped: exit 1, handshakes FAIL naming it and the port")
         check("out-of-sync", "a peer removed and allowed IPs replaced with wg set: exit 1, device FAIL naming both")
         check("graph-broken", "the SVG of that moment as a PNG: the missing and the stale edge drawn red where the SVG puts them")

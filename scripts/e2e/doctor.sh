@@ -6,6 +6,8 @@
 #   healthy       node 2 (traffic to both peers): exit 0, ok, every check present, none warns or fails
 #   graph-healthy node 2's `graph --format svg`, rendered to PNG (rsvg-convert): every node drawn, both
 #                 edges, no red pixel anywhere
+#   picture-controls the picture check fails on a blank PNG of the same size, and on the healthy
+#                 picture when asked for a red edge
 #   no-handshake  node 1 after pinging pod 3: exit 1, handshakes FAIL naming node3 (and not node2), fix
 #                 names the WireGuard UDP port; the only failing check
 #   out-of-sync   node 1's device changed with `wg set` behind the agent (node 2's peer removed, node 3's
@@ -89,6 +91,20 @@ result_problems healthy "$problems" "exit 0, ok, 9 checks, none warns or fails; 
 # --- graph-healthy: node 2's picture has both edges and no highlight
 if graph_svg 2 graph-healthy; then graph_case graph-healthy graph-healthy "node2->node1,node2->node3" -
 else result graph-healthy false "graph --format svg or rsvg-convert failed: $(cat "$WORK/graph-healthy.err")"; fi
+
+# --- picture-controls: the picture check itself fails on a blank picture of the same size, and on the
+# healthy picture when asked for a red edge (so its passes above mean something)
+problems=""
+sed -n 's/^\(<svg width="[^"]*" height="[^"]*"\).*/\1/p' "$WORK/graph-healthy.svg" >"$WORK/blank.svg"
+echo ' viewBox="'"$(grep -o 'viewBox="[^"]*"' "$WORK/graph-healthy.svg" | head -1 | cut -d'"' -f2)"'" xmlns="http://www.w3.org/2000/svg"><rect width="100%" height="100%" fill="white"/></svg>' >>"$WORK/blank.svg"
+if rsvg-convert -d "$DPI" -p "$DPI" -o "$WORK/blank.png" "$WORK/blank.svg" 2>/dev/null; then
+  cp "$WORK/graph-healthy.svg" "$WORK/blank-control.svg"; cp "$WORK/blank.png" "$WORK/blank-control.png"
+  blank="$(picture blank-control node1,node2,node3 -)" && problems+=" a blank picture passed: $blank;"
+else
+  problems+=" rsvg-convert could not render a blank SVG;"
+fi
+red="$(picture graph-healthy node1,node2,node3 "node2->node1")" && problems+=" the healthy picture passed as having a red edge;"
+result_problems picture-controls "$problems" "a blank PNG fails ($(jq -r '.problems | length' <<<"${blank:-{\}}" 2>/dev/null) problems), a healthy one asked for red fails: $(jq -r '.problems[0]' <<<"${red:-{\}}" 2>/dev/null)"
 
 # --- no-handshake: node 1 sends to pod 3, its handshake initiations are dropped
 ip netns exec "$P-p1" ping -c 3 -i 0.3 -W 1 "$(pod 3)" >/dev/null 2>&1 && log "pod 1 reached pod 3 through the block?"
