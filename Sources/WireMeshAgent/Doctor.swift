@@ -51,13 +51,27 @@ public struct DoctorFacts: Sendable {
         public var flag: String
         /// The errno of the failed bind; nil when the port was free.
         public var bindErrno: Int32?
+        /// The processes holding a socket on that port, e.g. "nc (pid 4242)" (empty: not found).
+        public var holders: [String]
 
-        public init(what: String, address: String, port: UInt16, flag: String, bindErrno: Int32?) {
+        public init(what: String, address: String, port: UInt16, flag: String, bindErrno: Int32?, holders: [String] = []) {
             self.what = what
             self.address = address
             self.port = port
             self.flag = flag
             self.bindErrno = bindErrno
+            self.holders = holders
+        }
+    }
+
+    /// A peer as the WireGuard device holds it: its key (base64, as `wg` shows it) and allowed IPs.
+    public struct DevicePeer: Sendable, Equatable {
+        public var publicKey: String
+        public var allowedIPs: [IPPrefix]
+
+        public init(publicKey: String, allowedIPs: [IPPrefix]) {
+            self.publicKey = publicKey
+            self.allowedIPs = allowedIPs
         }
     }
 
@@ -75,6 +89,8 @@ public struct DoctorFacts: Sendable {
     public var interfaceIndex: Int32?
     /// The listen port of a WireGuard device of that name (nil: none).
     public var interfaceListenPort: UInt16?
+    /// The peers of that device, read by doctor itself (nil: no device, or it could not be read).
+    public var devicePeers: [DevicePeer]?
     public var advertiseAddress: IPAddress?
     public var underlayMTU: Int?
     public var controlSocket: String
@@ -157,6 +173,11 @@ public enum Doctor {
                     return Finding(check: "ports", status: .ok,
                                    detail: "\(name) is held by WireGuard interface \(f.interface), which the agent takes over when it starts")
                 }
+                if !p.holders.isEmpty {
+                    let who = p.holders.joined(separator: ", ")
+                    return Finding(check: "ports", status: .fail, detail: "\(name) on \(p.address) is held by another process: \(who)",
+                                   fix: "stop \(who), or choose another \(p.flag)")
+                }
                 return Finding(check: "ports", status: .fail, detail: "\(name) on \(p.address) is held by another process",
                                fix: "stop the process holding it ('ss -lunp' / 'ss -ltnp' names it) or choose another \(p.flag)")
             }
@@ -206,13 +227,44 @@ public enum Doctor {
                            detail: "the agent cannot bring the device in line with its plan: " + (problems.isEmpty ? "no reason given" : problems.joined(separator: "; ")),
                            fix: "do what the problem above says; 'wiremesh status' shows it too, and the agent log has the details")
         }
+        var problems: [String] = []
         let missing = (f.peers ?? []).filter { $0.state == "alive" && $0.onDevice == false }.map(\.name)
         if !missing.isEmpty {
-            return Finding(check: "device", status: .fail,
-                           detail: "alive members with no peer on the device: \(missing.joined(separator: ", ")); traffic to their pods is dropped",
-                           fix: "wait for the agent's next resync (10 s); if they stay missing, the agent log names the error (e.g. a pod CIDR conflict)")
+            problems.append("alive members with no peer on the device: \(missing.joined(separator: ", ")); traffic to their pods is dropped")
         }
-        return Finding(check: "device", status: .ok, detail: "the device matches the plan (the agent reports itself healthy)")
+        let misrouted = misroutedBlocks(f)
+        if !misrouted.isEmpty {
+            problems.append("pod blocks the device does not route to their member: \(misrouted.joined(separator: ", "))")
+        }
+        if !problems.isEmpty {
+            return Finding(check: "device", status: .fail, detail: problems.joined(separator: "; "),
+                           fix: "wait for the agent's next resync (10 s), which rewrites the device; if it persists, the agent log names the error (e.g. a pod CIDR conflict)")
+        }
+        let checked = f.devicePeers.map { " and every alive member's pod block is in its peer's allowed IPs (\($0.count) peers read)" } ?? ""
+        return Finding(check: "device", status: .ok, detail: "the device matches the plan: the agent reports itself healthy\(checked)")
+    }
+
+    /// "BLOCK of MEMBER (WHAT)" for each pod block of an alive member (with a peer on the device) that the
+    /// device does not route to that member's peer: in no peer's allowed IPs, or in another member's.
+    /// A block on a peer whose key is no member's is left alone: during a key rotation the old key
+    /// keeps the block until the new one has a session.
+    static func misroutedBlocks(_ f: DoctorFacts) -> [String] {
+        guard let device = f.devicePeers, let peers = f.peers else { return [] }
+        let memberByKey = Dictionary(peers.map { ($0.publicKey, $0.name) }, uniquingKeysWith: { a, _ in a })
+        var out: [String] = []
+        for member in peers where member.state == "alive" && member.onDevice != false {
+            for text in member.podCIDRs {
+                guard let block = try? IPPrefix(text) else { continue }
+                let owners = device.filter { $0.allowedIPs.contains { $0.contains(block) } }
+                if owners.isEmpty {
+                    out.append("\(text) of \(member.name) (in no peer's allowed IPs)")
+                } else if !owners.contains(where: { $0.publicKey == member.publicKey }),
+                          let other = owners.compactMap({ memberByKey[$0.publicKey] }).first {
+                    out.append("\(text) of \(member.name) (in \(other)'s allowed IPs)")
+                }
+            }
+        }
+        return out
     }
 
     static func routes(_ f: DoctorFacts) -> Finding {
@@ -255,6 +307,16 @@ public enum Doctor {
         }
         let list = stale.map { p in "\(p.name) (" + (p.secondsSinceHandshake.map { "\($0) s ago" } ?? "never") + ")" }
         let port = f.status.map { "UDP \($0.wireGuardPort)" } ?? "the WireGuard UDP port"
+        // Never a handshake, yet bytes sent to the peer: handshake initiations (the device counts them)
+        // that nobody answered. Idle peers send nothing, so this one is broken, not quiet.
+        let unanswered = stale.filter { $0.secondsSinceHandshake == nil && ($0.transmitBytes ?? 0) > 0 }
+        if !unanswered.isEmpty {
+            let names = unanswered.map { "\($0.name) (\($0.transmitBytes!) B sent, never a handshake)" }
+            return Finding(check: "handshakes", status: .fail,
+                           detail: "alive members that never answered this node's handshake initiations: \(names.joined(separator: ", "))"
+                               + (stale.count > unanswered.count ? "; all without a handshake in \(handshakeStaleSeconds) s: \(list.joined(separator: ", "))" : ""),
+                           fix: "let \(port) pass between this node and them, both ways (firewalls, security groups; 'nft list ruleset'); check their endpoint in 'wiremesh peers' is reachable from here")
+        }
         return Finding(check: "handshakes", status: .warn,
                        detail: "alive members without a handshake in \(handshakeStaleSeconds) s: \(list.joined(separator: ", "))",
                        fix: "check that \(port) passes between this node and them (firewalls; their endpoint in 'wiremesh peers'); a peer with no traffic and no --persistent-keepalive has no handshake: send traffic and run doctor again")

@@ -41,7 +41,10 @@ extension Doctor {
             f.interfaceMTU = Int(link.mtu)
             f.interfaceIndex = link.index
         }
-        f.interfaceListenPort = (try? wireGuardBackend(for: interface, kernel: { try KernelBackend() }).device(named: interface))?.listenPort
+        if let device = try? wireGuardBackend(for: interface, kernel: { try KernelBackend() }).device(named: interface) {
+            f.interfaceListenPort = device.listenPort
+            f.devicePeers = device.peers.map { DoctorFacts.DevicePeer(publicKey: $0.publicKey.base64, allowedIPs: $0.allowedIPs) }
+        }
         do {
             guard let rtnl else { throw AgentError("no rtnetlink socket") }
             f.routes = try rtnl.routes()
@@ -57,10 +60,44 @@ extension Doctor {
         let wireGuardPort = f.status?.wireGuardPort ?? config.wireGuardPort
         let anyV4 = IPAddress(bytes: [0, 0, 0, 0])!
         f.ports = Preflight.portProbes(advertise: f.advertiseAddress ?? anyV4, gossipPort: gossipPort, wireGuardPort: wireGuardPort).map {
-            DoctorFacts.Port(what: $0.what, address: "\($0.address)", port: $0.port, flag: $0.flag,
-                             bindErrno: Preflight.bindProbe(address: $0.address, port: $0.port, type: $0.type))
+            let errno = Preflight.bindProbe(address: $0.address, port: $0.port, type: $0.type)
+            return DoctorFacts.Port(what: $0.what, address: "\($0.address)", port: $0.port, flag: $0.flag, bindErrno: errno,
+                                    holders: errno == EADDRINUSE ? portHolders(port: $0.port, type: $0.type) : [])
         }
         return f
+    }
+
+    /// "COMMAND (pid N)" for each process with a socket of `type` bound to local `port` in this network
+    /// namespace: the socket inodes from /proc/net/{udp,tcp}{,6}, then the processes whose descriptors
+    /// point at them (what `ss -p` does). Best effort: empty when nothing is found or readable.
+    static func portHolders(port: UInt16, type: Int32) -> [String] {
+        let tables = type == Int32(SOCK_STREAM.rawValue) ? ["tcp", "tcp6"] : ["udp", "udp6"]
+        var inodes: Set<String> = []
+        for table in tables {
+            guard let text = try? String(contentsOfFile: "/proc/net/\(table)", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, let colon = fields[1].lastIndex(of: ":"),
+                      UInt16(fields[1][fields[1].index(after: colon)...], radix: 16) == port, fields[9] != "0" else { continue }
+                inodes.insert(String(fields[9]))
+            }
+        }
+        guard !inodes.isEmpty, let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var holders: [String] = []
+        for pid in pids.compactMap(Int32.init).sorted() {
+            guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
+            let holds = fds.contains { fd in
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                      target.hasPrefix("socket:[") else { return false }
+                return inodes.contains(String(target.dropFirst("socket:[".count).dropLast()))
+            }
+            guard holds else { continue }
+            let command = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            holders.append("\(command) (pid \(pid))")
+        }
+        return holders
     }
 }
 

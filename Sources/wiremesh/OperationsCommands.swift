@@ -7,9 +7,11 @@ struct DoctorCommand: ParsableCommand {
         commandName: "doctor", abstract: "Check this node and say what is wrong and how to fix it.",
         discussion: """
             Checks kernel WireGuard or wireguard-go, CAP_NET_ADMIN, the gossip/join and WireGuard ports (free, \
-            or held by this node's agent or interface), the interface MTU against the underlay, the agent \
-            (control socket), the device against the agent's plan, the fail-closed routes, peers without a \
-            handshake in 180 s, and clock skew seen through gossip. Each finding is ok, info, WARN or FAIL, \
+            or held by this node's agent or interface; another holder is named with its pid), the interface \
+            MTU against the underlay, the agent (control socket), the device against the agent's plan (a peer \
+            for every alive member, each pod block in its member's allowed IPs), the fail-closed routes, peers \
+            without a handshake in 180 s (FAIL when this node's handshake initiations were never answered), \
+            and clock skew seen through gossip. Each finding is ok, info, WARN or FAIL, \
             with the fix. Exits 1 when a check fails, 0 otherwise (warnings alone exit 0). Run it as root, \
             in the agent's network namespace.
             """)

@@ -119,6 +119,47 @@ struct DoctorTests {
         #expect(finding("device", f)?.detail.contains("b") == true)
     }
 
+    @Test func aPortHolderFoundIsNamedInTheFindingAndItsFix() throws {
+        var f = try healthyFacts()
+        f.status = nil
+        f.peers = nil
+        f.ports[0].holders = ["nc (pid 4242)"]
+        let gossip = Doctor.findings(f).first { $0.check == "ports" }
+        #expect(gossip?.status == .fail)
+        #expect(gossip?.detail.contains("gossip port 7946") == true && gossip?.detail.contains("nc (pid 4242)") == true, "\(String(describing: gossip))")
+        #expect(gossip?.fix?.contains("stop nc (pid 4242)") == true && gossip?.fix?.contains("--gossip-port") == true)
+    }
+
+    @Test func aPodBlockTheDeviceDoesNotRouteToItsMemberFails() throws {
+        var f = try healthyFacts()
+        // As the agent programs it: b's block on b's key.
+        f.devicePeers = [DoctorFacts.DevicePeer(publicKey: "pb", allowedIPs: [try IPPrefix("10.244.1.0/24")])]
+        #expect(finding("device", f)?.status == .ok)
+        #expect(finding("device", f)?.detail.contains("1 peers read") == true)
+        // Allowed IPs changed behind the agent's back: the block is in no peer's allowed IPs.
+        f.devicePeers![0].allowedIPs = [try IPPrefix("10.250.0.0/24")]
+        #expect(finding("device", f)?.status == .fail)
+        #expect(finding("device", f)?.detail.contains("10.244.1.0/24 of b (in no peer's allowed IPs)") == true, "\(String(describing: finding("device", f)))")
+        #expect(finding("device", f)?.fix?.contains("resync") == true)
+        // ... or in another member's.
+        f.peers?.append(PeerInfo(name: "c", state: "alive", podCIDRs: ["10.244.2.0/24"], publicKey: "pc", endpoint: nil,
+                                 secondsSinceHandshake: 5, onDevice: true))
+        f.devicePeers = [DoctorFacts.DevicePeer(publicKey: "pc", allowedIPs: [try IPPrefix("10.244.1.0/24"), try IPPrefix("10.244.2.0/24")]),
+                         DoctorFacts.DevicePeer(publicKey: "pb", allowedIPs: [])]
+        #expect(finding("device", f)?.detail.contains("10.244.1.0/24 of b (in c's allowed IPs)") == true, "\(String(describing: finding("device", f)))")
+        // During a key rotation b's old key (no member's) keeps the block: not a problem.
+        f.devicePeers = [DoctorFacts.DevicePeer(publicKey: "pc", allowedIPs: [try IPPrefix("10.244.2.0/24")]),
+                         DoctorFacts.DevicePeer(publicKey: "pb-old", allowedIPs: [try IPPrefix("10.244.1.0/24")]),
+                         DoctorFacts.DevicePeer(publicKey: "pb", allowedIPs: [])]
+        #expect(finding("device", f)?.status == .ok, "\(String(describing: finding("device", f)))")
+        // A missing peer and a misrouted block are both named, in one finding.
+        f.peers?[1].onDevice = false
+        f.devicePeers = [DoctorFacts.DevicePeer(publicKey: "pb", allowedIPs: [])]
+        let both = finding("device", f)
+        #expect(both?.status == .fail && both?.detail.contains("no peer on the device: c") == true
+                    && both?.detail.contains("10.244.1.0/24 of b") == true, "\(String(describing: both))")
+    }
+
     @Test func eachMissingFailClosedRouteFails() throws {
         var f = try healthyFacts()
         f.routes = [f.routes![1]]
@@ -146,6 +187,22 @@ struct DoctorTests {
         #expect(h?.detail.contains("b (181 s ago)") == true && h?.detail.contains("c (never)") == true && h?.detail.contains("d (") == false)
         #expect(DoctorReport(findings: Doctor.findings(f)).ok, "warnings alone exit 0")
         #expect(Doctor.text(Doctor.findings(f)).hasSuffix("nothing failed; see the warnings above\n"))
+    }
+
+    @Test func aPeerThatNeverAnsweredHandshakeInitiationsFails() throws {
+        var f = try healthyFacts()
+        // Bytes sent, never a handshake: initiations nobody answered.
+        f.peers?.append(PeerInfo(name: "c", state: "alive", podCIDRs: [], publicKey: "pc", endpoint: "192.0.2.12:51820",
+                                 secondsSinceHandshake: nil, onDevice: true, receiveBytes: 0, transmitBytes: 592))
+        f.peers?[0].secondsSinceHandshake = 200
+        let h = finding("handshakes", f)
+        #expect(h?.status == .fail)
+        #expect(h?.detail.contains("c (592 B sent, never a handshake)") == true && h?.detail.contains("b (200 s ago)") == true, "\(String(describing: h))")
+        #expect(h?.fix?.contains("UDP 51820") == true)
+        #expect(DoctorReport(findings: Doctor.findings(f)).ok == false)
+        // Nothing sent: an idle peer, a warning only.
+        f.peers?[1].transmitBytes = 0
+        #expect(finding("handshakes", f)?.status == .warn)
     }
 
     @Test func clockSkewIsOnlyClaimedWhenARecordComesFromTheFuture() throws {
