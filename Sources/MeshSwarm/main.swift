@@ -1,3 +1,4 @@
+import Foundation
 // wiremesh-swarm: many simulated cluster members in one process, each a real membership node with its
 // own identity, signed record, pod CIDR and UDP gossip socket. Benchmark-only: it measures an agent
 // among N peers (`./scripts/bench join` runs it for rss/cpu_percent_idle_1000_peers). It reads the
@@ -51,6 +52,9 @@ struct Swarm: AsyncParsableCommand {
 
     mutating func run() async throws {
         let state = try StateStore(directory: stateDir).load()
+        guard let authority = state.authority else {
+            throw ValidationError("--state-dir must be an authority node's (it holds authority.key): the swarm certifies its members with it")
+        }
         let ipam = try IPAM(clusterRange: state.settings.podRange, nodePrefixLength: state.settings.nodePrefixLength)
         guard UInt64(count) < ipam.blockCount else {
             throw ValidationError("the cluster range \(state.settings.podRange) has \(ipam.blockCount) node blocks; --count must be smaller")
@@ -82,10 +86,14 @@ struct Swarm: AsyncParsableCommand {
             let block = ipam.block(at: ipam.blockCount - 1 - UInt64(i))
             let identity = SigningIdentity.generate()
             let gossip = Endpoint(address: bindAddress, port: basePort + UInt16(i))
-            let record = NodeRecord(
+            var record = NodeRecord(
                 name: "swarm-\(i)", identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
                 wireguardEndpoints: [Endpoint(address: bindAddress, port: 9)], gossipAddress: gossip,
                 podCIDRs: [block], overlayAddress: ipam.overlayAddress(of: block))
+            // Members take only certified records: the swarm certifies its own with the authority seed.
+            record.certificate = .issue(clusterID: state.clusterID, name: record.name, identity: identity.publicKey,
+                                        podCIDRs: record.podCIDRs, overlayAddress: record.overlayAddress,
+                                        issuedAt: UInt64(Date().timeIntervalSince1970 * 1000), authority: authority)
             let earlier = (0..<min(i, 3)).map { _ in Endpoint(address: bindAddress, port: basePort + UInt16(Int.random(in: 0..<i))) }
             let settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
                                           clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint] + earlier)

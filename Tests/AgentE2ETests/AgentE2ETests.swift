@@ -28,7 +28,7 @@ enum AgentE2ECase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .restart: return "agent restart without a token rejoins: every peer sees it alive, pings work"
         case .stop: return "stopping an agent (SIGTERM) is not a leave: peers keep it, pings work, restart rejoins"
         case .returning: return "a node declared dead that comes back: its pod's first packets flow (peers start a handshake)"
-        case .tokenAnyMember: return "a token created on node 1 admits a node through another member while node 1 is stopped"
+        case .tokenAnyMember: return "only authorities mint tokens; a second authority (a copy of authority.key) admits while node 1 is stopped"
         case .badTokenRevokedElsewhere: return "a token revoked on one member is refused by another member"
         case .leave: return "wiremesh leave: node gone from every peer; interface, wireguard-go, routes removed; restart refused until a new join"
         case .crash: return "crashed node removed once dead and silent on WireGuard for 30 s; traffic to its pod range dropped, not in clear"

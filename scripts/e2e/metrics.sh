@@ -12,7 +12,7 @@
 #   secrets    no WireGuard public key appears in any exposition
 #   json-logs  the agents log with --log-format json: every line an agent wrote is one JSON object (the
 #              CLI's own output of init/join aside), membership changes name the member
-#   no-secret  no private key, identity or join-signing seed, cluster key or token, in base64 or hex,
+#   no-secret  no private key, identity or authority seed, cluster key or token, in base64 or hex,
 #              appears in any agent log, any command output, any exposition, Prometheus' storage, or
 #              the argv or environment of a running agent
 set -euo pipefail
@@ -132,7 +132,7 @@ else result drift false "peer back: $(has_peer 1 "$(cat "$WORK/key2")" && echo y
 # --- no-secret: every secret of every node, base64 and hex, nowhere it could leak
 secrets=("$TOKEN")
 for i in 1 2 3; do
-  for f in identity.key join-signing.key wireguard.key; do secrets+=("$(cat "$WORK/n$i/$f")"); done
+  for f in identity.key authority.key wireguard.key; do [ -f "$WORK/n$i/$f" ] && secrets+=("$(cat "$WORK/n$i/$f")"); done
   mapfile -t -O "${#secrets[@]}" secrets < <(jq -r '.keys[]' "$WORK/n$i/keyring.json")
 done
 hexes=()
