@@ -132,7 +132,7 @@ else result drift false "peer back: $(has_peer 1 "$(cat "$WORK/key2")" && echo y
 # --- no-secret: every secret of every node, base64 and hex, nowhere it could leak
 secrets=("$TOKEN")
 for i in 1 2 3; do
-  for f in identity.key authority.key wireguard.key; do [ -f "$WORK/n$i/$f" ] && secrets+=("$(cat "$WORK/n$i/$f")"); done
+  for f in identity.key authority.key wireguard.key; do if [ -f "$WORK/n$i/$f" ]; then secrets+=("$(cat "$WORK/n$i/$f")"); fi; done
   mapfile -t -O "${#secrets[@]}" secrets < <(jq -r '.keys[]' "$WORK/n$i/keyring.json")
 done
 hexes=()
