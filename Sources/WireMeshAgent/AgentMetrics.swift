@@ -75,6 +75,8 @@ enum GossipSeries {
             "\(MetricName.gossipDropped)|reason|bad_signature": c.membership.rejectedBadSignature,
             "\(MetricName.gossipDropped)|reason|identity_conflict": c.membership.rejectedIdentityConflict,
             "\(MetricName.gossipDropped)|reason|view_full": c.membership.rejectedViewFull,
+            "\(MetricName.gossipDropped)|reason|untrusted": c.membership.rejectedUntrusted,
+            "\(MetricName.gossipDropped)|reason|repeated": c.membership.rejectedRepeated,
             "\(MetricName.suspicions)|outcome|refuted": c.membership.suspicionsRefuted,
             "\(MetricName.suspicions)|outcome|confirmed": c.membership.suspicionsConfirmed,
         ]
