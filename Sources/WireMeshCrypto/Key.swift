@@ -115,9 +115,11 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
     /// Lowercase hex, as the UAPI protocol carries keys.
     public var hex: String { Hex.encode(storage.pointer) }
 
-    /// Public keys print in full; a description never shows more than a prefix of a secret
-    /// because callers cannot be trusted to know which kind of key they hold.
-    public var description: String { "Key(\(base64.prefix(8))…)" }
+    /// A one-way fingerprint, never the key's bytes: callers cannot be trusted to know whether they
+    /// hold a public or a private key, and even a prefix of a private key is a leak.
+    public var description: String {
+        "Key(#\(Hex.encode(KeyDerivation.genericHash(Array("wiremesh-key-fingerprint".utf8) + Array(storage.pointer), outputLength: 16).prefix(4))))"
+    }
 
     public static func == (lhs: Key, rhs: Key) -> Bool {
         sodium_memcmp(lhs.storage.pointer.baseAddress, rhs.storage.pointer.baseAddress, Key.length) == 0

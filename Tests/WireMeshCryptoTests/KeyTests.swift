@@ -111,4 +111,20 @@ import Testing
             #expect(text.contains("44 characters of base64"))
         }
     }
+
+    /// A key interpolated into a log line or an error shows a fingerprint, never its bytes.
+    @Test func aKeysDescriptionShowsNoPartOfIt() {
+        for _ in 0..<50 {
+            let key = Key.generatePrivate()
+            let text = "\(key)"
+            // Windows long enough that a chance match with the 8 hex digits shown is ~1e-8.
+            for n in 0..<(44 - 6) {
+                #expect(!text.contains(String(Array(key.base64)[n..<n + 6])), "\(text) shows part of the key")
+            }
+            for n in 0..<(64 - 8) {
+                #expect(!text.contains(String(Array(key.hex)[n..<n + 8])), "\(text) shows part of the key in hex")
+            }
+            #expect(text == "\(try! Key(bytes: Array(key.bytes)))", "the fingerprint is stable")
+        }
+    }
 }
