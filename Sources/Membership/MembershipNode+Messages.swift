@@ -37,7 +37,12 @@ extension MembershipNode {
             applyRecord(signed, from: from, now: now)
         case .status(let name, let version, let status, let claimant):
             guard status.rank <= 2 else { return }
-            applyClaim(name: name, version: version, status: status, claimant: claimant, leave: nil, from: from, now: now)
+            // Another member's word that a member is dead is taken as a suspicion (as anti-entropy
+            // already carries it): the member gets to refute, and only this node's own suspicion
+            // timeout declares it dead. One member alone (the claimant field is not signed) then
+            // cannot get a healthy node removed, however many claims it forges.
+            let claim = if case .dead(let i) = status { MemberStatus.suspect(incarnation: i) } else { status }
+            applyClaim(name: name, version: version, status: claim, claimant: claimant, leave: nil, from: from, now: now)
         case .leave(let notice):
             applyClaim(name: notice.name, version: notice.version, status: .left(incarnation: notice.incarnation),
                        claimant: notice.name, leave: notice, from: from, now: now)
