@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto", "ByteCodec"]),
         .testTarget(name: "WireMeshJoinTests", dependencies: ["WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
         .testTarget(name: "LinePortTests", dependencies: [
-            "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork",
+            "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
