@@ -24,11 +24,11 @@ extension Agent {
 
     /// Hands the keyring to a member that signs for itself (see `KeyringAnswer.answer`).
     func answerKeyring(_ request: KeyringRequest) async -> LineReply {
-        let members = await currentMembers()
-        let known = members.map { m in
+        // Only the member the request names: nothing is copied for a stranger's request.
+        let known: [KnownMember] = await currentMembers().first { $0.name == request.node }.map { m in
             let left = if case .left = m.status { true } else { false }
-            return KnownMember(name: m.name, identity: m.record.record.identity, left: left)
-        }
+            return [KnownMember(name: m.name, identity: m.record.record.identity, left: left)]
+        } ?? []
         let generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
         do throws(KeyringRefusal) {
             let answer = try KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
