@@ -293,7 +293,8 @@ public actor Agent {
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):
-                return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses)
+                // One use unless asked: a leaked token admits one node at most (`token create --uses`).
+                return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses ?? 1)
             case .tokenList:
                 let members = await currentMembers()
                 let now = clock.wall()

@@ -26,7 +26,7 @@ public struct NodeOptions: Sendable {
 
 /// Cluster lifecycle: create a cluster, join one, run the agent.
 public enum Lifecycle {
-    /// Creates a new cluster in an empty state directory and returns the first join token.
+    /// Creates a new cluster in an empty state directory and returns the first join token (one use).
     public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
                                    tokenTTL: TimeInterval = 86_400) throws -> String {
         let store = StateStore(directory: config.stateDirectory)
@@ -43,7 +43,7 @@ public enum Lifecycle {
             joinSigning: joinSigning)
         let (token, record) = try JoinToken.issue(
             clusterID: clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
-            joinSigning: joinSigning, ttl: tokenTTL, uses: nil, now: Date())
+            joinSigning: joinSigning, ttl: tokenTTL, uses: 1, now: Date())  // one node, like `token create`
         try store.initialise(state)
         try store.saveTokens([record])
         try config.saveSettings(to: store)
