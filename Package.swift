@@ -155,6 +155,8 @@ let package = Package(
         .testTarget(name: "ContainersE2ETests", dependencies: ["TestSupport"]),
         // Metrics (issue 11): a real Prometheus scrapes three agents, scripts/e2e/metrics.sh.
         .testTarget(name: "MetricsE2ETests", dependencies: ["TestSupport"]),
+        // The join port under 2000 idle connections and a bad-MAC flood (issue 10), scripts/e2e/join-port.sh.
+        .testTarget(name: "JoinPortE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the

@@ -24,8 +24,13 @@ public final class LineServer: Service, Sendable {
                             budget: ConnectionBudget = ConnectionBudget(),
                             handler: @escaping Handler) async throws -> LineServer {
         let slots = ConnectionSlots(budget)
+        // One event loop accepts and runs every connection: a connection over the budget is closed in
+        // the same turn it was accepted, so a storm of them holds a handful of descriptors, not one
+        // per connection waiting for another loop to get to it. (Each connection is one short line;
+        // the answers are computed off the loop.)
+        let loop = group.next()
         do {
-            let channel = try await ServerBootstrap(group: group)
+            let channel = try await ServerBootstrap(group: loop, childGroup: loop)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { child in
                     // Anyone can connect: without these bounds, idle connections exhaust the agent's

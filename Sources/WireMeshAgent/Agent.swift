@@ -88,6 +88,8 @@ public actor Agent {
 
     /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
     var dataPlane = DataPlaneLiveness()
+    /// Which line-port refusals were logged lately (AgentLinePort.swift): a flood writes few lines.
+    var refusalLog = RefusalLog()
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: any Dataplane, advertise: IPAddress,
          interfaceIndex: Int32, mtu: Int, logger: Logger, clock: AgentClock = .system) {
@@ -399,7 +401,7 @@ public actor Agent {
             return .joined(admission.response)
         } catch {
             Counter(label: MetricName.joins, dimensions: [("result", "refused")]).increment()
-            logger.notice("refused join: \(error)")
+            noteRefusal("join", code: JoinRejection(error).code.rawValue, "refused join: \(error)")
             return .refused(.join(JoinRejection(error)))
         }
     }

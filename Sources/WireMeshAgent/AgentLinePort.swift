@@ -1,5 +1,6 @@
 import Foundation
 import LinePort
+import Logging
 import Membership
 import WireMeshCrypto
 
@@ -14,8 +15,10 @@ extension Agent {
                 try await handleRotation(message)
                 return .rotated(node: state.node.name)
             } catch {
-                logger.notice("refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
-                return .refused(.rotation(error as? RotationRefusal ?? RotationRefusal("\(error)")))
+                let refusal = error as? RotationRefusal ?? RotationRefusal("\(error)")
+                noteRefusal("rotation", code: refusal == .unknownSender ? "unknown-sender" : "other",
+                            "refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
+                return .refused(.rotation(refusal))
             }
         case .keyring(let keyring):
             return await answerKeyring(keyring)
@@ -37,8 +40,46 @@ extension Agent {
             logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
             return .keyring(answer)
         } catch {
-            logger.notice("refused a keyring request", metadata: ["node": "\(request.node)", "error": "\(error.message)"])
+            noteRefusal("keyring", code: error.code.rawValue, "refused a keyring request",
+                        metadata: ["node": "\(request.node)", "error": "\(error.message)"])
             return .refused(.keyring(error))
         }
+    }
+}
+
+extension Agent {
+    /// Logs a refused line-port request (kind: join, rotation, keyring; code: why), at most once per
+    /// kind and code every `RefusalLog.window`: anyone can send requests that fail their MAC or
+    /// signature, and a flood of them must not become a flood of log lines. The metrics count each.
+    func noteRefusal(_ kind: String, code: String, _ message: String, metadata: Logger.Metadata = [:]) {
+        guard let suppressed = refusalLog.shouldLog(kind + "/" + code, now: clock.monotonic()) else { return }
+        var metadata = metadata
+        if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+        logger.notice("\(message)\(suppressed > 0 ? " (and \(suppressed) more like it since the last such line)" : "")",
+                      metadata: metadata)
+    }
+}
+
+/// Which refusals were logged when: the first of each key in a window is logged, the rest are counted
+/// and reported with the next one logged.
+struct RefusalLog {
+    /// At most one line per key this often.
+    static let window: Duration = .seconds(10)
+    private var lastLogged: [String: ContinuousClock.Instant] = [:]
+    private var suppressed: [String: Int] = [:]
+
+    /// nil: do not log this one (it is counted); else log it, saying how many were left out before it.
+    mutating func shouldLog(_ key: String, now: ContinuousClock.Instant) -> Int? {
+        if let last = lastLogged[key], now - last < Self.window {
+            suppressed[key, default: 0] += 1
+            return nil
+        }
+        // Forget keys not seen for a while, so that many distinct keys cannot grow this without bound.
+        if lastLogged.count > 64 {
+            lastLogged = lastLogged.filter { now - $0.value < Self.window }
+            suppressed = suppressed.filter { lastLogged[$0.key] != nil }
+        }
+        lastLogged[key] = now
+        return suppressed.removeValue(forKey: key) ?? 0
     }
 }
