@@ -190,11 +190,11 @@ final class ConnectionSlots: Sendable {
 /// One connection: its first line is decoded once and answered; then the connection closes. Lines
 /// after the first are not read (one request per connection: a flood of lines on one connection is
 /// no more work than one line).
-final class LineConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
-    // @unchecked: `answered` is touched on the channel's event loop only.
+final class LineConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let handler: LineServer.Handler
     let onLine: @Sendable () -> Void
+    /// The first line arrived (touched on the channel's event loop only).
     private var answered = false
 
     init(handler: @escaping LineServer.Handler, onLine: @escaping @Sendable () -> Void = {}) {
