@@ -75,8 +75,8 @@ public func serveUntilClosed(_ channel: Channel, stop: @escaping @Sendable () ->
 /// How many connections the line port holds at once: in all, and from one source (so one host
 /// flooding it cannot take every slot from real joiners).
 ///
-/// When every slot is taken, a connection from a source holding fewer connections than the source
-/// holding the most takes the slot of that source's oldest idle connection (one that has not sent its
+/// When every slot is taken, a connection from a source holding at least two fewer connections than
+/// the source holding the most takes the slot of that source's oldest idle connection (one that has not sent its
 /// line yet): a flood from a few addresses cannot keep a joiner out, only delay it by a round trip.
 /// A source holding a single connection is never pushed out. An attacker needs about `total` source
 /// addresses to refuse everyone else, and each slot still closes `LineServer.connectionDeadline`
