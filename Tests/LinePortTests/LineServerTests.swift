@@ -139,7 +139,12 @@ struct LineServerTests {
             }
             #expect(Self.decoded(reply) == .rotated(node: "n"))
             // One more idle connection made room for it; 5 stay open.
-            let closed = try await onThread { Self.closedCount(idle) }
+            let after = ContinuousClock.now + .seconds(5)
+            var closed = try await onThread { Self.closedCount(idle) }
+            while closed < 5 && ContinuousClock.now < after {
+                try await Task.sleep(for: .milliseconds(50))
+                closed = try await onThread { Self.closedCount(idle) }
+            }
             #expect(closed == 5, "\(closed) of 10 idle connections closed")
         }
     }
