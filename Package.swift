@@ -157,6 +157,8 @@ let package = Package(
         .testTarget(name: "MetricsE2ETests", dependencies: ["TestSupport"]),
         // Doctor and graph on a live mesh (issue 11): each fault made on purpose, scripts/e2e/doctor.sh.
         .testTarget(name: "DoctorE2ETests", dependencies: ["TestSupport"]),
+        // The join port under 2000 idle connections and a bad-MAC flood (issue 10), scripts/e2e/join-port.sh.
+        .testTarget(name: "JoinPortE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the
@@ -165,7 +167,7 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "MembershipSimulator", "WireMeshCrypto", "ByteCodec"]),
         .testTarget(name: "WireMeshJoinTests", dependencies: ["WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
         .testTarget(name: "LinePortTests", dependencies: [
-            "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork",
+            "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

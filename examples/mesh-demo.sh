@@ -68,15 +68,16 @@ wait_ready() { # i
 
 say "node 1: wiremesh init"
 ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
-  --interface "${P}w1" --advertise-address 10.99.0.1 --cni-config-dir "$WORK/n1/cni" --prepare-only >"$WORK/token"
+  --interface "${P}w1" --advertise-address 10.99.0.1 --cni-config-dir "$WORK/n1/cni" --prepare-only >"$WORK/token0"
 start_agent 1 agent
 wait_ready 1
-TOKEN="$(node 1 token create --ttl 10m)"
-echo "token: ${TOKEN:0:40}…"
+# One token for every other node (tokens admit one node unless given --uses), kept in a file only
+# root reads: join reads it with --token-file, so it is in no command line.
+( umask 077; node 1 token create --ttl 10m --uses $((NODES - 1)) >"$WORK/join-token" )
 
 for i in $(seq 2 "$NODES"); do
-  say "node $i: wiremesh join TOKEN"
-  start_agent "$i" join "$TOKEN" --name "node$i"
+  say "node $i: wiremesh join --token-file FILE"
+  start_agent "$i" join --token-file "$WORK/join-token" --name "node$i"
   wait_ready "$i"
 done
 

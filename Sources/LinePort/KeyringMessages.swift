@@ -28,6 +28,12 @@ public struct KeyringRequest: Codable, Sendable, Equatable {
         Array("wiremesh-keyring-request-v1\n\(clusterID)\n\(node)\n\(ephemeralKey)\n\(issuedAt)".utf8)
     }
 
+    /// True when `identity` signed this request for `clusterID`.
+    public func isSigned(by identity: IdentityPublicKey, clusterID: String) -> Bool {
+        guard let raw = Data(base64Encoded: signature), let sig = try? Signature(bytes: Array(raw)) else { return false }
+        return identity.verify(sig, over: Self.signedBytes(clusterID: clusterID, node: node, ephemeralKey: ephemeralKey, issuedAt: issuedAt))
+    }
+
     /// A signed request; keep `ephemeral` to open the answer.
     public init(clusterID: String, node: String, ephemeral: Key, issuedAt: Int64, identity: SigningIdentity) {
         self.node = node
@@ -85,6 +91,10 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
 
     /// The member side: answers only a fresh request signed by the identity this member knows for
     /// that name (a member in its view, alive or dead but not yet reaped, and not left).
+    ///
+    /// Until the signature checks out the requester may be anyone: an unknown name and a bad signature
+    /// get the same refusal, naming neither the member nor the cluster, so a stranger cannot probe
+    /// which names exist.
     public static func answer(_ request: KeyringRequest, clusterID: String, members: [KnownMember], keyring: Keyring,
                               generations: [ClusterKeyID: UInt64], identity: SigningIdentity, name: String,
                               nowMs: Int64, revocations: RevocationList? = nil) throws(KeyringRefusal) -> KeyringAnswer {
@@ -92,15 +102,14 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
             KeyringRefusal(code: code, message: why)
         }
         guard request.keyringRequest == 1 else {
-            throw refuse(.badRequest, "keyring request of version \(request.keyringRequest) from '\(request.node)': this member speaks version 1")
+            throw refuse(.badRequest, "keyring request of version \(request.keyringRequest): this member speaks version 1")
         }
-        guard let member = members.first(where: { $0.name == request.node }), request.node != name else {
-            throw refuse(.unknownMember, "member '\(name)' does not know a node named '\(request.node)' (removed after being away too long, or never a member)")
-        }
-        guard let raw = Data(base64Encoded: request.signature), let sig = try? Signature(bytes: Array(raw)),
+        guard let member = members.first(where: { $0.name == request.node }), request.node != name,
+              let raw = Data(base64Encoded: request.signature), let sig = try? Signature(bytes: Array(raw)),
               member.identity.verify(sig, over: KeyringRequest.signedBytes(clusterID: clusterID, node: request.node,
                                                                            ephemeralKey: request.ephemeralKey, issuedAt: request.issuedAt)) else {
-            throw refuse(.badSignature, "keyring request for '\(request.node)' is not signed by the identity member '\(name)' knows for it (or names another cluster)")
+            throw refuse(.unknownMember, "the answering member knows no node of that name with the identity that signed the request "
+                         + "(removed after being away too long, never a member, or a member of another cluster)")
         }
         guard !member.left else {
             throw refuse(.left, "node '\(request.node)' left the cluster")
@@ -167,13 +176,13 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
 public struct KeyringRefusal: Error, Codable, Sendable, Equatable, CustomStringConvertible {
     /// Stable codes (the raw values go on the wire).
     public enum Code: String, Codable, Sendable {
-        /// The member does not know the name (removed after being away too long, or never a member).
+        /// The member does not know the name with the identity that signed (removed after being away
+        /// too long, never a member, another cluster, or a forged request: one answer for all of them).
         case unknownMember = "unknown-member"
         /// The node left the cluster: it must join again with a token.
         case left
-        /// The node was evicted by the cluster authority.
+        /// The node was evicted by the cluster authority (told only to a request it signed).
         case evicted
-        case badSignature = "bad-signature"
         case stale
         case badRequest = "bad-request"
         /// Requester side: the answer is unsigned, unopenable or of another cluster.

@@ -49,12 +49,13 @@ public struct RotationMessage: Codable, Sendable, Equatable {
         signature = Data(identity.sign(bytes).bytes).base64EncodedString()
     }
 
-    /// The keys, if the signature verifies with `identity` and the message is fresh; otherwise a reason.
+    /// The keys, if the signature verifies with `identity` and the message is fresh; otherwise a reason
+    /// (for a bad signature `RotationRefusal.unknownSender`, as for a sender the receiver does not know).
     public func verified(by identity: IdentityPublicKey, nowMs: Int64) throws(RotationRefusal) -> (old: Key, new: Key) {
         guard let raw = Data(base64Encoded: signature), let sig = try? Signature(bytes: Array(raw)),
               identity.verify(sig, over: Self.signedBytes(phase: rotation, node: node, oldKey: oldKey, newKey: newKey,
                                                           issuedAt: issuedAt)) else {
-            throw RotationRefusal("rotation message from '\(node)' has a bad signature")
+            throw .unknownSender
         }
         guard abs(nowMs - issuedAt) <= Self.maxSkewMs else {
             throw RotationRefusal("rotation message from '\(node)' is \(abs(nowMs - issuedAt) / 1000) s off this node's clock (replayed, or clocks differ): check NTP")
@@ -70,4 +71,10 @@ public struct RotationMessage: Codable, Sendable, Equatable {
 public struct RotationRefusal: Error, Sendable, CustomStringConvertible, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
+
+    /// The one answer for a sender that is not a live member here and for a bad signature: until the
+    /// signature checks out the sender may be anyone, and learns neither which names exist nor the
+    /// receiver's name.
+    public static let unknownSender = RotationRefusal(
+        "rotation message not signed by a live member of that name known here: wait until its record is gossiped, then retry")
 }

@@ -88,6 +88,8 @@ public actor Agent {
 
     /// Dead members whose WireGuard peer stays while their data plane is alive (DataPlaneLiveness.swift).
     var dataPlane = DataPlaneLiveness()
+    /// Which line-port refusals were logged lately (AgentLinePort.swift): a flood writes few lines.
+    var refusalLog = RefusalLog()
 
     init(config: AgentConfig, store: StateStore, state: NodeState, link: any Dataplane, advertise: IPAddress,
          interfaceIndex: Int32, mtu: Int, logger: Logger, clock: AgentClock = .system) {
@@ -296,7 +298,8 @@ public actor Agent {
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):
-                return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses)
+                // One use unless asked: a leaked token admits one node at most (`token create --uses`).
+                return try await createToken(ttl: TimeInterval(ttl ?? 86_400), uses: uses ?? 1)
             case .tokenList:
                 let members = await currentMembers()
                 let now = clock.wall()
@@ -407,7 +410,7 @@ public actor Agent {
             return .joined(admission.response)
         } catch {
             Counter(label: MetricName.joins, dimensions: [("result", "refused")]).increment()
-            logger.notice("refused join: \(error)")
+            noteRefusal("join", code: JoinRejection(error).code.rawValue, "refused join: \(error)")
             return .refused(.join(JoinRejection(error)))
         }
     }

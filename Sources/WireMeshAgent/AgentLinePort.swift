@@ -1,5 +1,6 @@
 import Foundation
 import LinePort
+import Logging
 import Membership
 import WireMeshCrypto
 
@@ -14,8 +15,10 @@ extension Agent {
                 try await handleRotation(message)
                 return .rotated(node: state.node.name)
             } catch {
-                logger.notice("refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
-                return .refused(.rotation(error as? RotationRefusal ?? RotationRefusal("\(error)")))
+                let refusal = error as? RotationRefusal ?? RotationRefusal("\(error)")
+                noteRefusal("rotation", code: refusal == .unknownSender ? "unknown-sender" : "other",
+                            "refused rotation message: \(error)", metadata: ["from": "\(message.node)"])
+                return .refused(.rotation(refusal))
             }
         case .keyring(let keyring):
             return await answerKeyring(keyring)
@@ -24,17 +27,18 @@ extension Agent {
 
     /// Hands the keyring to a member that signs for itself (see `KeyringAnswer.answer`).
     func answerKeyring(_ request: KeyringRequest) async -> LineReply {
-        let members = await currentMembers()
-        // An evicted node is gone from the view, so it would be "unknown"; say what happened instead.
+        // An evicted node is gone from the view, so it would be "unknown": tell it what happened, but
+        // only when the request is signed by the evicted identity (a stranger learns no name).
         if let evicted = state.revocations?.entries.first(where: { $0.name == request.node }),
-           !members.contains(where: { $0.name == request.node && $0.record.record.identity != evicted.identity }) {
+           request.isSigned(by: evicted.identity, clusterID: state.clusterID) {
             logger.notice("refused a keyring request from an evicted node", metadata: ["node": "\(request.node)"])
             return .refused(.keyring(KeyringRefusal(code: .evicted, message: "node '\(request.node)' was evicted from the cluster")))
         }
-        let known = members.map { m in
+        // Only the member the request names: nothing is copied for a stranger's request.
+        let known: [KnownMember] = await currentMembers().first { $0.name == request.node }.map { m in
             let left = if case .left = m.status { true } else { false }
-            return KnownMember(name: m.name, identity: m.record.record.identity, left: left)
-        }
+            return [KnownMember(name: m.name, identity: m.record.record.identity, left: left)]
+        } ?? []
         let generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
         do throws(KeyringRefusal) {
             let answer = try KeyringAnswer.answer(request, clusterID: state.clusterID, members: known, keyring: state.keyring,
@@ -43,8 +47,46 @@ extension Agent {
             logger.info("handed the cluster keyring to a member", metadata: ["node": "\(request.node)"])
             return .keyring(answer)
         } catch {
-            logger.notice("refused a keyring request", metadata: ["node": "\(request.node)", "error": "\(error.message)"])
+            noteRefusal("keyring", code: error.code.rawValue, "refused a keyring request",
+                        metadata: ["node": "\(request.node)", "error": "\(error.message)"])
             return .refused(.keyring(error))
         }
+    }
+}
+
+extension Agent {
+    /// Logs a refused line-port request (kind: join, rotation, keyring; code: why), at most once per
+    /// kind and code every `RefusalLog.window`: anyone can send requests that fail their MAC or
+    /// signature, and a flood of them must not become a flood of log lines. The metrics count each.
+    func noteRefusal(_ kind: String, code: String, _ message: String, metadata: Logger.Metadata = [:]) {
+        guard let suppressed = refusalLog.shouldLog(kind + "/" + code, now: clock.monotonic()) else { return }
+        var metadata = metadata
+        if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+        logger.notice("\(message)\(suppressed > 0 ? " (and \(suppressed) more like it since the last such line)" : "")",
+                      metadata: metadata)
+    }
+}
+
+/// Which refusals were logged when: the first of each key in a window is logged, the rest are counted
+/// and reported with the next one logged.
+struct RefusalLog {
+    /// At most one line per key this often.
+    static let window: Duration = .seconds(10)
+    private var lastLogged: [String: ContinuousClock.Instant] = [:]
+    private var suppressed: [String: Int] = [:]
+
+    /// nil: do not log this one (it is counted); else log it, saying how many were left out before it.
+    mutating func shouldLog(_ key: String, now: ContinuousClock.Instant) -> Int? {
+        if let last = lastLogged[key], now - last < Self.window {
+            suppressed[key, default: 0] += 1
+            return nil
+        }
+        // Forget keys not seen for a while, so that many distinct keys cannot grow this without bound.
+        if lastLogged.count > 64 {
+            lastLogged = lastLogged.filter { now - $0.value < Self.window }
+            suppressed = suppressed.filter { lastLogged[$0.key] != nil }
+        }
+        lastLogged[key] = now
+        return suppressed.removeValue(forKey: key) ?? 0
     }
 }

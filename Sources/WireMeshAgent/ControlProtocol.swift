@@ -8,7 +8,7 @@ import WireMeshJoin
 public enum ControlRequest: Sendable, Equatable {
     case status
     case peers
-    /// `wiremesh token create [--ttl] [--uses]` (nil: the agent's defaults: 24 h, unlimited uses).
+    /// `wiremesh token create [--ttl] [--uses]` (nil: the agent's defaults: 24 h, one use).
     case tokenCreate(ttlSeconds: Int64?, uses: Int?)
     case tokenList
     case tokenRevoke(id: String)

@@ -26,9 +26,9 @@ public struct NodeOptions: Sendable {
 
 /// Cluster lifecycle: create a cluster, join one, run the agent.
 public enum Lifecycle {
-    /// Creates a new cluster in an empty state directory and returns the first join token.
+    /// Creates a new cluster in an empty state directory and returns the first join token (one use).
     public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
-                                   tokenTTL: TimeInterval = 86_400, tokenUses: Int? = nil) throws -> String {
+                                   tokenTTL: TimeInterval = 86_400, tokenUses: Int? = 1) throws -> String {
         let store = StateStore(directory: config.stateDirectory)
         try refuseInitialised(store)
         let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
@@ -45,7 +45,7 @@ public enum Lifecycle {
             authority: authority, issuedAt: now)
         let (token, record) = try JoinToken.issue(
             clusterID: clusterID, endpoints: [Endpoint(address: advertise, port: config.gossipPort)],
-            authority: authority, revocationSerial: 0, ttl: tokenTTL, uses: tokenUses, now: now)
+            authority: authority, revocationSerial: 0, ttl: tokenTTL, uses: tokenUses, now: now)  // one node by default, like `token create`
         try store.initialise(state)
         try store.saveTokens([record])
         try config.saveSettings(to: store)

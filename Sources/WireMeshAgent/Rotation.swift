@@ -99,7 +99,7 @@ extension Agent {
         let view = await currentView()
         guard let member = view.members.first(where: { $0.name == message.node }), member.status.isActive,
               message.node != state.node.name else {
-            throw RotationRefusal("'\(message.node)' is not a live member here: wait for it to be gossiped, then retry")
+            throw RotationRefusal.unknownSender  // the same as a bad signature: names are no one's to probe
         }
         let record = member.record.record
         let keys = try message.verified(by: record.identity, nowMs: clock.wallMs)

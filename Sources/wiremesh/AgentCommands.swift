@@ -103,7 +103,7 @@ func failing<T>(_ code: Int32 = 1, _ body: () throws -> T) throws -> T {
 /// Exit code for an error: 2 for bad input (tokens, config, state dir in use), 1 otherwise.
 func statusCode(for error: Error) -> Int32 {
     switch error {
-    case is JoinError, is TokenRequestError, is ConfigError, is StateError, is IPAMError, is IPParseError: return ExitStatus.usage
+    case is JoinError, is TokenRequestError, is TokenInputError, is ConfigError, is StateError, is IPAMError, is IPParseError: return ExitStatus.usage
     default: return ExitStatus.failure
     }
 }
@@ -116,7 +116,8 @@ func hostName() -> String {
 
 struct InitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "init", abstract: "Create a new cluster on this node, print a join token, then run the agent.")
+        commandName: "init", abstract: "Create a new cluster on this node, print a join token, then run the agent.",
+        discussion: "The token goes alone to stdout, its id, expiry and uses (one: it joins one node) to stderr.")
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
@@ -146,6 +147,10 @@ struct InitCommand: AsyncParsableCommand {
         }
         // Unbuffered: scripts read the token while the agent keeps running.
         FileHandle.standardOutput.write(Data((token + "\n").utf8))
+        if let first = try? JoinToken(parsing: token) {
+            printError("first join token \(first.idText): expires \(first.expiresAt.formatted(.iso8601)), "
+                       + "\(CLIText.uses(first.usesLimit)) (it joins one node; 'wiremesh token create [--uses N]' makes more)")
+        }
         if prepareOnly { printError(startHint(config)) } else { try await runAgent(config, adoptInterface: node.adoptInterface) }
     }
 }
@@ -154,8 +159,16 @@ struct JoinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "join", abstract: "Join the cluster a token names, then run the agent.")
 
-    @Argument(help: "The join token ('wiremesh token create' on any member), or - to read it from standard input (keeps it out of the process list).")
-    var token: String
+    @Argument(help: ArgumentHelp(
+        "The join token, or - to read it from standard input. A token given here is visible to every local user "
+            + "in the process list while join runs: prefer --token-file.",
+        valueName: "token"))
+    var token: String?
+    @Option(name: .customLong("token-file"), help: ArgumentHelp(
+        "Read the join token ('wiremesh token create' on any member) from FILE, or from standard input with -: "
+            + "it stays out of the process list. Keep FILE readable by its owner only (mode 0600).",
+        valueName: "file"))
+    var tokenFile: String?
     @OptionGroup var common: CommonOptions
     @OptionGroup var node: NodeFlags
     @Option(help: "This node's name, unique in the cluster (default: its name before 'wiremesh leave', else the host name; give each agent on one machine its own).")
@@ -163,13 +176,33 @@ struct JoinCommand: AsyncParsableCommand {
     @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of the one the cluster assigns.") var podCIDR: String?
     @Flag(name: .customLong("prepare-only"), help: "Join and save the state; do not run the agent.") var prepareOnly = false
 
+    func validate() throws {
+        // Never echo what was given: it is a secret.
+        switch (token, tokenFile) {
+        case (nil, nil):
+            throw ValidationError("no join token: give it with --token-file FILE (or --token-file - for standard input)")
+        case (.some, .some):
+            throw ValidationError("two join tokens: give either --token-file FILE or TOKEN, not both")
+        default:
+            break
+        }
+    }
+
     func run() async throws {
         let config = try loadConfig(common, node)
         do {
+            // The token first: a missing or unreadable file is named before any check of the host.
+            let text: String
+            switch (tokenFile, token) {
+            case ("-"?, _), (nil, "-"?): text = try TokenInput.standardInput()
+            case (let path?, _): text = try TokenInput.file(path, warn: { printError("join: warning: \($0)") })
+            case (nil, let given?): text = given
+            case (nil, nil): throw TokenInputError.none  // validate() refused this already
+            }
+            _ = try JoinToken(parsing: text)  // a damaged token is refused before the host is checked
             let pod = try podCIDR.map { try IPPrefix($0) }
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
-            let text = token == "-" ? try readTokenFromStandardInput() : token
             let joined = try await Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
             print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
         } catch {
@@ -191,12 +224,74 @@ struct JoinCommand: AsyncParsableCommand {
         try await runAgent(config, adoptInterface: node.adoptInterface)
     }
 
-    /// One line from standard input, trimmed; never echoed.
-    func readTokenFromStandardInput() throws -> String {
+}
+
+/// Where `join` reads its token from: a file (`--token-file`) or standard input. What was read is
+/// never repeated in an error or a warning.
+enum TokenInput {
+    /// A token is a few hundred bytes; anything much larger is not a token file.
+    static let maxFileBytes = 64 * 1024
+
+    /// One line from standard input, trimmed.
+    static func standardInput() throws -> String {
         guard let line = readLine(strippingNewline: true)?.trimmingCharacters(in: .whitespaces), !line.isEmpty else {
-            throw JoinError.invalidRequest("no token on standard input: pipe it in, e.g. 'wiremesh join - < token-file'")
+            throw TokenInputError.emptyStandardInput
         }
         return line
+    }
+
+    /// The token in the file at `path` (surrounding blanks and newlines trimmed). `warn` hears when
+    /// the file is readable by its group or by others: whoever reads it can join a node.
+    static func file(_ path: String, warn: (String) -> Void) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TokenInputError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw TokenInputError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        if info.st_mode & S_IFMT == S_IFDIR { throw TokenInputError.unreadable(path: path, reason: "it is a directory") }
+        let mode = info.st_mode & 0o777
+        if mode & 0o044 != 0 {
+            warn("token file \(path) is readable by " + (mode & 0o004 != 0 ? "every local user" : "its group")
+                 + " (mode 0\(String(mode, radix: 8))): anyone who reads it can join a node; 'chmod 600 \(path)'")
+        }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= maxFileBytes {
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw TokenInputError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        defer { for i in bytes.indices { bytes[i] = 0 }; for i in chunk.indices { chunk[i] = 0 } }
+        guard bytes.count <= maxFileBytes else { throw TokenInputError.tooLarge(path: path) }
+        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty else { throw TokenInputError.empty(path: path) }
+        return text
+    }
+}
+
+/// Why `join` has no token to use. Names the file, never its content.
+enum TokenInputError: Error, CustomStringConvertible {
+    case none
+    case emptyStandardInput
+    case unreadable(path: String, reason: String)
+    case empty(path: String)
+    case tooLarge(path: String)
+
+    var description: String {
+        switch self {
+        case .none:
+            return "no join token: give it with --token-file FILE"
+        case .emptyStandardInput:
+            return "no token on standard input: pipe it in, e.g. 'wiremesh join --token-file - < token-file'"
+        case .unreadable(let path, let reason):
+            return "cannot read the token file \(path): \(reason); give the file that holds the token printed by 'wiremesh token create' (or --token-file - and pipe it in)"
+        case .empty(let path):
+            return "the token file \(path) is empty: write the token printed by 'wiremesh token create' into it"
+        case .tooLarge(let path):
+            return "\(path) is larger than \(TokenInput.maxFileBytes / 1024) KiB, so it is not a token file: give the file holding the token printed by 'wiremesh token create'"
+        }
     }
 }
 

@@ -20,10 +20,12 @@ struct TokenCommand: ParsableCommand {
                 """)
         @OptionGroup var common: CommonOptions
         @Option(help: ArgumentHelp("Lifetime, e.g. 24h, 30m.", valueName: "duration")) var ttl = "24h"
-        @Option(help: ArgumentHelp("How many joins it admits, 1-\(JoinToken.maxUses) (default: unlimited until it expires).",
-                                   valueName: "n"))
-        var uses: Int?
-        @Flag(help: "Print one JSON object on stdout instead: token, id, expires_at, uses_limit (null: unlimited).")
+        @Option(help: ArgumentHelp(
+            "How many joins it admits, 1-\(JoinToken.maxUses). One by default: a leaked token admits one node at most, "
+                + "and a second use shows up as a refused join; give N to join N nodes with one token.",
+            valueName: "n"))
+        var uses = 1
+        @Flag(help: "Print one JSON object on stdout instead: token, id, expires_at, uses_limit.")
         var json = false
 
         func run() throws {
@@ -36,7 +38,7 @@ struct TokenCommand: ParsableCommand {
                 printError("token create: --ttl must be at least 1s, got '\(ttl)'")
                 throw ExitCode(ExitStatus.usage)
             }
-            if let uses, !(1...JoinToken.maxUses).contains(uses) {
+            guard (1...JoinToken.maxUses).contains(uses) else {
                 printError("token create: \(TokenRequestError.invalidUses(uses))")
                 throw ExitCode(ExitStatus.usage)
             }
@@ -61,7 +63,7 @@ struct TokenCommand: ParsableCommand {
             try c.encode(token, forKey: .token)
             try c.encode(info.id, forKey: .id)
             try c.encode(info.expiresAt, forKey: .expiresAt)
-            try c.encode(info.usesLimit, forKey: .usesLimit)  // null when unlimited, not left out
+            try c.encode(info.usesLimit, forKey: .usesLimit)  // null (unlimited, from an older member), not left out
         }
     }
 

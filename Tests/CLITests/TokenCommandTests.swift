@@ -61,6 +61,20 @@ final class OneNodeCluster {
     }
 
     var socketFlag: [String] { ["--control-socket", socket] }
+
+    /// Adds node `index`'s namespace on the underlay (10.99.0.INDEX), removed by `stop()` with the rest.
+    func addNode(_ index: Int) throws {
+        let r = try run(["bash", "-c", ". \"$1/scripts/lib/netns.sh\" && netns_node \"$2\" \"$3\"", "node", packageRoot, prefix, "\(index)"])
+        guard r.status == 0 else { throw CLITestError("namespace of node \(index): \(r)") }
+    }
+
+    /// `wiremesh join ARGS --prepare-only` in node `index`'s namespace, as `name`, with its own state
+    /// directory and interface.
+    func prepareJoin(_ arguments: [String], node index: Int, name: String, stdin: String = "") throws -> CommandResult {
+        try run(["/usr/sbin/ip", "netns", "exec", "\(prefix)-n\(index)", try wiremeshBinary(), "join"] + arguments
+                + ["--name", name, "--state-dir", "\(directory)/\(name)", "--control-socket", "\(directory)/\(name).sock",
+                   "--interface", "\(prefix)j\(index)", "--advertise-address", "10.99.0.\(index)", "--prepare-only"], stdin: stdin)
+    }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// Runs `wiremesh ARGS --control-socket SOCKET`.
@@ -108,7 +122,7 @@ private func columnOffsets(_ header: String, titles: [String]) -> [Int]? {
         #expect(info.count == 1 && info[0].contains(id) && info[0].contains("2 uses") && info[0].contains("expires"), "\(created)")
         #expect(!created.stderr.contains(token))
 
-        // create --json: the four fields, uses_limit null when unlimited.
+        // create --json: the four fields; one use unless --uses says otherwise.
         let json = try cluster.cli(["token", "create", "--json"])
         #expect(json.status == 0 && json.stderr.isEmpty, "\(json)")
         // Checked without stopping here, so that the rest runs against any build.
@@ -116,7 +130,7 @@ private func columnOffsets(_ header: String, titles: [String]) -> [Int]? {
         #expect(Set(object.keys) == ["token", "id", "expires_at", "uses_limit"], "\(json.stdout)")
         let jsonToken = object["token"] as? String ?? ""
         #expect(object["id"] as? String == (try? TokenReference.id(from: jsonToken)))
-        #expect(object["uses_limit"] is NSNull, "\(json.stdout)")
+        #expect(object["uses_limit"] as? Int == 1, "a token is single-use by default: \(json.stdout)")
         #expect((object["expires_at"] as? String).flatMap { try? Date($0, strategy: .iso8601) } != nil, "\(json.stdout)")
         let limited = try cluster.cli(["token", "create", "--json", "--uses", "1"])
         #expect(limited.stdout.contains("\"uses_limit\" : 1"), "\(limited)")
@@ -182,5 +196,98 @@ private func columnOffsets(_ header: String, titles: [String]) -> [Int]? {
         for t in [token, jsonToken, cluster.firstToken] where !t.isEmpty {
             #expect(!log.contains(String(t.dropFirst(JoinToken.prefix.count).prefix(20))), "a token is in the agent log")
         }
+    }
+
+    @Test("join --token-file and -: the token from a file or stdin, single use by default, init's first token too")
+    func joiningWithATokenFile() throws {
+        if let reason = missingPrerequisite() {
+            print("TokenCommandTests skipped: \(reason)")
+            return
+        }
+        let cluster = try OneNodeCluster()
+        defer { cluster.stop() }
+        try cluster.addNode(2)
+        // init said what its token is worth, on stderr (stdout is the token alone).
+        #expect(cluster.log.contains("first join token ") && cluster.log.contains(", 1 use "), "\(cluster.log)")
+
+        // init's first token, from a file only its owner reads: joined, no warning.
+        let file = cluster.directory + "/first.token"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data((cluster.firstToken + "\n").utf8),
+                                               attributes: [.posixPermissions: 0o600]))
+        let first = try cluster.prepareJoin(["--token-file", file], node: 2, name: "j1")
+        #expect(first.status == 0 && first.stdout.contains("as j1"), "\(first)")
+        #expect(!first.stderr.contains("warning"), "\(first)")
+        // It had one use: a second node with the same file is refused, saying so.
+        let again = try cluster.prepareJoin(["--token-file", file], node: 2, name: "j2")
+        #expect(again.status == 2 && again.stderr.contains("no uses left"), "\(again)")
+
+        // token create without --uses: one node, read from standard input with --token-file -.
+        let created = try cluster.cli(["token", "create", "--ttl", "10m"])
+        #expect(created.stderr.contains("1 use;"), "\(created)")
+        let piped = try cluster.prepareJoin(["--token-file", "-"], node: 2, name: "j3", stdin: created.stdout)
+        #expect(piped.status == 0 && piped.stdout.contains("as j3"), "\(piped)")
+        let reused = try cluster.prepareJoin(["-"], node: 2, name: "j4", stdin: created.stdout)
+        #expect(reused.status == 2 && reused.stderr.contains("no uses left"), "\(reused)")
+
+        // A file others may read still works, with a warning that names it (never its content).
+        let shared = cluster.directory + "/shared.token"
+        let two = try cluster.cli(["token", "create", "--uses", "2"]).stdout
+        #expect(FileManager.default.createFile(atPath: shared, contents: Data(two.utf8), attributes: [.posixPermissions: 0o644]))
+        let warned = try cluster.prepareJoin(["--token-file", shared], node: 2, name: "j5")
+        #expect(warned.status == 0, "\(warned)")
+        #expect(warned.stderr.contains("warning: token file \(shared) is readable by every local user (mode 0644)"), "\(warned)")
+        let token = two.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!warned.stderr.contains(String(token.dropFirst(JoinToken.prefix.count).prefix(12))), "\(warned)")
+        #expect(try cluster.prepareJoin(["--token-file", shared], node: 2, name: "j6").status == 0, "--uses 2: a second node")
+    }
+}
+
+/// `join`'s token input, refused before any check of the host or contact with a member.
+@Suite struct JoinTokenInputTests {
+    let secretish = "wmj2.ThisCouldBeAPastedSecret0123456789abcdefXYZ"
+
+    @Test func exactlyOneOfTokenFileAndTokenIsRequired() throws {
+        let none = try wiremesh(["join", "--state-dir", "/nonexistent/wm"])
+        #expect(none.status == 2 && none.stderr.contains("no join token") && none.stderr.contains("--token-file"), "\(none)")
+        let both = try wiremesh(["join", secretish, "--token-file", "/nonexistent/token", "--state-dir", "/nonexistent/wm"])
+        #expect(both.status == 2 && both.stderr.contains("not both"), "\(both)")
+        #expect(!both.stderr.contains(secretish) && !both.stdout.contains(secretish), "\(both)")
+    }
+
+    @Test func anUnreadableOrEmptyTokenFileIsNamed() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wm-token-input-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = ["--state-dir", dir + "/state"]
+
+        let missing = try wiremesh(["join", "--token-file", dir + "/missing"] + state)
+        #expect(missing.status == 2 && missing.stderr.contains("cannot read the token file \(dir)/missing: No such file or directory"), "\(missing)")
+        let directory = try wiremesh(["join", "--token-file", dir] + state)
+        #expect(directory.status == 2 && directory.stderr.contains("token file \(dir): it is a directory"), "\(directory)")
+        FileManager.default.createFile(atPath: dir + "/empty", contents: Data("\n \n".utf8), attributes: [.posixPermissions: 0o600])
+        let empty = try wiremesh(["join", "--token-file", dir + "/empty"] + state)
+        #expect(empty.status == 2 && empty.stderr.contains("token file \(dir)/empty is empty"), "\(empty)")
+        let noStdin = try wiremesh(["join", "--token-file", "-"] + state, stdin: "")
+        #expect(noStdin.status == 2 && noStdin.stderr.contains("no token on standard input"), "\(noStdin)")
+
+        // Group-readable and damaged: a warning, then the damage; the content is in neither.
+        FileManager.default.createFile(atPath: dir + "/group", contents: Data((secretish + "\n").utf8), attributes: [.posixPermissions: 0o640])
+        let group = try wiremesh(["join", "--token-file", dir + "/group"] + state)
+        #expect(group.status == 2, "\(group)")
+        #expect(group.stderr.contains("token file \(dir)/group is readable by its group (mode 0640)"), "\(group)")
+        #expect(group.stderr.contains("garbled join token") || group.stderr.contains("damaged"), "\(group)")
+        #expect(!group.stderr.contains("ThisCouldBe"), "\(group)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/state"), "nothing written")
+    }
+
+    @Test func theTokenArgumentsHelpPointsToTokenFile() throws {
+        let help = try wiremesh(["join", "--help"]).stdout.replacingOccurrences(of: "\n", with: " ")
+            .replacingOccurrences(of: #" +"#, with: " ", options: .regularExpression)
+        #expect(help.contains("visible to every local user in the process list"), "\(help)")
+        #expect(help.contains("prefer --token-file"), "\(help)")
+        #expect(help.contains("--token-file <file>"), "\(help)")
+        let create = try wiremesh(["token", "create", "--help"]).stdout.replacingOccurrences(of: "\n", with: " ")
+            .replacingOccurrences(of: #" +"#, with: " ", options: .regularExpression)
+        #expect(create.contains("One by default: a leaked token admits one node at most"), "\(create)")
     }
 }

@@ -34,7 +34,7 @@ private func run(_ program: String, _ arguments: [String]) async throws -> (stat
     /// from a Secret volume read on stdin: never an environment variable, never an argument.
     @Test func theDaemonSetHasHostNetworkCapabilitiesHostPathsAndTheTokenOnlyAsAFile() async throws {
         let check = #"""
-            import sys, yaml
+            import re, sys, yaml
             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
             ds = next(d for d in docs if d["kind"] == "DaemonSet")
             spec = ds["spec"]["template"]["spec"]
@@ -51,7 +51,9 @@ private func run(_ program: String, _ arguments: [String]) async throws -> (stat
             for e in c.get("env", []):
                 if "valueFrom" in e or "TOKEN" in e["name"]: problems.append("env var " + e["name"] + " carries a secret")
             text = " ".join(c.get("command", []) + c.get("args", []))
-            if "join - <" not in text: problems.append("the token is not read from stdin")
+            m = re.search(r"join --token-file (\S+)", text)
+            if not m or not secret or not m.group(1).startswith(mounts.get(secret[0], "?") + "/"):
+                problems.append("the token is not read from the Secret's file with --token-file")
             if "wmj" in text: problems.append("a token in the arguments")
             print("; ".join(problems) or "ok")
             sys.exit(1 if problems else 0)

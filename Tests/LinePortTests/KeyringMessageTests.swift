@@ -58,16 +58,29 @@ struct KeyringMessageTests {
         #expect(refusal(request(.generatePrivate()), known: [KnownMember(name: "node-d", identity: node.publicKey, left: true)]) == .left)
     }
 
-    @Test func aRequestSignedByAnotherIdentityIsRefused() {
+    @Test func aRequestSignedByAnotherIdentityIsRefusedAsIfTheNameWereUnknown() {
         // Someone holding the name but not the node's identity key (a forged request).
-        #expect(refusal(request(.generatePrivate(), signer: .generate())) == .badSignature)
+        #expect(refusal(request(.generatePrivate(), signer: .generate())) == .unknownMember)
         var unsigned = request(.generatePrivate())
         unsigned.signature = ""
-        #expect(refusal(unsigned) == .badSignature)
+        #expect(refusal(unsigned) == .unknownMember)
         var altered = request(.generatePrivate())
         altered.ephemeralKey = Key.generatePrivate().publicKey().base64  // swapped for the attacker's key
-        #expect(refusal(altered) == .badSignature)
-        #expect(refusal(request(.generatePrivate(), cluster: "another")) == .badSignature, "signed for another cluster")
+        #expect(refusal(altered) == .unknownMember)
+        #expect(refusal(request(.generatePrivate(), cluster: "another")) == .unknownMember, "signed for another cluster")
+    }
+
+    @Test func aStrangerCannotTellAKnownNameFromAnUnknownOne() throws {
+        // A forged request naming a member and one naming nobody: the same answer, naming neither the
+        // answering member ("node-a"), the asked-for name, nor the cluster.
+        func message(_ r: KeyringRequest) -> String? {
+            if case .failure(let e) = answer(r) { return e.message }
+            return nil
+        }
+        let known = try #require(message(request(.generatePrivate(), signer: .generate(), name: "node-d")))
+        let unknown = try #require(message(request(.generatePrivate(), signer: .generate(), name: "nobody")))
+        #expect(known == unknown)
+        for secret in ["node-a", "node-d", "nobody", cluster] { #expect(!known.contains(secret), "\(known)") }
     }
 
     @Test func aStaleRequestIsRefused() {

@@ -20,9 +20,11 @@ import WireMeshCrypto
 
     @Test func anotherIdentityOrAChangedFieldIsRefused() throws {
         var m = RotationMessage(phase: .switch, node: "a", oldKey: old, newKey: new, issuedAt: 1_000_000, identity: identity)
-        #expect(throws: RotationRefusal.self) { try m.verified(by: SigningIdentity.generate().publicKey, nowMs: 1_000_000) }
+        // A bad signature is refused as a sender nobody knows: no name in it to learn from.
+        #expect(throws: RotationRefusal.unknownSender) { try m.verified(by: SigningIdentity.generate().publicKey, nowMs: 1_000_000) }
+        #expect(!RotationRefusal.unknownSender.description.contains("'a'"))
         m.newKey = Key.generatePrivate().publicKey().base64
-        #expect(throws: RotationRefusal.self) { try m.verified(by: identity.publicKey, nowMs: 1_000_000) }
+        #expect(throws: RotationRefusal.unknownSender) { try m.verified(by: identity.publicKey, nowMs: 1_000_000) }
         var phase = RotationMessage(phase: .prepare, node: "a", oldKey: old, newKey: new, issuedAt: 1_000_000, identity: identity)
         phase.rotation = .switch
         #expect(throws: RotationRefusal.self) { try phase.verified(by: identity.publicKey, nowMs: 1_000_000) }

@@ -23,7 +23,8 @@ import Testing
         check("bytes", "per-peer transmit bytes rise under a ping flood")
         check("drift", "a peer removed by hand comes back and wiremesh_drift_repaired_total rises")
         check("dead", "a killed node turns dead in wiremesh_peers and its handshake age grows")
-        check("no-secret", "no private key, seed, cluster key or token (base64 or hex) in any log, output, exposition, Prometheus' storage, or an agent's argv and environment")
+        check("no-secret", "no private key, seed, cluster key or token (base64 or hex) in any log, output, exposition, Prometheus' storage, "
+              + "or the argv and environment of any long-running wiremesh process (started by init, join --token-file and join -)")
         check("json-logs", "with --log-format json every line an agent wrote is one JSON object; membership changes name the member")
         #expect(status == 0)
     }

@@ -118,7 +118,10 @@ ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-s
   || { log "init failed: $(cat "$WORK/init.err")"; finish; }
 start_node 1 agent
 wait_ready 1 20 || finish
-TOKEN="$(wm 1 token create --ttl 10m)"
+# One token for nodes 2..NODES (a token admits one node unless given --uses); the refused join below
+# spends no use.
+( umask 077; wm 1 token create --ttl 10m --uses $((NODES - 1)) >"$WORK/token" )
+TOKEN="$(cat "$WORK/token")"
 bad=4
 ip netns exec "$P-n$bad" unshare -m sh -c 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"' sh "$WORK/ro" \
   "$WM" join "$TOKEN" --name "node$bad" --state-dir "$WORK/n$bad" --control-socket "$WORK/n$bad.sock" \
@@ -134,10 +137,10 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 log "mesh: node 1 created the cluster; nodes 2..$NODES join"
-( umask 077; echo "$TOKEN" >"$WORK/token" )
 for i in $(seq 2 $NODES); do
-  # The last node reads the token from stdin (`join -`, as the Kubernetes example does): not in argv.
-  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_node "$i" join - --name "node$i"; else start_node "$i" join "$TOKEN" --name "node$i"; fi
+  # The token from its file (--token-file, as the Kubernetes example does), the last node's from stdin
+  # (`join -`): in no command line.
+  if [ "$i" = "$NODES" ]; then AGENT_STDIN="$WORK/token" start_node "$i" join - --name "node$i"; else start_node "$i" join --token-file "$WORK/token" --name "node$i"; fi
   wait_ready "$i" 20 || finish
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }

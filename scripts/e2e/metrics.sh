@@ -14,7 +14,9 @@
 #              CLI's own output of init/join aside), membership changes name the member
 #   no-secret  no private key, identity or authority seed, cluster key or token, in base64 or hex,
 #              appears in any agent log, any command output, any exposition, Prometheus' storage, or
-#              the argv or environment of a running agent
+#              the argv or environment of any long-running wiremesh process of the run (every process
+#              in its namespaces running the binary: node 1 runs `init` itself, node 2 joined with
+#              init's first token from a file, `join --token-file`, node 3 with a token on stdin, `join -`)
 set -euo pipefail
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -42,7 +44,21 @@ before_cleanup() {
 
 netns_underlay "$P"
 for i in $(seq 1 "$NODES"); do netns_node "$P" "$i"; done
-mesh_up || exit 1
+# Three ways an agent starts, each checked for secrets in its argv and environment below: node 1 is
+# `init` itself (its first token on stdout, into a file only root reads), node 2 joins with that token
+# from the file (`join --token-file`), node 3 with a token created on node 1 read from stdin (`join -`).
+install -m 600 /dev/null "$WORK/init-token"
+ip netns exec "$P-n1" "$WM" init --name node1 "${AGENT_ARGS[@]}" --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
+  --interface "${P}w1" --advertise-address 10.99.0.1 </dev/null >"$WORK/init-token" 2>>"$WORK/agent1.log" &
+AGENT[1]=$!
+wait_ready 1 || exit 1
+wait_until 5 test -s "$WORK/init-token" || { log "init printed no token"; exit 1; }
+start_agent 2 join --token-file "$WORK/init-token" --name node2
+wait_ready 2 || exit 1
+( umask 077; wm 1 token create --ttl 10m >"$WORK/token3" )
+AGENT_STDIN="$WORK/token3" start_agent 3 join - --name node3
+wait_ready 3 || exit 1
+TOKENS=("$(cat "$WORK/init-token")" "$(cat "$WORK/token3")")
 add_pods
 wait_until 40 all_alive || { log "the mesh did not converge"; exit 1; }
 for j in 2 3; do wait_until 10 ping_ok 1 "$(pod "$j")" || { log "pod 1 cannot reach pod $j"; exit 1; }; done
@@ -130,20 +146,36 @@ if wait_until 25 repaired; then result drift true "peer back and wiremesh_drift_
 else result drift false "peer back: $(has_peer 1 "$(cat "$WORK/key2")" && echo yes || echo no), drift $d0 -> $(drift)"; fi
 
 # --- no-secret: every secret of every node, base64 and hex, nowhere it could leak
-secrets=("$TOKEN")
+secrets=("${TOKENS[@]}")
 for i in 1 2 3; do
   for f in identity.key authority.key wireguard.key; do if [ -f "$WORK/n$i/$f" ]; then secrets+=("$(cat "$WORK/n$i/$f")"); fi; done
   mapfile -t -O "${#secrets[@]}" secrets < <(jq -r '.keys[]' "$WORK/n$i/keyring.json")
 done
 hexes=()
-for s in "${secrets[@]}"; do [ "$s" = "$TOKEN" ] || hexes+=("$(base64 -d <<<"$s" | od -An -v -tx1 | tr -d ' \n')"); done
+for s in "${secrets[@]:${#TOKENS[@]}}"; do hexes+=("$(base64 -d <<<"$s" | od -An -v -tx1 | tr -d ' \n')"); done
 for i in 1 2 3; do
   fetch "http://10.99.0.$i:$PORT/metrics" >"$WORK/exposition$i.out"
   wm "$i" status --json >"$WORK/status$i.out" 2>&1 || true
   wm "$i" peers --json >"$WORK/peers$i.out" 2>&1 || true
-  tr '\0' '\n' <"/proc/${AGENT[$i]}/cmdline" >"$WORK/argv$i.out"
-  tr '\0' '\n' <"/proc/${AGENT[$i]}/environ" >"$WORK/environ$i.out"
 done
+# Every wiremesh process of the run (in its namespaces, running this binary), not only the agents this
+# script started: argv and environment, one file each.
+binary="$(readlink -f "$WM")"
+procs=()
+for pid in $(for ns in $(netns_namespaces "$P"); do ip netns pids "$ns"; done | sort -un); do
+  exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || continue
+  [ "${exe% (deleted)}" = "$binary" ] || continue
+  procs+=("$pid")
+  tr '\0' '\n' <"/proc/$pid/cmdline" >"$WORK/argv-$pid.out"
+  tr '\0' '\n' <"/proc/$pid/environ" >"$WORK/environ-$pid.out"
+done
+proc_problems=""
+for i in 1 2 3; do [[ " ${procs[*]} " == *" ${AGENT[$i]} "* ]] || proc_problems+=" node $i's agent (pid ${AGENT[$i]}) is not among them;"; done
+[ "${#procs[@]}" = 3 ] || proc_problems+=" ${#procs[@]} wiremesh processes, want 3 (one agent per node);"
+# Whatever the secret: no token-shaped word anywhere in them.
+grep -lE 'wmj[0-9]+\.' "$WORK"/argv-*.out "$WORK"/environ-*.out >/dev/null 2>&1 && proc_problems+=" a token-shaped argument or variable;"
+grep -qx 'init' "$WORK/argv-${AGENT[1]}.out" 2>/dev/null || proc_problems+=" node 1 does not run as 'wiremesh init';"
+for i in 2 3; do grep -qx 'agent' "$WORK/argv-${AGENT[$i]}.out" 2>/dev/null || proc_problems+=" node $i's join did not become 'wiremesh agent';"; done
 ip netns exec "$P-pm" python3 -c 'import urllib.parse, urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/series?" + urllib.parse.urlencode({"match[]": "{__name__=~\"wiremesh_.*\"}"}), timeout=5).read().decode())' >"$WORK/series.out" 2>&1 || true
 leaked=""
@@ -152,8 +184,9 @@ for s in "${secrets[@]}" "${hexes[@]}"; do
   hit="$(grep -rlF -- "$s" "$WORK"/agent*.log "$WORK"/*.out "$WORK"/n*/wireguard-go.log "$WORK/tsdb" 2>/dev/null | head -3 | tr '\n' ' ' || true)"
   [ -z "$hit" ] || leaked+=" ${s:0:4}… in $hit;"
 done
-if [ -z "$leaked" ]; then result no-secret true "${#secrets[@]} secrets (and hex forms) in none of $(ls "$WORK"/agent*.log "$WORK"/*.out | wc -l) files nor Prometheus' storage"
-else result no-secret false "$leaked"; fi
+if [ -z "$leaked$proc_problems" ]; then
+  result no-secret true "${#secrets[@]} secrets (and hex forms) in none of $(ls "$WORK"/agent*.log "$WORK"/*.out | wc -l) files nor Prometheus' storage, nor the argv or environment of the run's ${#procs[@]} wiremesh processes (init, join --token-file, join -)"
+else result no-secret false "$leaked$proc_problems"; fi
 
 # --- dead: node 3's host goes (agent and wireguard-go killed)
 age() { query "wiremesh_peer_last_handshake_seconds{peer=\"node3\"}" | awk -v i="10.99.0.$1:$PORT" '$1 == i { print $2 }'; }

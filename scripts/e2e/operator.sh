@@ -65,7 +65,7 @@ if ! ip netns exec "$P-n1" "$WM" init --name node1 --node-prefix 19 --state-dir 
 fi
 start 1 agent
 wait_until 20 ready 1 || { log_tail 1; log "agent 1 did not come up"; exit 1; }
-created="$(wm 1 token create --ttl 30m --json)"
+created="$(wm 1 token create --ttl 30m --uses 3 --json)"  # nodes 2, 3 and 4
 TOKEN="$(jq -r .token <<<"$created")"; TOKEN_ID="$(jq -r .id <<<"$created")"
 [ -n "$TOKEN" ] || { log "token create printed nothing"; exit 1; }
 add_pod 1 || exit 1
@@ -328,7 +328,7 @@ finish "300 idle connections from one host: the agent's descriptors rose by at m
 
 # ---------------------------------------------------------------------------------------------
 begin concurrent-joins
-tokc="$(wm 1 token create --ttl 10m)"; joins=()
+tokc="$(wm 1 token create --ttl 10m --uses 3)"; joins=()
 for i in 5 6 7; do
   # The token on standard input (`join -`): it never appears in a command line.
   echo "$tokc" | ip netns exec "$P-n$i" "$WM" join - --name "c$i" --state-dir "$WORK/c$i" --control-socket "$WORK/c$i.sock" \

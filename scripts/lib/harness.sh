@@ -26,7 +26,8 @@
 # stop_agent I [SIGNAL]          sends SIGNAL (TERM) to node I's agent, reaps it, forgets it
 # ready I                        node I's agent answers `status`
 # wait_ready I [SECONDS]         waits (15 s) until ready I; else logs its log's tail, returns 1
-# mesh_up [ARGS...]              node 1 inits and runs (agent ARGS), TOKEN, nodes 2..NODES join; else MESH_ERROR, 1
+# mesh_up [ARGS...]              node 1 inits and runs (agent ARGS), TOKEN (NODES-1 uses, also in the 0600 file
+#                                $WORK/token), nodes 2..NODES join --token-file $WORK/token; else MESH_ERROR, 1
 # add_pod I / add_pods [I...]    node I's cidrI, keyI, podI files in $WORK (from status) and its pod namespace
 # pod I                          node I's pod address
 # status_field I FILTER          `jq -r .FILTER` of node I's `status --json`
@@ -115,10 +116,12 @@ mesh_up() {
   wm_node 1 init --name node1 --prepare-only >"$WORK/token0" || { MESH_ERROR="init on node 1 failed"; log "$MESH_ERROR"; return 1; }
   start_agent 1 agent "$@"
   wait_ready 1 || { MESH_ERROR="agent 1 did not answer status"; return 1; }
-  TOKEN="$(wm 1 token create --ttl 10m)"
+  # Tokens admit one node unless given --uses. The file only its owner reads keeps it out of argv.
+  ( umask 077; wm 1 token create --ttl 10m --uses $((NODES > 1 ? NODES - 1 : 1)) >"$WORK/token" )
+  TOKEN="$(cat "$WORK/token")"
   [ -n "$TOKEN" ] || { MESH_ERROR="token create printed nothing"; log "$MESH_ERROR"; return 1; }
   for i in $(seq 2 "$NODES"); do
-    start_agent "$i" join "$TOKEN" --name "node$i"
+    start_agent "$i" join --token-file "$WORK/token" --name "node$i"
     wait_ready "$i" || { MESH_ERROR="node $i: join did not bring up an agent"; return 1; }
   done
 }
