@@ -244,7 +244,7 @@ private func columnOffsets(_ header: String, titles: [String]) -> [Int]? {
 
 /// `join`'s token input, refused before any check of the host or contact with a member.
 @Suite struct JoinTokenInputTests {
-    let secretish = "wmj2.ThisCouldBeAPastedSecret0123456789abcdefXYZ"
+    let secretish = "wmj3.ThisCouldBeAPastedSecret0123456789abcdefXYZ"
 
     @Test func exactlyOneOfTokenFileAndTokenIsRequired() throws {
         let none = try wiremesh(["join", "--state-dir", "/nonexistent/wm"])

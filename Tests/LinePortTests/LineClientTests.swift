@@ -72,7 +72,8 @@ struct LineClientTests {
                 _ = try await LineClient.exchange(line: Array("x\n".utf8), with: endpoint, timeout: .milliseconds(300))
             }
             let took = ContinuousClock.now - started
-            #expect(took >= .milliseconds(250) && took < .seconds(5), "took \(took)")
+            // Not before the timeout; the upper bound only says "did not hang" (no timing claim).
+            #expect(took >= .milliseconds(250) && took < .seconds(60), "took \(took)")
         }
     }
 

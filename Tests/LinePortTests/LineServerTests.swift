@@ -115,7 +115,8 @@ struct LineServerTests {
                 return (c.readToEnd(), ContinuousClock.now - started)
             }
             #expect(reply == nil || reply == [], "no answer to an over-long line")
-            #expect(took < .seconds(4), "closed when the limit was passed, not at the deadline")
+            // The alternative is the 15 s idle deadline; a loaded machine may take seconds to get here.
+            #expect(took < .seconds(12), "closed when the limit was passed, not at the deadline")
         }
     }
 
@@ -126,7 +127,7 @@ struct LineServerTests {
                 try ["127.0.0.2", "127.0.0.3"].flatMap { source in try (0..<5).map { _ in try RawConnection(port: port, source: source) } }
             }
             // The 4 over the per-source cap are closed at once (the server takes them in its own time).
-            let deadline = ContinuousClock.now + .seconds(5)
+            let deadline = ContinuousClock.now + .seconds(20)
             while try await onThread({ Self.closedCount(idle) }) < 4 && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
@@ -139,7 +140,7 @@ struct LineServerTests {
             }
             #expect(Self.decoded(reply) == .rotated(node: "n"))
             // One more idle connection made room for it; 5 stay open.
-            let after = ContinuousClock.now + .seconds(5)
+            let after = ContinuousClock.now + .seconds(20)
             var closed = try await onThread { Self.closedCount(idle) }
             while closed < 5 && ContinuousClock.now < after {
                 try await Task.sleep(for: .milliseconds(50))

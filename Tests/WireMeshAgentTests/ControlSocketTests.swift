@@ -147,7 +147,7 @@ struct ControlSocketTests {
                 for _ in 0..<ConnectionRegistry.maxConnections { idle.append(try ControlClient.connect(path)) }
                 // The server registers a connection when it becomes active: give it a moment.
                 var busy: ControlResponse?
-                for _ in 0..<50 {
+                for _ in 0..<500 {
                     if let r = try? client.send(.status), case .failure(let f) = r, f.code == "busy" { busy = r; break }
                     usleep(20_000)
                 }
@@ -157,7 +157,7 @@ struct ControlSocketTests {
             #expect(f.message.contains("\(ConnectionRegistry.maxConnections) control connections"))
             for fd in idle { close(fd) }
             let again = try await onThread { () throws -> ControlResponse? in
-                for _ in 0..<100 {
+                for _ in 0..<500 {
                     if let r = try? client.send(.status), r == .done("ok") { return r }
                     usleep(20_000)
                 }
