@@ -33,6 +33,9 @@ public enum ClusterKeyAction: Sendable, Equatable {
     case remove(ClusterKeyID)
     /// `from` advertises a key newer than any this node holds: ask it for the keyring.
     case fetch(ClusterKeyTag, from: String)
+    /// `from` advertises a key whose generation is implausibly far above this node's newest
+    /// (`ClusterKeyRotation.maxGenerationStep`): not fetched, not installed (a hostile or damaged record).
+    case ignore(ClusterKeyTag, from: String)
 }
 
 /// The pure cluster key rotation state machine (no I/O, no clock: callers pass wall-clock seconds,
@@ -88,11 +91,28 @@ public struct ClusterKeyRotation: Sendable, Equatable {
 
     public func holds(_ id: ClusterKeyID) -> Bool { entries.contains { $0.id == id } }
 
-    /// The generation of a key made now by `cluster-key rotate`: one above every key known here; nil
-    /// when a record advertises the largest generation there is (no real rotation gets there: a
-    /// damaged or hostile record, which must not crash the agent).
+    /// How far above this node's newest key (`target`) a key's generation may be for this node to
+    /// fetch, install or count it. Each rotation adds one, so a real key is a few generations ahead
+    /// at most (a node that was away during several rotations). A key far beyond is a member's doing:
+    /// one at 2^64 - 1, handed over by a hostile member, left no next generation, so no rotation
+    /// could follow it, not even the one an eviction makes, and the evicted member kept the
+    /// cluster key for good. With this bound a member must get every node to fetch from it 2^48
+    /// times to get there.
+    public static let maxGenerationStep: UInt64 = 1 << 16
+
+    /// The largest generation this node takes from others now.
+    var generationBound: UInt64 {
+        let (bound, overflow) = target.tag.generation.addingReportingOverflow(Self.maxGenerationStep)
+        return overflow ? .max : bound
+    }
+
+    /// The generation of a key made now by `cluster-key rotate`: one above every key known here
+    /// (members' keys beyond `maxGenerationStep` are not counted); nil when this node's own keyring
+    /// holds the largest generation there is (no real rotation gets there: a damaged state, which must
+    /// not crash the agent).
     public func nextGeneration(members: [MemberKeys]) -> UInt64? {
-        let known = entries.map(\.tag.generation) + members.flatMap { $0.keys.map(\.generation) }
+        let bound = generationBound
+        let known = entries.map(\.tag.generation) + members.flatMap { $0.keys.map(\.generation).filter { $0 <= bound } }
         let (next, overflow) = (known.max() ?? 0).addingReportingOverflow(1)
         return overflow ? nil : next
     }
@@ -113,6 +133,9 @@ public struct ClusterKeyRotation: Sendable, Equatable {
     /// it primary once every live member held it; a node that was away cannot wait for gossip it
     /// cannot read). Call `evaluate` afterwards for the retirements.
     public mutating func merge(_ keys: [ClusterKeyTag]) -> [ClusterKeyAction] {
+        // Generations beyond the bound are refused whoever hands them over (see `maxGenerationStep`).
+        let bound = generationBound
+        let keys = keys.filter { $0.generation <= bound }
         for tag in keys { install(tag) }
         guard let theirs = keys.first, theirs > primary.tag, theirs.id != primary.id else { return [] }
         promote(theirs.id)
@@ -123,8 +146,9 @@ public struct ClusterKeyRotation: Sendable, Equatable {
     /// retire and remove old keys, ask for a newer key a member advertises.
     public mutating func evaluate(members: [MemberKeys], now: Double, grace: Double) -> [ClusterKeyAction] {
         var actions: [ClusterKeyAction] = []
+        let bound = generationBound
         for member in members {
-            for tag in member.keys {
+            for tag in member.keys where tag.generation <= bound {
                 if let i = entries.firstIndex(where: { $0.id == tag.id }), entries[i].generation == nil {
                     entries[i].generation = tag.generation
                 }
@@ -152,10 +176,15 @@ public struct ClusterKeyRotation: Sendable, Equatable {
             }
         }
         let newest = self.target.tag
-        fetch: for member in live {
+        var fetching = false
+        for member in live {
             for tag in member.keys where tag > newest && !holds(tag.id) {
-                actions.append(.fetch(tag, from: member.name))
-                break fetch
+                if tag.generation > bound {
+                    actions.append(.ignore(tag, from: member.name))
+                } else if !fetching {
+                    actions.append(.fetch(tag, from: member.name))
+                    fetching = true
+                }
             }
         }
         return actions

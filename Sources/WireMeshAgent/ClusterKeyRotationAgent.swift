@@ -21,6 +21,14 @@ struct ClusterKeyAgentState: Sendable {
     /// Every member asked at start had forgotten this node. Not reported yet: a node that just joined
     /// is not known until its record spreads; reported if no member becomes live.
     var forgottenAtStart = false
+    /// A fetch was skipped (another one was running, or every member to ask was asked less than 5 s
+    /// ago): the view is looked at again once that is over, not only at the next resync. Otherwise an
+    /// eviction reached a member that had just fetched the keyring for another reason (at its start,
+    /// say) up to 10 s late, and its peer stayed that long.
+    /// Keys advertised at an implausible generation, logged once each.
+    var ignoredKeys: Set<ClusterKeyID> = []
+    var recheckAfterFetch = false
+    var recheckScheduled = false
 }
 
 extension Agent {
@@ -71,6 +79,10 @@ extension Agent {
             logger.error("cluster key rotation: could not save the keyring (nothing changed): \(error)")
             return
         }
+        for case .ignore(let tag, let from) in actions where clusterKeyAgent.ignoredKeys.insert(tag.id).inserted {
+            logger.warning("ignoring a cluster key a member advertises: its generation is implausibly far above this node's newest (a hostile or damaged record)",
+                           metadata: ["member": "\(from)", "key": "\(tag)", "newest": "\(state.clusterKeys.target.tag)"])
+        }
         // Requests take a round trip (or a timeout): off the reconcile path.
         // Ask the member named first, then any other live member advertising the key.
         for case .fetch(let tag, let from) in actions {
@@ -101,7 +113,7 @@ extension Agent {
             switch action {
             case .promote(let id): logger.info("cluster key promoted: gossip is sealed with it from now on", metadata: ["key": "\(id)"])
             case .remove(let id): logger.info("old cluster key removed", metadata: ["key": "\(id)"])
-            case .fetch: break
+            case .fetch, .ignore: break
             }
         }
         try? await transport?.setClusterKeys(keyring, tags: rotation.tags, sequence: clusterKeyAgent.sequence)
@@ -111,14 +123,29 @@ extension Agent {
     /// Returns the refusals (member → reason) when nobody handed it over.
     @discardableResult
     func fetchClusterKeys(from names: [String], reason: String, quiet: Bool = false) async -> [String: KeyringRefusal] {
-        guard !clusterKeyAgent.fetching, let transport else { return [:] }
+        guard let transport else { return [:] }
+        guard !clusterKeyAgent.fetching else {
+            clusterKeyAgent.recheckAfterFetch = true
+            return [:]
+        }
         clusterKeyAgent.fetching = true
-        defer { clusterKeyAgent.fetching = false }
+        var throttledFor: Duration?
+        defer {
+            clusterKeyAgent.fetching = false
+            if clusterKeyAgent.recheckAfterFetch || throttledFor != nil {
+                clusterKeyAgent.recheckAfterFetch = false
+                recheckView(after: throttledFor ?? .zero)
+            }
+        }
         let members = (try? await transport.members()) ?? []
         var refusals: [String: KeyringRefusal] = [:]
         for name in names {
             guard let member = members.first(where: { $0.name == name }) else { continue }
-            if let last = clusterKeyAgent.lastAsked[name], clock.monotonic() - last < .seconds(5) { continue }
+            if let last = clusterKeyAgent.lastAsked[name], clock.monotonic() - last < .seconds(5) {
+                let wait = .seconds(5) - (clock.monotonic() - last)
+                throttledFor = min(throttledFor ?? wait, wait)
+                continue
+            }
             clusterKeyAgent.lastAsked[name] = clock.monotonic()
             let record = member.record.record
             let result = await Self.requestKeyring(
@@ -154,6 +181,18 @@ extension Agent {
             }
         }
         return refusals
+    }
+
+    /// Follows the view again after `delay` (once at a time): what a skipped fetch was for is asked
+    /// again if it is still needed (`followView` decides from the view as it is then).
+    func recheckView(after delay: Duration) {
+        guard !clusterKeyAgent.recheckScheduled else { return }
+        clusterKeyAgent.recheckScheduled = true
+        Task {
+            try? await Task.sleep(for: delay + .milliseconds(50))
+            self.clusterKeyAgent.recheckScheduled = false
+            await self.followView()
+        }
     }
 
     /// A node that cannot read the cluster any more (it was away during a rotation, or partitioned

@@ -135,8 +135,31 @@ struct ClusterKeyRotationTests {
         let r = steady(1, 4)
         #expect(r.nextGeneration(members: [member("b", [tag(3, 7)])]) == 8)
         #expect(ClusterKeyRotation(entries: [.init(id: kid(1), generation: nil)]).nextGeneration(members: []) == 1)
-        // A record advertising the largest generation must not make `cluster-key rotate` trap on + 1.
-        #expect(r.nextGeneration(members: [member("b", [tag(3, .max)])]) == nil)
+        // A record advertising the largest generation must not make `cluster-key rotate` trap on + 1,
+        // nor leave no room for the next rotation: it is not counted.
+        #expect(r.nextGeneration(members: [member("b", [tag(3, .max)])]) == 5)
+        #expect(r.nextGeneration(members: [member("b", [tag(3, 4 + ClusterKeyRotation.maxGenerationStep)])]) == 5 + ClusterKeyRotation.maxGenerationStep)
+        #expect(steady(1, .max).nextGeneration(members: []) == nil, "a damaged keyring at the largest generation")
+    }
+
+    /// A member advertises (and would hand over) a key at generation 2^64 - 1: no node fetches it,
+    /// learns that generation or installs it, so the rotation an eviction needs still has a number.
+    @Test func aKeyFarAboveTheNewestIsIgnored() {
+        var r = steady(1, 3)
+        let hostile = member("evil", [tag(1, 3), tag(9, .max)])
+        let actions = r.evaluate(members: [member("b", [tag(1, 3)]), hostile], now: 10, grace: grace)
+        #expect(actions == [.ignore(tag(9, .max), from: "evil")], "\(actions)")
+        // Handed over anyway (a keyring answer from that member): refused, the primary stays.
+        let merged = r.merge([tag(9, .max), tag(1, 3)])
+        #expect(merged.isEmpty && r.entries.map(\.id) == [kid(1)])
+        // A key learnt without a generation (a join grant) does not take the hostile one either.
+        var joined = ClusterKeyRotation(entries: [.init(id: kid(1), generation: nil)])
+        _ = joined.evaluate(members: [member("evil", [ClusterKeyTag(id: kid(1), generation: .max)])], now: 10, grace: grace)
+        #expect(joined.entries[0].generation == nil)
+        #expect(r.nextGeneration(members: [hostile]) == 4)
+        // A real rotation a few generations ahead is still fetched, next to the ignored one.
+        let next = r.evaluate(members: [member("b", [tag(1, 3), tag(2, 5)]), hostile], now: 11, grace: grace)
+        #expect(next == [.fetch(tag(2, 5), from: "b"), .ignore(tag(9, .max), from: "evil")] || next == [.ignore(tag(9, .max), from: "evil"), .fetch(tag(2, 5), from: "b")], "\(next)")
     }
 
     /// Three nodes; node a rotates to key 3 and node b to key 2 at the same time (both generation 2).
