@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "wiremesh", targets: ["wiremesh"]),
         .executable(name: "wiremesh-membership-bench", targets: ["MembershipBench"]),
         .executable(name: "wiremesh-swarm", targets: ["MeshSwarm"]),
+        .executable(name: "wiremesh-hostile", targets: ["HostileMember"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -115,6 +116,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // A test tool holding one member's secrets that attacks real agents (scripts/e2e/hostile.sh).
+        .executableTarget(name: "HostileMember", dependencies: [
+            "WireMeshAgent", "LinePort", "WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
 
         // libFuzzer targets for the decoders of outside bytes (scripts/fuzz, FUZZING.md). scripts/fuzz
         // links it with libFuzzer in the ASan + coverage build the sanitizer suite uses (one build for
@@ -159,6 +166,10 @@ let package = Package(
         .testTarget(name: "DoctorE2ETests", dependencies: ["TestSupport"]),
         // The join port under 2000 idle connections and a bad-MAC flood (issue 10), scripts/e2e/join-port.sh.
         .testTarget(name: "JoinPortE2ETests", dependencies: ["TestSupport"]),
+        // Eviction (issue 10): scripts/e2e/evict.sh, 4 nodes, `wiremesh evict`, tokens, a second authority.
+        .testTarget(name: "EvictE2ETests", dependencies: ["TestSupport"]),
+        // A member's stolen secrets against real agents (issue 10): scripts/e2e/hostile.sh with wiremesh-hostile.
+        .testTarget(name: "HostileE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the

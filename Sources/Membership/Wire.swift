@@ -266,3 +266,9 @@ public enum WireFormat {
         }
     }
 }
+
+extension WireFormat {
+    /// The 64-bit hash by which digests and requests name a member (`DigestEntry.nameHash`). Public
+    /// for tools that build traffic of their own (the hostile-member test tool, simulators).
+    public static func nameHash(_ name: String) -> UInt64 { stableNameHash(name) }
+}
