@@ -154,6 +154,26 @@ struct ProtocolTests {
         #expect(pump.status(of: "n2", at: eps[0])!.incarnation >= 1)
     }
 
+    @Test("forged deaths that follow the victim's incarnation for 10 s, in every member's name, get it declared dead nowhere")
+    func forgedDeathsFollowingTheIncarnation() {
+        var (pump, eps) = cluster(5)
+        for round in 0..<40 {
+            // The adversary holds the cluster key, so it reads the victim's current incarnation and
+            // claims it dead at that one, in the name of each other member: every refutation is met.
+            let inc = pump.status(of: "n2", at: eps[0])?.incarnation ?? 0
+            let claims: [WireMessage] = ["n0", "n1", "n3", "n4"].map {
+                .status(name: "n2", version: 1, status: .dead(incarnation: inc), from: $0)
+            }
+            let target = [0, 1, 3, 4][round % 4]
+            pump.inject(forgedPayload(claims), from: testEndpoint(99), to: eps[target])
+            pump.run(for: .milliseconds(250))
+        }
+        pump.run(for: .seconds(10))
+        #expect(!pump.events.contains { $0.event.kind == .dead }, "\(pump.events.filter { $0.event.kind == .dead }.count) dead events")
+        #expect(pump.allSee { $0.status.isActive })
+        #expect(pump.status(of: "n2", at: eps[0])!.incarnation >= 2, "the victim refuted again and again")
+    }
+
     @Test("a claim about a node at version 2^64 - 1 sent to that node is ignored, not fatal", arguments: [
         MemberStatus.alive(incarnation: 0), .suspect(incarnation: 0), .dead(incarnation: 0),
     ])

@@ -60,8 +60,8 @@ declare -A OV
 for i in 1 2 3 4; do OV[$i]="$(overlay "$i")"; done
 OLD_KEYS="$(keys_of 4)"
 # A token handed out before the eviction (say, to node 4's operator).
-PRE_TOKEN="$(wm 1 token create --ttl 10m --uses 5 2>/dev/null)"
-[ -n "$PRE_TOKEN" ] || { result setup false "token create on node 1 printed nothing"; exit 1; }
+(umask 077; wm 1 token create --ttl 10m --uses 5 >"$WORK/pre.token" 2>/dev/null)
+[ -s "$WORK/pre.token" ] || { result setup false "token create on node 1 printed nothing"; exit 1; }
 log "4 nodes up on $(status_field 1 backend), cluster key $OLD_KEYS"
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ result_problems old-key-closed "$PROBLEMS" "node 4's gossip dropped as bad_key $
 # Tokens after the eviction
 
 joined_state() { [ -e "$WORK/n5/cluster.json" ]; }
-if wm_node 5 join "$PRE_TOKEN" --name node5 --prepare-only >"$WORK/join5a.out" 2>&1; then
+if wm_node 5 join --token-file "$WORK/pre.token" --name node5 --prepare-only >"$WORK/join5a.out" 2>&1; then
   result old-token-refused false "a token created before the eviction still admits: $(cat "$WORK/join5a.out")"
 elif joined_state; then
   result old-token-refused false "join failed but node 5's state was written"
@@ -181,10 +181,10 @@ PROBLEMS=""
 wm 4 leave >"$WORK/leave4.out" 2>&1 || PROBLEMS+=" leave failed: $(cat "$WORK/leave4.out");"
 POLL=0.2 wait_until 15 eval '! kill -0 "${AGENT[4]}" 2>/dev/null' || PROBLEMS+=" node 4's agent did not stop after leave;"
 stop_agent 4 KILL
-NEW_TOKEN="$(wm 1 token create --ttl 10m --uses 5 2>/dev/null)"
+(umask 077; wm 1 token create --ttl 10m --uses 5 >"$WORK/new.token" 2>/dev/null)
 for name in "" node4b; do
   args=(); [ -z "$name" ] || args=(--name "$name")
-  if wm_node 4 join "$NEW_TOKEN" "${args[@]}" --prepare-only >"$WORK/join4.out" 2>&1; then
+  if wm_node 4 join --token-file "$WORK/new.token" "${args[@]}" --prepare-only >"$WORK/join4.out" 2>&1; then
     PROBLEMS+=" node 4 joined again${name:+ as $name} with its old identity;"
   elif ! grep -qi evicted "$WORK/join4.out"; then
     PROBLEMS+=" refused${name:+ as $name}, but not as evicted: $(tail -1 "$WORK/join4.out");"
@@ -203,11 +203,11 @@ if ! wait_ready 2; then
   PROBLEMS+=" node 2's agent did not come back with the authority key;"
 else
   wait_until 20 all_alive 1 2 3 || PROBLEMS+=" nodes 1-3 not all alive after node 2's restart;"
-  if ! T2="$(wm 2 token create --ttl 10m 2>"$WORK/token2.err")" || [ -z "$T2" ]; then
+  if ! (umask 077; wm 2 token create --ttl 10m >"$WORK/t2.token" 2>"$WORK/token2.err") || [ ! -s "$WORK/t2.token" ]; then
     PROBLEMS+=" token create on node 2 failed: $(cat "$WORK/token2.err");"
   else
     rm -rf "$WORK/n5"
-    start_agent 5 join "$T2" --name node5
+    start_agent 5 join --token-file "$WORK/t2.token" --name node5
     if ! wait_ready 5 20; then
       PROBLEMS+=" node 5 did not join with node 2's token: $(grep -i 'join' "$WORK/agent5.log" | tail -1);"
     else
