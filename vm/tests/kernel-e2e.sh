@@ -4,6 +4,7 @@
 # proves the harness itself (used while the project commands were being written).
 . /wmtest/lib.sh
 . /wmtest/mesh.sh
+. /wmtest/cni.sh
 MODE=$(cat /wmtest/mode 2>/dev/null || echo wiremesh)
 echo "mode=$MODE"
 # The kernel would try /sbin/modprobe on its own when a wireguard link or genl family is requested;
@@ -232,6 +233,110 @@ case_rotation() {
   echo "OK: ${line#ROTATION e2e }"
 }
 
+# in_block IP CIDR: succeeds when the IPv4 address IP lies in CIDR.
+in_block() {
+  awk -v a="$1" -v c="$2" 'function n(s, p) { split(s, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+    BEGIN { split(c, q, "/"); m = 1; for (k = q[2]; k < 32; k++) m *= 2   # busybox awk has no ^
+      exit !(int(n(a) / m) == int(n(q[1]) / m)) }'
+}
+# xfer NODE: node NODE's device counters, one line per peer: KEY RX TX (`wg show transfer`).
+xfer() { in_ns wmn$1 wg show wmk$1 transfer; }
+
+# Pods made the way a container runtime makes them, on agent_mesh's 3 nodes (kernel WireGuard): for each
+# node a pod network namespace, then the plugins of the agent's own conflist (/tmp/cniN/10-wiremesh.conflist:
+# bridge with host-local, then portmap; Debian's containernetworking-plugins in /cni) called in order with
+# CNI_COMMAND=ADD, each given its plugin object plus the list's cniVersion and name, and the previous
+# plugin's result (guest/cni.sh). Checks: each pod's address (from host-local's result) is in its node's
+# block, on its eth0 and reserved in host-local's store under the node's state directory; the pods ping each
+# other across nodes by their own addresses with 1000-byte pings and fetch over TCP from each other
+# (busybox httpd: the server sees the client pod's own address), through the WireGuard device (`ip route
+# get`; `wg show transfer` rose by at least the pings' payload each way on every peer); CNI_COMMAND=DEL
+# (reverse order, the cached result as prevResult) removes the pod's interface and frees its address.
+case_cni() {
+  [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
+  [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
+  t0=$(now)
+  for i in 1 2 3; do
+    list=/tmp/cni$i/10-wiremesh.conflist
+    [ -f "$list" ] || fail "node $i wrote no $list"
+    block=$(json_str pod_cidrs < /tmp/k$i.status); echo "$block" > /tmp/cni.block$i
+    got=$(jq -r '[.name, (.plugins | map(.type) | join(",")), .plugins[0].ipam.type, .plugins[0].ipam.ranges[0][0].subnet, .plugins[0].ipam.dataDir] | join(" ")' "$list")
+    want="wiremesh bridge,portmap host-local $block /tmp/k$i/cni-ipam"
+    [ "$got" = "$want" ] || { cat "$list"; fail "node $i's conflist: $got, expected $want"; }
+  done
+  echo "node 1's conflist:"; cat /tmp/cni1/10-wiremesh.conflist
+  version=$(jq -r .cniVersion /tmp/cni1/10-wiremesh.conflist)
+  for p in $(jq -r '.plugins[] | .type, .ipam.type // empty' /tmp/cni1/10-wiremesh.conflist); do
+    cni_version "$p" "$version" || fail "plugin $p does not support the conflist's cniVersion $version"
+  done
+  echo "{}" > /tmp/cni.nocaps
+  for i in 1 2 3; do
+    id=$(printf 'wmcni%02d%057d' "$i" 0)
+    echo "$id" > /tmp/cni.id$i
+    $IP netns add wmcp$i || fail "netns wmcp$i"
+    t=$(now)
+    cni_add wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.nocaps /tmp/cni.result$i \
+      || fail "CNI ADD for the pod on node $i failed"
+    echo "node $i ADD ($(awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.1f", a - b }') s): $(jq -c . /tmp/cni.result$i)"
+    addr=$(jq -r '.ips[0].address' /tmp/cni.result$i); gw=$(jq -r '.ips[0].gateway' /tmp/cni.result$i)
+    pod=${addr%/*}; block=$(cat /tmp/cni.block$i); echo "$pod" > /tmp/cni.pod$i
+    in_block "$pod" "$block" || fail "pod $i got $addr, outside its node's block $block"
+    base=${block%/*}
+    [ "$pod" != "$base" ] && [ "$pod" != "$gw" ] || fail "pod $i got $pod: the overlay address or the gateway ($gw)"
+    $IP -n wmcp$i -4 addr show dev eth0 | grep -q "inet $addr " || { $IP -n wmcp$i addr; fail "pod $i's eth0 lacks $addr"; }
+    $IP -n wmcp$i route show default | grep -q "via $gw dev eth0" || { $IP -n wmcp$i route; fail "pod $i has no default route via $gw"; }
+    store=/tmp/k$i/cni-ipam/wiremesh
+    # host-local's reservation: a file named by the address holding "CONTAINERID\r\nIFNAME".
+    [ "$(tr '\r\n' '  ' < "$store/$pod" 2>/dev/null)" = "$id  eth0" ] || { ls -l "$store"; fail "host-local's store $store does not hold $pod for the pod's eth0"; }
+  done
+  echo "pods: $(cat /tmp/cni.pod1) $(cat /tmp/cni.pod2) $(cat /tmp/cni.pod3)"
+  for i in 1 2 3; do xfer $i > /tmp/cni.xfer0.$i; done
+  mkdir -p /tmp/www/cgi-bin
+  printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%%s\\n" "$REMOTE_ADDR"\n' > /tmp/www/cgi-bin/ip
+  chmod 755 /tmp/www/cgi-bin/ip
+  httpds=""
+  for j in 1 2 3; do nsenter --net=/run/netns/wmcp$j httpd -f -p 8080 -h /tmp/www & httpds="$httpds $!"; done
+  for i in 1 2 3; do
+    for j in 1 2 3; do
+      [ "$i" = "$j" ] && continue
+      dst=$(cat /tmp/cni.pod$j)
+      in_ns wmn$i $IP route get "$dst" | grep -q "dev wmk$i " || { in_ns wmn$i $IP route get "$dst"; fail "node $i does not route pod $j ($dst) into wmk$i"; }
+      in_ns wmcp$i $PING -n -c 3 -i 0.2 -s 1000 -W 3 "$dst" > /tmp/cni.ping 2>&1 \
+        || { cat /tmp/cni.ping; in_ns wmn$i wg show wmk$i; fail "pod $i cannot ping pod $j ($dst)"; }
+      echo "pod $i -> pod $j ($dst): $(grep 'packets transmitted' /tmp/cni.ping)"
+      seen=$(timeout 10 nsenter --net=/run/netns/wmcp$i wget -q -O - "http://$dst:8080/cgi-bin/ip" 2>&1)
+      case "$seen" in
+        *":$(cat /tmp/cni.pod$i)]"*|"$(cat /tmp/cni.pod$i)") echo "pod $i -> pod $j: HTTP, the server saw $seen" ;;
+        *) fail "pod $i -> pod $j over TCP: the server saw '$seen', not the client pod's address $(cat /tmp/cni.pod$i)" ;;
+      esac
+    done
+  done
+  for p in $httpds; do kill "$p" 2>/dev/null; done
+  for p in $httpds; do wait "$p" 2>/dev/null; done
+  # Per peer on every device: 2 x 3 pings of 1000 bytes each way, so more than 3000 bytes (keepalives and
+  # handshakes are a few hundred bytes at most).
+  for i in 1 2 3; do
+    xfer $i > /tmp/cni.xfer1.$i
+    awk 'NR == FNR { rx[$1] = $2; tx[$1] = $3; next } { print $1, $2 - rx[$1], $3 - tx[$1] }' \
+      /tmp/cni.xfer0.$i /tmp/cni.xfer1.$i > /tmp/cni.delta
+    while read -r key drx dtx; do
+      echo "node $i, peer $(echo "$key" | cut -c1-8)…: rx +$drx tx +$dtx bytes"
+      [ "$drx" -ge 3000 ] && [ "$dtx" -ge 3000 ] || fail "node $i's device counted rx +$drx tx +$dtx bytes for peer $key: the pod traffic did not go through kernel WireGuard"
+    done < /tmp/cni.delta
+    [ "$(wc -l < /tmp/cni.xfer1.$i)" -eq 2 ] || fail "node $i's device has $(wc -l < /tmp/cni.xfer1.$i) peers, want 2"
+  done
+  for i in 1 2 3; do
+    id=$(cat /tmp/cni.id$i); pod=$(cat /tmp/cni.pod$i); store=/tmp/k$i/cni-ipam/wiremesh
+    cni_del wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.nocaps || fail "CNI DEL for the pod on node $i failed"
+    [ -e "$store/$pod" ] && fail "after DEL host-local's store still holds $pod: $(cat "$store/$pod")"
+    $IP -n wmcp$i link show eth0 >/dev/null 2>&1 && fail "after DEL pod $i still has eth0"
+    ports=$($IP -n wmn$i link show master wmk$i-br 2>/dev/null | grep -c '^[0-9]')
+    [ "$ports" -eq 0 ] || fail "after DEL node $i's bridge still has $ports ports"
+    $IP netns del wmcp$i
+  done
+  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 pings and 6 HTTP fetches by own address over kernel WireGuard, DEL freed the 3 addresses ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
+}
+
 wm_case no_module case_no_module
 modprobe wireguard || echo "modprobe wireguard failed"
 modprobe veth || echo "modprobe veth failed"
@@ -241,3 +346,4 @@ wm_case big_device case_big_device
 wm_case delta_remove case_delta_remove
 wm_case agent_mesh case_agent_mesh
 wm_case rotation case_rotation
+wm_case cni case_cni
