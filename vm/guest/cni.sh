@@ -74,13 +74,3 @@ cni_del() {
   rm -f "$CNI_CACHE/$(jq -r .name "$list")-$id-$ifname"
   return $rc
 }
-
-# cni_version TYPE VERSION: succeeds when plugin TYPE lists VERSION among its supported versions
-# (CNI_COMMAND=VERSION); prints what it supports.
-cni_version() {
-  echo "{\"cniVersion\": \"$2\"}" > /tmp/cni.version.in
-  CNI_COMMAND=VERSION CNI_PATH=$CNI_BIN "$CNI_BIN/$1" < /tmp/cni.version.in > /tmp/cni.version.out 2>&1 \
-    || { echo "cni: VERSION $1 failed: $(cat /tmp/cni.version.out)"; return 1; }
-  echo "$1 supports $(jq -c .supportedVersions /tmp/cni.version.out)"
-  jq -e --arg v "$2" '.supportedVersions | index($v) != null' /tmp/cni.version.out > /dev/null
-}

@@ -245,17 +245,22 @@ xfer() { in_ns wmn$1 wg show wmk$1 transfer; }
 # Pods made the way a container runtime makes them, on agent_mesh's 3 nodes (kernel WireGuard): for each
 # node a pod network namespace, then the plugins of the agent's own conflist (/tmp/cniN/10-wiremesh.conflist:
 # bridge with host-local, then portmap; Debian's containernetworking-plugins in /cni) called in order with
-# CNI_COMMAND=ADD, each given its plugin object plus the list's cniVersion and name, and the previous
-# plugin's result (guest/cni.sh). Checks: each pod's address (from host-local's result) is in its node's
-# block, on its eth0 and reserved in host-local's store under the node's state directory; the pods ping each
-# other across nodes by their own addresses with 1000-byte pings and fetch over TCP from each other
-# (busybox httpd: the server sees the client pod's own address), through the WireGuard device (`ip route
-# get`; `wg show transfer` rose by at least the pings' payload each way on every peer); CNI_COMMAND=DEL
-# (reverse order, the cached result as prevResult) removes the pod's interface and frees its address.
+# CNI_COMMAND=ADD, each given its plugin object plus the list's cniVersion and name, the previous plugin's
+# result, and the runtime's capability arguments it declares (guest/cni.sh). The pod on node 2 publishes its
+# port 8080 as the node's 8081 (portMappings: portmap programs it with iptables-nft). Checks: each pod's
+# address (from host-local's result) is in its node's block, on its eth0 and reserved in host-local's store
+# under the node's state directory; with the agents' egress tables in place (the case loads nftables), the
+# pods ping each other across nodes by their own addresses with 1000-byte pings and fetch over TCP from each
+# other (busybox httpd: the server sees the client pod's own address), through the WireGuard device (`ip route
+# get`; `wg show transfer` rose by more than the pings' payload each way on every peer); the published port
+# answers from the underlay and through the mesh; CNI_COMMAND=DEL (reverse order, the cached result as
+# prevResult) removes the pod's interface, frees its address and portmap's rules.
 case_cni() {
   [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
   [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
   t0=$(now)
+  # nftables for the agents' egress tables and iptables-nft for portmap (autoloading is off in this VM).
+  for m in $(cat /etc/wmtest-netfilter-modules); do modprobe "$m" || fail "modprobe $m"; done
   for i in 1 2 3; do
     list=/tmp/cni$i/10-wiremesh.conflist
     [ -f "$list" ] || fail "node $i wrote no $list"
@@ -265,17 +270,15 @@ case_cni() {
     [ "$got" = "$want" ] || { cat "$list"; fail "node $i's conflist: $got, expected $want"; }
   done
   echo "node 1's conflist:"; cat /tmp/cni1/10-wiremesh.conflist
-  version=$(jq -r .cniVersion /tmp/cni1/10-wiremesh.conflist)
-  for p in $(jq -r '.plugins[] | .type, .ipam.type // empty' /tmp/cni1/10-wiremesh.conflist); do
-    cni_version "$p" "$version" || fail "plugin $p does not support the conflist's cniVersion $version"
-  done
-  echo "{}" > /tmp/cni.nocaps
+  # The runtime's capability arguments: the pod on node 2 publishes its port 8080 as the node's port 8081.
+  for i in 1 3; do echo "{}" > /tmp/cni.caps$i; done
+  echo '{"portMappings": [{"hostPort": 8081, "containerPort": 8080, "protocol": "tcp"}]}' > /tmp/cni.caps2
   for i in 1 2 3; do
     id=$(printf 'wmcni%02d%057d' "$i" 0)
     echo "$id" > /tmp/cni.id$i
     $IP netns add wmcp$i || fail "netns wmcp$i"
     t=$(now)
-    cni_add wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.nocaps /tmp/cni.result$i \
+    cni_add wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.caps$i /tmp/cni.result$i \
       || fail "CNI ADD for the pod on node $i failed"
     echo "node $i ADD ($(awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.1f", a - b }') s): $(jq -c . /tmp/cni.result$i)"
     addr=$(jq -r '.ips[0].address' /tmp/cni.result$i); gw=$(jq -r '.ips[0].gateway' /tmp/cni.result$i)
@@ -290,6 +293,20 @@ case_cni() {
     [ "$(tr '\r\n' '  ' < "$store/$pod" 2>/dev/null)" = "$id  eth0" ] || { ls -l "$store"; fail "host-local's store $store does not hold $pod for the pod's eth0"; }
   done
   echo "pods: $(cat /tmp/cni.pod1) $(cat /tmp/cni.pod2) $(cat /tmp/cni.pod3)"
+  pod2=$(cat /tmp/cni.pod2); id2=$(cat /tmp/cni.id2)
+  in_ns wmn2 iptables -t nat -S > /tmp/cni.ipt
+  grep -q -- "--to-destination $pod2:8080" /tmp/cni.ipt && grep -q "$id2" /tmp/cni.ipt \
+    || { cat /tmp/cni.ipt; fail "portmap left no DNAT rule to $pod2:8080 for the pod on node 2"; }
+  echo "portmap on node 2: $(grep -c . /tmp/cni.ipt) nat rules and chains, DNAT 8081 -> $pod2:8080"
+  # The agents program their egress tables (masquerade to outside the cluster, never pod to pod) once
+  # nftables is there: they retry every 10 s. With them in place, the servers below seeing the client
+  # pod's own address means the tables really leave pod-to-pod traffic alone.
+  for i in 1 2 3; do
+    ok=0
+    for _ in $(seq 1 50); do in_ns wmn$i nft list table ip wiremesh > /tmp/cni.nft$i 2>&1 && { ok=1; break; }; sleep 0.5; done
+    [ "$ok" = 1 ] || { cat /tmp/cni.nft$i; tail -n 5 /tmp/k$i.log; fail "node $i's agent did not program its egress table"; }
+  done
+  echo "node 1's egress table:"; cat /tmp/cni.nft1
   for i in 1 2 3; do xfer $i > /tmp/cni.xfer0.$i; done
   mkdir -p /tmp/www/cgi-bin
   printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%%s\\n" "$REMOTE_ADDR"\n' > /tmp/www/cgi-bin/ip
@@ -311,6 +328,15 @@ case_cni() {
       esac
     done
   done
+  # The published port (portmap): node 3 itself from the underlay, to node 2's address; pod 1 through the
+  # mesh, to node 2's overlay address. The pod on node 2 answers, seeing each client's own address.
+  seen=$(timeout 10 nsenter --net=/run/netns/wmn3 wget -q -O - "http://10.99.0.2:8081/cgi-bin/ip" 2>&1)
+  case "$seen" in *":10.99.0.3]"*) echo "node 3 -> 10.99.0.2:8081 (published): the pod on node 2 saw $seen" ;;
+    *) in_ns wmn2 iptables -t nat -S; fail "node 3 -> 10.99.0.2:8081 (published port): got '$seen', expected the pod on node 2 to see 10.99.0.3" ;; esac
+  ov2=$(json_str overlay_address < /tmp/k2.status)
+  seen=$(timeout 10 nsenter --net=/run/netns/wmcp1 wget -q -O - "http://$ov2:8081/cgi-bin/ip" 2>&1)
+  case "$seen" in *":$(cat /tmp/cni.pod1)]"*) echo "pod 1 -> $ov2:8081 (published, through the mesh): the pod on node 2 saw $seen" ;;
+    *) fail "pod 1 -> node 2's overlay $ov2:8081 (published port): got '$seen', expected the pod on node 2 to see $(cat /tmp/cni.pod1)" ;; esac
   for p in $httpds; do kill "$p" 2>/dev/null; done
   for p in $httpds; do wait "$p" 2>/dev/null; done
   # Per peer on every device: 2 x 3 pings of 1000 bytes each way, so more than 3000 bytes (keepalives and
@@ -327,14 +353,18 @@ case_cni() {
   done
   for i in 1 2 3; do
     id=$(cat /tmp/cni.id$i); pod=$(cat /tmp/cni.pod$i); store=/tmp/k$i/cni-ipam/wiremesh
-    cni_del wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.nocaps || fail "CNI DEL for the pod on node $i failed"
+    t=$(now)
+    cni_del wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.caps$i || fail "CNI DEL for the pod on node $i failed"
+    echo "node $i DEL ($(awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.1f", a - b }') s)"
     [ -e "$store/$pod" ] && fail "after DEL host-local's store still holds $pod: $(cat "$store/$pod")"
     $IP -n wmcp$i link show eth0 >/dev/null 2>&1 && fail "after DEL pod $i still has eth0"
     ports=$($IP -n wmn$i link show master wmk$i-br 2>/dev/null | grep -c '^[0-9]')
     [ "$ports" -eq 0 ] || fail "after DEL node $i's bridge still has $ports ports"
     $IP netns del wmcp$i
   done
-  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 pings and 6 HTTP fetches by own address over kernel WireGuard, DEL freed the 3 addresses ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
+  in_ns wmn2 iptables -t nat -S > /tmp/cni.ipt
+  grep -q -e "$pod2" -e "$id2" /tmp/cni.ipt && { cat /tmp/cni.ipt; fail "after DEL portmap's rules for the pod on node 2 remain"; }
+  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 pings and 6 HTTP fetches by own address over kernel WireGuard, a published port (portmap) from the underlay and through the mesh, DEL freed the 3 addresses and the port ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
 }
 
 wm_case no_module case_no_module
