@@ -168,11 +168,14 @@ struct KernelE2ETests {
         }
     }
 
+    @Test("3 pods made by calling the CNI plugins with each agent's conflist as a runtime does (ADD, then DEL): addresses from the node's block, pod-to-pod by own address over kernel WireGuard, a published port (portmap), DEL frees the address")
+    func cni() async throws { try await check("cni") }
+
     @Test("the VM ran every case to the end")
     func finished() async throws {
         let run = await KernelVM.run.value
         #expect(run.finished, "\(run.problem ?? "")\nconsole tail:\n\(run.tail())")
-        #expect(Set(run.cases.keys) == ["no_module", "two_netns", "route_list", "big_device", "delta_remove", "agent_mesh", "rotation"])
+        #expect(Set(run.cases.keys) == ["no_module", "two_netns", "route_list", "big_device", "delta_remove", "agent_mesh", "rotation", "cni"])
     }
 }
 

@@ -40,13 +40,15 @@ mesh_up() {
   node_flags() { echo "--interface wmk$1 --advertise-address 10.99.0.$1 --cni-config-dir /tmp/cni$1"; }
   wm 1 init --name k1 $(node_flags 1) --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
   $IP netns exec wmn1 wiremesh agent --state-dir /tmp/k1 --control-socket /tmp/k1.sock $(node_flags 1) > /tmp/k1.log 2>&1 &
-  ready() { for _ in $(seq 1 300); do wm "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
-  ready 1 || { cat /tmp/k1.log; fail "agent 1 did not come up"; }
-  token=$(wm 1 token create --ttl 10m) || fail "token create"
+  # ready N PID: node N answers `status`; gives up at once when its agent (PID) has exited.
+  ready() { for _ in $(seq 1 300); do wm "$1" status >/dev/null 2>&1 && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done; return 1; }
+  ready 1 $! || { cat /tmp/k1.log; fail "agent 1 did not come up"; }
+  # Tokens join one node unless told otherwise: one token for the N-1 joining nodes.
+  token=$(wm 1 token create --ttl 10m --uses $((_N - 1))) || fail "token create"
   for i in $(seq 2 "$_N"); do
     $IP netns exec wmn$i wiremesh join "$token" --name k$i --state-dir /tmp/k$i --control-socket /tmp/k$i.sock \
       $(node_flags $i) > /tmp/k$i.log 2>&1 &
-    ready $i || { cat /tmp/k$i.log; fail "agent $i did not come up"; }
+    ready $i $! || { cat /tmp/k$i.log; fail "agent $i did not come up"; }
   done
   for i in $(seq 1 "$_N"); do
     wm $i status --json > /tmp/k$i.status

@@ -4,6 +4,7 @@
 # proves the harness itself (used while the project commands were being written).
 . /wmtest/lib.sh
 . /wmtest/mesh.sh
+. /wmtest/cni.sh
 MODE=$(cat /wmtest/mode 2>/dev/null || echo wiremesh)
 echo "mode=$MODE"
 # The kernel would try /sbin/modprobe on its own when a wireguard link or genl family is requested;
@@ -232,6 +233,140 @@ case_rotation() {
   echo "OK: ${line#ROTATION e2e }"
 }
 
+# in_block IP CIDR: succeeds when the IPv4 address IP lies in CIDR.
+in_block() {
+  awk -v a="$1" -v c="$2" 'function n(s, p) { split(s, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+    BEGIN { split(c, q, "/"); m = 1; for (k = q[2]; k < 32; k++) m *= 2   # busybox awk has no ^
+      exit !(int(n(a) / m) == int(n(q[1]) / m)) }'
+}
+# xfer NODE: node NODE's device counters, one line per peer: KEY RX TX (`wg show transfer`).
+xfer() { in_ns wmn$1 wg show wmk$1 transfer; }
+
+# Pods made the way a container runtime makes them, on agent_mesh's 3 nodes (kernel WireGuard): for each
+# node a pod network namespace, then the plugins of the agent's own conflist (/tmp/cniN/10-wiremesh.conflist:
+# bridge with host-local, then portmap; Debian's containernetworking-plugins in /cni) called in order with
+# CNI_COMMAND=ADD, each given its plugin object plus the list's cniVersion and name, the previous plugin's
+# result, and the runtime's capability arguments it declares (guest/cni.sh). The pod on node 2 publishes its
+# port 8080 as the node's 8081 (portMappings: portmap programs it with iptables-nft). Checks: each pod's
+# address (from host-local's result) is in its node's block, on its eth0 and reserved in host-local's store
+# under the node's state directory; with the agents' egress tables in place (the case loads nftables), the
+# pods ping each other across nodes by their own addresses with 1000-byte pings and fetch over TCP from each
+# other (busybox httpd: the server sees the client pod's own address), through the WireGuard device (`ip route
+# get`; `wg show transfer` rose by more than the pings' payload each way on every peer); the published port
+# answers from the underlay and through the mesh; CNI_COMMAND=DEL (reverse order, the cached result as
+# prevResult) removes the pod's interface, frees its address and portmap's rules.
+case_cni() {
+  [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
+  [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
+  t0=$(now)
+  # nftables for the agents' egress tables and iptables-nft for portmap (autoloading is off in this VM).
+  for m in $(cat /etc/wmtest-netfilter-modules); do modprobe "$m" || fail "modprobe $m"; done
+  for i in 1 2 3; do
+    list=/tmp/cni$i/10-wiremesh.conflist
+    [ -f "$list" ] || fail "node $i wrote no $list"
+    block=$(json_str pod_cidrs < /tmp/k$i.status); echo "$block" > /tmp/cni.block$i
+    got=$(jq -r '[.name, (.plugins | map(.type) | join(",")), .plugins[0].ipam.type, .plugins[0].ipam.ranges[0][0].subnet, .plugins[0].ipam.dataDir] | join(" ")' "$list")
+    want="wiremesh bridge,portmap host-local $block /tmp/k$i/cni-ipam"
+    [ "$got" = "$want" ] || { cat "$list"; fail "node $i's conflist: $got, expected $want"; }
+  done
+  echo "node 1's conflist:"; cat /tmp/cni1/10-wiremesh.conflist
+  # The runtime's capability arguments: the pod on node 2 publishes its port 8080 as the node's port 8081.
+  for i in 1 3; do echo "{}" > /tmp/cni.caps$i; done
+  echo '{"portMappings": [{"hostPort": 8081, "containerPort": 8080, "protocol": "tcp"}]}' > /tmp/cni.caps2
+  for i in 1 2 3; do
+    id=$(printf 'wmcni%02d%057d' "$i" 0)
+    echo "$id" > /tmp/cni.id$i
+    $IP netns add wmcp$i || fail "netns wmcp$i"
+    t=$(now)
+    cni_add wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.caps$i /tmp/cni.result$i \
+      || fail "CNI ADD for the pod on node $i failed"
+    echo "node $i ADD ($(awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.1f", a - b }') s): $(jq -c . /tmp/cni.result$i)"
+    addr=$(jq -r '.ips[0].address' /tmp/cni.result$i); gw=$(jq -r '.ips[0].gateway' /tmp/cni.result$i)
+    pod=${addr%/*}; block=$(cat /tmp/cni.block$i); echo "$pod" > /tmp/cni.pod$i
+    in_block "$pod" "$block" || fail "pod $i got $addr, outside its node's block $block"
+    base=${block%/*}
+    [ "$pod" != "$base" ] && [ "$pod" != "$gw" ] || fail "pod $i got $pod: the overlay address or the gateway ($gw)"
+    $IP -n wmcp$i -4 addr show dev eth0 | grep -q "inet $addr " || { $IP -n wmcp$i addr; fail "pod $i's eth0 lacks $addr"; }
+    $IP -n wmcp$i route show default | grep -q "via $gw dev eth0" || { $IP -n wmcp$i route; fail "pod $i has no default route via $gw"; }
+    store=/tmp/k$i/cni-ipam/wiremesh
+    # host-local's reservation: a file named by the address holding "CONTAINERID\r\nIFNAME".
+    [ "$(tr '\r\n' '  ' < "$store/$pod" 2>/dev/null)" = "$id  eth0" ] || { ls -l "$store"; fail "host-local's store $store does not hold $pod for the pod's eth0"; }
+  done
+  echo "pods: $(cat /tmp/cni.pod1) $(cat /tmp/cni.pod2) $(cat /tmp/cni.pod3)"
+  pod2=$(cat /tmp/cni.pod2); id2=$(cat /tmp/cni.id2)
+  in_ns wmn2 iptables -t nat -S > /tmp/cni.ipt
+  grep -q -- "--to-destination $pod2:8080" /tmp/cni.ipt && grep -q "$id2" /tmp/cni.ipt \
+    || { cat /tmp/cni.ipt; fail "portmap left no DNAT rule to $pod2:8080 for the pod on node 2"; }
+  echo "portmap on node 2: $(grep -c . /tmp/cni.ipt) nat rules and chains, DNAT 8081 -> $pod2:8080"
+  # The agents program their egress tables (masquerade to outside the cluster, never pod to pod) once
+  # nftables is there: they retry every 10 s. With them in place, the servers below seeing the client
+  # pod's own address means the tables really leave pod-to-pod traffic alone.
+  for i in 1 2 3; do
+    ok=0
+    for _ in $(seq 1 50); do in_ns wmn$i nft list table ip wiremesh > /tmp/cni.nft$i 2>&1 && { ok=1; break; }; sleep 0.5; done
+    [ "$ok" = 1 ] || { cat /tmp/cni.nft$i; tail -n 5 /tmp/k$i.log; fail "node $i's agent did not program its egress table"; }
+  done
+  echo "node 1's egress table:"; cat /tmp/cni.nft1
+  for i in 1 2 3; do xfer $i > /tmp/cni.xfer0.$i; done
+  mkdir -p /tmp/www/cgi-bin
+  printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%%s\\n" "$REMOTE_ADDR"\n' > /tmp/www/cgi-bin/ip
+  chmod 755 /tmp/www/cgi-bin/ip
+  httpds=""
+  for j in 1 2 3; do nsenter --net=/run/netns/wmcp$j httpd -f -p 8080 -h /tmp/www & httpds="$httpds $!"; done
+  for i in 1 2 3; do
+    for j in 1 2 3; do
+      [ "$i" = "$j" ] && continue
+      dst=$(cat /tmp/cni.pod$j)
+      in_ns wmn$i $IP route get "$dst" | grep -q "dev wmk$i " || { in_ns wmn$i $IP route get "$dst"; fail "node $i does not route pod $j ($dst) into wmk$i"; }
+      in_ns wmcp$i $PING -n -c 3 -i 0.2 -s 1000 -W 3 "$dst" > /tmp/cni.ping 2>&1 \
+        || { cat /tmp/cni.ping; in_ns wmn$i wg show wmk$i; fail "pod $i cannot ping pod $j ($dst)"; }
+      echo "pod $i -> pod $j ($dst): $(grep 'packets transmitted' /tmp/cni.ping)"
+      seen=$(timeout 10 nsenter --net=/run/netns/wmcp$i wget -q -O - "http://$dst:8080/cgi-bin/ip" 2>&1)
+      case "$seen" in
+        *":$(cat /tmp/cni.pod$i)]"*|"$(cat /tmp/cni.pod$i)") echo "pod $i -> pod $j: HTTP, the server saw $seen" ;;
+        *) fail "pod $i -> pod $j over TCP: the server saw '$seen', not the client pod's address $(cat /tmp/cni.pod$i)" ;;
+      esac
+    done
+  done
+  # The published port (portmap): node 3 itself from the underlay, to node 2's address; pod 1 through the
+  # mesh, to node 2's overlay address. The pod on node 2 answers, seeing each client's own address.
+  seen=$(timeout 10 nsenter --net=/run/netns/wmn3 wget -q -O - "http://10.99.0.2:8081/cgi-bin/ip" 2>&1)
+  case "$seen" in *":10.99.0.3]"*) echo "node 3 -> 10.99.0.2:8081 (published): the pod on node 2 saw $seen" ;;
+    *) in_ns wmn2 iptables -t nat -S; fail "node 3 -> 10.99.0.2:8081 (published port): got '$seen', expected the pod on node 2 to see 10.99.0.3" ;; esac
+  ov2=$(json_str overlay_address < /tmp/k2.status)
+  seen=$(timeout 10 nsenter --net=/run/netns/wmcp1 wget -q -O - "http://$ov2:8081/cgi-bin/ip" 2>&1)
+  case "$seen" in *":$(cat /tmp/cni.pod1)]"*) echo "pod 1 -> $ov2:8081 (published, through the mesh): the pod on node 2 saw $seen" ;;
+    *) fail "pod 1 -> node 2's overlay $ov2:8081 (published port): got '$seen', expected the pod on node 2 to see $(cat /tmp/cni.pod1)" ;; esac
+  for p in $httpds; do kill "$p" 2>/dev/null; done
+  for p in $httpds; do wait "$p" 2>/dev/null; done
+  # Per peer on every device: 2 x 3 pings of 1000 bytes each way, so more than 3000 bytes (keepalives and
+  # handshakes are a few hundred bytes at most).
+  for i in 1 2 3; do
+    xfer $i > /tmp/cni.xfer1.$i
+    awk 'NR == FNR { rx[$1] = $2; tx[$1] = $3; next } { print $1, $2 - rx[$1], $3 - tx[$1] }' \
+      /tmp/cni.xfer0.$i /tmp/cni.xfer1.$i > /tmp/cni.delta
+    while read -r key drx dtx; do
+      echo "node $i, peer $(echo "$key" | cut -c1-8)…: rx +$drx tx +$dtx bytes"
+      [ "$drx" -ge 3000 ] && [ "$dtx" -ge 3000 ] || fail "node $i's device counted rx +$drx tx +$dtx bytes for peer $key: the pod traffic did not go through kernel WireGuard"
+    done < /tmp/cni.delta
+    [ "$(wc -l < /tmp/cni.xfer1.$i)" -eq 2 ] || fail "node $i's device has $(wc -l < /tmp/cni.xfer1.$i) peers, want 2"
+  done
+  for i in 1 2 3; do
+    id=$(cat /tmp/cni.id$i); pod=$(cat /tmp/cni.pod$i); store=/tmp/k$i/cni-ipam/wiremesh
+    t=$(now)
+    cni_del wmn$i /tmp/cni$i/10-wiremesh.conflist "$id" /var/run/netns/wmcp$i eth0 /tmp/cni.caps$i || fail "CNI DEL for the pod on node $i failed"
+    echo "node $i DEL ($(awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.1f", a - b }') s)"
+    [ -e "$store/$pod" ] && fail "after DEL host-local's store still holds $pod: $(cat "$store/$pod")"
+    $IP -n wmcp$i link show eth0 >/dev/null 2>&1 && fail "after DEL pod $i still has eth0"
+    ports=$($IP -n wmn$i link show master wmk$i-br 2>/dev/null | grep -c '^[0-9]')
+    [ "$ports" -eq 0 ] || fail "after DEL node $i's bridge still has $ports ports"
+    $IP netns del wmcp$i
+  done
+  in_ns wmn2 iptables -t nat -S > /tmp/cni.ipt
+  grep -q -e "$pod2" -e "$id2" /tmp/cni.ipt && { cat /tmp/cni.ipt; fail "after DEL portmap's rules for the pod on node 2 remain"; }
+  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 pings and 6 HTTP fetches by own address over kernel WireGuard, a published port (portmap) from the underlay and through the mesh, DEL freed the 3 addresses and the port ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
+}
+
 wm_case no_module case_no_module
 modprobe wireguard || echo "modprobe wireguard failed"
 modprobe veth || echo "modprobe veth failed"
@@ -241,3 +376,4 @@ wm_case big_device case_big_device
 wm_case delta_remove case_delta_remove
 wm_case agent_mesh case_agent_mesh
 wm_case rotation case_rotation
+wm_case cni case_cni
