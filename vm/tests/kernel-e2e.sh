@@ -225,7 +225,7 @@ case_rotation() {
   [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
   [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
   pods_up 3
-  ( rotate_under_load 1 3 200 6 e2e 0.1 ) > /tmp/rot.case 2>&1; rc=$?
+  ( rotate_under_load 1 3 200 16 e2e 0.1 ) > /tmp/rot.case 2>&1; rc=$?
   cat /tmp/rot.case
   line=$(grep '^ROTATION ' /tmp/rot.case | tail -n 1)
   [ -n "$line" ] || fail "$(grep '^FAIL:' /tmp/rot.case | tail -n 1 | cut -c7-)"
