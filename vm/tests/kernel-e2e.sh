@@ -218,7 +218,7 @@ case_agent_mesh() {
 }
 
 # `wiremesh rotate-key` on node 1 of agent_mesh's cluster while pings flow at 200 pps in each direction
-# between node 1's pod and the pods of nodes 2 and 3, and an iperf3 TCP stream (10 Mbit/s, 6 s from when the agent begins) from
+# between node 1's pod and the pods of nodes 2 and 3, and an iperf3 TCP stream (10 Mbit/s, 16 s from when the agent begins) from
 # pod 1 to pod 2 run across the rotation (rotate_under_load, guest/mesh.sh). Passes when the stream completes and
 # every peer's device (`wg show`) holds exactly the new key for node 1; the lost pings are reported.
 case_rotation() {
