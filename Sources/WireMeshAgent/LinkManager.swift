@@ -44,7 +44,7 @@ public final class LinkManager: @unchecked Sendable {
         self.logDirectory = logDirectory
         rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
         let userspace = UserspaceBackend()
-        if userspace.hasSocket(for: interface), let device = try? userspace.device(named: interface) {
+        if userspace.hasSocket(for: interface), let device = try Self.readIfAnswering(userspace, interface) {
             if !adopt { try Self.checkOwnership(device, interface: interface, ownKeys: ownKeys) }
             backend = userspace
             logger.info("using running userspace WireGuard", metadata: ["interface": "\(interface)"])
@@ -77,6 +77,15 @@ public final class LinkManager: @unchecked Sendable {
         }
     }
 
+    /// The userspace device, or nil when nothing listens on its socket any more (the process died:
+    /// start another). Any other failure is thrown, not taken for a dead process: a socket that
+    /// accepts and never answers (`WireGuardError.timedOut`: a hung wireguard-go), or no descriptor
+    /// left to connect with (EMFILE). Unlinking a live process's socket and starting a second one would
+    /// leave the interface unmanageable: the second cannot take the TUN the first still holds.
+    static func readIfAnswering(_ userspace: UserspaceBackend, _ interface: String) throws -> Device? {
+        do { return try userspace.device(named: interface) } catch WireGuardError.noSuchDevice { return nil }
+    }
+
     /// Throws unless `device` is this node's or blank (see `init`). Names what was found, never a key.
     static func checkOwnership(_ device: Device, interface: String, ownKeys: Set<Key>) throws {
         if let key = device.privateKey {
@@ -95,7 +104,7 @@ public final class LinkManager: @unchecked Sendable {
     public func ensureInterface() throws -> Bool {
         try serialized {
             if let userspace = backend as? UserspaceBackend {
-                if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil { return false }
+                if userspace.hasSocket(for: interface), try Self.readIfAnswering(userspace, interface) != nil { return false }
                 logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
                 // A socket left by a killed process would make the new one look alive before it is.
                 unlink(userspace.socketPath(for: interface))

@@ -20,3 +20,20 @@ import Testing
         #expect(!slots.take(try IPAddress("10.0.0.9")))
     }
 }
+
+/// The default budget fits the descriptor limit (issue 12: at `ulimit -n 64`, 128 held line-port
+/// connections left the agent no descriptor for its UAPI socket and held up its control socket).
+@Suite struct ConnectionBudgetFittingTests {
+    @Test func aLowDescriptorLimitCutsTheBudgetToHalfOfWhatTheReserveLeaves() {
+        let low = ConnectionBudget.fitting(descriptorLimit: 64)
+        #expect(low.total == 16)
+        #expect(low.perSource == 8)
+        let tiny = ConnectionBudget.fitting(descriptorLimit: 40)
+        #expect(tiny.total == 4 && tiny.perSource == 4, "never below 4, and one source never more than the total")
+    }
+
+    @Test func aUsualLimitKeepsTheDefaults() {
+        #expect(ConnectionBudget.fitting(descriptorLimit: 1024) == ConnectionBudget())
+        #expect(ConnectionBudget.fitting(descriptorLimit: nil) == ConnectionBudget())
+    }
+}
