@@ -157,6 +157,9 @@ let package = Package(
         .testTarget(name: "MetricsE2ETests", dependencies: ["TestSupport"]),
         // Doctor and graph on a live mesh (issue 11): each fault made on purpose, scripts/e2e/doctor.sh.
         .testTarget(name: "DoctorE2ETests", dependencies: ["TestSupport"]),
+        // Faults under traffic (issue 12): partition, loss, kill -9, hung UAPI, descriptor limit, clock jump,
+        // full and read-only disk on a 6-node mesh, scripts/e2e/faults.sh (FAULTS_FULL=1: the issue's lengths).
+        .testTarget(name: "FaultsE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the

@@ -65,7 +65,7 @@ WM="${WIREMESH_BIN:-$ROOT/.build/debug/wiremesh}"
 unset WIREMESH_BIN   # the agent refuses WIREMESH_* variables it does not know
 HELPER="$ROOT/scripts/lib/fault-helpers.py"
 FAKETIME_LIB="$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -1 || true)"
-harness_check ip wg wireguard-go ping jq nft python3 prlimit faketime || exit 1
+harness_check ip wg wireguard-go ping jq nft python3 prlimit faketime nsenter || exit 1
 [ -n "$FAKETIME_LIB" ] || { log "libfaketime.so.1 not found: run scripts/setup (package faketime)"; exit 1; }
 harness_start wmf
 # A step that fails under errexit names itself (its RESULT line is then missing).
@@ -75,8 +75,10 @@ declare -A HELD=()   # helper processes by name
 TMPFS=""
 before_cleanup() {
   local n
+  trap - ERR
   for n in "${!HELD[@]}"; do stop_proc "${HELD[$n]}"; done
-  [ -z "$TMPFS" ] || umount -l "$TMPFS" 2>/dev/null || true
+  # The tmpfs, and a read-only bind mount over it if a failure left one.
+  if [ -n "$TMPFS" ]; then for n in 1 2 3; do ! mountpoint -q "$TMPFS" || umount -l "$TMPFS" 2>/dev/null || true; done; fi
 }
 log "mode $MODE: partition ${PARTITION_S} s, loss ${LOSS_S} s, $KILL_ROUNDS kill rounds; cases: $CASES"
 want() { [[ " $CASES " == *" $1 "* ]]; }
@@ -254,7 +256,7 @@ node_fingerprint() { # I
 case_kill9() {
   local i n prev=0 r delay problems="" killed=() during_start=0 worst=0 lost=0 sent=0 gaps=() secs t0 temps
   declare -A FP=()
-  secs=$(( KILL_ROUNDS * 4 + 20 ))
+  secs=$(( KILL_ROUNDS * 4 + 35 ))
   for i in $(seq 1 "$NODES"); do FP[$i]="$(node_fingerprint "$i")"; done
   for i in $(seq 1 "$NODES"); do stream_start "k$i" "$i" $(( i % NODES + 1 )) 0.01 "$secs"; done
   t0="$(now)"
@@ -278,6 +280,29 @@ case_kill9() {
     [ "$(node_fingerprint "$i")" = "${FP[$i]}" ] || { problems+=" node $i's identity, keys or block changed;"; log "node $i before: ${FP[$i]}"; log "node $i after: $(node_fingerprint "$i")"; }
     wm "$i" status >/dev/null 2>&1 || problems+=" node $i: status exits non-zero (unhealthy);"
   done
+  # A last round in the middle of a key rotation (the state's most delicate write: the pending key, then
+  # the promotion): the node comes back with its old key or the new one, everyone programs that one,
+  # and the next rotation completes.
+  local rn key_before key_after rot_delay rot="" k fp_rest
+  rn=$(( RANDOM % (NODES - 1) + 2 ))
+  key_before="$(status_field "$rn" public_key)"; fp_rest="$(node_fingerprint "$rn" | grep -v '^wireguard.key\|public_key')"
+  wm "$rn" rotate-key >"$WORK/rot-killed.out" 2>&1 &
+  local rotpid=$!
+  rot_delay="$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", (r % 40) / 100 }')"; sleep "$rot_delay"
+  stop_agent "$rn" KILL
+  wait "$rotpid" 2>/dev/null || true
+  start_agent "$rn" agent
+  wait_ready "$rn" 20 || problems+=" node $rn did not restart after a kill during rotate-key: $(tail -1 "$WORK/agent$rn.log");"
+  key_after="$(status_field "$rn" public_key)"
+  [ "$key_after" = "$key_before" ] && rot="old key kept" || rot="new key"
+  [ "$(node_fingerprint "$rn" | grep -v '^wireguard.key\|public_key')" = "$fp_rest" ] || problems+=" node $rn's identity, keyring or block changed after a kill during rotate-key;"
+  for_all_keys() { local j; for j in $(seq 1 "$NODES"); do [ "$j" = "$1" ] || has_peer "$j" "$2" || return 1; done; }
+  wait_until 20 for_all_keys "$rn" "$key_after" || problems+=" after a kill during rotate-key not every node holds node $rn's key ($rot);"
+  if wm "$rn" rotate-key >"$WORK/rot-after.out" 2>&1; then
+    k="$(status_field "$rn" public_key)"
+    wait_until 20 for_all_keys "$rn" "$k" || problems+=" the rotation after the killed one did not reach every node;"
+  else problems+=" rotate-key after the killed one failed: $(tail -1 "$WORK/rot-after.out");"; fi
+  killed+=("node$rn@rotate-key+${rot_delay}s($rot)")
   temps="$(find "$WORK"/n[1-6] -maxdepth 1 -name '.*.tmp-*' 2>/dev/null | wc -l)"
   for i in $(seq 1 "$NODES"); do stream_wait "k$i"; done
   for i in $(seq 1 "$NODES"); do
@@ -410,9 +435,13 @@ want fdlimit && case_fdlimit
 
 # ---------------------------------------------------------------------------------------------
 # clock: node 1's wall clock jumped +1 h and -1 h under its running agent (libfaketime, offset file).
+# FAKETIME_SHARED is set (to names that do not exist: no shared counter) because otherwise libfaketime's
+# constructor calls setenv(3), which moves `environ` to the heap before any other initialiser runs, and
+# the Swift runtime finds argv on Linux by walking back from `environ` on the stack: the agent would
+# start with no arguments at all (plain `faketime -f +1h wiremesh ...` prints the top-level help).
 start_faked() { # I: the agent under libfaketime, its wall-clock offset read from $WORK/faketime (at most 1 s cached)
   ip netns exec "$P-n$1" env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$WORK/faketime" FAKETIME_CACHE_DURATION=1 \
-    FAKETIME_DONT_FAKE_MONOTONIC=1 "$WM" agent --state-dir "$WORK/n$1" --control-socket "$WORK/n$1.sock" \
+    FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_SHARED="/$P-nosem /$P-noshm" "$WM" agent --state-dir "$WORK/n$1" --control-socket "$WORK/n$1.sock" \
     --interface "${P}w$1" --advertise-address "10.99.0.$1" </dev/null >>"$WORK/agent$1.log" 2>&1 &
   AGENT[$1]=$!
 }
@@ -441,7 +470,7 @@ watch_jump() { # SECONDS LABEL: no death, no peer removed while the jump holds
   echo "$bad"
 }
 case_clock() {
-  local problems="" long short long_exp short_exp off_plus off_minus dead0 st7="" new seen2="" t0 back_s=null w
+  local problems="" long long_exp short_exp off_plus off_minus dead0 st7="" new seen2="" t0 back_s=null w
   for i in $(seq 1 "$NODES"); do wm "$i" status --json | jq -r .public_key >"$WORK/key$i"; done
   echo "+0" >"$WORK/faketime"
   stop_agent 1
@@ -449,8 +478,9 @@ case_clock() {
   wait_ready 1 || { result clock false "node 1's agent did not start under libfaketime: $(tail -2 "$WORK/agent1.log" | tr '\n' ' ')"; return; }
   wait_until 20 all_alive || problems+=" the mesh did not converge after node 1's restart under libfaketime;"
   dead0="$(dead_lines)"
-  long="$(wm 1 token create --ttl 2h --uses 1 --json | jq -r .token)"; long_id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
-  short="$(wm 1 token create --ttl 30m --json | jq -r .token)"; short_id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
+  local json long_id short_id new_id hs_plus
+  json="$(wm 1 token create --ttl 2h --uses 2 --json)"; long="$(jq -r .token <<<"$json")"; long_id="$(jq -r .id <<<"$json")"
+  json="$(wm 1 token create --ttl 30m --json)"; short_id="$(jq -r .id <<<"$json")"
   long_exp="$(token_field 1 "$long_id" expires_at)"; short_exp="$(token_field 1 "$short_id" expires_at)"
   # +1 h
   echo "+3600" >"$WORK/faketime"; sleep 2
@@ -458,6 +488,7 @@ case_clock() {
   log "clock: node 1's wall clock +1 h (the agent's offset as its tokens show it: $off_plus s)"
   [ "$off_plus" = 3600 ] || problems+=" the +1 h jump did not reach the agent (offset $off_plus s): the case did not happen;"
   w="$(watch_jump 10 "+1h")"; problems+="$w"
+  hs_plus="$(wm 1 peers --json | jq '[.[].seconds_since_handshake // empty] | max // null')"
   [ "$(token_field 1 "$long_id" expires_at)" = "$long_exp" ] || problems+=" +1h: the 2 h token's expiry moved;"
   [ "$(token_field 1 "$long_id" state)" = valid ] || problems+=" +1h: the 2 h token is $(token_field 1 "$long_id" state), not valid;"
   [ "$(token_field 1 "$short_id" state)" = expired ] || problems+=" +1h: the 30 min token is $(token_field 1 "$short_id" state), not expired;"
@@ -486,7 +517,7 @@ case_clock() {
   wait_ready 1 || problems+=" node 1's agent did not restart at -1h;"
   t0="$(now)"
   wait_until 20 all_alive && back_s="$(since "$t0")" || problems+=" -1h restart: not every node alive after 20 s;"
-  new="$(wm 1 token create --ttl 10m --json | jq -r .token)"; new_id="$(wm 1 token list --json | jq -r 'sort_by(.created_at) | last | .id')"
+  new_id="$(wm 1 token create --ttl 10m --json | jq -r .id)"
   wait_until 10 bash -c "ip netns exec $P-n2 $WM token list --json --state-dir $WORK/n2 --control-socket $WORK/n2.sock | jq -e --arg id $new_id '.[] | select(.id == \$id)' >/dev/null" &&
     seen2=yes || problems+=" -1h restart: node 2 never saw the token node 1 announced afterwards (its record update did not spread);"
   w="$(watch_jump 6 "-1h restarted")"; problems+="$w"
@@ -497,7 +528,85 @@ case_clock() {
   wait_ready 1 || problems+=" node 1's agent did not restart on the real clock;"
   wait_until 20 all_alive || problems+=" not every node alive after node 1's return to the real clock;"
   result_problems clock "$problems" \
-    "node 1's agent under libfaketime, its wall clock +1 h then -1 h while running (seen by the agent: $off_plus / $off_minus s): no node declared dead, no WireGuard peer removed on any node; 2 h token: expiry unchanged, valid at both, node $SPARE $st7 with it at +1 h; 30 min token expired at +1 h, valid at -1 h; restarted at -1 h: all alive after ${back_s} s, its new token seen on node 2: ${seen2:-no}" \
-    "$(jq -cn --argjson p "${off_plus:-0}" --argjson m "${off_minus:-0}" --argjson b "$back_s" '{offset_plus_s: $p, offset_minus_s: $m, alive_after_restart_behind_s: $b}')"
+    "node 1's agent under libfaketime, its wall clock +1 h then -1 h while running (seen by the agent: $off_plus / $off_minus s): no node declared dead, no WireGuard peer removed on any node; 2 h token: expiry unchanged, valid at both, node $SPARE $st7 with it at +1 h; 30 min token expired at +1 h, valid at -1 h; restarted at -1 h: all alive after ${back_s} s, its new token seen on node 2: ${seen2:-no}; not judged: at +1 h node 1's peers listed handshakes up to ${hs_plus} s old (WireGuard's times are real, its clock is not)" \
+    "$(jq -cn --argjson p "${off_plus:-0}" --argjson m "${off_minus:-0}" --argjson b "$back_s" --argjson hs "${hs_plus:-null}" '{offset_plus_s: $p, offset_minus_s: $m, alive_after_restart_behind_s: $b, handshake_age_seen_at_plus_1h_s: $hs}')"
 }
 want clock && case_clock
+
+# ---------------------------------------------------------------------------------------------
+# disk: node 1's state directory (a 4 MiB tmpfs) full, then read-only.
+state_snapshot() { # the state files' hashes (agent.lock and wireguard-go's log aside) and any temporary file left
+  (cd "$WORK/n1" && for f in $(ls -A | grep -vx -e agent.lock -e wireguard-go.log -e fill | LC_ALL=C sort); do echo "$f $(sha256sum <"$f" | cut -c1-16)"; done)
+}
+# OP: run `wm 1 ARGS...`, record "rc|stderr" in OUT_RC / OUT_ERR
+attempt() { OUT_RC=0; OUT_ERR=""; wm 1 "$@" >"$WORK/attempt.out" 2>"$WORK/attempt.err" || OUT_RC=$?; OUT_ERR="$(cat "$WORK/attempt.err")"; }
+# An operation refused with one clear error: non-zero exit, one line, naming WHAT (strerror text) and the state directory.
+clear_error() { # WHAT LABEL
+  local lines; lines="$(grep -c . <<<"$OUT_ERR" || true)"
+  if [ "$OUT_RC" = 0 ]; then echo " $2: succeeded on a $1 disk;"
+  elif [ "$lines" != 1 ] || [[ "$OUT_ERR" != *"$1"* ]] || [[ "$OUT_ERR" != *"$WORK/n1"* ]]; then echo " $2: exit $OUT_RC, unclear error ($lines lines): ${OUT_ERR:0:300};"; fi
+}
+case_disk() {
+  local problems="" before after fp key0 key1 full_tok full_rot ro_tok ro_rot restart_full="" restart_ro="" arc=0 said
+  fp="$(node_fingerprint 1 | grep -v '^wireguard.key\|public_key')"
+  # --- full
+  dd if=/dev/zero of="$WORK/n1/fill" bs=4k 2>/dev/null || true
+  log "disk: node 1's state directory full ($(df --output=avail -B1 "$WORK/n1" | tail -1 | tr -d ' ') bytes free)"
+  before="$(state_snapshot)"
+  attempt token create --ttl 10m; full_tok="$OUT_ERR"; problems+="$(clear_error "No space left on device" "full: token create")"
+  attempt rotate-key; full_rot="$OUT_ERR"; problems+="$(clear_error "No space left on device" "full: rotate-key")"
+  after="$(state_snapshot)"
+  [ "$before" = "$after" ] || { problems+=" full: the state files changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ');"; }
+  wm 1 status >/dev/null 2>&1 || problems+=" full: status exits non-zero: $(wm 1 status 2>&1 | tail -1);"
+  # A restart on the full disk loads the state (it only reads it).
+  stop_agent 1
+  start_agent 1 agent
+  if wait_ready 1 15; then restart_full="runs"; else restart_full="refused: $(tail -1 "$WORK/agent1.log")"; problems+=" full: the agent did not restart: $restart_full;"; fi
+  [ "$(node_fingerprint 1 | grep -v '^wireguard.key\|public_key')" = "$fp" ] || problems+=" full: after the restart the node is not the same;"
+  # Space back: everything works.
+  rm -f "$WORK/n1/fill"
+  key0="$(status_field 1 public_key)"
+  attempt token create --ttl 10m; [ "$OUT_RC" = 0 ] || problems+=" space back: token create failed: $OUT_ERR;"
+  attempt rotate-key; [ "$OUT_RC" = 0 ] || problems+=" space back: rotate-key failed: $OUT_ERR;"
+  key1="$(status_field 1 public_key)"
+  [ "$key1" != "$key0" ] || problems+=" space back: the key did not change after rotate-key;"
+  wait_until 15 bash -c "for j in 2 3 4 5 6; do ip netns exec $P-n\$j wg show ${P}w\$j dump | awk -v k='$key1' 'NR > 1 && \$1 == k { f = 1 } END { exit !f }' || exit 1; done" ||
+    problems+=" space back: not every node holds node 1's new key;"
+  # --- read-only
+  before="$(state_snapshot)"
+  # Not `mount -o remount,ro` of the tmpfs: wireguard-go keeps its log in the state directory open for
+  # writing, so the kernel refuses ("busy"). A read-only bind mount over the directory, in this
+  # namespace (for restarts) and in the running agent's mount namespace (ip netns exec gave it a copy):
+  # every new open, create and rename there fails with EROFS, as on a file system gone read-only.
+  ro_bind() { mount --bind "$WORK/n1" "$WORK/n1" && mount -o remount,bind,ro "$WORK/n1"; }
+  ro_bind
+  nsenter -t "${AGENT[1]}" -m sh -c "mount --bind '$WORK/n1' '$WORK/n1' && mount -o remount,bind,ro '$WORK/n1'"
+  log "disk: node 1's state directory read-only"
+  attempt token create --ttl 10m; ro_tok="$OUT_ERR"; problems+="$(clear_error "Read-only file system" "read-only: token create")"
+  attempt rotate-key; ro_rot="$OUT_ERR"; problems+="$(clear_error "Read-only file system" "read-only: rotate-key")"
+  after="$(state_snapshot)"
+  [ "$before" = "$after" ] || problems+=" read-only: the state files changed;"
+  stop_agent 1
+  timeout 20 ip netns exec "$P-n1" "$WM" agent --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
+    --interface "${P}w1" --advertise-address 10.99.0.1 >"$WORK/agent1-ro.log" 2>&1 </dev/null || arc=$?
+  said="$(grep -v '^\s*$' "$WORK/agent1-ro.log" | tail -1 | head -c 300)"
+  if [ "$arc" = 124 ]; then restart_ro="runs (stopped after 20 s)"
+  elif [[ "$said" == *"Read-only file system"* && "$said" == *"$WORK/n1"* ]]; then restart_ro="refused (exit $arc): $said"
+  else restart_ro="exit $arc: $said"; problems+=" read-only: a restart neither ran nor refused clearly: $said;"; fi
+  # rw back: the agent starts on the same state and writes again.
+  umount "$WORK/n1"
+  start_agent 1 agent
+  wait_ready 1 || problems+=" rw back: the agent did not start;"
+  [ "$(node_fingerprint 1 | grep -v '^wireguard.key\|public_key')" = "$fp" ] || problems+=" rw back: the node is not the same (identity, block, keyring);"
+  [ "$(status_field 1 public_key)" = "$key1" ] || problems+=" rw back: the key is not the one rotated to;"
+  attempt token create --ttl 10m; [ "$OUT_RC" = 0 ] || problems+=" rw back: token create failed: $OUT_ERR;"
+  wait_until 20 all_alive || problems+=" rw back: not every node alive;"
+  result_problems disk "$problems" \
+    "full: token create: $full_tok | rotate-key: $full_rot | state unchanged, restart $restart_full, space back: both work (key rotated). read-only: token create: $ro_tok | rotate-key: $ro_rot | state unchanged, restart $restart_ro; rw back: same node, writes work" \
+    "$(jq -cn --arg ft "$full_tok" --arg fr "$full_rot" --arg rt "$ro_tok" --arg rr "$ro_rot" --arg rf "$restart_full" --arg ro "$restart_ro" \
+        '{full: {token_create: $ft, rotate_key: $fr, restart: $rf}, read_only: {token_create: $rt, rotate_key: $rr, restart: $ro}}')"
+}
+want disk && case_disk
+
+log "done"
+exit "$HARNESS_FAILED"
