@@ -77,11 +77,15 @@ before_cleanup() {
   local n
   trap - ERR
   for n in "${!HELD[@]}"; do stop_proc "${HELD[$n]}"; done
+  # hung-uapi moves node 3's real socket aside; netns_cleanup removes only IFACE.sock.
+  rm -f "/var/run/wireguard/${P}w3.sock.real"
   # The tmpfs, and a read-only bind mount over it if a failure left one.
   if [ -n "$TMPFS" ]; then for n in 1 2 3; do ! mountpoint -q "$TMPFS" || umount -l "$TMPFS" 2>/dev/null || true; done; fi
 }
 log "mode $MODE: partition ${PARTITION_S} s, loss ${LOSS_S} s, $KILL_ROUNDS kill rounds; cases: $CASES"
 want() { [[ " $CASES " == *" $1 "* ]]; }
+T_START="$(now)"
+timed_case() { local t; t="$(now)"; "$2"; log "$1: $(since "$t") s (run so far $(since "$T_START") s)"; }
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -108,6 +112,9 @@ stream_start() { # NAME FROM TO INTERVAL SECONDS
   STREAM[$1]=$!
 }
 stream_wait() { wait "${STREAM[$1]}" 2>/dev/null || true; }
+# Ends a stream early: SIGINT makes ping print its summary (it sets its own handler, so this works
+# although bash starts background jobs with SIGINT ignored).
+stream_stop() { kill -INT "${STREAM[$1]}" 2>/dev/null || true; stream_wait "$1"; }
 # "SENT LOST LONGEST-GAP FIRST-REPLY-AFTER" for stream NAME (FIRST-REPLY-AFTER: seconds from time T
 # to the first reply after it, -1 if none; T optional). The gap counts from the stream's start.
 stream_stats() {
@@ -151,15 +158,15 @@ for i in $(seq 1 "$NODES"); do
   j=$(( i % NODES + 1 ))
   wait_until 10 ping_ok "$i" "$(pod "$j")" || { log "pod $i cannot reach pod $j"; exit 1; }
 done
-log "mesh up: $NODES nodes, backend $(status_field 1 backend)"
+log "mesh up: $NODES nodes, backend $(status_field 1 backend), after $(since "$T_START") s"
 
 # ---------------------------------------------------------------------------------------------
 # partition: 1-3 | 4-6 for PARTITION_S, then heal.
 case_partition() {
   local A=(1 2 3) B=(4 5 6) i t_cut t_heal t_dead="" heal_s=null problems="" false_dead=0 st cross=() s rest
   local sideA="10.99.0.1, 10.99.0.2, 10.99.0.3" sideB="10.99.0.4, 10.99.0.5, 10.99.0.6"
-  stream_start p14 1 4 0.1 $((PARTITION_S + 30))
-  stream_start p52 5 2 0.1 $((PARTITION_S + 30))
+  stream_start p14 1 4 0.1 $((PARTITION_S + 60))
+  stream_start p52 5 2 0.1 $((PARTITION_S + 60))
   sleep 2
   nft_ul add rule bridge wmfault faults ip saddr "{ $sideA }" ip daddr "{ $sideB }" drop
   nft_ul add rule bridge wmfault faults ip saddr "{ $sideB }" ip daddr "{ $sideA }" drop
@@ -185,7 +192,7 @@ case_partition() {
     set -- $s
     if wait_until 15 ping_ok "$1" "$(pod "$2")"; then cross+=("$1->$2 ok"); else cross+=("$1->$2 FAILED"); problems+=" pod $1 cannot reach pod $2 after the heal;"; fi
   done
-  stream_wait p14; stream_wait p52
+  stream_stop p14; stream_stop p52
   read -r s14 l14 g14 f14 <<<"$(stream_stats p14 "$t_heal")"
   read -r s52 l52 g52 f52 <<<"$(stream_stats p52 "$t_heal")"
   [ -n "$t_dead" ] || problems+=" the halves never all declared each other dead within $PARTITION_S s (the scenario did not happen);"
@@ -197,7 +204,7 @@ case_partition() {
     "$(jq -cn --argjson d "${t_dead:-null}" --argjson h "$heal_s" --argjson f14 "$f14" --argjson f52 "$f52" --argjson s "$PARTITION_S" \
         '{partition_s: $s, dead_after_s: $d, all_alive_after_heal_s: $h, first_reply_after_heal_s: {pod1_pod4: $f14, pod5_pod2: $f52}}')"
 }
-want partition && case_partition
+want partition && timed_case partition case_partition
 
 # ---------------------------------------------------------------------------------------------
 # loss: 10 % of the underlay's IP packets dropped for LOSS_S under ping streams.
@@ -241,7 +248,7 @@ case_loss() {
     "$(jq -cn --argjson s "$LOSS_S" --argjson seen "$seen" --argjson dropped "$dropped" --argjson sus "$sus" --argjson lost "$lost_total" --argjson sent "$sent_total" --argjson worst "$worst" \
         '{loss_s: $s, underlay_packets: $seen, dropped: $dropped, suspicions: $sus, pings_sent: $sent, pings_lost: $lost, longest_gap_s: $worst}')"
 }
-want loss && case_loss
+want loss && timed_case loss case_loss
 
 # ---------------------------------------------------------------------------------------------
 # kill9: kill -9 of agents in a loop under ping floods.
@@ -256,7 +263,7 @@ node_fingerprint() { # I
 case_kill9() {
   local i n prev=0 r delay problems="" killed=() during_start=0 worst=0 lost=0 sent=0 gaps=() secs t0 temps
   declare -A FP=()
-  secs=$(( KILL_ROUNDS * 4 + 35 ))
+  secs=$(( KILL_ROUNDS * 10 + 90 ))   # an upper bound: stopped once the checks are done
   for i in $(seq 1 "$NODES"); do FP[$i]="$(node_fingerprint "$i")"; done
   for i in $(seq 1 "$NODES"); do stream_start "k$i" "$i" $(( i % NODES + 1 )) 0.01 "$secs"; done
   t0="$(now)"
@@ -304,7 +311,7 @@ case_kill9() {
   else problems+=" rotate-key after the killed one failed: $(tail -1 "$WORK/rot-after.out");"; fi
   killed+=("node$rn@rotate-key+${rot_delay}s($rot)")
   temps="$(find "$WORK"/n[1-6] -maxdepth 1 -name '.*.tmp-*' 2>/dev/null | wc -l)"
-  for i in $(seq 1 "$NODES"); do stream_wait "k$i"; done
+  for i in $(seq 1 "$NODES"); do stream_stop "k$i"; done
   for i in $(seq 1 "$NODES"); do
     read -r s l g _ <<<"$(stream_stats "k$i")"
     sent=$((sent + s)); lost=$((lost + l)); gaps+=("pod$i->pod$(( i % NODES + 1 )) ${g}s")
@@ -316,7 +323,7 @@ case_kill9() {
     "$(jq -cn --argjson r "$KILL_ROUNDS" --argjson lost "$lost" --argjson sent "$sent" --argjson worst "$worst" --argjson temps "$temps" \
         '{rounds: $r, pings_sent: $sent, pings_lost: $lost, longest_gap_s: $worst, temp_files_left: $temps}')"
 }
-want kill9 && case_kill9
+want kill9 && timed_case kill9 case_kill9
 
 # ---------------------------------------------------------------------------------------------
 # hung-uapi: node 3's UAPI socket answered by a listener that accepts and never answers.
@@ -324,8 +331,8 @@ timed() { local t; t="$(now)"; "$@" >/dev/null 2>&1 || true; since "$t" 2; }   #
 case_hung_uapi() {
   local n=3 sock="/var/run/wireguard/${P}w3.sock" t0 problems="" st slowest=0 d named="" peers_s doctor_s drc=0 detail logline
   local started_s arc=0 said healthy_s=null
-  stream_start h1 3 5 0.1 40
-  stream_start h2 5 3 0.1 40
+  stream_start h1 3 5 0.1 120
+  stream_start h2 5 3 0.1 120
   mv "$sock" "$sock.real"
   python3 "$HELPER" hung-uapi "$sock" "$WORK/hung.ready" &
   HELD[hung]=$!
@@ -348,7 +355,8 @@ case_hung_uapi() {
     problems+=" doctor (exit $drc) did not name the timeout: $(jq -c '[.findings[] | select(.status != "ok")]' "$WORK/hung-doctor.json" 2>/dev/null | head -c 400);"
   logline="$(grep -m1 "cannot program interface ${P}w3.*within 3 s" "$WORK/agent3.log" || true)"
   [ -n "$logline" ] || problems+=" the agent log does not name the device and the timeout;"
-  awk -v s="$slowest" -v p="$peers_s" 'BEGIN { exit !(s <= 8 && p <= 8) }' || problems+=" the control socket was slow: status took up to $slowest s, peers $peers_s s;"
+  # One device request at a time blocks for the 3 s timeout; the agent does not queue them.
+  awk -v s="$slowest" -v p="$peers_s" 'BEGIN { exit !(s <= 5 && p <= 5) }' || problems+=" the control socket was slow: status took up to $slowest s, peers $peers_s s;"
   # The real socket back: healthy again at the next pass.
   stop_proc "${HELD[hung]}"; unset "HELD[hung]"
   mv "$sock.real" "$sock"
@@ -356,7 +364,7 @@ case_hung_uapi() {
   wait_until 25 bash -c "[ \"\$(ip netns exec $P-n3 $WM status --json --state-dir $WORK/n3 --control-socket $WORK/n3.sock 2>/dev/null | jq -r .healthy)\" = true ]" &&
     healthy_s="$(since "$t0")" || problems+=" not healthy 25 s after the real socket came back;"
   grep -q "device and routes programmed again" "$WORK/agent3.log" || problems+=" no 'programmed again' log line;"
-  stream_wait h1; stream_wait h2
+  stream_stop h1; stream_stop h2
   read -r _ l1 g1 _ <<<"$(stream_stats h1)"; read -r _ l2 g2 _ <<<"$(stream_stats h2)"
   awk -v a="$g1" -v b="$g2" 'BEGIN { exit !(a <= 2 && b <= 2) }' || problems+=" pings through node 3 stopped (longest gaps $g1 s, $g2 s);"
   # Start-up against a hung socket: a clear error, not a hang and not a second wireguard-go.
@@ -381,7 +389,7 @@ case_hung_uapi() {
     "$(jq -cn --argjson named "${named:-null}" --argjson slowest "$slowest" --argjson peers "$peers_s" --argjson doctor "$doctor_s" --argjson healthy "$healthy_s" --argjson start "$started_s" \
         '{named_after_s: $named, slowest_status_s: $slowest, peers_s: $peers, doctor_s: $doctor, healthy_after_restore_s: $healthy, hung_start_exit_after_s: $start}')"
 }
-want hung-uapi && case_hung_uapi
+want hung-uapi && timed_case hung-uapi case_hung_uapi
 
 # ---------------------------------------------------------------------------------------------
 # fdlimit: node 4's agent at 64 descriptors, its line port held by 128 connections from 16 sources.
@@ -410,7 +418,7 @@ case_fdlimit() {
   log "fdlimit: under the flood ($fds_flood descriptors open) status took $took s: $st"
   wait "${HELD[hold]}" 2>/dev/null || true; unset "HELD[hold]"
   held="$(cat "$WORK/hold.json" 2>/dev/null || echo '{}')"
-  errs="$(log_since "$n" "$off" | grep -iE "error|warning|too many|descriptor" | sed -E 's/^[^ ]+ //' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';' | head -c 600)"
+  errs="$(log_since "$n" "$off" | { grep -iE "error|warning|too many|descriptor" || true; } | sed -E 's/^[^ ]+ //' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';' | cut -c1-600)"
   t0="$(now)"
   wait_until 30 bash -c "[ \"\$(ip netns exec $P-n$n $WM status --json --state-dir $WORK/n$n --control-socket $WORK/n$n.sock 2>/dev/null | jq -r .healthy)\" = true ]" &&
     back_s="$(since "$t0")" || problems+=" status not healthy 30 s after the connections went away;"
@@ -431,7 +439,7 @@ case_fdlimit() {
     "$(jq -cn --argjson fds "${fds:-0}" --argjson flood "${fds_flood:-0}" --argjson took "$took" --argjson back "$back_s" --argjson held "$held" \
         '{fds_idle: $fds, fds_under_flood: $flood, status_under_flood_s: $took, healthy_after_s: $back, holder: $held}')"
 }
-want fdlimit && case_fdlimit
+want fdlimit && timed_case fdlimit case_fdlimit
 
 # ---------------------------------------------------------------------------------------------
 # clock: node 1's wall clock jumped +1 h and -1 h under its running agent (libfaketime, offset file).
@@ -487,7 +495,7 @@ case_clock() {
   off_plus="$(agent_offset)"
   log "clock: node 1's wall clock +1 h (the agent's offset as its tokens show it: $off_plus s)"
   [ "$off_plus" = 3600 ] || problems+=" the +1 h jump did not reach the agent (offset $off_plus s): the case did not happen;"
-  w="$(watch_jump 10 "+1h")"; problems+="$w"
+  w="$(watch_jump 8 "+1h")"; problems+="$w"
   hs_plus="$(wm 1 peers --json | jq '[.[].seconds_since_handshake // empty] | max // null')"
   [ "$(token_field 1 "$long_id" expires_at)" = "$long_exp" ] || problems+=" +1h: the 2 h token's expiry moved;"
   [ "$(token_field 1 "$long_id" state)" = valid ] || problems+=" +1h: the 2 h token is $(token_field 1 "$long_id" state), not valid;"
@@ -507,7 +515,7 @@ case_clock() {
   off_minus="$(agent_offset)"
   log "clock: node 1's wall clock -1 h (offset $off_minus s)"
   [ "$off_minus" = -3600 ] || problems+=" the -1 h jump did not reach the agent (offset $off_minus s): the case did not happen;"
-  w="$(watch_jump 10 "-1h")"; problems+="$w"
+  w="$(watch_jump 8 "-1h")"; problems+="$w"
   [ "$(token_field 1 "$long_id" expires_at)" = "$long_exp" ] || problems+=" -1h: the 2 h token's expiry moved;"
   [ "$(token_field 1 "$short_id" state)" = valid ] || problems+=" -1h: the 30 min token is $(token_field 1 "$short_id" state), not valid;"
   # A restart while the clock is an hour behind: its record versions (wall-clock milliseconds) are older
@@ -520,7 +528,7 @@ case_clock() {
   new_id="$(wm 1 token create --ttl 10m --json | jq -r .id)"
   wait_until 10 bash -c "ip netns exec $P-n2 $WM token list --json --state-dir $WORK/n2 --control-socket $WORK/n2.sock | jq -e --arg id $new_id '.[] | select(.id == \$id)' >/dev/null" &&
     seen2=yes || problems+=" -1h restart: node 2 never saw the token node 1 announced afterwards (its record update did not spread);"
-  w="$(watch_jump 6 "-1h restarted")"; problems+="$w"
+  w="$(watch_jump 4 "-1h restarted")"; problems+="$w"
   [ "$(dead_lines)" = "$dead0" ] || problems+=" $(( $(dead_lines) - dead0 )) 'member declared dead' log lines during the jumps;"
   # Back to the real clock, without libfaketime.
   stop_agent 1
@@ -531,7 +539,7 @@ case_clock() {
     "node 1's agent under libfaketime, its wall clock +1 h then -1 h while running (seen by the agent: $off_plus / $off_minus s): no node declared dead, no WireGuard peer removed on any node; 2 h token: expiry unchanged, valid at both, node $SPARE $st7 with it at +1 h; 30 min token expired at +1 h, valid at -1 h; restarted at -1 h: all alive after ${back_s} s, its new token seen on node 2: ${seen2:-no}; not judged: at +1 h node 1's peers listed handshakes up to ${hs_plus} s old (WireGuard's times are real, its clock is not)" \
     "$(jq -cn --argjson p "${off_plus:-0}" --argjson m "${off_minus:-0}" --argjson b "$back_s" --argjson hs "${hs_plus:-null}" '{offset_plus_s: $p, offset_minus_s: $m, alive_after_restart_behind_s: $b, handshake_age_seen_at_plus_1h_s: $hs}')"
 }
-want clock && case_clock
+want clock && timed_case clock case_clock
 
 # ---------------------------------------------------------------------------------------------
 # disk: node 1's state directory (a 4 MiB tmpfs) full, then read-only.
@@ -606,7 +614,7 @@ case_disk() {
     "$(jq -cn --arg ft "$full_tok" --arg fr "$full_rot" --arg rt "$ro_tok" --arg rr "$ro_rot" --arg rf "$restart_full" --arg ro "$restart_ro" \
         '{full: {token_create: $ft, rotate_key: $fr, restart: $rf}, read_only: {token_create: $rt, rotate_key: $rr, restart: $ro}}')"
 }
-want disk && case_disk
+want disk && timed_case disk case_disk
 
 log "done"
 exit "$HARNESS_FAILED"
