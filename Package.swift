@@ -173,7 +173,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
+            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireGuard", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
