@@ -21,6 +21,9 @@
 #              (healthy false), so does `doctor` and the agent log; pings through node 3 keep flowing; the
 #              real socket put back, the agent is healthy again. Then the agent is started against the
 #              hung socket: it exits with that error instead of hanging or starting a second wireguard-go.
+#   wg-killed  node 2's wireguard-go killed (-9) under traffic: the agent starts and programs a new one
+#              (traffic back, the outage reported); that one holds none of the agent's sockets, so once
+#              the agent stops its ports are free and it starts again.
 #   fdlimit    node 4's agent restarted under `prlimit --nofile=64`: it runs; TCP connections from 16
 #              source addresses (8 each, the line port's per-source budget) held on its line port: the
 #              agent must stay manageable (`status` answers, or a clear error), and once they go away
@@ -45,12 +48,12 @@
 # Root. Everything it creates carries a per-run prefix and is removed on exit (also on failure), unless --keep.
 set -euo pipefail
 KEEP=0
-CASES="partition loss kill9 hung-uapi fdlimit clock disk"
+CASES="partition loss kill9 hung-uapi wg-killed fdlimit clock disk"
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) KEEP=1; shift ;;
     --cases) CASES="$2"; shift 2 ;;
-    *) echo "usage: $0 [--keep] [--cases \"partition loss kill9 hung-uapi fdlimit clock disk\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--keep] [--cases \"partition loss kill9 hung-uapi wg-killed fdlimit clock disk\"]" >&2; exit 2 ;;
   esac
 done
 if [ "${FAULTS_FULL:-0}" = 1 ]; then PARTITION_S=60; LOSS_S=120; KILL_ROUNDS=10; MODE=full
@@ -392,6 +395,38 @@ case_hung_uapi() {
         '{named_after_s: $named, slowest_status_s: $slowest, peers_s: $peers, doctor_s: $doctor, healthy_after_restore_s: $healthy, hung_start_exit_after_s: $start}')"
 }
 want hung-uapi && timed_case hung-uapi case_hung_uapi
+
+# ---------------------------------------------------------------------------------------------
+# wg-killed: node 2's wireguard-go killed (kill -9) under traffic: the agent starts and programs a new
+# one; that one must hold none of the agent's sockets (it outlives the agent), so the agent restarts.
+case_wg_killed() {
+  local n=2 old new t0 back_s=null flow_s=null problems="" g1 g2 holders arc
+  stream_start w1 2 6 0.1 120
+  stream_start w2 6 2 0.1 120
+  sleep 1
+  old="$(netns_wg_go_pids "${P}w$n")"
+  kill_wg_go "${P}w$n"
+  t0="$(now)"
+  log "wg-killed: node 2's wireguard-go ($old) killed"
+  wg_new() { new="$(netns_wg_go_pids "${P}w$n")"; [ -n "$new" ] && [ "$new" != "$old" ]; }
+  wait_until 25 wg_new && back_s="$(since "$t0")" || problems+=" no new wireguard-go within 25 s;"
+  wait_until 25 ping_ok "$n" "$(pod 6)" && flow_s="$(since "$t0")" || problems+=" pod 2 cannot reach pod 6 25 s after the kill;"
+  wait_until 15 bash -c "[ \"\$(ip netns exec $P-n$n $WM status --json --state-dir $WORK/n$n --control-socket $WORK/n$n.sock 2>/dev/null | jq -r .healthy)\" = true ]" ||
+    problems+=" node 2 not healthy after the relaunch;"
+  stream_stop w1; stream_stop w2
+  read -r _ _ g1 _ <<<"$(stream_stats w1)"; read -r _ _ g2 _ <<<"$(stream_stats w2)"
+  # The agent's restart: nothing of the old agent may still hold its ports.
+  stop_agent "$n"
+  holders="$(ip netns exec "$P-n$n" ss -Htlnup 2>/dev/null | grep -E ":$GOSSIP\b" | grep -o 'users:.*' | tr '\n' ' ' || true)"
+  [ -z "$holders" ] || problems+=" with the agent stopped, its gossip port is still held: $holders;"
+  start_agent "$n" agent
+  wait_ready "$n" 15 || problems+=" node 2's agent did not restart after the relaunch: $(tail -1 "$WORK/agent$n.log");"
+  wait_until 20 all_alive || problems+=" not every node alive after node 2's restart;"
+  result_problems wg-killed "$problems" \
+    "a new wireguard-go ${back_s} s after the kill, pod 2 reaches pod 6 again after ${flow_s} s (longest gaps $g1 s / $g2 s); with the agent stopped its ports are free, and it restarts" \
+    "$(jq -cn --argjson b "$back_s" --argjson f "$flow_s" --argjson g1 "$g1" --argjson g2 "$g2" '{relaunched_after_s: $b, traffic_after_s: $f, longest_gap_s: [$g1, $g2]}')"
+}
+want wg-killed && timed_case wg-killed case_wg_killed
 
 # ---------------------------------------------------------------------------------------------
 # fdlimit: node 4's agent at 64 descriptors, its line port held by 128 connections from 16 sources.
