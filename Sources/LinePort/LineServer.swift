@@ -85,15 +85,16 @@ public struct ConnectionBudget: Sendable, Equatable {
     public static let reservedDescriptors = 32
 
     /// The default budget (128 in all, 8 per source) cut to fit `descriptorLimit` (default: this
-    /// process's RLIMIT_NOFILE): the line port takes at most half of what the reserve leaves, so
-    /// connections from many hosts cannot use the agent's last descriptors. Otherwise, at
-    /// `ulimit -n 64`, 128 held connections made every reconcile fail with EMFILE (no descriptor
-    /// for the UAPI socket) and `status` waited for the control socket's accept to succeed.
+    /// process's RLIMIT_NOFILE): the line port holds at most a quarter of what the reserve leaves
+    /// (connections refused over budget still take a descriptor each until they are closed, and a
+    /// reconnecting flood keeps a few of those in flight), and one source at most a quarter of that.
+    /// Otherwise, at `ulimit -n 64`, 128 held connections made every reconcile fail with EMFILE (no
+    /// descriptor for the UAPI socket) and `status` waited 12 s for the control socket's accept.
     public static func fitting(descriptorLimit: Int? = ConnectionBudget.descriptorLimit()) -> ConnectionBudget {
         var budget = ConnectionBudget()
         if let limit = descriptorLimit {
-            budget.total = max(4, min(budget.total, (limit - reservedDescriptors) / 2))
-            budget.perSource = min(budget.perSource, budget.total)
+            budget.total = max(4, min(budget.total, (limit - reservedDescriptors) / 4))
+            budget.perSource = min(budget.perSource, max(2, budget.total / 4))
         }
         return budget
     }

@@ -24,12 +24,13 @@ import Testing
 /// The default budget fits the descriptor limit (issue 12: at `ulimit -n 64`, 128 held line-port
 /// connections left the agent no descriptor for its UAPI socket and held up its control socket).
 @Suite struct ConnectionBudgetFittingTests {
-    @Test func aLowDescriptorLimitCutsTheBudgetToHalfOfWhatTheReserveLeaves() {
+    @Test func aLowDescriptorLimitCutsTheBudgetToAQuarterOfWhatTheReserveLeaves() {
         let low = ConnectionBudget.fitting(descriptorLimit: 64)
-        #expect(low.total == 16)
-        #expect(low.perSource == 8)
+        #expect(low.total == 8)
+        #expect(low.perSource == 2, "one host cannot take every slot")
         let tiny = ConnectionBudget.fitting(descriptorLimit: 40)
-        #expect(tiny.total == 4 && tiny.perSource == 4, "never below 4, and one source never more than the total")
+        #expect(tiny.total == 4 && tiny.perSource == 2, "never below 4 in all and 2 per source")
+        #expect(ConnectionBudget.fitting(descriptorLimit: 256).total == 56)
     }
 
     @Test func aUsualLimitKeepsTheDefaults() {

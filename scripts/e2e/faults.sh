@@ -249,7 +249,7 @@ case_loss() {
   local rate; rate="$(awk -v d="$dropped" -v s="$seen" 'BEGIN { printf "%.1f", s ? 100 * d / s : 0 }')"
   awk -v r="$rate" 'BEGIN { exit !(r >= 7 && r <= 13) }' || problems+=" the bridge dropped $rate % of IP packets, not ~10 %;"
   result_problems loss "$problems" \
-    "$LOSS_S s at 10 % loss per underlay crossing ($MODE): the bridge dropped $dropped of $seen IP packets ($rate %); no node declared dead (logs and peers polled every 2 s; $sus suspicions, all refuted); pings lost $lost_total of $sent_total; longest gap per stream: ${gaps[*]}" \
+    "$LOSS_S s at 10 % loss per underlay crossing ($MODE): the bridge dropped $dropped of $seen IP packets ($rate %); no node declared dead (logs and peers polled every 2 s; $sus suspicions, none confirmed); pings lost $lost_total of $sent_total; longest gap per stream: ${gaps[*]}" \
     "$(jq -cn --argjson s "$LOSS_S" --argjson seen "$seen" --argjson dropped "$dropped" --argjson sus "$sus" --argjson lost "$lost_total" --argjson sent "$sent_total" --argjson worst "$worst" \
         '{loss_s: $s, underlay_packets: $seen, dropped: $dropped, suspicions: $sus, pings_sent: $sent, pings_lost: $lost, longest_gap_s: $worst}')"
 }
