@@ -15,26 +15,31 @@
 #              is still starting) and is started again at once, under 100/s ping floods from every pod to
 #              the next: its state directory loads again with the same identity, WireGuard key, keyring and
 #              pod block, `status` answers, every node ends alive, and no flood goes 2 s without a reply
-#              (wireguard-go keeps the tunnels while the agent is down).
+#              (wireguard-go keeps the tunnels while the agent is down). A last round kills an agent during
+#              its `rotate-key`: it comes back with the old or the new key, every node programs that one,
+#              and the next rotation completes.
 #   hung-uapi  node 3's UAPI socket replaced (the real one moved aside) by a listener that accepts and never
-#              answers: `status` keeps answering within seconds and names the device and the timeout
-#              (healthy false), so does `doctor` and the agent log; pings through node 3 keep flowing; the
+#              answers: `status` keeps answering (within 5 s) and names the device and the 3 s timeout
+#              (healthy false), so do `doctor` and the agent log; pings through node 3 keep flowing; the
 #              real socket put back, the agent is healthy again. Then the agent is started against the
 #              hung socket: it exits with that error instead of hanging or starting a second wireguard-go.
 #   wg-killed  node 2's wireguard-go killed (-9) under traffic: the agent starts and programs a new one
 #              (traffic back, the outage reported); that one holds none of the agent's sockets, so once
 #              the agent stops its ports are free and it starts again.
-#   fdlimit    node 4's agent restarted under `prlimit --nofile=64`: it runs; TCP connections from 16
-#              source addresses (8 each, the line port's per-source budget) held on its line port: the
-#              agent must stay manageable (`status` answers, or a clear error), and once they go away
-#              it answers the line port and `status` healthy again.
+#   fdlimit    node 4's agent restarted under `prlimit --nofile=64`: it runs; 128 TCP connections from 16
+#              source addresses held (and reopened as fast as the agent closes them) on its line port:
+#              `status` answers within 5 s, healthy or naming the descriptor limit, and once they go away
+#              the line port answers and `status` is healthy again.
 #   clock      node 1 (the authority) restarted under libfaketime reading its offset from a file, then
 #              the wall clock jumped +1 h and -1 h under the running agent (the monotonic clock stays
 #              real, as with a real step): no node may be declared dead and no WireGuard peer removed;
 #              a 2 h token made before the jump keeps its expiry and admits a new node (7) after +1 h,
 #              a 30 min one is expired by then; after -1 h both are valid again. Then node 1's agent is
-#              restarted while its clock is 1 h behind: its updates must still reach the others.
-#   disk       node 1's state directory is a 4 MiB tmpfs: filled up, then remounted read-only. Each time
+#              restarted while its clock is 1 h behind: its updates must still reach the others. At +1 h
+#              node 2's agent is stopped for 14 s while pod 1 pings pod 2: node 1 must keep node 2's peer
+#              (dead in gossip, its data plane alive), as on the real clock.
+#   disk       node 1's state directory is a 4 MiB tmpfs: filled up, then made read-only (a read-only bind
+#              mount: wireguard-go's log there keeps the tmpfs itself from a read-only remount). Each time
 #              `token create` and `rotate-key` fail with one clear error naming the problem, the state files
 #              stay byte for byte what they were (no temporary file left), a restart loads them (full) or
 #              refuses with a clear error (read-only), and once space / rw returns every operation works.
