@@ -170,6 +170,9 @@ let package = Package(
         .testTarget(name: "EvictE2ETests", dependencies: ["TestSupport"]),
         // A member's stolen secrets against real agents (issue 10): scripts/e2e/hostile.sh with wiremesh-hostile.
         .testTarget(name: "HostileE2ETests", dependencies: ["TestSupport"]),
+        // Faults under traffic (issue 12): partition, loss, kill -9, hung UAPI, descriptor limit, clock jump,
+        // full and read-only disk on a 6-node mesh, scripts/e2e/faults.sh (FAULTS_FULL=1: the issue's lengths).
+        .testTarget(name: "FaultsE2ETests", dependencies: ["TestSupport"]),
         // Agent host e2e: Tests/AgentE2ETests/agent-e2e.sh (4 nodes, netns + wireguard-go), one run per test process.
         .testTarget(name: "AgentE2ETests", dependencies: ["TestSupport"], exclude: ["agent-e2e.sh"]),
         // The built `wiremesh` binary as a subprocess: help and README agree, exit codes, environment, and the
@@ -183,7 +186,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
-            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
+            "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireGuard", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

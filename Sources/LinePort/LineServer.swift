@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import IPNetwork
 import NIOCore
 import NIOPosix
@@ -21,7 +26,7 @@ public final class LineServer: Service, Sendable {
 
     /// Listens on `endpoint` until the service group stops.
     public static func bind(_ endpoint: Endpoint, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                            budget: ConnectionBudget = ConnectionBudget(),
+                            budget: ConnectionBudget = .fitting(),
                             handler: @escaping Handler) async throws -> LineServer {
         let slots = ConnectionSlots(budget)
         // One event loop accepts and runs every connection: a connection over the budget is closed in
@@ -88,6 +93,37 @@ public struct ConnectionBudget: Sendable, Equatable {
         self.total = total
         self.perSource = perSource
     }
+
+    /// Descriptors the agent keeps for itself besides the line port (it uses about 25: event loops,
+    /// gossip, netlink, the control socket, a UAPI connection per request, state files).
+    public static let reservedDescriptors = 32
+
+    /// The default budget (128 in all, 8 per source) cut to fit `descriptorLimit` (default: this
+    /// process's RLIMIT_NOFILE): the line port holds at most a quarter of what the reserve leaves
+    /// (connections refused over budget still take a descriptor each until they are closed, and a
+    /// reconnecting flood keeps a few of those in flight), and one source at most a quarter of that.
+    /// Otherwise, at `ulimit -n 64`, 128 held connections made every reconcile fail with EMFILE (no
+    /// descriptor for the UAPI socket) and `status` waited 12 s for the control socket's accept.
+    public static func fitting(descriptorLimit: Int? = ConnectionBudget.descriptorLimit()) -> ConnectionBudget {
+        var budget = ConnectionBudget()
+        if let limit = descriptorLimit {
+            budget.total = max(4, min(budget.total, (limit - reservedDescriptors) / 4))
+            budget.perSource = min(budget.perSource, max(2, budget.total / 4))
+        }
+        return budget
+    }
+
+    /// The soft RLIMIT_NOFILE of this process (getrlimit(2)), nil when unlimited or unknown.
+    public static func descriptorLimit() -> Int? {
+        var limit = rlimit()
+        #if canImport(Glibc)
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        #else
+        guard getrlimit(RLIMIT_NOFILE, &limit) == 0 else { return nil }
+        #endif
+        return limit.rlim_cur == rlim_t.max ? nil : Int(clamping: limit.rlim_cur)  // RLIM_INFINITY
+    }
+
 
     /// What one source is, for `perSource`: an IPv4 address (also IPv4-mapped IPv6), or an IPv6 /64
     /// (one host usually holds a whole /64).

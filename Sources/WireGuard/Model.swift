@@ -148,6 +148,9 @@ public enum WireGuardError: Error, CustomStringConvertible {
     case rejected(device: String, errno: Int32, message: String)
     /// The UAPI socket or netlink answered something we could not parse.
     case protocolError(String)
+    /// A userspace device's UAPI socket accepted the request but gave no answer in time: the process
+    /// serving it is hung (or a stray listener holds its socket path).
+    case timedOut(device: String, socket: String, seconds: Int)
 
     public var description: String {
         switch self {
@@ -161,6 +164,8 @@ public enum WireGuardError: Error, CustomStringConvertible {
             return "WireGuard device '\(dev)' rejected the change (errno \(errno))\(message.isEmpty ? "" : ": \(message)")"
         case .protocolError(let m):
             return "WireGuard protocol error: \(m)"
+        case .timedOut(let dev, let socket, let seconds):
+            return "WireGuard device '\(dev)' did not answer on its UAPI socket \(socket) within \(seconds) s: the userspace WireGuard serving it (wireguard-go) is hung, or another process listens there ('ss -xlp' names it); stop that process: the agent starts a new wireguard-go and programs it"
         }
     }
 }

@@ -13,9 +13,18 @@ public struct UserspaceBackend: WireGuardBackend {
     public let kind = "userspace"
     /// Directory holding `IFACE.sock`; tests point it elsewhere.
     public let socketDirectory: String
+    /// How long one connect, send or receive on the socket may block. wireguard-go answers in
+    /// milliseconds (a `set` of thousands of peers in well under a second); a process that accepts
+    /// and never answers must not hang the agent's reconcile pass, and with it `status`.
+    public let timeoutSeconds: Int
 
-    public init(socketDirectory: String = UserspaceBackend.defaultSocketDirectory) {
+    /// The default `timeoutSeconds`.
+    public static let defaultTimeoutSeconds = 3
+
+    public init(socketDirectory: String = UserspaceBackend.defaultSocketDirectory,
+                timeoutSeconds: Int = UserspaceBackend.defaultTimeoutSeconds) {
         self.socketDirectory = socketDirectory
+        self.timeoutSeconds = max(1, timeoutSeconds)
     }
 
     /// The UAPI socket path of device `name`.
@@ -57,10 +66,11 @@ public struct UserspaceBackend: WireGuardBackend {
     func roundTrip(device name: String, request: [UInt8]) throws -> [UInt8] {
         guard isValidInterfaceName(name) else { throw WireGuardError.noSuchDevice(name) }
         let path = socketPath(for: name)
-        let fd = try connectUnix(path: path, device: name)
+        let timedOut = WireGuardError.timedOut(device: name, socket: path, seconds: timeoutSeconds)
+        let fd = try connectUnix(path: path, device: name, timeoutSeconds: timeoutSeconds, timedOut: timedOut)
         defer { close(fd) }
-        try sendAll(fd, request, device: name)
-        return try receiveReply(fd, device: name)
+        try sendAll(fd, request, device: name, timedOut: timedOut)
+        return try receiveReply(fd, device: name, timedOut: timedOut)
     }
 }
 
@@ -72,7 +82,9 @@ func isValidInterfaceName(_ name: String) -> Bool {
 }
 
 /// socket(2) + connect(2) on a unix stream socket; maps "nobody listens" to `.noSuchDevice`.
-func connectUnix(path: String, device: String) throws -> Int32 {
+/// With `timeoutSeconds`, SO_SNDTIMEO and SO_RCVTIMEO bound the connect (a listener whose backlog is
+/// full blocks it) and every later send and receive; running out of time throws `timedOut`.
+func connectUnix(path: String, device: String, timeoutSeconds: Int? = nil, timedOut: WireGuardError? = nil) throws -> Int32 {
     var addr = sockaddr_un()
     addr.sun_family = sa_family_t(AF_UNIX)
     let pathBytes = Array(path.utf8)
@@ -90,7 +102,12 @@ func connectUnix(path: String, device: String) throws -> Int32 {
     let fd = socket(AF_UNIX, SOCK_STREAM, 0)
     #endif
     guard fd >= 0 else {
-        throw WireGuardError.protocolError("socket(AF_UNIX) failed: \(String(cString: strerror(errno)))")
+        throw WireGuardError.protocolError("socket(AF_UNIX) for the UAPI socket of '\(device)' failed: \(String(cString: strerror(errno)))")
+    }
+    if let timeoutSeconds {
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
     let rc = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -100,6 +117,8 @@ func connectUnix(path: String, device: String) throws -> Int32 {
     if rc != 0 {
         let e = errno
         close(fd)
+        // A full backlog with SO_SNDTIMEO set: the listener does not accept.
+        if let timedOut, e == EAGAIN || e == EINPROGRESS { throw timedOut }
         switch e {
         case ENOENT, ECONNREFUSED, ENOTDIR:
             throw WireGuardError.noSuchDevice(device)
@@ -113,7 +132,8 @@ func connectUnix(path: String, device: String) throws -> Int32 {
 }
 
 /// send(2) until every byte is written; MSG_NOSIGNAL so a dying peer is an error, not SIGPIPE.
-func sendAll(_ fd: Int32, _ bytes: [UInt8], device: String) throws {
+/// A send that runs into the socket's SO_SNDTIMEO throws `timedOut` (when given).
+func sendAll(_ fd: Int32, _ bytes: [UInt8], device: String, timedOut: WireGuardError? = nil) throws {
     var offset = 0
     try bytes.withUnsafeBytes { raw in
         while offset < raw.count {
@@ -124,6 +144,7 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8], device: String) throws {
             #endif
             if n < 0 {
                 if errno == EINTR { continue }
+                if let timedOut, errno == EAGAIN || errno == EWOULDBLOCK { throw timedOut }
                 throw WireGuardError.protocolError("writing to the UAPI socket of '\(device)' failed: \(String(cString: strerror(errno)))")
             }
             offset += n
@@ -131,8 +152,9 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8], device: String) throws {
     }
 }
 
-/// recv(2) until the reply's terminating blank line (or EOF).
-func receiveReply(_ fd: Int32, device: String) throws -> [UInt8] {
+/// recv(2) until the reply's terminating blank line (or EOF). A receive that runs into the socket's
+/// SO_RCVTIMEO throws `timedOut` (when given).
+func receiveReply(_ fd: Int32, device: String, timedOut: WireGuardError? = nil) throws -> [UInt8] {
     var reply: [UInt8] = []
     reply.reserveCapacity(1 << 18)
     var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -140,6 +162,7 @@ func receiveReply(_ fd: Int32, device: String) throws -> [UInt8] {
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n < 0 {
             if errno == EINTR { continue }
+            if let timedOut, errno == EAGAIN || errno == EWOULDBLOCK { throw timedOut }
             throw WireGuardError.protocolError("reading the UAPI socket of '\(device)' failed: \(String(cString: strerror(errno)))")
         }
         if n == 0 { break }

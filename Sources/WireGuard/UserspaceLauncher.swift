@@ -137,6 +137,10 @@ private func spawn(_ argv: [String], logFile: String?) throws -> pid_t {
         posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
     }
+    // Nothing else of ours goes along: the child outlives this process, and an agent that restarts a
+    // crashed wireguard-go holds its gossip, line-port and control sockets (NIO opens them without
+    // close-on-exec). Inherited, they outlived the agent and the next agent could not bind its ports.
+    _ = closeFromAction.map { $0(&actions, 3) }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -156,3 +160,11 @@ private func monotonicSeconds() -> Double {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
+
+/// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34+: closes every descriptor from the given
+/// one up in the child), looked up at run time because the Glibc module does not export it; nil on a
+/// C library without it.
+private let closeFromAction: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()

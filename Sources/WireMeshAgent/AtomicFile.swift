@@ -62,7 +62,9 @@ public enum AtomicFile {
         }
         do {
             defer { close(fd) }
-            guard fchmod(fd, mode) == 0 else { throw FileError(path: tempPath, operation: "set the mode of", errno: errno) }
+            // Failures name the file being replaced, not the temporary one (which is removed): a full or
+            // read-only disk reads "cannot write a new version of …/tokens.json: No space left on device".
+            guard fchmod(fd, mode) == 0 else { throw FileError(path: path, operation: "set the mode of a new version of", errno: errno) }
             // A test-injected failure stops after half the bytes, like a full disk would.
             let limit = failAt == .afterPartialWrite ? bytes.count / 2 : bytes.count
             var written = 0
@@ -70,14 +72,14 @@ public enum AtomicFile {
                 let n = bytes.withUnsafeBytes { buf in Glibc.write(fd, buf.baseAddress! + written, limit - written) }
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw FileError(path: tempPath, operation: "write", errno: errno)
+                    throw FileError(path: path, operation: "write a new version of", errno: errno)
                 }
                 written += n
             }
             if failAt == .afterPartialWrite {
-                throw FileError(path: tempPath, operation: "write (injected failure)", errno: EIO)
+                throw FileError(path: path, operation: "write a new version of (injected failure)", errno: EIO)
             }
-            guard fsync(fd) == 0 else { throw FileError(path: tempPath, operation: "fsync", errno: errno) }
+            guard fsync(fd) == 0 else { throw FileError(path: path, operation: "fsync a new version of", errno: errno) }
         }
         if failAt == .beforeRename {
             throw FileError(path: path, operation: "rename (injected failure) over", errno: EIO)

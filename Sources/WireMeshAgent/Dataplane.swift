@@ -31,9 +31,9 @@ public protocol Dataplane: AnyObject, Sendable {
 
 extension LinkManager: Dataplane {
     public var backendKind: String { backend.kind }
-    public func device() throws -> Device { try serialized { try backend.device(named: interface) } }
+    public func device() throws -> Device { try serialized { try unlessHung { try backend.device(named: interface) } } }
     @discardableResult public func configure(_ change: DeviceConfig) throws -> ApplyReport {
-        try serialized { try backend.configure(device: interface, change) }
+        try serialized { try unlessHung { try backend.configure(device: interface, change) } }
     }
 }
 

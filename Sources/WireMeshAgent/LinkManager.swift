@@ -28,6 +28,13 @@ public final class LinkManager: @unchecked Sendable {
     private var launcher: UserspaceLauncher?
     /// How to start wireguard-go again if it dies (`ensureInterface`).
     private let userspaceImplementation: String
+    /// Set when a request to the device timed out (a hung userspace WireGuard): until `until`, device
+    /// requests fail at once with the same error (`unlessHung`).
+    private var hung: (error: WireGuardError, until: ContinuousClock.Instant)?
+    /// How long a timed-out device is not asked again. Each request to a hung device blocks its caller
+    /// (the agent, and with it `status`) for the whole UAPI timeout; without this pause the event-driven
+    /// and periodic passes and `peers` queued one timeout after another (9 s for one `status`).
+    static let hungRetryInterval: Duration = .seconds(5)
     private let logDirectory: String
 
     /// Opens the backends; creates the interface if it does not exist yet.
@@ -44,7 +51,7 @@ public final class LinkManager: @unchecked Sendable {
         self.logDirectory = logDirectory
         rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
         let userspace = UserspaceBackend()
-        if userspace.hasSocket(for: interface), let device = try? userspace.device(named: interface) {
+        if userspace.hasSocket(for: interface), let device = try Self.readIfAnswering(userspace, interface) {
             if !adopt { try Self.checkOwnership(device, interface: interface, ownKeys: ownKeys) }
             backend = userspace
             logger.info("using running userspace WireGuard", metadata: ["interface": "\(interface)"])
@@ -77,6 +84,15 @@ public final class LinkManager: @unchecked Sendable {
         }
     }
 
+    /// The userspace device, or nil when nothing listens on its socket any more (the process died:
+    /// start another). Any other failure is thrown, not taken for a dead process: a socket that
+    /// accepts and never answers (`WireGuardError.timedOut`: a hung wireguard-go), or no descriptor
+    /// left to connect with (EMFILE). Unlinking a live process's socket and starting a second one would
+    /// leave the interface unmanageable: the second cannot take the TUN the first still holds.
+    static func readIfAnswering(_ userspace: UserspaceBackend, _ interface: String) throws -> Device? {
+        do { return try userspace.device(named: interface) } catch WireGuardError.noSuchDevice { return nil }
+    }
+
     /// Throws unless `device` is this node's or blank (see `init`). Names what was found, never a key.
     static func checkOwnership(_ device: Device, interface: String, ownKeys: Set<Key>) throws {
         if let key = device.privateKey {
@@ -95,7 +111,7 @@ public final class LinkManager: @unchecked Sendable {
     public func ensureInterface() throws -> Bool {
         try serialized {
             if let userspace = backend as? UserspaceBackend {
-                if userspace.hasSocket(for: interface), (try? userspace.device(named: interface)) != nil { return false }
+                if userspace.hasSocket(for: interface), try unlessHung({ try Self.readIfAnswering(userspace, interface) }) != nil { return false }
                 logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
                 // A socket left by a killed process would make the new one look alive before it is.
                 unlink(userspace.socketPath(for: interface))
@@ -178,6 +194,20 @@ extension LinkManager {
         lock.lock()
         defer { lock.unlock() }
         return try body()
+    }
+
+    /// Runs a device request (inside `serialized`) unless the device timed out less than
+    /// `hungRetryInterval` ago, in which case that timeout is thrown again at once.
+    func unlessHung<R>(_ body: () throws -> R) throws -> R {
+        if let hung, ContinuousClock.now < hung.until { throw hung.error }
+        do {
+            let result = try body()
+            hung = nil
+            return result
+        } catch let error as WireGuardError {
+            if case .timedOut = error { hung = (error, .now + Self.hungRetryInterval) }
+            throw error
+        }
     }
 
     /// Ends this node's part in the mesh after a leave: removes our routes (protocol 87) through the

@@ -81,3 +81,21 @@ import Testing
         #expect(try h.connect("y1", from: "2001:db8:0:1::1") != nil, "the next /64 is another source")
     }
 }
+
+/// The default budget fits the descriptor limit (issue 12: at `ulimit -n 64`, 128 held line-port
+/// connections left the agent no descriptor for its UAPI socket and held up its control socket).
+@Suite struct ConnectionBudgetFittingTests {
+    @Test func aLowDescriptorLimitCutsTheBudgetToAQuarterOfWhatTheReserveLeaves() {
+        let low = ConnectionBudget.fitting(descriptorLimit: 64)
+        #expect(low.total == 8)
+        #expect(low.perSource == 2, "one host cannot take every slot")
+        let tiny = ConnectionBudget.fitting(descriptorLimit: 40)
+        #expect(tiny.total == 4 && tiny.perSource == 2, "never below 4 in all and 2 per source")
+        #expect(ConnectionBudget.fitting(descriptorLimit: 256).total == 56)
+    }
+
+    @Test func aUsualLimitKeepsTheDefaults() {
+        #expect(ConnectionBudget.fitting(descriptorLimit: 1024) == ConnectionBudget())
+        #expect(ConnectionBudget.fitting(descriptorLimit: nil) == ConnectionBudget())
+    }
+}

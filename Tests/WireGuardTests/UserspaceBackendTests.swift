@@ -176,3 +176,49 @@ final class FakeUAPIServer: @unchecked Sendable {
         #expect(error.description.contains("it said:") && error.description.contains("wmtnosuch0"))
     }
 }
+
+/// A UAPI socket that accepts and never answers (a hung wireguard-go): requests time out, naming the
+/// device, the socket and the timeout, instead of blocking their caller for ever (issue 12).
+@Suite struct UserspaceBackendTimeoutTests {
+    @Test func aListenerThatNeverAnswersTimesOutNamingTheDevice() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/wmt-hung-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/wmthung0.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            let b = Array(path.utf8)
+            raw.copyBytes(from: b)
+            raw[b.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(rc == 0 && listen(listener, 4) == 0)
+        // The kernel completes the connection into the backlog: nobody ever accepts or answers.
+        let backend = UserspaceBackend(socketDirectory: directory, timeoutSeconds: 1)
+        let started = Date()
+        do {
+            _ = try backend.device(named: "wmthung0")
+            Issue.record("a device that never answers was read")
+        } catch WireGuardError.timedOut(let device, let socket, let seconds) {
+            #expect(device == "wmthung0" && socket == path && seconds == 1)
+        }
+        #expect(Date().timeIntervalSince(started) < 5)
+        let text = WireGuardError.timedOut(device: "wmthung0", socket: path, seconds: 1).description
+        #expect(text.contains("'wmthung0'") && text.contains(path) && text.contains("within 1 s"))
+    }
+
+    @Test func aSocketNobodyListensOnIsNoDevice() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/wmt-stale-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(throws: WireGuardError.self) { try UserspaceBackend(socketDirectory: directory, timeoutSeconds: 1).device(named: "wmtgone0") }
+        do { _ = try UserspaceBackend(socketDirectory: directory).device(named: "wmtgone0") } catch WireGuardError.noSuchDevice(let name) {
+            #expect(name == "wmtgone0")
+        }
+    }
+}

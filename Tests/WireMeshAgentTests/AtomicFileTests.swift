@@ -80,6 +80,9 @@ struct AtomicFileTests {
                 Issue.record("writing 1 MiB into a 64 KiB tmpfs succeeded")
             } catch let e as FileError {
                 #expect(e.errno == ENOSPC)
+                // The file being replaced, not the temporary copy (already removed) the write went to.
+                #expect(e.path == path)
+                #expect(e.description == "cannot write a new version of \(path): No space left on device")
             }
             #expect(fileText(path) == "old")
             #expect(directoryEntries(mnt) == ["state"])

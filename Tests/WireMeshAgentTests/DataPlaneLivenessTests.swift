@@ -94,6 +94,24 @@ struct DataPlaneLivenessTests {
         #expect(tracker.kept.isEmpty)
     }
 
+    /// The wall clock stepped an hour ahead (or back) after the handshake was seen: the session is
+    /// as old as the monotonic clock says, so a dead member with traffic stays until its handshake is
+    /// really 180 s old (issue 12: at +1 h its handshake looked an hour old and the peer was dropped).
+    @Test func aWallClockStepNeitherAgesNorRenewsAHandshake() throws {
+        for step in [Int64(3600), -3600] {
+            var tracker = DataPlaneLiveness()
+            let dead = try deadMember("node2", key: key)
+            func pass(_ second: Int, rx: UInt64, stepped: Bool = true) -> (started: [String], stopped: [String]) {
+                tracker.update(device: [peer(key, rx: rx, handshakeAt: wall0 - 5)], members: [dead], localName: "node1",
+                               at: at(second), wallClock: Double(wall0 + Int64(second) + (stepped ? step : 0)))
+            }
+            #expect(pass(0, rx: 1000, stepped: false) == (["node2"], []))
+            #expect(pass(10, rx: 2000) == ([], []), "step \(step): a live session 15 s old")
+            #expect(pass(170, rx: 3000) == ([], []), "step \(step): 175 s old, still current")
+            #expect(pass(180, rx: 4000) == ([], ["node2"]), "step \(step): 185 s without a new handshake")
+        }
+    }
+
     @Test func anIdleDeadMemberIsNotKept() throws {
         var tracker = DataPlaneLiveness()
         let dead = try deadMember("node3", key: key)
