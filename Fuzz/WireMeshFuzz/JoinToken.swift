@@ -8,8 +8,10 @@ import WireMeshJoin
 /// Join tokens and the join exchange, from both ends: the token text a joiner is given, the request an
 /// authority reads on the line port, the response and the sealed grant a joiner reads.
 ///
-/// The first byte picks the mode (its value mod 5), the rest is:
+/// The first byte picks the mode (its value mod 6), the rest is:
 /// - 0: token text (`JoinToken(parsing:)`): a parsed token re-renders to the same text;
+/// - 5: a token's binary layout without its checksum: the target appends the checksum and writes it as
+///   token text, so mutations reach the fields behind the checksum (a mutated text fails it);
 /// - 1: a `JoinRequest` JSON (authority side): `authenticate` (fixed authority, revocation serial 1)
 ///   never accepts a request whose MAC is not the token key's; what it accepts goes on to `admit`;
 /// - 2: a `JoinRequest` JSON the target re-MACs with the key of the token its fields name (as a real
@@ -47,13 +49,29 @@ enum JoinTokenTarget {
     static func run(_ data: [UInt8]) {
         guard let first = data.first else { return }
         let body = Array(data.dropFirst())
-        switch first % 5 {
+        switch first % 6 {
         case 0: parseToken(body)
+        case 5: parseToken(Array(tokenText(layout: body).utf8))
         case 1: if let r = decodeRequest(body) { authenticate(r) }
         case 2: if let r = decodeRequest(body) { remacAndAdmit(r) }
         case 3: decodeResponse(body)
         default: sealedGrant(body)
         }
+    }
+
+    /// `wmj3.` ‖ base64url(layout ‖ checksum), the checksum as `JoinToken.text` makes it (checked by `seeds`).
+    static func tokenText(layout: [UInt8]) -> String {
+        let bytes = layout + KeyDerivation.genericHash(layout, outputLength: 16).prefix(4)
+        var s = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        while s.hasSuffix("=") { s.removeLast() }
+        return JoinToken.prefix + s
+    }
+
+    /// The binary layout of a token's text (no checksum), for mode 5's seeds.
+    static func layout(of token: JoinToken) -> [UInt8] {
+        var s = String(token.text.dropFirst(JoinToken.prefix.count)).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while s.count % 4 != 0 { s += "=" }
+        return Array(Data(base64Encoded: s)!.dropLast(4))
     }
 
     static func parseToken(_ body: [UInt8]) {
@@ -258,7 +276,10 @@ enum JoinTokenTarget {
         var asking = request
         asking.requestedPodCIDR = try IPPrefix("10.244.200.0/24")
         asking.nodeName = "n1"
+        guard tokenText(layout: layout(of: token)) == token.text else { throw FuzzSeedError("token text drifted") }
         return [
+            [5] + layout(of: token),
+            [5] + layout(of: unlimited),
             [0] + Array(token.text.utf8),
             [0] + Array("  \(unlimited.text)\n".utf8),
             [0] + Array("wmj2.AAAA".utf8),
