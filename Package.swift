@@ -129,7 +129,7 @@ let package = Package(
         .systemLibrary(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
         .executableTarget(name: "WireMeshFuzz", dependencies: [
             "CLibFuzzer", "WireMeshAgent", "WireGuard", "WireGuardKernel", "Netlink", "CMnl", "IPNetwork", "WireMeshCrypto",
-            "Membership", "WireMeshJoin", "LinePort",
+            "Membership", "WireMeshJoin", "LinePort", "ByteCodec",
         ], path: "Fuzz/WireMeshFuzz"),
 
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),

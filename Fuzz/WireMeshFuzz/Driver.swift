@@ -21,6 +21,7 @@ enum FuzzTargets {
     static let all: [FuzzTarget] = [
         NetlinkRouteTarget.target, NetlinkWireGuardTarget.target, UAPITarget.target,
         WGConfigTarget.target, YAMLConfigTarget.target, StateFilesTarget.target, LineRequestTarget.target,
+        GossipTarget.target, NodeRecordTarget.target, JoinTokenTarget.target, KeyringMessageTarget.target,
     ]
 
     static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

@@ -42,6 +42,9 @@ enum StateFilesTarget {
             certificate: NodeCertificate.issue(clusterID: "c0ffee00c0ffee00", name: "node-a", identity: identity.publicKey,
                                                podCIDRs: [try IPPrefix("10.244.7.0/24")], overlayAddress: try IPAddress("10.244.7.0"),
                                                issuedAt: 1_700_000_000_000, authority: SigningIdentity(seed: key(15))),
+            revocations: try RevocationList.issue(adding: .init(name: "node-z", identity: SigningIdentity(seed: key(17)).publicKey,
+                                                                evictedAt: 1_699_000_000_000),
+                                                  to: nil, clusterID: "c0ffee00c0ffee00", authority: SigningIdentity(seed: key(15))),
             members: try members())
         try store.initialise(initial, now: Date(timeIntervalSince1970: 1_700_000_000))
         let keyring = initial.keyring
@@ -175,9 +178,16 @@ enum StateFilesTarget {
         _ = loading("recordedClusterID") { try store.recordedClusterID() }
         // The whole state as the agent loads it; what loads is saved and loaded again unchanged.
         guard let state = loading("load", { try store.load() }), file != "keyring.json" else { return }
-        touched.formUnion(["wireguard.key", "wireguard.key.created"])
+        touched.formUnion(["wireguard.key", "wireguard.key.created", "revocations.bin"])
         try! store.saveWireGuardKey(state.wireGuardKey, createdAt: state.wireGuardKeyCreatedAt)
+        try! store.saveRevocations(state.revocations)
         let again = try! store.load()
+        require(again.revocations == state.revocations && again.authority?.seed == state.authority?.seed
+                && again.certificate == state.certificate && again.authorityKey == state.authorityKey,
+                "the trust state (authority, certificate, revocations) saved and loaded again differs")
+        if let list = state.revocations {
+            require(list.verify(clusterID: state.clusterID, authority: state.authorityKey), "loaded a revocation list the authority did not sign")
+        }
         require(again.clusterID == state.clusterID && again.settings == state.settings && again.node == state.node
                 && again.wireGuardKey == state.wireGuardKey && again.wireGuardKeyCreatedAt == state.wireGuardKeyCreatedAt
                 && again.pendingWireGuardKey == state.pendingWireGuardKey && again.identity.seed == state.identity.seed,

@@ -95,12 +95,16 @@ public struct ByteReader: Sendable {
         offset += 8
         return v
     }
+    /// A minimal LEB128 varint, as `ByteWriter.varint` writes it: a final 0 byte after others (a value
+    /// padded with empty groups) is refused, so a value has one encoding (signed records re-encode
+    /// to their signed bytes).
     public mutating func varint() throws(WireDecodeError) -> UInt64 {
         var v: UInt64 = 0
         var shift: UInt64 = 0
         while true {
             let b = try u8()
             if shift == 63 && b > 1 { throw .malformed("varint overflows 64 bits") }
+            if b == 0 && shift > 0 { throw .malformed("varint is not minimal") }
             v |= UInt64(b & 0x7F) << shift
             if b & 0x80 == 0 { return v }
             shift += 7

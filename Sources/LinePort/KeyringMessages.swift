@@ -114,8 +114,9 @@ public struct KeyringAnswer: Codable, Sendable, Equatable {
         guard !member.left else {
             throw refuse(.left, "node '\(request.node)' left the cluster")
         }
-        guard abs(nowMs - request.issuedAt) <= RotationMessage.maxSkewMs else {
-            throw refuse(.stale, "keyring request from '\(request.node)' is \(abs(nowMs - request.issuedAt) / 1000) s off member '\(name)''s clock (replayed, or clocks differ): check NTP")
+        let skew = RotationMessage.skewMs(issuedAt: request.issuedAt, nowMs: nowMs)
+        guard skew <= RotationMessage.maxSkewMs else {
+            throw refuse(.stale, "keyring request from '\(request.node)' is \(skew / 1000) s off member '\(name)''s clock (replayed, or clocks differ): check NTP")
         }
         guard let ephemeral = try? Key(base64: request.ephemeralKey) else {
             throw refuse(.badRequest, "keyring request from '\(request.node)' has an unreadable ephemeral key")

@@ -33,6 +33,15 @@ public struct RotationMessage: Codable, Sendable, Equatable {
     /// How far `issuedAt` may be from the receiver's clock.
     public static let maxSkewMs: Int64 = 120_000
 
+    /// How far `issuedAt` (a sender's clock, any 64-bit value) is from `nowMs`, saturated to
+    /// `Int64.max`: `abs(nowMs - issuedAt)` traps when the difference does not fit (an `issuedAt`
+    /// near `Int64.min`, which a member can sign).
+    public static func skewMs(issuedAt: Int64, nowMs: Int64) -> Int64 {
+        let (difference, overflow) = nowMs.subtractingReportingOverflow(issuedAt)
+        guard !overflow, difference != .min else { return .max }
+        return abs(difference)
+    }
+
     /// Domain-separated bytes the signature covers.
     public static func signedBytes(phase: Phase, node: String, oldKey: String, newKey: String, issuedAt: Int64) -> [UInt8] {
         Array("wiremesh-rotation-v1\n\(phase.rawValue)\n\(node)\n\(oldKey)\n\(newKey)\n\(issuedAt)".utf8)
@@ -57,8 +66,9 @@ public struct RotationMessage: Codable, Sendable, Equatable {
                                                           issuedAt: issuedAt)) else {
             throw .unknownSender
         }
-        guard abs(nowMs - issuedAt) <= Self.maxSkewMs else {
-            throw RotationRefusal("rotation message from '\(node)' is \(abs(nowMs - issuedAt) / 1000) s off this node's clock (replayed, or clocks differ): check NTP")
+        let skew = Self.skewMs(issuedAt: issuedAt, nowMs: nowMs)
+        guard skew <= Self.maxSkewMs else {
+            throw RotationRefusal("rotation message from '\(node)' is \(skew / 1000) s off this node's clock (replayed, or clocks differ): check NTP")
         }
         guard let old = try? Key(base64: oldKey), let new = try? Key(base64: newKey), old != new else {
             throw RotationRefusal("rotation message from '\(node)' names invalid keys")

@@ -172,6 +172,9 @@ public struct NodeRecord: Sendable, Equatable {
             let kb = Array(k.utf8)
             if let p = previous, !p.lexicographicallyPrecedes(kb) { throw .malformed("labels not sorted") }
             previous = kb
+            // Two keys with different bytes that Swift takes for one (canonically equivalent, e.g.
+            // "e\u{301}" and "\u{e9}") would leave one label and a record that re-encodes differently.
+            guard labels[k] == nil else { throw .malformed("two labels with equivalent keys") }
             labels[k] = try r.shortString()
         }
         var record = NodeRecord(name: name, identity: identity, version: version, wireguardKey: wgKey,

@@ -70,7 +70,10 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
     /// Parses the base64 form `wg` prints (44 characters, one `=` of padding).
     public init(base64 text: String) throws {
         let trimmed = text.trimmingWhitespace()
-        guard trimmed.utf8.count == 44, trimmed.hasSuffix("="), !trimmed.hasSuffix("==") else {
+        // ASCII only: libsodium 1.0.18's decoder reads a byte ≥ 0x80 as a negative char, which its
+        // constant-time range checks take for '+' or '/' (so "…F8ն…" decoded as the key of "…F8+/…":
+        // two texts for one key, found by fuzzing the rotation message).
+        guard trimmed.utf8.count == 44, trimmed.utf8.allSatisfy({ $0 < 0x80 }), trimmed.hasSuffix("="), !trimmed.hasSuffix("==") else {
             throw KeyError.invalidBase64(trimmed)
         }
         var out = [UInt8](repeating: 0, count: 33)

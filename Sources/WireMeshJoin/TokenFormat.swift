@@ -138,7 +138,10 @@ public struct JoinToken: Sendable, Equatable {
         guard version == Self.version else { throw JoinError.garbled("unsupported token version \(version)") }
         let id = try read("token id") { Array(try $0.raw(Self.idLength)) }
         let key = try Key(bytes: try read("token key") { try $0.raw(Self.keyLength) })
-        let expiry = Int64(bitPattern: try read("expiry") { try $0.u64() })
+        let expiry = try read("expiry") { try $0.u64() }
+        // `issue` keeps expiries below 2^32 s (the gossip entries hold u32): anything later is no token
+        // of ours, and a time past 2^53 s is not even exact as a `Date` (nor, near 2^63, convertible back).
+        guard expiry <= UInt64(UInt32.max) else { throw JoinError.garbled("expiry \(expiry) is past the year 2106") }
         let uses = Int(try read("uses limit") { try $0.u16() })
         let fingerprint = try read("authority fingerprint") { Array(try $0.raw(Self.fingerprintLength)) }
         let cluster = try read("cluster id") { try $0.shortString() }

@@ -87,6 +87,14 @@ struct KeyringMessageTests {
         #expect(refusal(request(.generatePrivate(), at: now - RotationMessage.maxSkewMs - 1)) == .stale)
     }
 
+    /// The requester signs `issued_at`: at the edge of Int64 the freshness check overflowed and the
+    /// answering member trapped (see `RotationMessageTests.anIssueTimeAtTheEdgeOfInt64IsStaleNotATrap`).
+    @Test func anIssueTimeAtTheEdgeOfInt64IsStaleNotATrap() {
+        for at: Int64 in [.min, .min + 1, .max] {
+            #expect(refusal(request(.generatePrivate(), at: at)) == .stale)
+        }
+    }
+
     @Test func theRequesterRejectsAnAnswerNotFromTheMemberOrNotForItsRequest() throws {
         let ephemeral = Key.generatePrivate()
         let r = request(ephemeral)

@@ -37,6 +37,21 @@ import WireMeshCrypto
         }
     }
 
+    /// A member signs its own rotation messages, so it chooses `issued_at`: near `Int64.min` the
+    /// freshness check's `abs(now - issuedAt)` overflowed and the receiving agent trapped (found
+    /// while writing the keyring-message fuzz target's freshness invariant).
+    @Test func anIssueTimeAtTheEdgeOfInt64IsStaleNotATrap() throws {
+        for issuedAt: Int64 in [.min, .min + 1, -9_221_572_036_854_775_809, .max] {
+            let m = RotationMessage(phase: .switch, node: "a", oldKey: old, newKey: new, issuedAt: issuedAt, identity: identity)
+            #expect(throws: RotationRefusal.self) { try m.verified(by: identity.publicKey, nowMs: 1_800_000_000_000) }
+        }
+        #expect(RotationMessage.skewMs(issuedAt: .min, nowMs: 1) == .max)
+        #expect(RotationMessage.skewMs(issuedAt: .min, nowMs: -1) == .max)
+        #expect(RotationMessage.skewMs(issuedAt: .min, nowMs: 0) == .max)
+        #expect(RotationMessage.skewMs(issuedAt: .max, nowMs: .min) == .max)
+        #expect(RotationMessage.skewMs(issuedAt: 5, nowMs: 2) == 3 && RotationMessage.skewMs(issuedAt: 2, nowMs: 5) == 3)
+    }
+
     @Test func ackAndRefusalAreOneJSONLineEach() throws {
         for reply in [LineReply.rotated(node: "b"), .refused(.rotation(RotationRefusal("no")))] {
             let line = reply.line()

@@ -39,6 +39,48 @@ struct CodecTests {
         #expect(try a.canonicalEncoding() == b.canonicalEncoding())
     }
 
+    /// One encoding per record (the node-record fuzz target's invariant: decode, then encode, gives the
+    /// signed bytes). Two ways around it, found while writing that invariant (random mutation rarely
+    /// makes either): a varint padded with an empty group, and two label keys whose bytes differ but
+    /// which Swift's `String ==` takes for one key (the record kept one label of two).
+    @Test("a non-minimal varint or two equivalent label keys are refused: one encoding per record")
+    func oneEncodingPerRecord() throws {
+        var record = try fullRecord()
+        record.labels = ["abc": "1", "de": "2"]
+        record.revocationSerial = 5
+        let encoded = try record.canonicalEncoding()
+        func signedWire(_ body: [UInt8]) -> [UInt8] {
+            var w = ByteWriter()
+            w.u16(UInt16(body.count)); w.raw(body); w.raw([UInt8](repeating: 0, count: 64))
+            return w.bytes
+        }
+        func replacing(_ old: [UInt8], with new: [UInt8], in bytes: [UInt8]) throws -> [UInt8] {
+            let at = try #require((0...(bytes.count - old.count)).last { Array(bytes[$0..<$0 + old.count]) == old })
+            return Array(bytes[..<at]) + new + Array(bytes[(at + old.count)...])
+        }
+        #expect(try SignedNodeRecord.decode(signedWire(encoded)).record == record)
+        // The revocation serial's extension (tag, length 1, value 5), last in the record.
+        #expect(Array(encoded.suffix(3)) == [NodeRecord.revocationSerialTag, 1, 5])
+        for padded in [[NodeRecord.revocationSerialTag, 2, 0x85, 0x00], [NodeRecord.revocationSerialTag, 0x81, 0x00, 5]] {
+            let bytes = signedWire(Array(encoded.dropLast(3)) + padded)
+            #expect(throws: WireDecodeError.malformed("varint is not minimal")) { try SignedNodeRecord.decode(bytes) }
+        }
+        // "abc" → "e\u{301}" (65 CC 81) and "de" → "\u{e9}" (C3 A9): still sorted as bytes, equal as Strings.
+        let labels: [UInt8] = [3, 0x61, 0x62, 0x63, 1, 0x31, 2, 0x64, 0x65, 1, 0x32]
+        let equivalent = try replacing(labels, with: [3, 0x65, 0xCC, 0x81, 1, 0x31, 2, 0xC3, 0xA9, 1, 0x32], in: encoded)
+        #expect("e\u{301}" == "\u{e9}")
+        #expect(throws: WireDecodeError.malformed("two labels with equivalent keys")) { try SignedNodeRecord.decode(signedWire(equivalent)) }
+        // Each on its own is a label like any other.
+        let distinct = try replacing(labels, with: [3, 0x65, 0xCC, 0x81, 1, 0x31, 2, 0x66, 0x67, 1, 0x32], in: encoded)
+        #expect(try SignedNodeRecord.decode(signedWire(distinct)).record.labels == ["e\u{301}": "1", "fg": "2"])
+        // Gossip messages share the varint reader: a padded incarnation is a malformed message.
+        var status = WireFormat.encode(.status(name: "alpha", version: 1, status: .alive(incarnation: 3), from: "beta"))
+        status = Array(status.prefix(3 + 6 + 1 + 1)) + [0x83, 0x00] + Array(status.suffix(5))
+        status[2] += 1
+        let decoded = WireFormat.decodePayload(status)
+        #expect(decoded.messages.isEmpty && decoded.malformed == 1)
+    }
+
     @Test("a record changed after signing, or signed by another key, does not verify")
     func tamperedRecord() throws {
         let signed = try SignedNodeRecord(signing: try fullRecord(), with: identity)

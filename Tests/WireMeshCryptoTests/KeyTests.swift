@@ -36,6 +36,21 @@ import Testing
         #expect(throws: KeyError.self) { try Key(bytes: [UInt8](repeating: 1, count: 31)) }
     }
 
+    /// Found by fuzzing (keyring-message, a rotation message): libsodium 1.0.18 decoded the non-ASCII
+    /// "ն" (bytes D5 B6) as "+/", so a key text with it was accepted as another text's key.
+    @Test func base64WithNonASCIIBytesIsRefusedNotReadAsAnotherKey() throws {
+        let key = try Key(base64: "GdgCBL+F8+/RjhsjQQyI8NDuztUVb0xb3zR7FO1+xj8=")
+        #expect(key.base64 == "GdgCBL+F8+/RjhsjQQyI8NDuztUVb0xb3zR7FO1+xj8=")
+        #expect(throws: KeyError.self) { try Key(base64: "GdgCBL+F8\u{576}RjhsjQQyI8NDuztUVb0xb3zR7FO1+xj8=") }
+        // Every byte ≥ 0x80 in place of one character (two-byte UTF-8 where the text is 44 bytes long).
+        for scalar in (0x80...0x7FF).compactMap(Unicode.Scalar.init) {
+            let text = "GdgCBL+F8" + String(Character(scalar)) + "RjhsjQQyI8NDuztUVb0xb3zR7FO1+xj8="
+            #expect(throws: KeyError.self, "\(scalar.value)") { try Key(base64: text) }
+        }
+        // Nor is a text whose last character carries bits past the key (one key, one text).
+        #expect(throws: KeyError.self) { try Key(base64: "GdgCBL+F8+/RjhsjQQyI8NDuztUVb0xb3zR7FO1+xj9=") }
+    }
+
     @Test func hexRoundTrips() throws {
         let k = Key.generatePreshared()
         #expect(try Key(hex: k.hex) == k)

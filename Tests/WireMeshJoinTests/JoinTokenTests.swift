@@ -174,6 +174,28 @@ struct JoinTokenTests {
         #expect(throws: JoinError.garbled("member endpoint has unknown address family 5")) { try JoinToken(parsing: seal(w.bytes)) }
     }
 
+    /// Found by fuzzing (join-token): a token whose expiry is past 2^53 s parsed to a `Date` that is not
+    /// exactly its expiry (so it re-rendered as another token), and one near 2^63 s made `text` and
+    /// `JoinExchange.makeRequest` trap converting the date back (a crafted token crashed `wiremesh join`).
+    @Test func expiriesPastWhatATokenCanHoldAreGarbled() throws {
+        func seal(_ body: [UInt8]) -> String {
+            "wmj3." + base64URLEncode(body + Array(KeyDerivation.genericHash(body, outputLength: 16).prefix(4)))
+        }
+        func token(expiry: UInt64) -> String {
+            var w = ByteWriter()
+            w.u8(3); w.raw([UInt8](repeating: 4, count: 40)); w.u64(expiry); w.u16(0); w.raw([UInt8](repeating: 0, count: 16))
+            w.shortString("c"); w.u8(1); w.endpoint(try! Endpoint("192.0.2.1:7946"))
+            return seal(w.bytes)
+        }
+        for expiry: UInt64 in [0x0404_0404_0404_0404, UInt64(Int64.max), UInt64(Int64.max) + 1, .max, UInt64(UInt32.max) + 1] {
+            #expect(throws: JoinError.garbled("expiry \(expiry) is past the year 2106")) { try JoinToken(parsing: token(expiry: expiry)) }
+        }
+        // The last second a token can hold still parses, and renders back to the same text.
+        let last = token(expiry: UInt64(UInt32.max))
+        let parsed = try JoinToken(parsing: last)
+        #expect(parsed.text == last && parsed.expiresAt == Date(timeIntervalSince1970: TimeInterval(UInt32.max)))
+    }
+
     /// Random damage to a valid token never crashes the parser: it parses (the damage hit nothing
     /// the checksum covers, which cannot happen) or throws a `garbled` error (or, if the damage
     /// rewrote the prefix to 'wmj1.', the outdated-format error).
