@@ -88,7 +88,7 @@ enum KeyringMessageTarget {
                                               identity: memberIdentity, name: memberName, nowMs: nowMs, revocations: f.revocations)
         } catch {
             require(!error.message.isEmpty, "a refusal without a reason")
-            if error.code == .badSignature { require(!resigned || !members.contains { $0.name == request.node }, "refused a member's own signature") }
+            if error.code == .unknownMember { require(!resigned || !members.contains { $0.name == request.node }, "refused a member's own signature") }
             return
         }
         guard let known = members.first(where: { $0.name == request.node }), !known.left else {
