@@ -451,12 +451,16 @@ case_scheduled() {
   c2="$(iso_s "$(jq -r .key_created_at <<<"$s2")")"; n2="$(iso_s "$(jq -r .next_key_rotation <<<"$s2")")"
   [ $((n2 - c2)) -ge 17 ] && [ $((n2 - c2)) -le 23 ] || { interval_ok=0; log "after the rotation: next $((n2 - c2)) s after creation"; }
   stop_agent 1
+  local started; started="$(date +%s)"
   start_agent 1 agent "${NODE1_ARGS[@]}"
   wait_ready 1
   s3="$(wm 1 status --json)"
+  # Kept: the same creation time and deadline, except that an agent never rotates within its first 5 s
+  # (settle), so a restart close to the deadline (a slow start on a loaded machine) moves it to start + 5.
+  local n3; n3="$(iso_s "$(jq -r .next_key_rotation <<<"$s3")")"
   [ "$(jq -r .key_created_at <<<"$s3")" = "$(jq -r .key_created_at <<<"$s2")" ] \
-    && [ "$(jq -r .next_key_rotation <<<"$s3")" = "$(jq -r .next_key_rotation <<<"$s2")" ] \
-    || { kept=0; log "the restart changed the schedule: before $(jq -c '{key_created_at, next_key_rotation}' <<<"$s2"), after $(jq -c '{key_created_at, next_key_rotation}' <<<"$s3")"; }
+    && { [ "$n3" = "$n2" ] || { [ "$n3" -gt "$n2" ] && [ "$n3" -le $((started + 5 + 3)) ]; }; } \
+    || { kept=0; log "the restart changed the schedule: before $(jq -c '{key_created_at, next_key_rotation}' <<<"$s2"), after $(jq -c '{key_created_at, next_key_rotation}' <<<"$s3") (agent started at $started)"; }
   all_pods_ping || pings=0
   log "scheduled: rotated=$rotated by_itself=$by_itself; lost $LOST of $SENT pings at $PPS pps per direction (per flow:$LOST_DETAIL)"
   local pass=false
