@@ -59,9 +59,10 @@ struct LineClientTests {
         let endpoint = Endpoint(address: try IPAddress("127.0.0.1"), port: UInt16(try #require(server.localPort)))
         let message = RotationMessage(phase: .prepare, node: "a", oldKey: .generatePrivate(), newKey: .generatePrivate(),
                                       issuedAt: 1, identity: .generate())
-        #expect(try await LineClient.exchange(.rotation(message), with: endpoint) == .rotated(node: "peer-of-a"))
+        // Generous timeouts: this is about what comes back, not how fast on a loaded machine.
+        #expect(try await LineClient.exchange(.rotation(message), with: endpoint, timeout: .seconds(60)) == .rotated(node: "peer-of-a"))
         // A line that is no request is refused by the server itself.
-        let raw = try await LineClient.exchange(line: Array("hello\n".utf8), with: endpoint)
+        let raw = try await LineClient.exchange(line: Array("hello\n".utf8), with: endpoint, timeout: .seconds(60))
         guard case .refused(.malformed) = try LineReply.decode(line: raw) else { Issue.record("not refused"); return }
     }
 
@@ -132,7 +133,7 @@ struct LineClientTests {
     @Test func manyExchangesAtOnceNeedNoThreadEach() async throws {
         try await Self.withRawServer(reply: { $0 }) { endpoint in
             let replies = try await withThrowingTaskGroup(of: [UInt8].self) { group in
-                for i in 0..<200 { group.addTask { try await LineClient.exchange(line: Array("\(i)\n".utf8), with: endpoint) } }
+                for i in 0..<200 { group.addTask { try await LineClient.exchange(line: Array("\(i)\n".utf8), with: endpoint, timeout: .seconds(60)) } }
                 return try await group.reduce(into: Set<[UInt8]>()) { $0.insert($1) }
             }
             #expect(replies.count == 200)
