@@ -198,10 +198,12 @@ func base64URLEncode(_ bytes: [UInt8]) -> String {
     return s
 }
 
-/// The bytes of unpadded base64url; nil for anything else.
+/// The bytes of unpadded base64url; nil for anything else, including a text whose last character
+/// carries bits past the bytes (Foundation ignores them, so two texts would name one token).
 func base64URLDecode(_ text: String) -> [UInt8]? {
     guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
     var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
     while s.count % 4 != 0 { s += "=" }
-    return Data(base64Encoded: s).map(Array.init)
+    guard let bytes = Data(base64Encoded: s).map(Array.init), base64URLEncode(bytes) == text else { return nil }
+    return bytes
 }

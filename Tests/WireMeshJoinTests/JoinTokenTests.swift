@@ -196,6 +196,26 @@ struct JoinTokenTests {
         #expect(parsed.text == last && parsed.expiresAt == Date(timeIntervalSince1970: TimeInterval(UInt32.max)))
     }
 
+    /// Found by fuzzing (join-token, 4.5 million executions in): the last character of a token's text
+    /// can carry bits past its bytes ('n' where 'g' ends the text), which Foundation's base64 decoder
+    /// ignores, so two texts parsed to one token (and a parsed token re-rendered as other text).
+    @Test func aTextWithBitsPastItsBytesIsGarbled() throws {
+        let fuzzed = "wmj3.AxcXFxcXFxcXgnlGrbetkx02LihW-r49Kw3LZ82dqUN7ClJ_5ZTOQJ0AAAAAa0ngEAADOn68A7METBWbF1SbwaUlRhBjMGZmZWUwMGMwZmZlZTAwAgTAAAIBHwoGIAENuAAAAAAAAAAAAAAAAR8KYiNU4n"
+        #expect(throws: JoinError.garbled("the part after 'wmj3.' is not base64url")) { try JoinToken(parsing: fuzzed) }
+        let canonical = String(fuzzed.dropLast()) + "g"
+        #expect(try JoinToken(parsing: canonical).text == canonical)
+        // The same for every token text whose length leaves bits in its last character.
+        for clusterID in ["c", "cc", "ccc"] {
+            let text = try JoinFixture(clusterID: clusterID).token.text
+            let body = text.dropFirst(JoinToken.prefix.count)
+            guard body.count % 4 != 0 else { continue }
+            let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            let last = try #require(alphabet.firstIndex(of: body.last!))
+            let damaged = String(text.dropLast()) + String(alphabet[last | 1])
+            #expect(throws: JoinError.self) { try JoinToken(parsing: damaged) }
+        }
+    }
+
     /// Random damage to a valid token never crashes the parser: it parses (the damage hit nothing
     /// the checksum covers, which cannot happen) or throws a `garbled` error (or, if the damage
     /// rewrote the prefix to 'wmj1.', the outdated-format error).
