@@ -135,19 +135,13 @@ public final class ControlServer: Service, Sendable {
 /// The open control connections, so that stopping the server also ends them.
 final class ConnectionRegistry: Sendable {
     private let state = Mutex<(closed: Bool, channels: [ObjectIdentifier: Channel])>((false, [:]))
-    /// Connections served at once: the CLI opens one per command, so more means something loops or
-    /// floods; each costs a descriptor and a task (`scripts/bench floods`: 363 held before the cap).
-    static let maxConnections = 64
 
-    enum Refusal { case closing, full }
-
-    /// Registers an accepted connection; returns why not (and the caller closes it) when closing or full.
-    func add(_ channel: Channel) -> Refusal? {
+    /// Registers an accepted connection; returns false (and the caller closes it) once closing.
+    func add(_ channel: Channel) -> Bool {
         state.withLock { s in
-            if s.closed { return .closing }
-            if s.channels.count >= Self.maxConnections { return .full }
+            if s.closed { return false }
             s.channels[ObjectIdentifier(channel)] = channel
-            return nil
+            return true
         }
     }
 
@@ -181,11 +175,7 @@ final class ControlConnectionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
-        if let refusal = connections.add(channel) {
-            if refusal == .full, let line = try? ControlCodec.encodeLine(ControlResponse.failure(ControlFailure(
-                code: "busy", message: "the agent already serves \(ConnectionRegistry.maxConnections) control connections: retry in a moment (is something opening them in a loop?)"))) {
-                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: line)), promise: nil)
-            }
+        guard connections.add(channel) else {
             context.close(promise: nil)
             return
         }

@@ -133,42 +133,6 @@ struct ControlSocketTests {
         }
     }
 
-    /// A flood of idle connections (root on the node, or a loop gone wrong) is capped: the next one is
-    /// told the agent is busy, and once they go a command is answered again.
-    @Test func idleConnectionsAreCappedAndTheNextIsToldWhy() async throws {
-        try await withTemporaryDirectory { (dir: String) async throws in
-            let path = dir + "/s.sock"
-            let server = try await ControlServer.bind(path: path) { _ in .done("ok") }
-            let serving = Task { try await server.run() }
-            defer { serving.cancel() }
-            let client = ControlClient(path: path, timeoutSeconds: 10)
-            let (busy, idle) = try await onThread { () throws -> (ControlResponse?, [Int32]) in
-                var idle: [Int32] = []
-                for _ in 0..<ConnectionRegistry.maxConnections { idle.append(try ControlClient.connect(path)) }
-                // The server registers a connection when it becomes active: give it a moment.
-                var busy: ControlResponse?
-                for _ in 0..<500 {
-                    if let r = try? client.send(.status), case .failure(let f) = r, f.code == "busy" { busy = r; break }
-                    usleep(20_000)
-                }
-                return (busy, idle)
-            }
-            guard case .failure(let f)? = busy else { Issue.record("no busy answer with \(ConnectionRegistry.maxConnections) connections open"); return }
-            #expect(f.message.contains("\(ConnectionRegistry.maxConnections) control connections"))
-            for fd in idle { close(fd) }
-            let again = try await onThread { () throws -> ControlResponse? in
-                for _ in 0..<500 {
-                    if let r = try? client.send(.status), r == .done("ok") { return r }
-                    usleep(20_000)
-                }
-                return nil
-            }
-            #expect(again == .done("ok"))
-            server.close()
-            try await serving.value
-        }
-    }
-
     @Test func malformedLineGetsABadRequestAndTheConnectionStaysUsable() async throws {
         try await withTemporaryDirectory { (dir: String) async throws in
             let path = dir + "/s.sock"
