@@ -82,7 +82,7 @@ struct LineClientTests {
         let big = [UInt8](repeating: UInt8(ascii: "a"), count: LineReply.maxLength + 10)
         try await Self.withRawServer(closeAfterReply: false, reply: { _ in big }) { endpoint in
             do {
-                _ = try await LineClient.exchange(line: Array("x\n".utf8), with: endpoint, timeout: .seconds(10))
+                _ = try await LineClient.exchange(line: Array("x\n".utf8), with: endpoint, timeout: .seconds(60))
                 Issue.record("an oversized reply was accepted")
             } catch let error as LinePortError {
                 #expect(error.description.contains("more than \(LineReply.maxLength) bytes"), "\(error)")
@@ -92,16 +92,16 @@ struct LineClientTests {
 
     @Test func theFirstLineIsTheReplyAndAnUnterminatedOneCounts() async throws {
         try await Self.withRawServer(reply: { line in Array("got ".utf8) + line + Array("\nextra\n".utf8) }) { endpoint in
-            let got = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint)
+            let got = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint, timeout: .seconds(60))
             #expect(got == Array("got ping".utf8))
         }
         try await Self.withRawServer(reply: { _ in Array("no newline".utf8) }) { endpoint in
-            let got = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint)
+            let got = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint, timeout: .seconds(60))
             #expect(got == Array("no newline".utf8))
         }
         try await Self.withRawServer(reply: { _ in [] }) { endpoint in
             await #expect(throws: LinePortError.self, "closed without an answer") {
-                _ = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint)
+                _ = try await LineClient.exchange(line: Array("ping\n".utf8), with: endpoint, timeout: .seconds(60))
             }
         }
     }
