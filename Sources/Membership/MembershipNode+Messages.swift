@@ -138,25 +138,32 @@ extension MembershipNode {
 
     /// Verifies a record signature, remembering failures so a replayed forgery costs nothing.
     mutating func verify(_ signed: SignedNodeRecord) -> Bool {
-        if failedSignatures.contains(signed.signature.bytes) { counters.rejectedRepeated += 1; return false }
+        let failureKey = Self.failureKey(signed)
+        if failedSignatures.contains(failureKey) { counters.rejectedRepeated += 1; return false }
         counters.signaturesVerified += 1
         guard signed.verify() else {
             counters.rejectedBadSignature += 1
-            rememberFailure(signed)
+            rememberFailure(failureKey)
             return false
         }
         if let trust, trust.refusal(for: signed.record) != nil {
             // Refusals only grow (revocations are never withdrawn): safe to remember.
             counters.rejectedUntrusted += 1
-            rememberFailure(signed)
+            rememberFailure(failureKey)
             return false
         }
         return true
     }
 
-    mutating func rememberFailure(_ signed: SignedNodeRecord) {
+    mutating func rememberFailure(_ key: [UInt8]) {
         if failedSignatures.count > 4096 { failedSignatures.removeAll() }
-        failedSignatures.insert(signed.signature.bytes)
+        failedSignatures.insert(key)
+    }
+
+    /// A failure is remembered by signature *and* signed bytes: keyed by the signature alone, a member
+    /// that copied a genuine record's signature onto altered bytes would get the genuine record refused.
+    static func failureKey(_ signed: SignedNodeRecord) -> [UInt8] {
+        KeyDerivation.genericHash(signed.signature.bytes + signed.encodedRecord, outputLength: 32)
     }
 
     // MARK: - Liveness claims

@@ -29,6 +29,7 @@ public enum Lifecycle {
     /// Creates a new cluster in an empty state directory and returns the first join token (one use).
     public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
                                    tokenTTL: TimeInterval = 86_400, tokenUses: Int? = 1) throws -> String {
+        if let problem = JoinExchange.nodeNameProblem(node.name) { throw AgentError("\(problem): choose one with --name") }
         let store = StateStore(directory: config.stateDirectory)
         try refuseInitialised(store)
         let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
@@ -65,6 +66,7 @@ public enum Lifecycle {
     @discardableResult
     public static func join(token text: String, config: AgentConfig, node: NodeOptions) async throws -> (clusterID: String, node: NodeAssignment) {
         let token = try JoinToken(parsing: text)
+        if let problem = JoinExchange.nodeNameProblem(node.name) { throw AgentError("\(problem): choose one with --name") }
         let store = StateStore(directory: config.stateDirectory)
         let previous = try store.keysOfLeftNode()
         if previous == nil { try refuseInitialised(store) }

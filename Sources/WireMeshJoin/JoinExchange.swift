@@ -37,6 +37,17 @@ public enum JoinExchange {
     public static let nonceLength = 24
     static let kdfContext = "wmjoin01"
 
+    /// Why `name` cannot name a node (a record holds 1–63 bytes; names reach logs and terminals, so no
+    /// control characters or whitespace), or nil.
+    public static func nodeNameProblem(_ name: String) -> String? {
+        let n = name.utf8.count
+        guard n >= 1, n <= 63 else { return "node name must be 1 to 63 bytes of UTF-8 (it has \(n))" }
+        if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.isWhitespace }) {
+            return "node name must not contain control characters or whitespace"
+        }
+        return nil
+    }
+
     /// Builds the joiner's signed-by-MAC request.
     public static func makeRequest(token: JoinToken, nodeName: String, identity: IdentityPublicKey, wireGuardPublicKey: Key,
                                    requestedPodCIDR: IPPrefix? = nil, nonce: [UInt8]) -> JoinRequest {
@@ -123,6 +134,8 @@ public enum JoinExchange {
             throw JoinError.otherCluster(token: request.clusterID, member: member.clusterID)
         }
         if member.revocations?.contains(request.identityPublicKey) == true { throw JoinError.evicted(name: request.nodeName) }
+        // Checked before a token use, a block and a certificate are spent on a node that could not run.
+        if let problem = nodeNameProblem(request.nodeName) { throw JoinError.invalidRequest(problem) }
         // The MAC pins expiry and limit: the request's values are the token's.
         var view = token ?? ClusterToken(id: request.tokenID, createdAt: nil, expiresAt: .distantPast, usesLimit: nil,
                                          issuedBy: [], revokedBy: [], used: 0)

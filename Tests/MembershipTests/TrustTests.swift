@@ -197,6 +197,28 @@ struct HostileMemberTests {
         #expect(pump.nodes[eps[0]]!.localRecord.record.version < MembershipNode.versionLimit)
     }
 
+    @Test func aGenuineSignatureCopiedOntoAlteredBytesDoesNotGetTheGenuineRecordRefused() throws {
+        var (pump, eps) = cluster()
+        let b = testIdentity("b")
+        var update = certifiedRecord("b", index: 2, identity: b, version: 2)
+        update.labels["zone"] = "east"
+        let genuine = try SignedNodeRecord(signing: update, with: b)
+        // A member saw b's update first and sends its signature on other bytes ahead of it.
+        var altered = update
+        altered.labels["zone"] = "west"
+        let forged = SignedNodeRecord(record: altered, encodedRecord: try altered.canonicalEncoding(), signature: genuine.signature)
+        let before = pump.nodes[eps[0]]!.counters
+        pump.inject(forgedPayload([.record(forged)]), from: testEndpoint(99), to: eps[0])
+        pump.inject(forgedPayload([.record(forged)]), from: testEndpoint(99), to: eps[0])
+        pump.run(for: .milliseconds(10))
+        #expect(pump.nodes[eps[0]]!.counters.rejectedBadSignature == before.rejectedBadSignature + 1)
+        #expect(pump.nodes[eps[0]]!.counters.rejectedRepeated == before.rejectedRepeated + 1, "the same forgery again costs no verification")
+        pump.inject(forgedPayload([.record(genuine)]), from: testEndpoint(99), to: eps[0])
+        pump.run(for: .milliseconds(10))
+        let seen = pump.nodes[eps[0]]!.member(named: "b")!.record.record
+        #expect(seen.version == 2 && seen.labels["zone"] == "east", "the genuine update was taken")
+    }
+
     @Test func anEvictedMemberLeavesEveryViewAndItsRecordsAreRefusedFromThenOn() throws {
         var (pump, eps) = cluster()
         let c = testIdentity("c")

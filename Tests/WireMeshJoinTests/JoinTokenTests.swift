@@ -29,8 +29,8 @@ struct JoinFixture {
         ipam = try IPAM(clusterRange: settings.podRange, nodePrefixLength: 24)
     }
 
-    func request(nonce: [UInt8] = secureRandomBytes(24), token: JoinToken? = nil) -> JoinRequest {
-        JoinExchange.makeRequest(token: token ?? self.token, nodeName: "node-b", identity: joinerIdentity.publicKey,
+    func request(nonce: [UInt8] = secureRandomBytes(24), token: JoinToken? = nil, name: String = "node-b") -> JoinRequest {
+        JoinExchange.makeRequest(token: token ?? self.token, nodeName: name, identity: joinerIdentity.publicKey,
                                  wireGuardPublicKey: joinerWireGuard, nonce: nonce)
     }
 
@@ -303,6 +303,23 @@ struct JoinExchangeTests {
         let stranger = JoinExchange.MemberContext(clusterID: f.member.clusterID, settings: f.member.settings, keyring: f.member.keyring,
                                                   authority: .generate(), revocations: nil, members: [])
         #expect(throws: JoinError.authenticationFailed(id: f.token.idText)) { try f.admit(request, view: .some(nil), member: stranger) }
+    }
+
+    /// A name no record can hold (or that would reach logs with control characters) is refused before
+    /// a token use, a block or a certificate is spent on it.
+    @Test func aNameNoNodeCanRunUnderIsRefusedBeforeAnythingIsSpent() throws {
+        let f = try JoinFixture()
+        var assigned = 0
+        for name in ["", String(repeating: "n", count: 64), "node\nb", "node b", "node\u{1b}[2J"] {
+            #expect(throws: JoinError.self) {
+                try JoinExchange.admit(f.request(name: name), token: f.view, usedNonces: [], member: f.member, now: f.now,
+                                       memberNonce: secureRandomBytes(24)) { r in assigned += 1; return try f.assign(r) }
+            }
+        }
+        #expect(assigned == 0)
+        #expect(JoinExchange.nodeNameProblem(String(repeating: "n", count: 63)) == nil)
+        #expect(JoinExchange.nodeNameProblem("é-node") == nil)
+        _ = try f.admit(f.request(name: String(repeating: "n", count: 63)))
     }
 
     /// The MAC covers the expiry and the limit a member derives the key from: a joiner cannot
