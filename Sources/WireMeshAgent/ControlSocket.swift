@@ -120,6 +120,9 @@ public final class ControlServer: Service, Sendable {
         try await serveUntilClosed(channel) { self.close() }
     }
 
+    /// Control connections served now.
+    var openConnections: Int { connections.count }
+
     /// Stops accepting connections and closes the open ones (`run()` then returns).
     public func close() {
         channel.close(promise: nil)
@@ -135,15 +138,24 @@ public final class ControlServer: Service, Sendable {
 /// The open control connections, so that stopping the server also ends them.
 final class ConnectionRegistry: Sendable {
     private let state = Mutex<(closed: Bool, channels: [ObjectIdentifier: Channel])>((false, [:]))
+    /// Connections served at once: the CLI opens one per command, so more means something loops or
+    /// floods; each costs a descriptor and a task (`scripts/bench floods`: 363 held before the cap).
+    static let maxConnections = 64
 
-    /// Registers an accepted connection; returns false (and the caller closes it) once closing.
-    func add(_ channel: Channel) -> Bool {
+    enum Refusal { case closing, full }
+
+    /// Registers an accepted connection; returns why not (and the caller closes it) when closing or full.
+    func add(_ channel: Channel) -> Refusal? {
         state.withLock { s in
-            if s.closed { return false }
+            if s.closed { return .closing }
+            if s.channels.count >= Self.maxConnections { return .full }
             s.channels[ObjectIdentifier(channel)] = channel
-            return true
+            return nil
         }
     }
+
+    /// Connections registered now.
+    var count: Int { state.withLock { $0.channels.count } }
 
     func remove(_ channel: Channel) {
         _ = state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
@@ -175,7 +187,11 @@ final class ControlConnectionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
-        guard connections.add(channel) else {
+        if let refusal = connections.add(channel) {
+            if refusal == .full, let line = try? ControlCodec.encodeLine(ControlResponse.failure(ControlFailure(
+                code: "busy", message: "the agent already serves \(ConnectionRegistry.maxConnections) control connections: retry in a moment (is something opening them in a loop?)"))) {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: line)), promise: nil)
+            }
             context.close(promise: nil)
             return
         }

@@ -133,6 +133,63 @@ struct ControlSocketTests {
         }
     }
 
+    /// A flood of idle connections (root on the node, or a loop gone wrong) is capped: the next one is
+    /// told the agent is busy, and once they go a command is answered again.
+    @Test func idleConnectionsAreCappedAndTheNextIsToldWhy() async throws {
+        try await withTemporaryDirectory { (dir: String) async throws in
+            let path = dir + "/s.sock"
+            let server = try await ControlServer.bind(path: path) { _ in .done("ok") }
+            let serving = Task { try await server.run() }
+            defer { serving.cancel() }
+            let client = ControlClient(path: path, timeoutSeconds: 10)
+            let (busy, idle, last) = try await onThread { () throws -> (ControlResponse?, [Int32], String) in
+                var idle: [Int32] = []
+                for _ in 0..<ConnectionRegistry.maxConnections { idle.append(try ControlClient.connect(path)) }
+                // Connections become active on several event loops, not in the order they were accepted:
+                // a request sent before all idle ones are registered could take one's place.
+                for _ in 0..<3000 where server.openConnections < ConnectionRegistry.maxConnections { usleep(20_000) }
+                var busy: ControlResponse?
+                var last = ""
+                // Generous: on a loaded machine the server may not run for seconds (no timing is asserted).
+                for _ in 0..<3000 {
+                    do {
+                        let r = try client.send(.status)
+                        if case .failure(let f) = r, f.code == "busy" { busy = r; break }
+                        last = "\(r)"
+                    } catch { last = "\(error)" }
+                    usleep(20_000)
+                }
+                if busy == nil {
+                    var buf = [UInt8](repeating: 0, count: 16)
+                    let states = idle.map { fd -> String in
+                        if fcntl(fd, F_GETFD) < 0 { return "closed" }
+                        let n = recv(fd, &buf, 16, Int32(MSG_PEEK | MSG_DONTWAIT))
+                        return n == 0 ? "eof" : n > 0 ? "data" : (errno == EAGAIN ? "open" : "err\(errno)")
+                    }
+                    last += " idle: " + Dictionary(grouping: states, by: { $0 }).map { "\($0.key)=\($0.value.count)" }.joined(separator: ",")
+                }
+                return (busy, idle, last)
+            }
+            guard case .failure(let f)? = busy else {
+                Issue.record("no busy answer with \(ConnectionRegistry.maxConnections) connections open; last answer: \(last)")
+                for fd in idle { close(fd) }
+                return
+            }
+            #expect(f.message.contains("\(ConnectionRegistry.maxConnections) control connections"))
+            for fd in idle { close(fd) }
+            let again = try await onThread { () throws -> ControlResponse? in
+                for _ in 0..<3000 {
+                    if let r = try? client.send(.status), r == .done("ok") { return r }
+                    usleep(20_000)
+                }
+                return nil
+            }
+            #expect(again == .done("ok"))
+            server.close()
+            try await serving.value
+        }
+    }
+
     @Test func malformedLineGetsABadRequestAndTheConnectionStaysUsable() async throws {
         try await withTemporaryDirectory { (dir: String) async throws in
             let path = dir + "/s.sock"
