@@ -14,6 +14,9 @@ public enum Hex {
 
     /// The bytes of hex digits in either case; nil for an odd count or any other character.
     /// The result is allocated once at its final size, so a caller decoding a secret can zero it.
+    /// Inlinable so callers in other modules get it specialised (unspecialised, it dominated reading a
+    /// 1000-peer UAPI reply).
+    @inlinable
     public static func decode<C: Collection>(utf8 digits: C) -> [UInt8]? where C.Element == UInt8 {
         guard digits.count % 2 == 0 else { return nil }
         var out = [UInt8](repeating: 0, count: digits.count / 2)
@@ -33,9 +36,11 @@ public enum Hex {
     }
 
     /// `decode(utf8:)` of a string.
+    @inlinable
     public static func decode(_ text: String) -> [UInt8]? { decode(utf8: Array(text.utf8)) }
 
     /// The value of one hex digit (either case).
+    @inlinable
     static func value(of digit: UInt8) -> UInt8? {
         switch digit {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): return digit - UInt8(ascii: "0")

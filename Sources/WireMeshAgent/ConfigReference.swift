@@ -69,7 +69,8 @@ public enum ConfigReference {
             """
         var out = wrap(intro.split(separator: " ").map(String.init), indent: 0) + "\n\n"
         for key in ConfigKey.allCases {
-            out += "  " + key.flag.padding(toLength: 25, withPad: " ", startingAt: 0) + key.environmentVariable + "\n"
+            // Built on every start of the CLI (argument-parser reads the root's discussion): no Foundation.
+            out += "  " + key.flag + String(repeating: " ", count: max(0, 25 - key.flag.utf8.count)) + key.environmentVariable + "\n"
             // "(default: X)" stays on one line.
             let words = key.summary.split(separator: " ").map(String.init) + ["(default: \(key.defaultText))"]
             out += wrap(words, indent: 6) + "\n"

@@ -59,7 +59,11 @@ public struct Key: Sendable, Hashable, CustomStringConvertible {
             throw KeyError.invalidLength(expected: Key.length, got: bytes.count)
         }
         storage = SecretBytes(count: Key.length)
-        UnsafeMutableRawBufferPointer(storage.pointer).copyBytes(from: bytes)
+        let target = UnsafeMutableRawBufferPointer(storage.pointer)
+        // One copy of contiguous bytes; the element-wise generic copy is slow across modules.
+        if bytes.withContiguousStorageIfAvailable({ target.copyMemory(from: UnsafeRawBufferPointer($0)) }) == nil {
+            target.copyBytes(from: bytes)
+        }
     }
 
     init(filling fill: (UnsafeMutableRawBufferPointer) -> Void) {
