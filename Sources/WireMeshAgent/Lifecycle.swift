@@ -59,6 +59,20 @@ public enum Lifecycle {
         (try? StateStore(directory: config.stateDirectory).keysOfLeftNode())??.name
     }
 
+    /// The argv of the `wiremesh agent` that `join` becomes. Every flag join was given is passed again:
+    /// saved settings sit under the environment, so a `WIREMESH_*` variable left in join's environment
+    /// would otherwise win over what the operator typed on join's command line.
+    public static func agentArguments(stateDirectory: String, configFile: String?, flags: [ConfigKey: String],
+                                      adoptInterface: Bool) -> [String] {
+        var argv = ["wiremesh", "agent", "--state-dir", stateDirectory]
+        if let configFile { argv += ["--config", configFile] }
+        for key in ConfigKey.allCases where key != .stateDir {
+            if let value = flags[key] { argv += [key.flag, value] }
+        }
+        if adoptInterface { argv.append("--adopt-interface") }
+        return argv
+    }
+
     /// Joins the cluster a token names: the exchange hands this node the cluster key and its pod CIDR.
     /// The token's members are tried in order until one answers (a refusal is final).
     /// A node that left (`wiremesh leave`) joins again with its old identity and WireGuard key.

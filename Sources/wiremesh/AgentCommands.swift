@@ -213,11 +213,8 @@ struct JoinCommand: AsyncParsableCommand {
         // The token is spent but still in this process's argv, which every local user can read in
         // /proc/PID/cmdline: the agent runs as a fresh `wiremesh agent` (what join was told is saved
         // in the state directory, so it needs only that and what is not saved).
-        var argv = ["wiremesh", "agent", "--state-dir", config.stateDirectory]
-        if let file = common.configFile { argv += ["--config", file] }
-        if let level = node.logLevel { argv += ["--log-level", level] }
-        if let format = node.logFormat { argv += ["--log-format", format] }
-        if node.adoptInterface { argv.append("--adopt-interface") }
+        let argv = Lifecycle.agentArguments(stateDirectory: config.stateDirectory, configFile: common.configFile,
+                                            flags: common.flags.merging(node.flags) { a, _ in a }, adoptInterface: node.adoptInterface)
         fflush(nil)  // every stream: the "joined" line may sit in a buffer when stdout is a file
         execAgent(argv)
         printError("join: could not start the agent as a new process (\(String(cString: strerror(errno)))); running it here")

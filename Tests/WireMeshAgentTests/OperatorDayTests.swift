@@ -11,6 +11,21 @@ import WireMeshCrypto
 /// The pure and file-level parts of issue 14 (an operator's day); scripts/e2e/operator.sh runs the rest.
 @Suite("Operator's day")
 struct OperatorDayTests {
+    /// `join` becomes `wiremesh agent`: what the operator typed on join's command line is typed again,
+    /// so a WIREMESH_* variable left in the environment cannot override it (saved settings sit under
+    /// the environment). Found by joining with --cni-config-dir while WIREMESH_CNI_CONFIG_DIR was set.
+    @Test func theAgentJoinBecomesGetsEveryFlagJoinWasGiven() {
+        let argv = Lifecycle.agentArguments(stateDirectory: "/var/lib/wm", configFile: "/etc/wm.yaml",
+                                            flags: [.cniConfigDir: "/etc/cni/net.d", .controlSocket: "/run/wm.sock",
+                                                    .stateDir: "/ignored", .logLevel: "debug"],
+                                            adoptInterface: true)
+        #expect(argv == ["wiremesh", "agent", "--state-dir", "/var/lib/wm", "--config", "/etc/wm.yaml",
+                         "--control-socket", "/run/wm.sock", "--log-level", "debug", "--cni-config-dir", "/etc/cni/net.d",
+                         "--adopt-interface"])
+        #expect(Lifecycle.agentArguments(stateDirectory: "/s", configFile: nil, flags: [:], adoptInterface: false)
+                == ["wiremesh", "agent", "--state-dir", "/s"])
+    }
+
     /// Loads the config as the CLI does, with a config file of `yaml` (nil: none).
     func load(_ dir: String, yaml: String? = nil, environment: [String: String] = [:],
               flags: [ConfigKey: String]) throws -> AgentConfig {
