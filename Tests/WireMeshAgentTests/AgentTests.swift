@@ -163,7 +163,7 @@ final class ManualClock: Sendable {
         try await withTemporaryDirectory { dir in
             let h = try await AgentHarness(directory: dir, peers: 1)
             await h.agent.reconcile()
-            h.dataplane.tearDown(clusterRange: AgentHarness.podRange)  // wireguard-go killed, link gone
+            h.dataplane.tearDown(clusterRanges: [AgentHarness.podRange])  // wireguard-go killed, link gone
             await h.agent.reconcile()
             let s = h.dataplane.with { $0 }
             let overlay = try IPPrefix("10.244.1.0/32")
