@@ -39,4 +39,23 @@ import Testing
         check("cleanup", "no container is left in the run's podman storage")
         #expect(status == 0)
     }
+
+    /// Dual-stack's other half: nodes that advertise IPv6 addresses only (token, gossip and WireGuard
+    /// over IPv6), scripts/e2e/ipv6-underlay.sh.
+    @Test func nodesAdvertisingIPv6AddressesFormTheMeshOverAnIPv6Underlay() async throws {
+        if let reason = missingNetnsPrerequisite(tools: ["wireguard-go", "wg", "tcpdump", "jq"]) {
+            Issue.record("the IPv6 underlay e2e cannot run on this machine: \(reason)")
+            return
+        }
+        let (cases, status) = try await runResultCases(packageRoot + "/scripts/e2e/ipv6-underlay.sh", [])
+        func check(_ name: String, _ what: String) {
+            #expect(cases[name]?.pass == true, "\(name): \(what) (\(cases[name]?.detail ?? "no RESULT line; see stderr"))")
+        }
+        check("mesh", "init, the token, joins and gossip over IPv6: every node sees the others alive")
+        check("endpoints", "each WireGuard peer's endpoint is the other node's IPv6 address")
+        check("overlay", "nodes reach each other's IPv4 and IPv6 overlay addresses through the mesh")
+        check("capture", "WireGuard and gossip run over IPv6 only, no cluster address in clear")
+        check("steady", "the IPv6 routes the kernel lists are the planned ones: nothing is rewritten at a resync")
+        #expect(status == 0)
+    }
 }
