@@ -46,7 +46,10 @@ public struct ClusterSettings: Sendable, Equatable {
         guard !podRangeV6.address.isIPv4 else {
             throw IPAMError.invalidSettings("the IPv6 pod range \(podRangeV6) is IPv4: give an IPv6 range such as fd42:1::/48")
         }
-        _ = try ipamV6()
+        // IPAM's words name no family or flag: say which range it was about.
+        do { _ = try ipamV6() } catch IPAMError.invalidSettings(let what) {
+            throw IPAMError.invalidSettings("IPv6 range \(podRangeV6) with a /\(nodePrefixLengthV6) per node: \(what) (IPv6: --cluster-cidr-v6 such as fd42:244::/48, --node-prefix-v6 such as 64)")
+        }
     }
 }
 
