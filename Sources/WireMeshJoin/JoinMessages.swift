@@ -41,7 +41,7 @@ public struct ClusterSettings: Sendable, Equatable {
         _ = try IPAM(clusterRange: podRange, nodePrefixLength: nodePrefixLength)
         guard let podRangeV6 else { return }
         guard podRange.address.isIPv4 else {
-            throw IPAMError.invalidSettings("the pod range \(podRange) is not IPv4: a dual-stack cluster has an IPv4 range and an IPv6 range (--pod-range-v6)")
+            throw IPAMError.invalidSettings("the pod range \(podRange) is not IPv4: a dual-stack cluster has an IPv4 range (--cluster-cidr) and an IPv6 range (--cluster-cidr-v6)")
         }
         guard !podRangeV6.address.isIPv4 else {
             throw IPAMError.invalidSettings("the IPv6 pod range \(podRangeV6) is IPv4: give an IPv6 range such as fd42:1::/48")
