@@ -184,34 +184,44 @@ done
 
 capture_start "$WORK/cap.txt" ip or ip6
 
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${CIP[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
-done; done
-[ -z "$failed" ] && check ping 1 "6 container pairs" || check ping 0 "failed:$failed"
+# Every container pings every other one at its address in the array named $1 (CIP, CIP6); prints the
+# pairs that failed.
+ping_pairs() {
+  local -n to=$1
+  local i j failed=""
+  for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
+    if [ "$i" != "$j" ]; then
+      pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${to[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
+    fi
+  done; done
+  echo "$failed"
+}
+# Every container fetches the address page of every other one at its address in the array named $1,
+# written into URLs by the printf format $2 (an IPv6 address goes in brackets); prints the pairs whose
+# server did not see the client container's own address.
+fetch_pairs() {
+  local -n at=$1
+  local i j seen host failed=""
+  for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
+    if [ "$i" != "$j" ]; then
+      # shellcheck disable=SC2059  # the format is the caller's
+      host="$(printf "$2" "${at[$j]}")"
+      seen="$(cfetch "$i" "http://$host:8080/cgi-bin/ip")"
+      [[ "$seen" == *"${at[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${at[$i]});"
+    fi
+  done; done
+  echo "$failed"
+}
 
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  seen="$(cfetch "$i" "http://${CIP[$j]}:8080/cgi-bin/ip")"
-  [[ "$seen" == *"${CIP[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${CIP[$i]});"
-done; done
+failed="$(ping_pairs CIP)"
+[ -z "$failed" ] && check ping 1 "6 container pairs" || check ping 0 "failed:$failed"
+failed="$(fetch_pairs CIP %s)"
 [ -z "$failed" ] && check tcp 1 "6 pairs, each server saw the client container's address" || check tcp 0 "$failed"
 
 log "IPv6: the same between the containers' own IPv6 addresses"
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${CIP6[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
-done; done
+failed="$(ping_pairs CIP6)"
 [ -z "$failed" ] && check ping6 1 "6 container pairs over IPv6" || check ping6 0 "failed:$failed (addresses: ${CIP6[*]})"
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  seen="$(cfetch "$i" "http://[${CIP6[$j]}]:8080/cgi-bin/ip")"
-  [[ "$seen" == *"${CIP6[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${CIP6[$i]});"
-done; done
+failed="$(fetch_pairs CIP6 '[%s]')"
 [ -z "$failed" ] && check tcp6 1 "6 pairs over IPv6, each server saw the client container's own IPv6 address" || check tcp6 0 "$failed"
 
 log "node to pod: node 1's own processes to the container on node 2"
