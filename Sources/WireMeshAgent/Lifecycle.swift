@@ -132,6 +132,9 @@ public enum Lifecycle {
         throw AgentError("no address to advertise: give --advertise-address IP")
     }
 
+    /// IPv6's minimum link MTU (RFC 8200).
+    static let ipv6MinimumMTU = 1280
+
     /// Runs the agent until SIGTERM/SIGINT or `wiremesh leave`. The interface, its peers and the
     /// routes stay when the agent stops, so traffic keeps flowing across restarts.
     ///
@@ -159,6 +162,10 @@ public enum Lifecycle {
         }
         let advertise = try advertiseAddress(config)
         let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
+        // Linux takes no IPv6 address on a link below IPv6's minimum MTU (its error would not say so).
+        if state.node.podCIDRV6 != nil && mtu < Self.ipv6MinimumMTU {
+            throw AgentError("the WireGuard interface MTU would be \(mtu), below IPv6's minimum of \(Self.ipv6MinimumMTU), and this cluster is dual-stack: give --mtu \(Self.ipv6MinimumMTU) or more (it needs an underlay MTU of at least \(Self.ipv6MinimumMTU + AgentConfig.wireGuardOverhead))")
+        }
         try link.configureLink(mtu: mtu, addresses: state.node.overlayPrefixes)
         // Containers: the runtime's conflist and the egress table (ContainerNetwork.swift).
         let containers = ContainerNetworkService(
