@@ -282,28 +282,15 @@ else check capture 0 "$total packets, $wgpk WireGuard (expected >= 48), $clear w
 
 # ---------------------------------------------------------------------------------------------
 log "egress table: nft as the reference, kept across a restart, restored after a flush"
-want="$(cat <<EOF
-table ip wiremesh {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr $CLUSTER ip daddr $CLUSTER return
-		ip saddr ${BLOCK[1]} masquerade
-		oifname "${P}w1" snat to ${OVERLAY[1]}
-	}
+# nft's listing of the agent's egress table of FAMILY (ip, ip6; also its address keyword) as planned for
+# RANGE, BLOCK and OVERLAY.
+egress_table() {
+  printf 'table %s wiremesh {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n' "$1"
+  printf '\t\t%s saddr %s %s daddr %s return\n\t\t%s saddr %s masquerade\n' "$1" "$2" "$1" "$2" "$1" "$3"
+  printf '\t\toifname "%s" snat to %s\n\t}\n}\n' "${P}w1" "$4"
 }
-EOF
-)"
-want6="$(cat <<EOF
-table ip6 wiremesh {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip6 saddr $CLUSTER6 ip6 daddr $CLUSTER6 return
-		ip6 saddr ${BLOCK6[1]} masquerade
-		oifname "${P}w1" snat to ${BLOCK6[1]%/*}
-	}
-}
-EOF
-)"
+want="$(egress_table ip "$CLUSTER" "${BLOCK[1]}" "${OVERLAY[1]}")"
+want6="$(egress_table ip6 "$CLUSTER6" "${BLOCK6[1]}" "${BLOCK6[1]%/*}")"
 problems=""
 got="$(ip netns exec "$P-n1" nft list table ip wiremesh 2>&1)"
 [ "$got" = "$want" ] || problems+=" table differs: got [$got] expected [$want];"
