@@ -255,7 +255,7 @@ final class Attacker {
         var r = NodeRecord(name: state.node.name, identity: identity.publicKey, version: version,
                            wireguardKey: state.wireGuardKey.publicKey(),
                            wireguardEndpoints: [Endpoint(address: local.address, port: 51820)], gossipAddress: local,
-                           podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress)
+                           podCIDRs: state.node.podCIDRs, overlayAddress: state.node.overlayAddress)
         r.certificate = state.certificate
         r.clusterKeys = state.clusterKeys.tags
         r.revocationSerial = state.revocations?.serial ?? 0

@@ -165,8 +165,11 @@ extension MeshPlanner {
     /// compared on destination, interface, type, table and metric (what identifies them in the kernel).
     public static func routeChanges(actual: [Route], desired: [Route]) -> RouteChanges {
         func key(_ r: Route) -> RouteKey {
-            RouteKey(destination: r.destination.network, interfaceIndex: r.type == .unicast ? r.interfaceIndex : nil,
-                     table: r.table, type: r.type.rawValue, metric: r.metric ?? 0)
+            // The kernel stores an IPv6 route given no metric with 1024 (IP6_RT_PRIO_USER) and lists it so.
+            let metric = r.metric ?? 0
+            return RouteKey(destination: r.destination.network, interfaceIndex: r.type == .unicast ? r.interfaceIndex : nil,
+                            table: r.table, type: r.type.rawValue,
+                            metric: metric == 0 && !r.destination.address.isIPv4 ? 1024 : metric)
         }
         let have = Set(actual.map(key))
         let want = Set(desired.map(key))

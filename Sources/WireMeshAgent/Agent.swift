@@ -35,7 +35,7 @@ public actor Agent {
     var interfaceIndex: Int32
     /// Blocks handed to nodes admitted by this member whose records have not arrived yet (with the
     /// time: an admitted node that never shows up frees its block after `pendingAssignmentTTL`).
-    var pendingAssignments: [String: (block: IPPrefix, at: ContinuousClock.Instant)] = [:]
+    var pendingAssignments: [String: (blocks: [IPPrefix], at: ContinuousClock.Instant)] = [:]
     static let pendingAssignmentTTL: Duration = .seconds(300)
     /// BLAKE2b of the member list last saved (the list itself is ~0.5 MB at 1000 members), and the
     /// view generation it was saved from.
@@ -113,7 +113,7 @@ public actor Agent {
                    wireguardKey: state.wireGuardKey.publicKey(), pendingWireguardKey: state.pendingWireGuardKey?.publicKey(),
                    wireguardEndpoints: [Endpoint(address: advertise, port: config.wireGuardPort)],
                    gossipAddress: Endpoint(address: advertise, port: config.gossipPort),
-                   podCIDRs: [state.node.podCIDR], overlayAddress: state.node.overlayAddress,
+                   podCIDRs: state.node.podCIDRs, overlayAddress: state.node.overlayAddress,
                    tokens: TokenRecords.announcements((try? tokenCache.get()) ?? [], now: clock.wall()))
         record.clusterKeys = state.clusterKeys.tags
         record.certificate = state.certificate
@@ -124,7 +124,7 @@ public actor Agent {
     var settings: MeshSettings {
         MeshSettings(interface: config.interface, interfaceIndex: interfaceIndex, listenPort: config.wireGuardPort,
                      persistentKeepalive: UInt16(clamping: (config.persistentKeepalive?.components.seconds ?? 0)),
-                     clusterCIDRs: [state.settings.podRange])
+                     clusterCIDRs: state.settings.podRanges)
     }
 
     /// One reconciliation pass: plan from the view, diff against the device and routes, apply the delta.
@@ -149,11 +149,11 @@ public actor Agent {
     func programDataplane(_ view: MemberView) throws {
         let members = view.members
         let record = localRecord(version: 0)
-        let overlay = state.node.overlayAddress
+        let overlays = state.node.overlayPrefixes
         let started = clock.monotonic()
         var admitted: [Peer] = []
         do {
-            let report = try reconciler.pass(mtu: mtu, overlay: try IPPrefix(address: overlay, length: overlay.bitWidth)) { actual, index in
+            let report = try reconciler.pass(mtu: mtu, overlays: overlays) { actual, index in
                 interfaceIndex = index
                 // Read back first: the plan keeps dead members whose data plane the device shows alive.
                 observeDataPlane(actual, members: members)
@@ -232,7 +232,7 @@ public actor Agent {
     }
 
     /// The block reserved for an admitted node whose record has not arrived yet.
-    func reservedBlock(of name: String) -> IPPrefix? { pendingAssignments[name]?.block }
+    func reservedBlock(of name: String) -> IPPrefix? { pendingAssignments[name]?.blocks.first }
 
     /// Peers of just-admitted nodes whose records the view does not hold yet (for 60 s at most).
     func admittedPeerList(members: [Member]) -> [Peer] {
@@ -286,7 +286,7 @@ public actor Agent {
                 let members = await currentMembers()
                 let keys = clusterKeyStatus
                 return .status(StatusInfo(
-                    nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: [state.node.podCIDR.description],
+                    nodeName: state.node.name, clusterID: state.clusterID, podCIDRs: state.node.podCIDRs.map(\.description),
                     overlayAddress: state.node.overlayAddress.description, interface: config.interface,
                     wireGuardPublicKey: state.wireGuardKey.publicKey().base64, wireGuardPort: config.wireGuardPort,
                     gossipPort: config.gossipPort, backend: reconciler.backendKind,
@@ -382,7 +382,8 @@ public actor Agent {
             let now = clock.wall()
             let candidate = try JoinCandidate(
                 request, members: members, local: state.node, settings: state.settings,
-                pending: pendingAssignments.mapValues(\.block), nowMs: UInt64(now.timeIntervalSince1970 * 1000),
+                pending: pendingAssignments.compactMapValues { $0.blocks.first { $0.address.isIPv4 } },
+                pendingV6: pendingAssignments.compactMapValues { $0.blocks.first { !$0.address.isIPv4 } }, nowMs: UInt64(now.timeIntervalSince1970 * 1000),
                 monotonicNow: GossipHandler.now())  // the clock of `Member.since`
             let context = JoinExchange.MemberContext(
                 clusterID: state.clusterID, settings: state.settings, keyring: state.keyring,
@@ -398,15 +399,15 @@ public actor Agent {
                 memberNonce: secureRandomBytes(JoinExchange.nonceLength), assign: candidate.assign)
             let used = TokenRecords.recordingUse(of: request, nonce: admission.nonce, in: records)
             try saveTokenRecords(used)
-            pendingAssignments[request.nodeName] = (admission.assignment.podCIDR, clock.monotonic())
-            let overlay = admission.assignment.overlayAddress
+            pendingAssignments[request.nodeName] = (admission.assignment.podCIDRs, clock.monotonic())
             admittedPeers[request.nodeName] = (Peer(
                 publicKey: request.wireGuardPublicKey, persistentKeepaliveInterval: settings.persistentKeepalive,
-                allowedIPs: [admission.assignment.podCIDR, try IPPrefix(address: overlay, length: overlay.bitWidth)]), clock.monotonic())
+                allowedIPs: admission.assignment.podCIDRs + [admission.assignment.overlayPrefixes[0]]), clock.monotonic())
             do { try await announceTokens(used) } catch { logger.warning("could not announce the token use: \(error)") }
             await reconcile()
             Counter(label: MetricName.joins, dimensions: [("result", "admitted")]).increment()
-            logger.info("admitted node", metadata: ["node": "\(request.nodeName)", "pod_cidr": "\(admission.assignment.podCIDR)"])
+            logger.info("admitted node", metadata: ["node": "\(request.nodeName)",
+                                                     "pod_cidr": "\(admission.assignment.podCIDRs.map(\.description).joined(separator: ","))"])
             return .joined(admission.response)
         } catch {
             Counter(label: MetricName.joins, dimensions: [("result", "refused")]).increment()

@@ -10,7 +10,7 @@ import WireMeshJoin
 extension Agent {
     /// What every record must satisfy: the authority's certificate, inside the cluster range, not evicted.
     var trust: ClusterTrust {
-        ClusterTrust(authority: state.authorityKey, clusterID: state.clusterID, ranges: [state.settings.podRange],
+        ClusterTrust(authority: state.authorityKey, clusterID: state.clusterID, ranges: state.settings.podRanges,
                      revocations: state.revocations)
     }
 

@@ -15,6 +15,10 @@ import IPNetwork
 ///   broadcast address are outside that range, so no container can ever get them.
 /// Both node addresses lie inside the block, which every peer already routes to this node: the mesh
 /// needs no extra allowed IP or route for containers.
+///
+/// A dual-stack node has an IPv6 block beside it, laid out the same way (B6 + 0 overlay, B6 + 1 the
+/// bridge's, containers from B6 + 2 to the last address: IPv6 has no broadcast address): `host-local`
+/// gets one range set per family, so every container gets an address of each.
 public struct CNIConfig: Sendable, Equatable {
     /// The CNI network name runtimes select (`podman run --network wiremesh`).
     public static let networkName = "wiremesh"
@@ -34,12 +38,15 @@ public struct CNIConfig: Sendable, Equatable {
     /// `host-local`'s store (it adds a directory per network name): under the state directory, so two
     /// nodes on one machine never share reservations.
     public var ipamDataDirectory: String
+    /// This node's IPv6 pod block in a dual-stack cluster, nil for IPv4 only.
+    public var blockV6: IPPrefix?
 
-    public init(block: IPPrefix, mtu: Int, bridge: String, ipamDataDirectory: String) {
+    public init(block: IPPrefix, mtu: Int, bridge: String, ipamDataDirectory: String, blockV6: IPPrefix? = nil) {
         self.block = block
         self.mtu = mtu
         self.bridge = bridge
         self.ipamDataDirectory = ipamDataDirectory
+        self.blockV6 = blockV6
     }
 
     /// The bridge of the node whose WireGuard interface is `interface`: `<interface>-br` when that
@@ -58,15 +65,19 @@ public struct CNIConfig: Sendable, Equatable {
     public struct BlockTooSmall: Error, CustomStringConvertible {
         public var block: IPPrefix
         public var description: String {
-            "pod block \(block) is too small for containers: it needs the overlay address, a gateway, at least one container address and a broadcast address; use a node prefix of /29 or shorter"
+            block.address.isIPv4
+                ? "pod block \(block) is too small for containers: it needs the overlay address, a gateway, at least one container address and a broadcast address; use a node prefix of /29 or shorter"
+                : "IPv6 pod block \(block) is too small for containers: it needs the overlay address, a gateway and container addresses; use an IPv6 node prefix of /126 or shorter (/64 is the default)"
         }
     }
 
-    /// An IPv6 block: containers on IPv6 (dual-stack) are not implemented yet.
+    /// A block of the wrong family: the first block must be IPv4, the second (`blockV6`) IPv6.
     public struct UnsupportedFamily: Error, CustomStringConvertible {
         public var block: IPPrefix
         public var description: String {
-            "pod block \(block) is IPv6: this version writes CNI configs and egress rules for IPv4 blocks only"
+            block.address.isIPv4
+                ? "pod block \(block) is IPv4 where the IPv6 block of a dual-stack node is expected"
+                : "pod block \(block) is IPv6: the CNI config needs the node's IPv4 block first (an IPv6 block goes beside it, dual-stack)"
         }
     }
 
@@ -90,6 +101,18 @@ public struct CNIConfig: Sendable, Equatable {
             "subnet": block.network.description, "gateway": gateway.description,
             "rangeStart": rangeStart.description, "rangeEnd": rangeEnd.description,
         ]
+        var ranges: [[[String: Any]]] = [[range]]
+        var routes: [[String: Any]] = [["dst": "0.0.0.0/0"]]
+        if let v6 = blockV6?.network {
+            guard !v6.address.isIPv4 else { throw UnsupportedFamily(block: v6) }
+            // Overlay, gateway and at least two container addresses.
+            guard v6.length <= 126 else { throw BlockTooSmall(block: v6) }
+            ranges.append([[
+                "subnet": v6.description, "gateway": v6.firstAddress.adding(1).description,
+                "rangeStart": v6.firstAddress.adding(2).description, "rangeEnd": v6.lastAddress.description,
+            ]])
+            routes.append(["dst": "::/0"])
+        }
         let bridgePlugin: [String: Any] = [
             "type": "bridge", "bridge": bridge, "isGateway": true,
             // The agent masquerades egress itself (its nftables table), and never pod-to-pod traffic.
@@ -98,7 +121,7 @@ public struct CNIConfig: Sendable, Equatable {
             "hairpinMode": true,
             "mtu": mtu,
             "ipam": [
-                "type": "host-local", "ranges": [[range]], "routes": [["dst": "0.0.0.0/0"]],
+                "type": "host-local", "ranges": ranges, "routes": routes,
                 "dataDir": ipamDataDirectory,
             ] as [String: Any],
         ]

@@ -5,6 +5,7 @@ import Foundation
 import IPNetwork
 import Logging
 import ServiceLifecycle
+import WireMeshJoin
 
 /// Puts containers on the mesh: this node's CNI config list for the runtime (`CNIConfig`) and the
 /// egress table (`EgressRules`). Set up when the agent starts, checked again every `interval`,
@@ -14,18 +15,32 @@ public struct ContainerNetwork: Sendable {
     public var cni: CNIConfig
     /// Where runtimes read CNI config lists (`--cni-config-dir`).
     public var directory: String
-    /// The egress table as it should be.
-    public var egress: EgressRules
+    /// The egress tables as they should be: IPv4, then IPv6 in a dual-stack cluster.
+    public var egress: [EgressRules]
 
     /// The conflist's path.
     public var configListPath: String { directory + "/" + CNIConfig.fileName }
 
-    /// The plan for a node: its block, overlay address and interface, MTU and directories.
-    public init(config: AgentConfig, clusterRange: IPPrefix, block: IPPrefix, overlayAddress: IPAddress, mtu: Int) {
+    /// The plan for a node: its block, overlay address and interface, MTU and directories; in a
+    /// dual-stack cluster also the IPv6 range and block (`clusterRangeV6`, `blockV6`: both or neither).
+    public init(config: AgentConfig, clusterRange: IPPrefix, block: IPPrefix, overlayAddress: IPAddress, mtu: Int,
+                clusterRangeV6: IPPrefix? = nil, blockV6: IPPrefix? = nil) {
         directory = config.cniConfigDirectory
         cni = CNIConfig(block: block.network, mtu: mtu, bridge: CNIConfig.bridgeName(forInterface: config.interface),
-                        ipamDataDirectory: ContainerNetwork.ipamDataDirectory(stateDirectory: config.stateDirectory))
-        egress = EgressRules(clusterRange: clusterRange, block: block, overlayAddress: overlayAddress, interface: config.interface)
+                        ipamDataDirectory: ContainerNetwork.ipamDataDirectory(stateDirectory: config.stateDirectory),
+                        blockV6: blockV6?.network)
+        egress = [EgressRules(clusterRange: clusterRange, block: block, overlayAddress: overlayAddress, interface: config.interface)]
+        if let clusterRangeV6, let blockV6 {
+            // The IPv6 overlay address is the IPv6 block's first, like the IPv4 one.
+            egress.append(EgressRules(clusterRange: clusterRangeV6, block: blockV6, overlayAddress: blockV6.firstAddress,
+                                      interface: config.interface))
+        }
+    }
+
+    /// The plan for a node from its state.
+    public init(config: AgentConfig, settings: ClusterSettings, node: NodeAssignment, mtu: Int) {
+        self.init(config: config, clusterRange: settings.podRange, block: node.podCIDR, overlayAddress: node.overlayAddress,
+                  mtu: mtu, clusterRangeV6: settings.podRangeV6, blockV6: node.podCIDRV6)
     }
 
     /// `host-local`'s store for a node: inside its state directory.
@@ -47,14 +62,19 @@ public struct ContainerNetwork: Sendable {
         }
     }
 
-    /// Programs the egress table unless the kernel already holds exactly it. Returns whether it changed.
+    /// Programs each egress table unless the kernel already holds exactly it. Returns whether any changed.
+    /// An IPv6 table left from a dual-stack plan that no longer has one is not removed here (`leave` does).
     @discardableResult
     public func programEgress() throws -> Bool {
         let nft = try Nftables()
-        if let listing = try nft.listTable(family: EgressRules.family, name: EgressRules.tableName),
-           egress.matches(listing: listing) { return false }
-        try nft.run(try egress.replaceBatch(), operation: "replace table \(EgressRules.family) \(EgressRules.tableName)")
-        return true
+        var changed = false
+        for rules in egress {
+            if let listing = try nft.listTable(family: rules.family, name: EgressRules.tableName),
+               rules.matches(listing: listing) { continue }
+            try nft.run(try rules.replaceBatch(), operation: "replace table \(rules.family) \(EgressRules.tableName)")
+            changed = true
+        }
+        return changed
     }
 
     /// After a leave: removes the conflist (runtimes stop putting new containers on the mesh) and
@@ -65,8 +85,10 @@ public struct ContainerNetwork: Sendable {
         if unlink(path) != 0 && errno != ENOENT {
             logger.warning("leave: could not remove the CNI config \(path): \(String(cString: strerror(errno)))")
         }
-        do { try Nftables().run(try EgressRules.removeBatch(), operation: "delete table \(EgressRules.family) \(EgressRules.tableName)") } catch {
-            logger.warning("leave: could not remove the egress table: \(error)")
+        for family in EgressRules.families {
+            do { try Nftables().run(try EgressRules.removeBatch(family: family), operation: "delete table \(family) \(EgressRules.tableName)") } catch {
+                logger.warning("leave: could not remove the \(family) egress table: \(error)")
+            }
         }
     }
 
@@ -118,7 +140,8 @@ struct ContainerNetworkService: Service {
             return
         }
         if try network.writeConfigList() {
-            logger.info("wrote CNI config", metadata: ["path": "\(network.configListPath)", "block": "\(network.cni.block)"])
+            logger.info("wrote CNI config", metadata: ["path": "\(network.configListPath)",
+                                                       "block": "\(([network.cni.block] + [network.cni.blockV6].compactMap { $0 }).map(\.description).joined(separator: ","))"])
         }
         _ = check(lastProblem: nil)  // a problem is logged here and again by the first check of `run`
     }
@@ -128,7 +151,7 @@ struct ContainerNetworkService: Service {
     func check(lastProblem: String?) -> String? {
         do {
             if try network.programEgress() {
-                logger.info("programmed egress table", metadata: ["table": "\(EgressRules.family) \(EgressRules.tableName)"])
+                logger.info("programmed egress table", metadata: ["table": "\(network.egress.map { "\($0.family) \(EgressRules.tableName)" }.joined(separator: ","))"])
             }
             return nil
         } catch {

@@ -13,8 +13,8 @@ public protocol Dataplane: AnyObject, Sendable {
     var backendKind: String { get }
     /// Creates the interface again if it disappeared; true when it had to.
     func ensureInterface() throws -> Bool
-    /// Sets MTU and the overlay address and brings the link up (only what differs).
-    func configureLink(mtu: Int, address: IPPrefix?) throws
+    /// Sets MTU and the overlay addresses (one per family) and brings the link up (only what differs).
+    func configureLink(mtu: Int, addresses: [IPPrefix]) throws
     /// The interface index, for routes.
     func interfaceIndex() throws -> Int32
     /// The device as it is, peers included.
@@ -26,7 +26,7 @@ public protocol Dataplane: AnyObject, Sendable {
     /// Adds then removes routes (so the cluster range is never uncovered).
     func apply(_ changes: RouteChangesInput) throws
     /// Removes the node's part in the mesh after a leave (routes, interface).
-    func tearDown(clusterRange: IPPrefix)
+    func tearDown(clusterRanges: [IPPrefix])
 }
 
 extension LinkManager: Dataplane {
@@ -79,11 +79,11 @@ public final class InMemoryDataplane: Dataplane {
         }
     }
 
-    public func configureLink(mtu: Int, address: IPPrefix?) throws {
+    public func configureLink(mtu: Int, addresses: [IPPrefix]) throws {
         try with { s in
             guard s.exists else { throw WireGuardError.noSuchDevice(interface) }
             s.mtu = mtu
-            if let address, !s.addresses.contains(address) { s.addresses.append(address) }
+            for address in addresses where !s.addresses.contains(address) { s.addresses.append(address) }
             s.up = true
         }
     }
@@ -121,9 +121,9 @@ public final class InMemoryDataplane: Dataplane {
         }
     }
 
-    public func tearDown(clusterRange: IPPrefix) {
+    public func tearDown(clusterRanges: [IPPrefix]) {
         with { s in
-            s.routes.removeAll { $0.interfaceIndex == s.index || clusterRange.contains($0.destination) }
+            s.routes.removeAll { r in r.interfaceIndex == s.index || clusterRanges.contains { $0.contains(r.destination) } }
             s.exists = false
         }
     }

@@ -101,6 +101,8 @@ public struct DoctorFacts: Sendable {
     public var stateDirectory: String
     /// The cluster pod range from the state directory (nil: node not set up, or unreadable).
     public var podRange: IPPrefix?
+    /// The IPv6 pod range of a dual-stack cluster (nil: IPv4 only, or no state).
+    public var podRangeV6: IPPrefix?
     /// Routes tagged with the agent's protocol (nil: could not be read, see `routesError`).
     public var routes: [Route]?
     public var routesError: String?
@@ -275,15 +277,21 @@ public enum Doctor {
             return Finding(check: "routes", status: .warn, detail: "could not read the routing table: \(f.routesError ?? "unknown error")",
                            fix: "run doctor as root in the agent's network namespace")
         }
-        let mine = routes.filter { $0.destination.network == range.network }
-        let into = mine.contains { $0.type == .unicast && $0.interfaceIndex != nil && $0.interfaceIndex == f.interfaceIndex }
-        let backstop = mine.contains { $0.type == .unreachable }
+        // Each range of the cluster (IPv4, and IPv6 if dual-stack) needs both routes.
+        let ranges = [range] + [f.podRangeV6].compactMap { $0 }
         var missing: [String] = []
-        if !into { missing.append("the route for \(range) into \(f.interface)") }
-        if !backstop { missing.append("the 'unreachable' backstop for \(range)") }
+        var backstop = true
+        for range in ranges {
+            let mine = routes.filter { $0.destination.network == range.network }
+            let into = mine.contains { $0.type == .unicast && $0.interfaceIndex != nil && $0.interfaceIndex == f.interfaceIndex }
+            let unreachable = mine.contains { $0.type == .unreachable }
+            if !into { missing.append("the route for \(range) into \(f.interface)") }
+            if !unreachable { missing.append("the 'unreachable' backstop for \(range)"); backstop = false }
+        }
         if missing.isEmpty {
+            let text = ranges.map(\.description).joined(separator: " and ")
             return Finding(check: "routes", status: .ok,
-                           detail: "fail-closed routes present: \(range) into \(f.interface) and unreachable (protocol \(WireMeshRouteProtocol))")
+                           detail: "fail-closed routes present: \(text) into \(f.interface) and unreachable (protocol \(WireMeshRouteProtocol))")
         }
         let effect = backstop
             ? "pod traffic is dropped instead of tunnelled"

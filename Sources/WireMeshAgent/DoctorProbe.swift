@@ -32,7 +32,9 @@ extension Doctor {
         }
 
         let store = StateStore(directory: config.stateDirectory)
-        f.podRange = try? store.readCluster().settings.podRange
+        let settings = try? store.readCluster().settings
+        f.podRange = settings?.podRange
+        f.podRangeV6 = settings?.podRangeV6
 
         let rtnl = try? RouteNetlink(socket: NetlinkSocket(.route))
         let interface = f.status?.interface ?? config.interface

@@ -1,7 +1,11 @@
 import Foundation
 import IPNetwork
 
-/// The agent's own nftables table (`table ip wiremesh`), as libnftables JSON. Pure.
+/// The agent's own nftables table of one address family (`table ip wiremesh`, and in a dual-stack
+/// cluster `table ip6 wiremesh` beside it), as libnftables JSON. Pure.
+///
+/// Two tables rather than one `inet` table: an IPv4 cluster keeps the table it always had, and
+/// each family's rules name only that family's addresses.
 ///
 /// One chain, `postrouting` (nat, priority srcnat), in this order:
 /// 1. `ip saddr CLUSTER ip daddr CLUSTER return`: pod to pod (and node overlay to pod) is never
@@ -17,10 +21,16 @@ import IPNetwork
 /// The table is replaced in one transaction (add, delete, add: idempotent whether it existed or not),
 /// only when what is in the kernel differs from this plan (`matches`).
 public struct EgressRules: Sendable, Equatable {
-    /// The table's name (family `ip`): one per network namespace, owned by the agent.
+    /// The table's name (in each family): one per network namespace and family, owned by the agent.
     public static let tableName = "wiremesh"
+    /// The IPv4 table's family (the only one of an IPv4 cluster).
     public static let family = "ip"
+    /// Every family the agent may own a table in (`leave` removes each).
+    public static let families = ["ip", "ip6"]
     public static let chainName = "postrouting"
+
+    /// This plan's table family: `ip` for an IPv4 range, `ip6` for an IPv6 one.
+    public var family: String { clusterRange.address.isIPv4 ? "ip" : "ip6" }
 
     /// The cluster's pod range.
     public var clusterRange: IPPrefix
@@ -40,13 +50,13 @@ public struct EgressRules: Sendable, Equatable {
 
     private static func prefixMatch(_ field: String, _ prefix: IPPrefix) -> [String: Any] {
         let n = prefix.network
-        return ["match": ["op": "==", "left": ["payload": ["protocol": "ip", "field": field]],
+        return ["match": ["op": "==", "left": ["payload": ["protocol": n.address.isIPv4 ? "ip" : "ip6", "field": field]],
                           "right": ["prefix": ["addr": n.address.description, "len": n.length]]]]
     }
 
     /// The chain object as libnftables lists it (without its handle).
     var chain: [String: Any] {
-        ["family": Self.family, "table": Self.tableName, "name": Self.chainName,
+        ["family": family, "table": Self.tableName, "name": Self.chainName,
          "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"]
     }
 
@@ -60,24 +70,26 @@ public struct EgressRules: Sendable, Equatable {
         ]
     }
 
-    /// The batch that replaces the table with this plan (one transaction). Only IPv4 is planned.
+    /// The batch that replaces the table with this plan (one transaction).
     public func replaceBatch() throws -> String {
-        guard clusterRange.address.isIPv4, block.address.isIPv4, overlayAddress.isIPv4 else {
-            throw NftablesError(operation: "plan the egress table", message: "only IPv4 cluster ranges are supported")
+        let v4 = clusterRange.address.isIPv4
+        guard block.address.isIPv4 == v4, overlayAddress.isIPv4 == v4 else {
+            throw NftablesError(operation: "plan the egress table",
+                                message: "cluster range \(clusterRange), block \(block) and overlay address \(overlayAddress) are not all of one family")
         }
-        let table: [String: Any] = ["family": Self.family, "name": Self.tableName]
+        let table: [String: Any] = ["family": family, "name": Self.tableName]
         var commands: [[String: Any]] = [
             ["add": ["table": table]], ["delete": ["table": table]], ["add": ["table": table]],
             ["add": ["chain": chain]],
         ]
         for expr in ruleExpressions {
-            commands.append(["add": ["rule": ["family": Self.family, "table": Self.tableName, "chain": Self.chainName, "expr": expr]]])
+            commands.append(["add": ["rule": ["family": family, "table": Self.tableName, "chain": Self.chainName, "expr": expr]]])
         }
         return try Self.json(commands)
     }
 
-    /// The batch that removes the table (nothing if it is absent: add first, then delete).
-    public static func removeBatch() throws -> String {
+    /// The batch that removes the table of `family` (nothing if it is absent: add first, then delete).
+    public static func removeBatch(family: String = EgressRules.family) throws -> String {
         let table: [String: Any] = ["family": family, "name": tableName]
         return try json([["add": ["table": table]], ["delete": ["table": table]]])
     }

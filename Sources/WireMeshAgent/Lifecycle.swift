@@ -27,13 +27,23 @@ public struct NodeOptions: Sendable {
 /// Cluster lifecycle: create a cluster, join one, run the agent.
 public enum Lifecycle {
     /// Creates a new cluster in an empty state directory and returns the first join token (one use).
+    /// `clusterCIDRV6`: the IPv6 pod range of a dual-stack cluster (every node also gets a
+    /// `/nodePrefixV6` block of it), nil for IPv4 only.
     public static func initCluster(config: AgentConfig, node: NodeOptions, clusterCIDR: IPPrefix, nodePrefix: Int,
+                                   clusterCIDRV6: IPPrefix? = nil, nodePrefixV6: Int = ClusterSettings.defaultNodePrefixLengthV6,
                                    tokenTTL: TimeInterval = 86_400, tokenUses: Int? = 1) throws -> String {
         if let problem = JoinExchange.nodeNameProblem(node.name) { throw AgentError("\(problem): choose one with --name") }
         let store = StateStore(directory: config.stateDirectory)
         try refuseInitialised(store)
+        let settings = ClusterSettings(podRange: clusterCIDR.network, nodePrefixLength: nodePrefix,
+                                       podRangeV6: clusterCIDRV6.map(\.network), nodePrefixLengthV6: nodePrefixV6)
+        if let v6 = clusterCIDRV6, v6.address != v6.network.address {
+            throw IPAMError.invalidSettings("IPv6 cluster range \(v6) has host bits set: did you mean \(v6.network)?")
+        }
+        try settings.validate()
         let ipam = try IPAM(clusterRange: clusterCIDR.network, nodePrefixLength: nodePrefix)
-        let assignment = try ipam.assign(node.name, requested: node.podCIDR, claims: [], now: 0)
+        var assignment = try ipam.assign(node.name, requested: node.podCIDR, claims: [], now: 0)
+        assignment.podCIDRV6 = try settings.ipamV6()?.allocate(for: node.name, claims: [], now: 0)
         let advertise = try advertiseAddress(config)
         // The first node is the cluster's authority: only it (and nodes given a copy of its seed)
         // certifies nodes, evicts them and issues tokens.
@@ -41,7 +51,7 @@ public enum Lifecycle {
         let clusterID = Hex.encode(secureRandomBytes(8))
         let now = Date()
         let state = InitialState.certified(
-            clusterID: clusterID, settings: ClusterSettings(podRange: clusterCIDR.network, nodePrefixLength: nodePrefix),
+            clusterID: clusterID, settings: settings,
             node: assignment, identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
             authority: authority, issuedAt: now)
         let (token, record) = try JoinToken.issue(
@@ -138,6 +148,9 @@ public enum Lifecycle {
         throw AgentError("no address to advertise: give --advertise-address IP")
     }
 
+    /// IPv6's minimum link MTU (RFC 8200).
+    static let ipv6MinimumMTU = 1280
+
     /// Runs the agent until SIGTERM/SIGINT or `wiremesh leave`. The interface, its peers and the
     /// routes stay when the agent stops, so traffic keeps flowing across restarts.
     ///
@@ -165,12 +178,14 @@ public enum Lifecycle {
         }
         let advertise = try advertiseAddress(config)
         let mtu = config.effectiveMTU(underlayMTU: link.underlayMTU(for: advertise) ?? 1500)
-        let overlay = try IPPrefix(address: state.node.overlayAddress, length: state.node.overlayAddress.bitWidth)
-        try link.configureLink(mtu: mtu, address: overlay)
+        // Linux takes no IPv6 address on a link below IPv6's minimum MTU (its error would not say so).
+        if state.node.podCIDRV6 != nil && mtu < Self.ipv6MinimumMTU {
+            throw AgentError("the WireGuard interface MTU would be \(mtu), below IPv6's minimum of \(Self.ipv6MinimumMTU), and this cluster is dual-stack: give --mtu \(Self.ipv6MinimumMTU) or more (it needs an underlay MTU of at least \(Self.ipv6MinimumMTU + AgentConfig.wireGuardOverhead))")
+        }
+        try link.configureLink(mtu: mtu, addresses: state.node.overlayPrefixes)
         // Containers: the runtime's conflist and the egress table (ContainerNetwork.swift).
         let containers = ContainerNetworkService(
-            network: ContainerNetwork(config: config, clusterRange: state.settings.podRange, block: state.node.podCIDR,
-                                      overlayAddress: state.node.overlayAddress, mtu: mtu),
+            network: ContainerNetwork(config: config, settings: state.settings, node: state.node, mtu: mtu),
             interval: .seconds(10), logger: logger)
         try containers.start()
 
@@ -216,12 +231,12 @@ public enum Lifecycle {
         Task { await agent.syncClusterKeysAtStart() }
         logger.info("agent running", metadata: [
             "node": "\(state.node.name)", "interface": "\(config.interface)", "backend": "\(link.backend.kind)",
-            "pod_cidr": "\(state.node.podCIDR)", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])
+            "pod_cidr": "\(state.node.podCIDRs.map(\.description).joined(separator: ","))", "gossip": "\(advertise):\(config.gossipPort)", "mtu": "\(mtu)"])
         _ = try? SystemdNotify.notify("READY=1", environment: ProcessInfo.processInfo.environment)
         try await group.run()
         if await agent.isLeaving {
             // The leave has been gossiped: end this node's part in the mesh.
-            link.tearDown(clusterRange: state.settings.podRange)
+            link.tearDown(clusterRanges: state.settings.podRanges)
             ContainerNetwork.remove(directory: config.cniConfigDirectory, logger: logger)
             logger.info("left the cluster: interface and routes removed", metadata: ["interface": "\(config.interface)"])
         }

@@ -129,14 +129,14 @@ public final class LinkManager: @unchecked Sendable {
         }
     }
 
-    /// Sets MTU, the overlay address and brings the link up; only what differs is changed.
-    public func configureLink(mtu: Int, address: IPPrefix?) throws {
+    /// Sets MTU, the overlay addresses (one per family) and brings the link up; only what differs is changed.
+    public func configureLink(mtu: Int, addresses: [IPPrefix]) throws {
         try serialized {
             let link = try rtnl.link(named: interface)
             if link.mtu != UInt32(mtu) { try rtnl.setLink(name: interface, mtu: UInt32(mtu)) }
-            if let address {
+            if !addresses.isEmpty {
                 let have = try rtnl.addresses(interface: interface)
-                if !have.contains(address) { try rtnl.addAddress(address, interface: interface) }
+                for address in addresses where !have.contains(address) { try rtnl.addAddress(address, interface: interface) }
             }
             if !link.isUp { try rtnl.setLink(name: interface, up: true) }
         }
@@ -215,9 +215,9 @@ extension LinkManager {
     /// member), stops the userspace WireGuard serving the interface (found by its UAPI socket, so
     /// also one an earlier agent run started) and removes its socket, and deletes the interface.
     /// Best effort: each failure is logged and the next step still runs.
-    public func tearDown(clusterRange: IPPrefix) {
+    public func tearDown(clusterRanges: [IPPrefix]) {
         serialized {
-            Self.remove(interface, routesInto: clusterRange, rtnl: rtnl, logger: logger, context: "leave")
+            Self.remove(interface, routesInto: clusterRanges, rtnl: rtnl, logger: logger, context: "leave")
         }
     }
 
@@ -241,18 +241,18 @@ extension LinkManager {
             return
         }
         logger.notice("interface changed: removing this node's old interface \(old)", metadata: ["interface": "\(old)"])
-        remove(old, routesInto: nil, rtnl: rtnl, logger: logger, context: "interface change")
+        remove(old, routesInto: [], rtnl: rtnl, logger: logger, context: "interface change")
     }
 
     /// Removes our routes (protocol 87) through `name` or into `routesInto` (the fail-closed
     /// backstop too), stops the userspace WireGuard serving it (found by its UAPI socket, so also one
     /// an earlier agent run started) and removes its socket, and deletes the interface.
     /// Best effort: each failure is logged and the next step still runs.
-    static func remove(_ name: String, routesInto clusterRange: IPPrefix?, rtnl: RouteNetlink, logger: Logger, context: String) {
+    static func remove(_ name: String, routesInto clusterRanges: [IPPrefix], rtnl: RouteNetlink, logger: Logger, context: String) {
         let index = try? rtnl.interfaceIndex(named: name)
         do {
             for route in try rtnl.routes()
-            where (index != nil && route.interfaceIndex == index) || (clusterRange?.contains(route.destination) ?? false) {
+            where (index != nil && route.interfaceIndex == index) || clusterRanges.contains(where: { $0.contains(route.destination) }) {
                 do { try rtnl.deleteRoute(route) } catch { logger.warning("\(context): could not delete route \(route): \(error)") }
             }
         } catch { logger.warning("\(context): could not list routes: \(error)") }

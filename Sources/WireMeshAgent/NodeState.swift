@@ -103,7 +103,7 @@ extension InitialState {
                                  wireGuardKey: Key, keyring: Keyring, authority: SigningIdentity, holdsAuthority: Bool = true,
                                  issuedAt: Date = Date(), members: [UInt8] = []) -> InitialState {
         let certificate = NodeCertificate.issue(
-            clusterID: clusterID, name: node.name, identity: identity.publicKey, podCIDRs: [node.podCIDR],
+            clusterID: clusterID, name: node.name, identity: identity.publicKey, podCIDRs: node.podCIDRs,
             overlayAddress: node.overlayAddress, issuedAt: UInt64(max(0, issuedAt.timeIntervalSince1970 * 1000)), authority: authority)
         return InitialState(clusterID: clusterID, settings: settings, node: node, identity: identity, wireGuardKey: wireGuardKey,
                             keyring: keyring, authorityKey: authority.publicKey, authority: holdsAuthority ? authority : nil,

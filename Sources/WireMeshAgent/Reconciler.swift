@@ -41,12 +41,12 @@ final class Reconciler: Sendable {
         var kick: UInt16
     }
 
-    /// One pass: the link exists with its MTU and address, then the device and the routes are made
+    /// One pass: the link exists with its MTU and addresses (one per family), then the device and the routes are made
     /// what the plan says. Idempotent: a second pass with nothing changed writes nothing.
-    func pass(mtu: Int, overlay: IPPrefix, plan: (_ actual: Device, _ interfaceIndex: Int32) throws -> Plan) throws -> Report {
+    func pass(mtu: Int, overlays: [IPPrefix], plan: (_ actual: Device, _ interfaceIndex: Int32) throws -> Plan) throws -> Report {
         var report = Report()
         if try dataplane.ensureInterface() {
-            try dataplane.configureLink(mtu: mtu, address: overlay)
+            try dataplane.configureLink(mtu: mtu, addresses: overlays)
             report.recreated = true
         }
         report.interfaceIndex = try dataplane.interfaceIndex()

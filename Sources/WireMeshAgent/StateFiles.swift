@@ -19,6 +19,8 @@ extension StateStore {
             case version, clusterID = "cluster_id", podRange = "pod_range", nodePrefixLength = "node_prefix_length"
             case nodeName = "node_name", podCIDR = "pod_cidr", overlayAddress = "overlay_address"
             case authority, certificate
+            // Dual-stack only: absent for IPv4 clusters, whose files keep their bytes.
+            case podRangeV6 = "pod_range_v6", nodePrefixLengthV6 = "node_prefix_length_v6", podCIDRV6 = "pod_cidr_v6"
         }
 
         init(clusterID: String, settings: ClusterSettings, node: NodeAssignment, authority: IdentityPublicKey, certificate: NodeCertificate) {
@@ -39,10 +41,14 @@ extension StateStore {
             }
             clusterID = try c.decode(String.self, forKey: .clusterID)
             settings = ClusterSettings(podRange: try c.decodePrefix(.podRange),
-                                       nodePrefixLength: try c.decode(Int.self, forKey: .nodePrefixLength))
+                                       nodePrefixLength: try c.decode(Int.self, forKey: .nodePrefixLength),
+                                       podRangeV6: c.contains(.podRangeV6) ? try c.decodePrefix(.podRangeV6) : nil,
+                                       nodePrefixLengthV6: try c.decodeIfPresent(Int.self, forKey: .nodePrefixLengthV6)
+                                           ?? ClusterSettings.defaultNodePrefixLengthV6)
             node = NodeAssignment(name: try c.decode(String.self, forKey: .nodeName),
                                   podCIDR: try c.decodePrefix(.podCIDR),
-                                  overlayAddress: try c.decodeAddress(.overlayAddress))
+                                  overlayAddress: try c.decodeAddress(.overlayAddress),
+                                  podCIDRV6: c.contains(.podCIDRV6) ? try c.decodePrefix(.podCIDRV6) : nil)
             // What loads is what `init`/`join` could have written: a block that is not one of the
             // range's (0.0.0.0/0, a prefix length of 99) would route the wrong traffic into the mesh.
             let ipam: IPAM
@@ -53,6 +59,21 @@ extension StateStore {
                   node.podCIDR == node.podCIDR.network else {
                 throw DecodingError.dataCorruptedError(forKey: .podCIDR, in: c, debugDescription:
                     "\(node.podCIDR) is not a /\(settings.nodePrefixLength) block of the cluster range \(settings.podRange)")
+            }
+            let ipamV6: IPAM?
+            do { ipamV6 = try settings.ipamV6() } catch {
+                throw DecodingError.dataCorruptedError(forKey: .podRangeV6, in: c, debugDescription: "\(error)")
+            }
+            switch (ipamV6, node.podCIDRV6) {
+            case (nil, nil): break
+            case (let ipamV6?, let block?):
+                guard ipamV6.clusterRange.contains(block), block.length == ipamV6.nodePrefixLength, block == block.network else {
+                    throw DecodingError.dataCorruptedError(forKey: .podCIDRV6, in: c, debugDescription:
+                        "\(block) is not a /\(ipamV6.nodePrefixLength) block of the IPv6 cluster range \(ipamV6.clusterRange)")
+                }
+            default:
+                throw DecodingError.dataCorruptedError(forKey: .podCIDRV6, in: c, debugDescription:
+                    "pod_range_v6 and pod_cidr_v6 must be both present (dual-stack) or both absent")
             }
             guard node.podCIDR.contains(node.overlayAddress) else {
                 throw DecodingError.dataCorruptedError(forKey: .overlayAddress, in: c, debugDescription:
@@ -81,6 +102,11 @@ extension StateStore {
             try c.encode(node.overlayAddress.description, forKey: .overlayAddress)
             try c.encode(Data(authority.bytes).base64EncodedString(), forKey: .authority)
             try c.encode(Data(certificate.encoded).base64EncodedString(), forKey: .certificate)
+            if let range = settings.podRangeV6 {
+                try c.encode(range.description, forKey: .podRangeV6)
+                try c.encode(settings.nodePrefixLengthV6, forKey: .nodePrefixLengthV6)
+            }
+            try c.encodeIfPresent(node.podCIDRV6?.description, forKey: .podCIDRV6)
         }
     }
 

@@ -120,7 +120,7 @@ public struct StateStore: Sendable {
         }
         guard cluster.certificate.verify(clusterID: cluster.clusterID, name: cluster.node.name, identity: identity.publicKey,
                                          authority: cluster.authority),
-              cluster.certificate.podCIDRs == [cluster.node.podCIDR], cluster.certificate.overlayAddress == cluster.node.overlayAddress else {
+              cluster.certificate.podCIDRs == cluster.node.podCIDRs, cluster.certificate.overlayAddress == cluster.node.overlayAddress else {
             throw StateError.corrupted(file: path(.cluster), reason: "its certificate is not the authority's for this node's name, identity and pod CIDR")
         }
         return NodeState(clusterID: cluster.clusterID, settings: cluster.settings, node: cluster.node,

@@ -124,13 +124,14 @@ public struct IPAM: Sendable, Equatable {
     /// The overlay (WireGuard interface) address reserved in a block: its first address.
     public func overlayAddress(of block: IPPrefix) -> IPAddress { block.network.address }
 
-    /// Settles conflicting claims: claims are taken oldest first (same time: lower node name, then
+    /// Settles conflicting claims (of this range's family; others are ignored): claims are taken oldest first (same time: lower node name, then
     /// lower block), and a claim that overlaps an already accepted one loses. A node counts with its
     /// most recent claim only; claims of nodes dead longer than the grace period are dropped.
     /// Every member computes the same result from the same claims.
     public func resolve(_ claims: [BlockClaim], now: UInt64) -> Resolution {
         var latest: [String: BlockClaim] = [:]
-        for c in claims {
+        // A dual-stack node claims a block of each family: each family's IPAM sees only its own.
+        for c in claims where c.block.address.family == clusterRange.address.family {
             if let existing = latest[c.node], (existing.claimedAt, existing.block) >= (c.claimedAt, c.block) { continue }
             latest[c.node] = c
         }

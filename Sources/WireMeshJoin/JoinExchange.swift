@@ -149,7 +149,7 @@ public enum JoinExchange {
         let issuedAt = UInt64(max(0, (now.timeIntervalSince1970 * 1000).rounded(.down)))
         let certificate = NodeCertificate.issue(
             clusterID: member.clusterID, name: request.nodeName, identity: request.identityPublicKey,
-            podCIDRs: [assignment.podCIDR], overlayAddress: assignment.overlayAddress, issuedAt: issuedAt, authority: member.authority)
+            podCIDRs: assignment.podCIDRs, overlayAddress: assignment.overlayAddress, issuedAt: issuedAt, authority: member.authority)
         let grant = JoinGrant(clusterID: member.clusterID, settings: member.settings, assignment: assignment,
                               keyring: member.keyring, authority: member.authority.publicKey, certificate: certificate,
                               revocations: member.revocations, members: member.members)
@@ -188,7 +188,7 @@ public enum JoinExchange {
             throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted authority key differs from the one that signed")
         }
         let cert = grant.certificate
-        guard grant.assignment.name == request.nodeName, cert.podCIDRs == [grant.assignment.podCIDR],
+        guard grant.assignment.name == request.nodeName, cert.podCIDRs == grant.assignment.podCIDRs,
               cert.overlayAddress == grant.assignment.overlayAddress,
               cert.verify(clusterID: grant.clusterID, name: request.nodeName, identity: request.identityPublicKey, authority: grant.authority) else {
             throw JoinError.notAMember(cluster: token.clusterID, reason: "the granted certificate is not the authority's for this node and its pod CIDR")

@@ -10,10 +10,46 @@ public struct ClusterSettings: Sendable, Equatable {
     public var podRange: IPPrefix
     /// The size of each node's block, e.g. 24 for a /24 per node.
     public var nodePrefixLength: Int
+    /// The IPv6 pod range of a dual-stack cluster (e.g. fd42:1::/48), nil for IPv4 only.
+    public var podRangeV6: IPPrefix?
+    /// The size of each node's IPv6 block (64 by default); meaningful only with `podRangeV6`.
+    public var nodePrefixLengthV6: Int
 
-    public init(podRange: IPPrefix, nodePrefixLength: Int) {
+    /// The IPv6 node block size a dual-stack cluster uses unless told otherwise.
+    public static let defaultNodePrefixLengthV6 = 64
+
+    public init(podRange: IPPrefix, nodePrefixLength: Int, podRangeV6: IPPrefix? = nil,
+                nodePrefixLengthV6: Int = ClusterSettings.defaultNodePrefixLengthV6) {
         self.podRange = podRange
         self.nodePrefixLength = nodePrefixLength
+        self.podRangeV6 = podRangeV6
+        self.nodePrefixLengthV6 = nodePrefixLengthV6
+    }
+
+    /// Every pod range of the cluster: IPv4, then IPv6 if dual-stack.
+    public var podRanges: [IPPrefix] { [podRange] + [podRangeV6].compactMap { $0 } }
+
+    /// The IPv6 IPAM of a dual-stack cluster; nil for IPv4 only. Throws on settings IPAM refuses.
+    public func ipamV6() throws -> IPAM? {
+        guard let podRangeV6 else { return nil }
+        return try IPAM(clusterRange: podRangeV6, nodePrefixLength: nodePrefixLengthV6)
+    }
+
+    /// Checks the settings as `init` and the state files accept them: an IPv4 range and block size
+    /// IPAM accepts, and, if dual-stack, an IPv6 range and block size IPAM accepts.
+    public func validate() throws {
+        _ = try IPAM(clusterRange: podRange, nodePrefixLength: nodePrefixLength)
+        guard let podRangeV6 else { return }
+        guard podRange.address.isIPv4 else {
+            throw IPAMError.invalidSettings("the pod range \(podRange) is not IPv4: a dual-stack cluster has an IPv4 range (--cluster-cidr) and an IPv6 range (--cluster-cidr-v6)")
+        }
+        guard !podRangeV6.address.isIPv4 else {
+            throw IPAMError.invalidSettings("the IPv6 pod range \(podRangeV6) is IPv4: give an IPv6 range such as fd42:1::/48")
+        }
+        // IPAM's words name no family or flag: say which range it was about.
+        do { _ = try ipamV6() } catch IPAMError.invalidSettings(let what) {
+            throw IPAMError.invalidSettings("IPv6 range \(podRangeV6) with a /\(nodePrefixLengthV6) per node: \(what) (IPv6: --cluster-cidr-v6 such as fd42:244::/48, --node-prefix-v6 such as 64)")
+        }
     }
 }
 
@@ -25,11 +61,26 @@ public struct NodeAssignment: Sendable, Equatable {
     public var podCIDR: IPPrefix
     /// The address on the WireGuard interface (see `IPAM.overlayAddress(of:)`).
     public var overlayAddress: IPAddress
+    /// The IPv6 pod block of a dual-stack cluster, nil for IPv4 only.
+    public var podCIDRV6: IPPrefix?
 
-    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress) {
+    public init(name: String, podCIDR: IPPrefix, overlayAddress: IPAddress, podCIDRV6: IPPrefix? = nil) {
         self.name = name
         self.podCIDR = podCIDR
         self.overlayAddress = overlayAddress
+        self.podCIDRV6 = podCIDRV6
+    }
+
+    /// Every pod block: IPv4, then IPv6. What the certificate grants and the record claims, in this order.
+    public var podCIDRs: [IPPrefix] { [podCIDR] + [podCIDRV6].compactMap { $0 } }
+
+    /// The IPv6 overlay address: the IPv6 block's first address, like the IPv4 one. Not carried in
+    /// the certificate or the record: it follows from the certified block.
+    public var overlayAddressV6: IPAddress? { podCIDRV6?.firstAddress }
+
+    /// The addresses of the WireGuard interface, one host prefix per family.
+    public var overlayPrefixes: [IPPrefix] {
+        ([overlayAddress] + [overlayAddressV6].compactMap { $0 }).map { try! IPPrefix(address: $0, length: $0.bitWidth) }
     }
 }
 
@@ -161,8 +212,12 @@ public struct JoinGrant: Sendable {
         var cluster_id: String
         var pod_range: String
         var node_prefix_length: Int
+        // Dual-stack only (absent for IPv4 clusters, so their grants keep their bytes).
+        var pod_range_v6: String?
+        var node_prefix_length_v6: Int?
         var node_name: String
         var pod_cidr: String
+        var pod_cidr_v6: String?
         var overlay_address: String
         var cluster_keys: [String]
         var authority: String
@@ -172,8 +227,11 @@ public struct JoinGrant: Sendable {
     }
 
     func encoded() throws -> [UInt8] {
+        let v6 = settings.podRangeV6 != nil
         let wire = Wire(cluster_id: clusterID, pod_range: settings.podRange.description, node_prefix_length: settings.nodePrefixLength,
+                        pod_range_v6: settings.podRangeV6?.description, node_prefix_length_v6: v6 ? settings.nodePrefixLengthV6 : nil,
                         node_name: assignment.name, pod_cidr: assignment.podCIDR.description,
+                        pod_cidr_v6: assignment.podCIDRV6?.description,
                         overlay_address: assignment.overlayAddress.description,
                         cluster_keys: keyring.keys.map { $0.key.base64 }, authority: Data(authority.bytes).base64EncodedString(),
                         certificate: Data(certificate.encoded).base64EncodedString(),
@@ -194,10 +252,17 @@ public struct JoinGrant: Sendable {
                 guard let bytes = Data(base64Encoded: text) else { throw JoinError.malformedMessage("grant revocations are not base64") }
                 return try RevocationList(decoding: Array(bytes))
             }
-            return JoinGrant(clusterID: w.cluster_id,
-                             settings: ClusterSettings(podRange: try IPPrefix(w.pod_range), nodePrefixLength: w.node_prefix_length),
-                             assignment: NodeAssignment(name: w.node_name, podCIDR: try IPPrefix(w.pod_cidr),
-                                                        overlayAddress: try IPAddress(w.overlay_address)),
+            let settings = ClusterSettings(podRange: try IPPrefix(w.pod_range), nodePrefixLength: w.node_prefix_length,
+                                           podRangeV6: try w.pod_range_v6.map { try IPPrefix($0) },
+                                           nodePrefixLengthV6: w.node_prefix_length_v6 ?? ClusterSettings.defaultNodePrefixLengthV6)
+            let assignment = NodeAssignment(name: w.node_name, podCIDR: try IPPrefix(w.pod_cidr),
+                                            overlayAddress: try IPAddress(w.overlay_address),
+                                            podCIDRV6: try w.pod_cidr_v6.map { try IPPrefix($0) })
+            // An IPv6 block without an IPv6 range (or the reverse) is a grant this node cannot use.
+            guard (settings.podRangeV6 == nil) == (assignment.podCIDRV6 == nil) else {
+                throw JoinError.malformedMessage("grant has an IPv6 pod range without an IPv6 block, or the reverse")
+            }
+            return JoinGrant(clusterID: w.cluster_id, settings: settings, assignment: assignment,
                              keyring: Keyring(primary: primary, others: Array(keys.dropFirst())),
                              authority: try IdentityPublicKey(bytes: Array(authority)),
                              certificate: try NodeCertificate(decoding: Array(certificate)),

@@ -123,6 +123,10 @@ struct InitCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeFlags
     @Option(name: .customLong("cluster-cidr"), help: "The cluster's pod range.") var clusterCIDR = "10.244.0.0/16"
     @Option(name: .customLong("node-prefix"), help: "Prefix length of each node's pod block.") var nodePrefix = 24
+    @Option(name: .customLong("cluster-cidr-v6"), help: "An IPv6 pod range beside the IPv4 one (dual-stack), e.g. fd42:1::/48: every node gets a block of each.")
+    var clusterCIDRV6: String?
+    @Option(name: .customLong("node-prefix-v6"), help: "Prefix length of each node's IPv6 pod block (with --cluster-cidr-v6).")
+    var nodePrefixV6 = ClusterSettings.defaultNodePrefixLengthV6
     @Option(help: "This node's name, unique in the cluster (default: the host name; give each agent on one machine its own).")
     var name: String?
     @Option(name: .customLong("pod-cidr"), help: "Use this pod CIDR instead of assigning one.") var podCIDR: String?
@@ -135,11 +139,13 @@ struct InitCommand: AsyncParsableCommand {
         let token: String
         do {
             let cidr = try IPPrefix(clusterCIDR)
+            let cidrV6 = try clusterCIDRV6.map { try IPPrefix($0) }
             let pod = try podCIDR.map { try IPPrefix($0) }
             let ttl = try parseDuration(tokenTTL)
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             token = try Lifecycle.initCluster(config: config, node: NodeOptions(name: name ?? hostName(), podCIDR: pod),
                                               clusterCIDR: cidr, nodePrefix: nodePrefix,
+                                              clusterCIDRV6: cidrV6, nodePrefixV6: nodePrefixV6,
                                               tokenTTL: Double(ttl.components.seconds))
         } catch {
             printError("init: \(error)")
@@ -204,7 +210,7 @@ struct JoinCommand: AsyncParsableCommand {
             try Preflight.check(config, startsAgent: !prepareOnly, adoptInterface: node.adoptInterface)
             let nodeName = name ?? Lifecycle.previousName(config: config) ?? hostName()
             let joined = try await Lifecycle.join(token: text, config: config, node: NodeOptions(name: nodeName, podCIDR: pod))
-            print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDR)")
+            print("joined cluster \(joined.clusterID) as \(joined.node.name), pod CIDR \(joined.node.podCIDRs.map(\.description).joined(separator: " "))")
         } catch {
             printError("join: \(error)")
             throw ExitCode(statusCode(for: error))

@@ -23,7 +23,7 @@ enum HostileCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var testDescription: String {
         switch self {
         case .claimBlock: return "another node's block claimed (new identity and old version, its name, the member's own identity): refused, counted untrusted"
-        case .outsideRange: return "prefixes outside the cluster range (a /17, the underlay, 0.0.0.0/0): refused, counted"
+        case .outsideRange: return "prefixes outside the cluster range (a /17, the underlay, 0.0.0.0/0, IPv6 blocks in an IPv4 cluster): refused, counted"
         case .forgedCertificate: return "certificates the member forged (own key, cluster key, another's re-used): refused, counted"
         case .maxNumbers: return "versions, incarnations and sequence numbers at their maximum: no agent stops, the victim refutes"
         case .keyGeneration: return "a cluster key of generation 2^64 - 1 advertised and handed over: nobody installs it, rotation still works"

@@ -168,7 +168,7 @@ struct KernelE2ETests {
         }
     }
 
-    @Test("3 pods made by calling the CNI plugins with each agent's conflist as a runtime does (ADD, then DEL): addresses from the node's block, pod-to-pod by own address over kernel WireGuard, a published port (portmap), DEL frees the address")
+    @Test("3 pods made by calling the CNI plugins with each agent's conflist as a runtime does (ADD, then DEL): addresses from the node's block (IPv4 and IPv6: the cluster is dual-stack), pod-to-pod by own address over kernel WireGuard in both families, a published port (portmap), DEL frees the address")
     func cni() async throws { try await check("cni") }
 
     @Test("the VM ran every case to the end")

@@ -83,6 +83,36 @@ struct CertificateTests {
         #expect(trust.refusal(for: outside) == .outsideRange("o", try IPPrefix("192.168.0.0/16")))
     }
 
+    /// Dual-stack: each claimed prefix must be granted, and lie inside the cluster range of its family.
+    @Test func dualStackTrustRefusesAnIPv6PrefixNotGrantedOrOutsideTheIPv6Range() throws {
+        let v6Range = try IPPrefix("fd42:1::/48")
+        let trust = ClusterTrust(authority: testAuthority.publicKey, clusterID: testClusterName, ranges: [testRange, v6Range])
+        let node = testIdentity("d1")
+        func record(_ cidrs: [String], granted: [String]? = nil) throws -> NodeRecord {
+            var r = testRecord("d1", index: 1, identity: node)
+            r.podCIDRs = try cidrs.map { try IPPrefix($0) }
+            r.certificate = .issue(clusterID: testClusterName, name: "d1", identity: node.publicKey,
+                                   podCIDRs: try (granted ?? cidrs).map { try IPPrefix($0) }, overlayAddress: nil, issuedAt: 1,
+                                   authority: testAuthority)
+            return r
+        }
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd42:1:0:1::/64"])) == nil)
+        // Its genuine certificate, claiming another node's IPv6 block beside (or instead of) its own.
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd42:1:0:1::/64", "fd42:1:0:2::/64"],
+                                              granted: ["10.244.1.0/24", "fd42:1:0:1::/64"])) == .prefixMismatch("d1"))
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd42:1:0:2::/64"],
+                                              granted: ["10.244.1.0/24", "fd42:1:0:1::/64"])) == .prefixMismatch("d1"))
+        // An IPv4-only certificate does not grant an IPv6 block.
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd42:1:0:1::/64"], granted: ["10.244.1.0/24"])) == .prefixMismatch("d1"))
+        // Even granted by the authority: outside the IPv6 range, or the IPv6 range as a whole, or the
+        // IPv4-mapped form of an IPv4 block is not the IPv4 range.
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd43::/64"])) == .outsideRange("d1", try IPPrefix("fd43::/64")))
+        #expect(trust.refusal(for: try record(["10.244.1.0/24", "fd42::/32"])) == .outsideRange("d1", try IPPrefix("fd42::/32")))
+        #expect(trust.refusal(for: try record(["::ffff:10.244.1.0/120"])) == .outsideRange("d1", try IPPrefix("::ffff:10.244.1.0/120")))
+        // An IPv4-only cluster refuses any IPv6 block.
+        #expect(testTrust().refusal(for: try record(["10.244.1.0/24", "fd42:1:0:1::/64"])) == .outsideRange("d1", try IPPrefix("fd42:1:0:1::/64")))
+    }
+
     @Test func revocationListsOnlyGrowAndOnlyTheAuthoritySignsThem() throws {
         let n1 = testIdentity("n1"), n2 = testIdentity("n2")
         let first = try RevocationList.issue(adding: .init(name: "n1", identity: n1.publicKey, evictedAt: 5), to: nil,
@@ -162,6 +192,10 @@ struct HostileMemberTests {
         var wide = certifiedRecord("c", index: 3, identity: c, version: 51)
         wide.podCIDRs = [try IPPrefix("10.244.0.0/17"), try IPPrefix("192.168.0.0/24")]
         attacks.append(.record(try SignedNodeRecord(signing: wide, with: c)))
+        // c's genuine certificate next to an IPv6 block it was never granted (dual-stack claims are checked too).
+        var v6Grab = certifiedRecord("c", index: 3, identity: c, version: 52)
+        v6Grab.podCIDRs.append(try IPPrefix("fd42:1:0:2::/64"))
+        attacks.append(.record(try SignedNodeRecord(signing: v6Grab, with: c)))
         for payload in attacks { pump.inject(forgedPayload([payload]), from: testEndpoint(99), to: eps[0]) }
         // A flood of fake members with fresh identities.
         for i in 0..<2000 {
@@ -175,7 +209,7 @@ struct HostileMemberTests {
         #expect(a.member(named: "b")!.record.record.podCIDRs == [try IPPrefix("10.244.2.0/24")])
         #expect(a.member(named: "c")!.record.record.podCIDRs == [try IPPrefix("10.244.3.0/24")])
         #expect(a.member(named: "c")!.record.record.version == 1, "c's forged versions never replaced its record")
-        #expect(a.counters.rejectedUntrusted >= 2004, "\(a.counters)")
+        #expect(a.counters.rejectedUntrusted >= 2005, "\(a.counters)")
         // Nobody relayed a refused record onwards.
         #expect(pump.nodes[eps[1]]!.members.map(\.name) == ["a", "c"])
     }

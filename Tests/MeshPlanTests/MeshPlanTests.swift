@@ -113,3 +113,38 @@ private let settings = MeshSettings(interface: "wm0", interfaceIndex: 7, listenP
         #expect(relink.add == [desired[0]] && relink.remove == [moved])
     }
 }
+
+@Suite("Mesh plan: dual-stack")
+struct DualStackPlanTests {
+    @Test func aDualStackMemberGetsBothBlocksAsAllowedIPsAndBothRangesAreRoutedFailClosed() throws {
+        let (local, key) = try localRecord()
+        let identity = SigningIdentity.generate()
+        let record = NodeRecord(name: "n1", identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
+                                wireguardEndpoints: [try Endpoint("[2001:db8::1]:51820")], gossipAddress: try Endpoint("192.0.2.1:7946"),
+                                podCIDRs: [try IPPrefix("10.244.1.0/24"), try IPPrefix("fd42:1:0:1::/64")],
+                                overlayAddress: try IPAddress("10.244.1.0"))
+        let m = Member(record: try SignedNodeRecord(signing: record, with: identity), status: .alive(incarnation: 0),
+                       since: Instant(nanoseconds: 0))
+        var dual = settings
+        dual.clusterCIDRs.append(try IPPrefix("fd42:1::/48"))
+        let plan = MeshPlanner.plan(local: local, privateKey: key, members: [m], settings: dual)
+        let peer = try #require(plan.device.peers.first)
+        #expect(Set(peer.allowedIPs) == Set([try IPPrefix("10.244.1.0/24"), try IPPrefix("fd42:1:0:1::/64")]))
+        #expect(peer.endpoint == (try Endpoint("[2001:db8::1]:51820")), "an IPv6 endpoint is used when it is the only one")
+        let v6 = plan.routes.filter { !$0.destination.address.isIPv4 }
+        #expect(v6.map(\.type) == [.unicast, .unreachable] && v6.allSatisfy { $0.destination == (try! IPPrefix("fd42:1::/48")) })
+    }
+
+    /// The kernel lists an IPv6 route given no metric with metric 1024: that is the planned route, not
+    /// drift (else every pass would replace it).
+    @Test func anIPv6RouteTheKernelListsWithMetric1024IsThePlannedOne() throws {
+        var dual = settings
+        dual.clusterCIDRs = [try IPPrefix("fd42:1::/48")]
+        let desired = MeshPlanner.routes(settings: dual)
+        var listed = desired
+        listed[0].metric = 1024
+        #expect(MeshPlanner.routeChanges(actual: listed, desired: desired).isEmpty)
+        listed[0].metric = 1000
+        #expect(!MeshPlanner.routeChanges(actual: listed, desired: desired).isEmpty)
+    }
+}

@@ -26,18 +26,22 @@ struct AgentHarness {
     let peers: [(record: NodeRecord, identity: SigningIdentity)]
 
     static let podRange = try! IPPrefix("10.244.0.0/16")
+    /// The IPv6 range of a `dualStack` harness.
+    static let podRangeV6 = try! IPPrefix("fd42:1::/48")
     /// The cluster authority every harness's node and peers are certified by.
     static let authority = SigningIdentity.generate()
 
     init(directory: String, peers: Int = 0, gossip: Bool = false, device: Device? = nil, clock: AgentClock = .system,
-         holdsAuthority: Bool = true, beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
+         holdsAuthority: Bool = true, dualStack: Bool = false, beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
         self.directory = directory
         store = StateStore(directory: directory + "/state")
         let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
         let block = try IPPrefix("10.244.1.0/24")
         try store.initialise(InitialState.certified(
-            clusterID: "c0ffee00c0ffee00", settings: ClusterSettings(podRange: Self.podRange, nodePrefixLength: 24),
-            node: NodeAssignment(name: "self", podCIDR: block, overlayAddress: ipam.overlayAddress(of: block)),
+            clusterID: "c0ffee00c0ffee00",
+            settings: ClusterSettings(podRange: Self.podRange, nodePrefixLength: 24, podRangeV6: dualStack ? Self.podRangeV6 : nil),
+            node: NodeAssignment(name: "self", podCIDR: block, overlayAddress: ipam.overlayAddress(of: block),
+                                 podCIDRV6: dualStack ? try IPPrefix("fd42:1:0:1::/64") : nil),
             identity: .generate(), wireGuardKey: .generatePrivate(), keyring: Keyring(primary: .generate()),
             authority: Self.authority, holdsAuthority: holdsAuthority))
         state = try store.load()
@@ -60,7 +64,8 @@ struct AgentHarness {
                                     wireguardKey: Key.generatePrivate().publicKey(),
                                     wireguardEndpoints: [Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 51820)],
                                     gossipAddress: Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 7946),
-                                    podCIDRs: [cidr], overlayAddress: cidr.network.address)
+                                    podCIDRs: [cidr] + (dualStack ? [try IPPrefix("fd42:1:0:\(10 + i)::/64")] : []),
+                                    overlayAddress: cidr.network.address)
             record.certificate = .issue(clusterID: state.clusterID, name: record.name, identity: identity.publicKey,
                                         podCIDRs: record.podCIDRs, overlayAddress: record.overlayAddress, issuedAt: 1, authority: Self.authority)
             made.append((record, identity))
@@ -159,11 +164,37 @@ final class ManualClock: Sendable {
         }
     }
 
+    /// Dual-stack: the interface gets an overlay address of each family, both ranges are routed into it
+    /// (and backed by an unreachable route), and each peer's allowed IPs hold both of its blocks.
+    @Test func aDualStackNodeProgramsBothFamilies() async throws {
+        try await withTemporaryDirectory { dir in
+            let h = try await AgentHarness(directory: dir, peers: 2, dualStack: true)
+            h.dataplane.with { $0.exists = false }  // the first start: the link is created and configured
+            await h.agent.reconcile()
+            let s = h.dataplane.with { $0 }
+            #expect(s.addresses == [try IPPrefix("10.244.1.0/32"), try IPPrefix("fd42:1:0:1::/128")])
+            for range in [AgentHarness.podRange, AgentHarness.podRangeV6] {
+                #expect(s.routes.contains { $0.destination == range && $0.interfaceIndex == s.index }, "\(range) into the interface")
+                #expect(s.routes.contains { $0.destination == range && $0.type == .unreachable }, "\(range) fail-closed")
+            }
+            for peer in h.peers {
+                let entry = try #require(s.device.peers.first { $0.publicKey == peer.record.wireguardKey })
+                #expect(Set(entry.allowedIPs) == Set(peer.record.podCIDRs) && entry.allowedIPs.count == 2)
+            }
+            let record = await h.agent.localRecord(version: 1)
+            #expect(record.podCIDRs == [try IPPrefix("10.244.1.0/24"), try IPPrefix("fd42:1:0:1::/64")])
+            #expect(await h.agent.trust.refusal(for: record) == nil, "the node's own record passes its cluster's trust")
+            let changes = h.dataplane.with { $0.changes.count }
+            await h.agent.reconcile()
+            #expect(h.dataplane.with { $0.changes.count } == changes && h.dataplane.with { $0.routes } == s.routes, "a second pass did something")
+        }
+    }
+
     @Test func aVanishedInterfaceIsCreatedAgainAndProgrammed() async throws {
         try await withTemporaryDirectory { dir in
             let h = try await AgentHarness(directory: dir, peers: 1)
             await h.agent.reconcile()
-            h.dataplane.tearDown(clusterRange: AgentHarness.podRange)  // wireguard-go killed, link gone
+            h.dataplane.tearDown(clusterRanges: [AgentHarness.podRange])  // wireguard-go killed, link gone
             await h.agent.reconcile()
             let s = h.dataplane.with { $0 }
             let overlay = try IPPrefix("10.244.1.0/32")

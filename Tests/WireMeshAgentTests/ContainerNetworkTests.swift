@@ -95,12 +95,40 @@ struct ContainerNetworkTests {
         }
     }
 
-    @Test func blocksTooSmallOrIPv6AreRefusedNamingTheBlock() throws {
+    @Test func blocksTooSmallOrOfTheWrongFamilyAreRefusedNamingTheBlock() throws {
         let cni = CNIConfig(block: try IPPrefix("10.244.3.0/30"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
         #expect(throws: CNIConfig.BlockTooSmall.self) { try cni.render() }
         #expect("\(CNIConfig.BlockTooSmall(block: try IPPrefix("10.244.3.0/30")))".contains("10.244.3.0/30"))
         let v6 = CNIConfig(block: try IPPrefix("fd00:1:0:3::/64"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d")
         #expect(throws: CNIConfig.UnsupportedFamily.self) { try v6.render() }
+        // Dual-stack: the second block must be IPv6, and hold the overlay, the gateway and containers.
+        let swapped = CNIConfig(block: try IPPrefix("10.244.3.0/24"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d",
+                                blockV6: try IPPrefix("10.244.4.0/24"))
+        #expect(throws: CNIConfig.UnsupportedFamily.self) { try swapped.render() }
+        let tiny = CNIConfig(block: try IPPrefix("10.244.3.0/24"), mtu: 1420, bridge: "b", ipamDataDirectory: "/d",
+                             blockV6: try IPPrefix("fd00:1::/127"))
+        #expect(throws: CNIConfig.BlockTooSmall.self) { try tiny.render() }
+        #expect("\(CNIConfig.BlockTooSmall(block: try IPPrefix("fd00:1::/127")))".contains("IPv6 node prefix of /126"))
+    }
+
+    /// Dual-stack: one range set per family (a container gets an address of each), the IPv6 gateway on
+    /// block + 1, containers from block + 2 (block + 0 is the node's IPv6 overlay address), both default routes.
+    @Test func aDualStackConflistHasARangeSetAndADefaultRoutePerFamily() throws {
+        let cni = CNIConfig(block: try IPPrefix("10.244.3.0/24"), mtu: 1420, bridge: "wm0-br", ipamDataDirectory: "/d",
+                            blockV6: try IPPrefix("fd42:1:0:3::/64"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(try cni.render().utf8)) as? [String: Any])
+        let bridge = try #require((object["plugins"] as? [[String: Any]])?.first)
+        let ipam = try #require(bridge["ipam"] as? [String: Any])
+        let ranges = try #require(ipam["ranges"] as? [[[String: String]]])
+        #expect(ranges.count == 2 && ranges.allSatisfy { $0.count == 1 })
+        #expect(ranges[0][0]["subnet"] == "10.244.3.0/24")
+        #expect(ranges[1][0] == ["subnet": "fd42:1:0:3::/64", "gateway": "fd42:1:0:3::1",
+                                 "rangeStart": "fd42:1:0:3::2", "rangeEnd": "fd42:1:0:3:ffff:ffff:ffff:ffff"])
+        #expect((ipam["routes"] as? [[String: String]]) == [["dst": "0.0.0.0/0"], ["dst": "::/0"]])
+        #expect(bridge["ipMasq"] as? Bool == false)
+        // Without an IPv6 block the conflist is the IPv4 one, byte for byte.
+        let v4 = CNIConfig(block: try IPPrefix("10.244.3.0/24"), mtu: 1420, bridge: "wm0-br", ipamDataDirectory: "/var/lib/wiremesh/cni-ipam")
+        #expect(try v4.render() == Self.golden)
     }
 
     @Test func bridgeNamesFitIFNAMSIZAndDifferPerInterface() {
@@ -132,6 +160,65 @@ struct ContainerNetworkTests {
           {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "wm0"}},
           {"snat": {"addr": "10.244.1.0"}}]}}]}
         """
+
+    static func rulesV6() throws -> EgressRules {
+        EgressRules(clusterRange: try IPPrefix("fd42:1::/48"), block: try IPPrefix("fd42:1:0:1::/64"),
+                    overlayAddress: try IPAddress("fd42:1:0:1::"), interface: "wm0")
+    }
+
+    /// What `nft -j list table ip6 wiremesh` printed (nftables 1.0.6) for the IPv6 plan.
+    static let listingV6 = """
+        {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+        {"table": {"family": "ip6", "name": "wiremesh", "handle": 1}},
+        {"chain": {"family": "ip6", "table": "wiremesh", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+        {"rule": {"family": "ip6", "table": "wiremesh", "chain": "postrouting", "handle": 2, "expr": [
+          {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"prefix": {"addr": "fd42:1::", "len": 48}}}},
+          {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": {"prefix": {"addr": "fd42:1::", "len": 48}}}},
+          {"return": null}]}},
+        {"rule": {"family": "ip6", "table": "wiremesh", "chain": "postrouting", "handle": 3, "expr": [
+          {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"prefix": {"addr": "fd42:1:0:1::", "len": 64}}}},
+          {"masquerade": null}]}},
+        {"rule": {"family": "ip6", "table": "wiremesh", "chain": "postrouting", "handle": 4, "expr": [
+          {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "wm0"}},
+          {"snat": {"addr": "fd42:1:0:1::"}}]}}]}
+        """
+
+    /// Dual-stack: a second table, `ip6 wiremesh`, with the same three rules over the IPv6 range,
+    /// block and overlay address; the IPv4 table is unchanged.
+    @Test func theIPv6TableIsPlannedInItsOwnFamilyAndMatchesTheKernelsListing() throws {
+        let v6 = try Self.rulesV6(), v4 = try Self.rules()
+        let listing = try Self.parsed(Self.listing), listingV6 = try Self.parsed(Self.listingV6)
+        #expect(v6.family == "ip6" && v4.family == "ip")
+        #expect(v6.matches(listing: listingV6))
+        #expect(!v6.matches(listing: listing) && !v4.matches(listing: listingV6))
+        let batch = try Self.parsed(try v6.replaceBatch())
+        let tables = batch.compactMap { ($0.values.first as? [String: Any])?["table"] as? [String: Any] }
+        #expect(tables.count == 3 && tables.allSatisfy { $0["family"] as? String == "ip6" })
+        let remove = try Self.parsed(try EgressRules.removeBatch(family: "ip6"))
+        #expect(remove.compactMap { ($0.values.first as? [String: Any])?["table"] as? [String: Any] }.allSatisfy { $0["family"] as? String == "ip6" })
+        // Mixed families are a planning error, not a table nftables would half accept.
+        var mixed = v6
+        mixed.overlayAddress = try IPAddress("10.244.1.0")
+        #expect(throws: NftablesError.self) { try mixed.replaceBatch() }
+    }
+
+    @Test func aDualStackNodePlansBothTablesAndTheConflistWithBothBlocks() throws {
+        var config = AgentConfig()
+        config.stateDirectory = "/var/lib/wiremesh"
+        let settings = ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24, podRangeV6: try IPPrefix("fd42:1::/48"))
+        let node = NodeAssignment(name: "n", podCIDR: try IPPrefix("10.244.1.0/24"), overlayAddress: try IPAddress("10.244.1.0"),
+                                  podCIDRV6: try IPPrefix("fd42:1:0:1::/64"))
+        let network = ContainerNetwork(config: config, settings: settings, node: node, mtu: 1420)
+        let v4Rules = try Self.rules(), v6Rules = try Self.rulesV6(), blockV6 = try IPPrefix("fd42:1:0:1::/64")
+        #expect(network.egress == [v4Rules, v6Rules])
+        #expect(network.cni.blockV6 == blockV6)
+        var v4 = settings
+        v4.podRangeV6 = nil
+        var v4Node = node
+        v4Node.podCIDRV6 = nil
+        let single = ContainerNetwork(config: config, settings: v4, node: v4Node, mtu: 1420)
+        #expect(single.egress == [v4Rules] && single.cni.blockV6 == nil)
+    }
 
     static func parsed(_ text: String) throws -> [[String: Any]] {
         let object = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])

@@ -175,6 +175,18 @@ struct DoctorTests {
         #expect(finding("routes", f)?.status == .fail)
     }
 
+    /// Dual-stack: the IPv6 range needs its two routes as well; the IPv4 ones alone are a failure.
+    @Test func aDualStackNodeNeedsTheFailClosedRoutesOfBothRanges() throws {
+        var f = try healthyFacts()
+        let v6 = try IPPrefix("fd42:1::/48")
+        f.podRangeV6 = v6
+        #expect(finding("routes", f)?.status == .fail)
+        #expect(finding("routes", f)?.detail.contains("the route for fd42:1::/48 into wm0") == true)
+        f.routes! += [Route(destination: v6, interfaceIndex: 7, metric: 1024), Route(destination: v6, type: .unreachable, metric: 4_200_000_000)]
+        #expect(finding("routes", f)?.status == .ok)
+        #expect(finding("routes", f)?.detail.contains("10.244.0.0/16 and fd42:1::/48") == true)
+    }
+
     @Test func alivePeersWithoutRecentHandshakeWarnButDoNotFail() throws {
         var f = try healthyFacts()
         f.peers?[0].secondsSinceHandshake = 181

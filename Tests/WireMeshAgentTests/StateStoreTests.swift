@@ -88,6 +88,44 @@ struct StateStoreTests {
         }
     }
 
+    /// Dual-stack state round-trips; an IPv4 cluster.json has no IPv6 key at all (files written
+    /// before dual-stack load as they are, and new IPv4 files are what they always were).
+    @Test func aDualStackClusterFileRoundTripsAndAnIPv4OneHasNoIPv6Keys() throws {
+        try withTemporaryDirectory { tmp in
+            let v4 = StateStore(directory: tmp + "/v4")
+            try v4.initialise(try Self.sampleState())
+            let text = String(decoding: try #require(try AtomicFile.readIfExists(v4.directory + "/cluster.json")), as: UTF8.self)
+            #expect(!text.contains("_v6"), "\(text)")  // the keys; base64 may hold "v6"
+            #expect(try v4.load().settings.podRangeV6 == nil)
+
+            var dual = try Self.sampleState()
+            let settings = ClusterSettings(podRange: try IPPrefix("10.244.0.0/16"), nodePrefixLength: 24, podRangeV6: try IPPrefix("fd42:1::/48"))
+            var node = dual.node
+            node.podCIDRV6 = try IPPrefix("fd42:1:0:7::/64")
+            let authority = SigningIdentity.generate()
+            dual = InitialState.certified(clusterID: dual.clusterID, settings: settings, node: node, identity: dual.identity,
+                                          wireGuardKey: dual.wireGuardKey, keyring: dual.keyring, authority: authority)
+            #expect(dual.certificate.podCIDRs == [try IPPrefix("10.244.7.0/24"), try IPPrefix("fd42:1:0:7::/64")])
+            let store = StateStore(directory: tmp + "/dual")
+            try store.initialise(dual)
+            let loaded = try store.load()
+            #expect(loaded.settings == settings && loaded.node == node)
+            // A block outside the IPv6 range, or an IPv6 range without a block, is named.
+            let path = store.directory + "/cluster.json"
+            let written = String(decoding: try #require(try AtomicFile.readIfExists(path)), as: UTF8.self)
+            for (damaged, reason) in [(written.replacingOccurrences(of: "fd42:1:0:7::/64", with: "fd43:0:0:7::/64"), "IPv6 cluster range"),
+                                      (written.replacingOccurrences(of: "\"pod_cidr_v6\"", with: "\"x\""), "both present")] {
+                try AtomicFile.write(damaged, to: path, mode: 0o644)
+                do {
+                    _ = try store.load()
+                    Issue.record("a damaged dual-stack cluster.json loaded")
+                } catch let e as StateError {
+                    #expect("\(e)".contains(reason), "\(e)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: [
         ("wireguard.key", "not a key\n", "expected 44 characters of base64"),
         ("cluster.json", "{\"version\": 2, \"cluster_id\": 5}", "cluster_id"),

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Containers on the mesh, end to end (issue 13): 3 wiremesh nodes (network namespaces on a bridge,
 # wireguard-go), each running a real podman container on the `wiremesh` CNI network its agent wrote,
-# plus an "internet" namespace on the underlay (10.99.0.200, the nodes' default gateway).
+# plus an "internet" namespace on the underlay (10.99.0.200 and fd99::200, the nodes' default gateway).
+# The cluster is dual-stack (an IPv6 pod range beside the IPv4 one): every container has an address of
+# each family.
 #
 #   scripts/e2e/containers.sh [--keep]        (root; WIREMESH_BIN=path/to/wiremesh, default .build/debug)
 #
-# Cases: conflist, ping, tcp (the server sees the client container's own address), capture (no
-# clear-text cluster packet on the underlay), egress (masqueraded to the node's address), egress-table
+# Cases: conflist, ping, tcp (the server sees the client container's own address), ping6, tcp6 (the
+# same over IPv6), capture (no clear-text cluster packet of either family on the underlay), egress and
+# egress6 (masqueraded to the node's address of that family), egress-table
 # (nft as the reference; a restart does not replace it; flushed, it comes back), release (podman rm
 # frees the address), node-to-pod, service (a kube-proxy-style DNAT to a container on another node,
 # from the node and from a container), portmap (a published port reached from outside), bad-dir (join
@@ -40,8 +43,9 @@ unset WIREMESH_CNI_CONFIG_DIR
 NODES=3
 VIP=10.96.0.10
 CLUSTER=10.244.0.0/16
+CLUSTER6=fd42:244::/48
 T0=$(date +%s)
-declare -A CIP=()     # node -> its container's address
+declare -A CIP=() CIP6=()    # node -> its container's IPv4 / IPv6 address
 
 # podman, all state in the run's directory (CNI results cache aside: libcni keeps it in /var/lib/cni,
 # one file per container, removed with the container).
@@ -87,7 +91,7 @@ check() { # case ok detail
 }
 finish() { # reports the cases that did not get to run
   local k
-  for k in bad-dir conflist ping tcp node-to-pod service egress portmap capture egress-table release leave cleanup; do
+  for k in bad-dir conflist ping tcp ping6 tcp6 node-to-pod service egress egress6 portmap capture egress-table release leave cleanup; do
     [ -n "${REPORTED[$k]:-}" ] || check "$k" 0 "not run"
   done
   log "$(( $(date +%s) - T0 )) s (prefix $P)"
@@ -104,17 +108,22 @@ chmod 0755 "$WORK/img/www/cgi-bin/ip"
 tar -C "$WORK/img" -cf "$WORK/img.tar" .
 podman import "$WORK/img.tar" "$IMAGE" >/dev/null || { log "podman import failed"; finish; }
 
-# Underlay, nodes, "internet" (10.99.0.200: answers HTTP with the client's address, no route to pods).
+# Underlay, nodes, "internet" (10.99.0.200, fd99::200: answers HTTP with the client's address, no
+# route to pods). The underlay has IPv6 too (fd99::N, no DAD wait) for the containers' IPv6 egress.
 netns_underlay "$P"
-for i in $(seq 1 $((NODES + 1))); do netns_node "$P" "$i"; ip -n "$P-n$i" route add default via 10.99.0.200; done
+for i in $(seq 1 $((NODES + 1))); do
+  netns_node "$P" "$i"; ip -n "$P-n$i" route add default via 10.99.0.200
+  ip -n "$P-n$i" addr add "fd99::$i/64" dev eth0 nodad; ip -n "$P-n$i" -6 route add default via fd99::200
+done
 netns_attach "$P" "$P-inet" "${P}ui" 10.99.0.200
+ip -n "$P-inet" addr add fd99::200/64 dev eth0 nodad
 ip netns exec "$P-inet" busybox httpd -p 80 -h "$WORK/img/www"
 
 # ---------------------------------------------------------------------------------------------
 log "bad input: join with an unwritable (read-only) CNI directory"
 mkdir -p "$WORK/ro"
 ip netns exec "$P-n1" "$WM" init --name node1 --state-dir "$WORK/n1" --control-socket "$WORK/n1.sock" \
-  --interface "${P}w1" --advertise-address 10.99.0.1 --cni-config-dir "$WORK/n1/cni" --cluster-cidr "$CLUSTER" --prepare-only >"$WORK/token0" 2>"$WORK/init.err" \
+  --interface "${P}w1" --advertise-address 10.99.0.1 --cni-config-dir "$WORK/n1/cni" --cluster-cidr "$CLUSTER" --cluster-cidr-v6 "$CLUSTER6" --prepare-only >"$WORK/token0" 2>"$WORK/init.err" \
   || { log "init failed: $(cat "$WORK/init.err")"; finish; }
 start_node 1 agent
 wait_ready 1 20 || finish
@@ -144,22 +153,23 @@ for i in $(seq 2 $NODES); do
   wait_ready "$i" 20 || finish
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }
-declare -A BLOCK=() OVERLAY=() MTU=()
+declare -A BLOCK=() BLOCK6=() OVERLAY=() MTU=()
 for i in $(seq 1 $NODES); do
   s="$(wm "$i" status --json)"
-  BLOCK[$i]="$(jq -r '.pod_cidrs[0]' <<<"$s")"; OVERLAY[$i]="$(jq -r '.overlay_address' <<<"$s")"; MTU[$i]="$(jq -r '.mtu' <<<"$s")"
-  log "node$i block ${BLOCK[$i]}, overlay ${OVERLAY[$i]}, mtu ${MTU[$i]}"
+  BLOCK[$i]="$(jq -r '.pod_cidrs[0]' <<<"$s")"; BLOCK6[$i]="$(jq -r '.pod_cidrs[1]' <<<"$s")"
+  OVERLAY[$i]="$(jq -r '.overlay_address' <<<"$s")"; MTU[$i]="$(jq -r '.mtu' <<<"$s")"
+  log "node$i blocks ${BLOCK[$i]} ${BLOCK6[$i]}, overlay ${OVERLAY[$i]}, mtu ${MTU[$i]}"
 done
 
 problems=""
 for i in $(seq 1 $NODES); do
   f="$WORK/n$i/cni/10-wiremesh.conflist"
   [ -f "$f" ] || { problems+=" node$i: no $f;"; continue; }
-  got="$(jq -c '[.name, .plugins[0].type, .plugins[0].ipam.ranges[0][0].subnet, .plugins[0].mtu, .plugins[0].ipMasq, .plugins[0].ipam.dataDir, .plugins[1].type]' "$f")"
-  want="$(jq -nc --arg b "${BLOCK[$i]}" --argjson m "${MTU[$i]}" --arg d "$WORK/n$i/cni-ipam" '["wiremesh", "bridge", $b, $m, false, $d, "portmap"]')"
+  got="$(jq -c '[.name, .plugins[0].type, .plugins[0].ipam.ranges[0][0].subnet, .plugins[0].ipam.ranges[1][0].subnet, .plugins[0].mtu, .plugins[0].ipMasq, .plugins[0].ipam.dataDir, .plugins[1].type]' "$f")"
+  want="$(jq -nc --arg b "${BLOCK[$i]}" --arg b6 "${BLOCK6[$i]}" --argjson m "${MTU[$i]}" --arg d "$WORK/n$i/cni-ipam" '["wiremesh", "bridge", $b, $b6, $m, false, $d, "portmap"]')"
   [ "$got" = "$want" ] || problems+=" node$i: $got, expected $want;"
 done
-[ -z "$problems" ] && check conflist 1 "3 conflists as planned" || check conflist 0 "$problems"
+[ -z "$problems" ] && check conflist 1 "3 conflists as planned (an IPv4 and an IPv6 range each)" || check conflist 0 "$problems"
 
 # ---------------------------------------------------------------------------------------------
 log "containers: one per node (busybox httpd on :8080)"
@@ -168,25 +178,51 @@ for i in $(seq 1 $NODES); do
   pm "$i" run -d --name "$P-c$i" "${RUNOPTS[@]}" "${publish[@]}" "$IMAGE" httpd -f -p 8080 -h /www >/dev/null 2>"$WORK/run$i.err" \
     || { log "podman run on node $i failed: $(cat "$WORK/run$i.err")"; finish; }
   CIP[$i]="$(pm "$i" inspect -f '{{.NetworkSettings.Networks.wiremesh.IPAddress}}' "$P-c$i")"
-  log "node$i container ${CIP[$i]}"
+  CIP6[$i]="$(pm "$i" inspect -f '{{.NetworkSettings.Networks.wiremesh.GlobalIPv6Address}}' "$P-c$i")"
+  log "node$i container ${CIP[$i]} ${CIP6[$i]}"
 done
 
-capture_start "$WORK/cap.txt"
+capture_start "$WORK/cap.txt" ip or ip6
 
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${CIP[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
-done; done
+# Every container pings every other one at its address in the array named $1 (CIP, CIP6); prints the
+# pairs that failed.
+ping_pairs() {
+  local -n to=$1
+  local i j failed=""
+  for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
+    if [ "$i" != "$j" ]; then
+      pm "$i" exec "$P-c$i" ping -c 2 -i 0.2 -W 2 "${to[$j]}" >/dev/null 2>&1 || failed+=" $i->$j"
+    fi
+  done; done
+  echo "$failed"
+}
+# Every container fetches the address page of every other one at its address in the array named $1,
+# written into URLs by the printf format $2 (an IPv6 address goes in brackets); prints the pairs whose
+# server did not see the client container's own address.
+fetch_pairs() {
+  local -n at=$1
+  local i j seen host failed=""
+  for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
+    if [ "$i" != "$j" ]; then
+      # shellcheck disable=SC2059  # the format is the caller's
+      host="$(printf "$2" "${at[$j]}")"
+      seen="$(cfetch "$i" "http://$host:8080/cgi-bin/ip")"
+      [[ "$seen" == *"${at[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${at[$i]});"
+    fi
+  done; done
+  echo "$failed"
+}
+
+failed="$(ping_pairs CIP)"
 [ -z "$failed" ] && check ping 1 "6 container pairs" || check ping 0 "failed:$failed"
-
-failed=""
-for i in $(seq 1 $NODES); do for j in $(seq 1 $NODES); do
-  [ "$i" = "$j" ] && continue
-  seen="$(cfetch "$i" "http://${CIP[$j]}:8080/cgi-bin/ip")"
-  [[ "$seen" == *"${CIP[$i]}]"* ]] || failed+=" $i->$j saw '${seen}' (client ${CIP[$i]});"
-done; done
+failed="$(fetch_pairs CIP %s)"
 [ -z "$failed" ] && check tcp 1 "6 pairs, each server saw the client container's address" || check tcp 0 "$failed"
+
+log "IPv6: the same between the containers' own IPv6 addresses"
+failed="$(ping_pairs CIP6)"
+[ -z "$failed" ] && check ping6 1 "6 container pairs over IPv6" || check ping6 0 "failed:$failed (addresses: ${CIP6[*]})"
+failed="$(fetch_pairs CIP6 '[%s]')"
+[ -z "$failed" ] && check tcp6 1 "6 pairs over IPv6, each server saw the client container's own IPv6 address" || check tcp6 0 "$failed"
 
 log "node to pod: node 1's own processes to the container on node 2"
 problems=""
@@ -225,6 +261,12 @@ for i in $(seq 1 $NODES); do
   [[ "$seen" == *"10.99.0.$i]"* ]] || failed+=" node$i: internet saw '$seen', expected 10.99.0.$i;"
 done
 [ -z "$failed" ] && check egress 1 "each container seen as its node's underlay address" || check egress 0 "$failed"
+failed=""
+for i in $(seq 1 $NODES); do
+  seen="$(cfetch "$i" "http://[fd99::200]/cgi-bin/ip")"
+  [[ "$seen" == *"fd99::$i]"* ]] || failed+=" node$i: internet saw '$seen', expected fd99::$i;"
+done
+[ -z "$failed" ] && check egress6 1 "each container seen as its node's IPv6 underlay address" || check egress6 0 "$failed"
 
 log "published port: the internet namespace to node 2's address, port 8081 (portmap) -> its container"
 seen="$(fetch ip netns exec "$P-inet" busybox wget -q -O - "http://10.99.0.2:8081/cgi-bin/ip")"
@@ -233,37 +275,38 @@ seen="$(fetch ip netns exec "$P-inet" busybox wget -q -O - "http://10.99.0.2:808
 
 capture_stop
 total="$(wc -l <"$WORK/cap.txt")"
-clear="$(grep -cE '10\.244\.[0-9]+\.[0-9]+' "$WORK/cap.txt")"
+clear="$(grep -cE '10\.244\.[0-9]+\.[0-9]+|fd42:244:' "$WORK/cap.txt")"
 wgpk="$(grep -cE '\.51820 > .*\.51820: UDP' "$WORK/cap.txt")"
-if [ "$clear" = 0 ] && [ "$wgpk" -ge 24 ]; then check capture 1 "$total packets, $wgpk WireGuard, 0 with a cluster address in clear"
-else check capture 0 "$total packets, $wgpk WireGuard (expected >= 24), $clear with a cluster address: $(grep -m3 -E '10\.244\.' "$WORK/cap.txt" | tr '\n' ' ')"; fi
+if [ "$clear" = 0 ] && [ "$wgpk" -ge 48 ]; then check capture 1 "$total packets (IPv4 and IPv6), $wgpk WireGuard, 0 with a cluster address of either family in clear"
+else check capture 0 "$total packets, $wgpk WireGuard (expected >= 48), $clear with a cluster address: $(grep -m3 -E '10\.244\.|fd42:244:' "$WORK/cap.txt" | tr '\n' ' ')"; fi
 
 # ---------------------------------------------------------------------------------------------
 log "egress table: nft as the reference, kept across a restart, restored after a flush"
-want="$(cat <<EOF
-table ip wiremesh {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr $CLUSTER ip daddr $CLUSTER return
-		ip saddr ${BLOCK[1]} masquerade
-		oifname "${P}w1" snat to ${OVERLAY[1]}
-	}
+# nft's listing of the agent's egress table of FAMILY (ip, ip6; also its address keyword) as planned for
+# RANGE, BLOCK and OVERLAY.
+egress_table() {
+  printf 'table %s wiremesh {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n' "$1"
+  printf '\t\t%s saddr %s %s daddr %s return\n\t\t%s saddr %s masquerade\n' "$1" "$2" "$1" "$2" "$1" "$3"
+  printf '\t\toifname "%s" snat to %s\n\t}\n}\n' "${P}w1" "$4"
 }
-EOF
-)"
+want="$(egress_table ip "$CLUSTER" "${BLOCK[1]}" "${OVERLAY[1]}")"
+want6="$(egress_table ip6 "$CLUSTER6" "${BLOCK6[1]}" "${BLOCK6[1]%/*}")"
 problems=""
 got="$(ip netns exec "$P-n1" nft list table ip wiremesh 2>&1)"
 [ "$got" = "$want" ] || problems+=" table differs: got [$got] expected [$want];"
-before="$(ip netns exec "$P-n1" nft -a list table ip wiremesh 2>&1)"
+got="$(ip netns exec "$P-n1" nft list table ip6 wiremesh 2>&1)"
+[ "$got" = "$want6" ] || problems+=" IPv6 table differs: got [$got] expected [$want6];"
+tables_with_handles() { ip netns exec "$P-n1" nft -a list table ip wiremesh 2>&1; ip netns exec "$P-n1" nft -a list table ip6 wiremesh 2>&1; }
+before="$(tables_with_handles)"
 stop_agent 1
 start_node 1 agent
 wait_until 20 ready 1 || problems+=" agent 1 did not come back;"
-after="$(ip netns exec "$P-n1" nft -a list table ip wiremesh 2>&1)"
+after="$(tables_with_handles)"
 [ "$before" = "$after" ] || problems+=" the restart replaced the table (handles changed);"
 ip netns exec "$P-n1" nft flush table ip wiremesh
 restored() { [ "$(ip netns exec "$P-n1" nft list table ip wiremesh 2>&1)" = "$want" ]; }
 wait_until 30 restored || problems+=" a flushed table was not restored within 30 s;"
-[ -z "$problems" ] && check egress-table 1 "as planned; same handles after a restart; restored after a flush" || check egress-table 0 "$problems"
+[ -z "$problems" ] && check egress-table 1 "both families as planned; same handles after a restart; restored after a flush" || check egress-table 0 "$problems"
 
 # ---------------------------------------------------------------------------------------------
 log "podman rm frees the container's address"
@@ -281,7 +324,8 @@ wait_until 20 gone || problems+=" agent 3 still running;"
 stop_agent 3
 [ -e "$WORK/n3/cni/10-wiremesh.conflist" ] && problems+=" conflist still there;"
 ip netns exec "$P-n3" nft list table ip wiremesh >/dev/null 2>&1 && problems+=" egress table still there;"
-[ -z "$problems" ] && check leave 1 "conflist and table removed" || check leave 0 "$problems"
+ip netns exec "$P-n3" nft list table ip6 wiremesh >/dev/null 2>&1 && problems+=" IPv6 egress table still there;"
+[ -z "$problems" ] && check leave 1 "conflist and both tables removed" || check leave 0 "$problems"
 
 for i in 1 2; do pm "$i" rm -f -t 0 "$P-c$i" >/dev/null 2>&1; done
 left="$(podman ps -a -q | wc -l)"

@@ -13,8 +13,9 @@
 #   claim-block          node 2's block claimed: new identities with version 1 (no certificate, node 2's
 #                        certificate), node 2's name with a new identity, node 4's identity with node 2's
 #                        block (its own certificate, one it edited): refused as untrusted / identity_conflict
-#   outside-range        node 4 claims 10.244.0.0/17, the underlay 10.99.0.0/24 and 0.0.0.0/0 (its
-#                        certificate, self-signed ones, new identities): refused as untrusted
+#   outside-range        node 4 claims 10.244.0.0/17, the underlay 10.99.0.0/24, 0.0.0.0/0 and, in this
+#                        IPv4-only cluster, the IPv6 blocks fd42:244:0:2::/64 and ::/0 (its certificate,
+#                        self-signed ones, new identities): refused as untrusted
 #   forged-certificate   certificates signed with node 4's key, with a key derived from the cluster key,
 #                        node 2's certificate re-used, a new identity certifying itself: untrusted
 #   max-numbers          status claims, leaves, digests at version/incarnation 2^64 - 1 (about node 2, about
@@ -144,14 +145,15 @@ finish "6 forged records to 3 nodes: untrusted +$u, identity_conflict +$ic, repe
 
 # ---------------------------------------------------------------------------------------------
 begin outside-range
-out="$(hostile outside-range --prefix 10.244.0.0/17 --prefix 10.99.0.0/24 --prefix 0.0.0.0/0 2>"$WORK/range.err")" ||
+out="$(hostile outside-range --prefix 10.244.0.0/17 --prefix 10.99.0.0/24 --prefix 0.0.0.0/0 \
+  --prefix fd42:244:0:2::/64 --prefix ::/0 2>"$WORK/range.err")" ||
   problem "the tool failed: $(tail -2 "$WORK/range.err")"
 scrape after
 accepted="$(jq -r '.accepted | join(",")' <<<"$out" 2>/dev/null)"
 [ -z "$accepted" ] || problem "accepted: $accepted"
 u="$(delta before after "$(dropped untrusted)")"
-[ "$u" -ge 27 ] || problem "untrusted rose by $u (9 records to each of 3 nodes)"
-finish "a /17, the underlay and 0.0.0.0/0 claimed 9 ways: untrusted +$u, none accepted" "$(jq -cn --argjson u "$u" '{untrusted: $u}')"
+[ "$u" -ge 45 ] || problem "untrusted rose by $u (15 records to each of 3 nodes)"
+finish "a /17, the underlay, 0.0.0.0/0 and two IPv6 prefixes claimed 15 ways: untrusted +$u, none accepted" "$(jq -cn --argjson u "$u" '{untrusted: $u}')"
 
 # ---------------------------------------------------------------------------------------------
 begin forged-certificate

@@ -25,8 +25,8 @@ owner_on() {
   in_ns wmn$1 wg show wmk$1 dump | awk -v c="$2" 'NR > 1 { n = split($4, a, ","); for (k = 1; k <= n; k++) if (a[k] == c) print $1 }'
 }
 
-# mesh_up N: N agents on kernel WireGuard, node 1 by `init`, the others by `join TOKEN`; returns once
-# every node sees N-1 live peers and each device holds N-1 peers.
+# mesh_up N: N agents on kernel WireGuard, node 1 by `init` (plus $MESH_INIT_FLAGS, e.g. an IPv6 range),
+# the others by `join TOKEN`; returns once every node sees N-1 live peers and each device holds N-1 peers.
 mesh_up() {
   _N=$1
   modprobe bridge || fail "modprobe bridge"
@@ -38,7 +38,8 @@ mesh_up() {
     $IP -n wmn$i addr add 10.99.0.$i/24 dev eth0 && $IP -n wmn$i link set eth0 up
   done
   node_flags() { echo "--interface wmk$1 --advertise-address 10.99.0.$1 --cni-config-dir /tmp/cni$1"; }
-  wm 1 init --name k1 $(node_flags 1) --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
+  # shellcheck disable=SC2086  # flags, split on purpose
+  wm 1 init --name k1 $(node_flags 1) ${MESH_INIT_FLAGS:-} --prepare-only > /tmp/k1.token 2>/tmp/k1.init || fail "init: $(cat /tmp/k1.init)"
   $IP netns exec wmn1 wiremesh agent --state-dir /tmp/k1 --control-socket /tmp/k1.sock $(node_flags 1) > /tmp/k1.log 2>&1 &
   # ready N PID: node N answers `status`; gives up at once when its agent (PID) has exited.
   ready() { for _ in $(seq 1 300); do wm "$1" status >/dev/null 2>&1 && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done; return 1; }

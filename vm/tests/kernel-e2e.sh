@@ -198,10 +198,11 @@ case_delta_remove() {
 # Three agents with kernel WireGuard: nodes are netns on a bridge (10.99.0.0/24); node 1 runs
 # `wiremesh init` + `agent`, nodes 2 and 3 `wiremesh join TOKEN` (mesh_up, guest/mesh.sh); each node
 # pings the others' overlay addresses through the mesh, and each device holds the other two nodes as
-# peers (`wg show` reference). The agents keep running for the rotation case.
+# peers (`wg show` reference). The cluster is dual-stack (an IPv6 range beside the IPv4 one, for the cni
+# case). The agents keep running for the rotation case.
 case_agent_mesh() {
   [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
-  mesh_up 3
+  MESH_INIT_FLAGS="--cluster-cidr-v6 fd42:244::/48" mesh_up 3
   overlay() { json_str overlay_address < /tmp/k$1.status; }
   for i in 1 2 3; do
     for j in 1 2 3; do
@@ -254,7 +255,9 @@ xfer() { in_ns wmn$1 wg show wmk$1 transfer; }
 # other (busybox httpd: the server sees the client pod's own address), through the WireGuard device (`ip route
 # get`; `wg show transfer` rose by more than the pings' payload each way on every peer); the published port
 # answers from the underlay and through the mesh; CNI_COMMAND=DEL (reverse order, the cached result as
-# prevResult) removes the pod's interface, frees its address and portmap's rules.
+# prevResult) removes the pod's interface, frees its address and portmap's rules. The cluster is
+# dual-stack: each pod also gets an IPv6 address from its node's IPv6 block, and the pods ping each other
+# over IPv6 too.
 case_cni() {
   [ "$MODE" = wiremesh ] || { echo "OK: the agent has no reference-tool equivalent"; return 0; }
   [ -S /tmp/k1.sock ] || fail "the agents of agent_mesh are not running"
@@ -288,6 +291,9 @@ case_cni() {
     [ "$pod" != "$base" ] && [ "$pod" != "$gw" ] || fail "pod $i got $pod: the overlay address or the gateway ($gw)"
     $IP -n wmcp$i -4 addr show dev eth0 | grep -q "inet $addr " || { $IP -n wmcp$i addr; fail "pod $i's eth0 lacks $addr"; }
     $IP -n wmcp$i route show default | grep -q "via $gw dev eth0" || { $IP -n wmcp$i route; fail "pod $i has no default route via $gw"; }
+    addr6=$(jq -r '[.ips[] | select(.address | contains(":"))][0].address' /tmp/cni.result$i)
+    [ -n "$addr6" ] && [ "$addr6" != null ] || fail "pod $i got no IPv6 address: $(jq -c .ips /tmp/cni.result$i)"
+    echo "${addr6%/*}" > /tmp/cni.pod6$i
     store=/tmp/k$i/cni-ipam/wiremesh
     # host-local's reservation: a file named by the address holding "CONTAINERID\r\nIFNAME".
     [ "$(tr '\r\n' '  ' < "$store/$pod" 2>/dev/null)" = "$id  eth0" ] || { ls -l "$store"; fail "host-local's store $store does not hold $pod for the pod's eth0"; }
@@ -321,6 +327,10 @@ case_cni() {
       in_ns wmcp$i $PING -n -c 3 -i 0.2 -s 1000 -W 3 "$dst" > /tmp/cni.ping 2>&1 \
         || { cat /tmp/cni.ping; in_ns wmn$i wg show wmk$i; fail "pod $i cannot ping pod $j ($dst)"; }
       echo "pod $i -> pod $j ($dst): $(grep 'packets transmitted' /tmp/cni.ping)"
+      dst6=$(cat /tmp/cni.pod6$j)
+      in_ns wmcp$i $PING -n -c 3 -i 0.2 -s 1000 -W 3 "$dst6" > /tmp/cni.ping 2>&1 \
+        || { cat /tmp/cni.ping; in_ns wmn$i $IP -6 route; fail "pod $i cannot ping pod $j over IPv6 ($dst6)"; }
+      echo "pod $i -> pod $j ($dst6): $(grep 'packets transmitted' /tmp/cni.ping)"
       seen=$(timeout 10 nsenter --net=/run/netns/wmcp$i wget -q -O - "http://$dst:8080/cgi-bin/ip" 2>&1)
       case "$seen" in
         *":$(cat /tmp/cni.pod$i)]"*|"$(cat /tmp/cni.pod$i)") echo "pod $i -> pod $j: HTTP, the server saw $seen" ;;
@@ -364,7 +374,7 @@ case_cni() {
   done
   in_ns wmn2 iptables -t nat -S > /tmp/cni.ipt
   grep -q -e "$pod2" -e "$id2" /tmp/cni.ipt && { cat /tmp/cni.ipt; fail "after DEL portmap's rules for the pod on node 2 remain"; }
-  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 pings and 6 HTTP fetches by own address over kernel WireGuard, a published port (portmap) from the underlay and through the mesh, DEL freed the 3 addresses and the port ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
+  echo "OK: 3 pods by CNI ADD ($(cat /tmp/cni.pod1), $(cat /tmp/cni.pod2), $(cat /tmp/cni.pod3)), 6 IPv4 and 6 IPv6 pings and 6 HTTP fetches by own address over kernel WireGuard, a published port (portmap) from the underlay and through the mesh, DEL freed the 3 addresses and the port ($(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s)"
 }
 
 wm_case no_module case_no_module
