@@ -7,6 +7,12 @@ import MembershipSimulator
 import Glibc
 #endif
 
+/// Writes one line to standard output unbuffered (traces are read while they run).
+func say(_ text: String) {
+    var bytes = Array((text + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
+}
+
 /// Writes to standard error (unbuffered, no shared FILE state).
 func eprint(_ text: String) {
     var bytes = Array(text.utf8)
@@ -300,20 +306,30 @@ if options.healTrace {
             sim.run(for: .nanoseconds(Int64(options.partitionSeconds * 1e9)))
             sim.heal()
             let healedAt = sim.now
-            print("N=\(nodes) \(label): healed at \(healedAt)")
+            say("N=\(nodes) \(label): healed at \(healedAt)")
+            let before = sim.traffic
+            let incarnationAtHeal = (0..<nodes).map { sim.node($0)?.localIncarnation ?? 0 }
             while !sim.isConverged(), (sim.now - healedAt) < .seconds(120) {
                 sim.run(for: .milliseconds(500))
                 var ranks = [UInt8: Int]()
-                var stale = 0
                 var observersWithWork = Set<Int>(), subjectsWithWork = Set<Int>()
+                // Why each pair is open: the subject has not refuted yet (nobody told it), or it has
+                // and the observer has not heard the refutation; and which side the observer is on.
+                var notRefuted = 0, refutationInFlight = 0, crossSide = 0
                 for p in sim.unconvergedPairs(limit: Int.max) {
                     ranks[p.rank, default: 0] += 1
-                    if p.rank == 0 { stale += 1 }
                     observersWithWork.insert(p.observer)
                     subjectsWithWork.insert(p.subject)
+                    if p.observer % 2 != p.subject % 2 { crossSide += 1 }
+                    let held = sim.view(of: p.subject, at: p.observer)?.status.incarnation ?? 0
+                    if (sim.node(p.subject)?.localIncarnation ?? 0) > held { refutationInFlight += 1 } else { notRefuted += 1 }
                 }
-                print("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
-                      + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count)")
+                let refuted = (0..<nodes).filter { (sim.node($0)?.localIncarnation ?? 0) > incarnationAtHeal[$0] }.count
+                let sent = (0..<nodes).reduce(0) { $0 + sim.traffic[$1].bytesSent - before[$1].bytesSent }
+                say("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
+                      + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count); cross-side \(crossSide), "
+                      + "subject not refuted \(notRefuted), refutation not heard \(refutationInFlight); nodes refuted \(refuted); "
+                      + "sent \(format(Double(sent) / Double(nodes) / (sim.now - healedAt).seconds, 0)) B/node/s")
             }
         }
     }
