@@ -56,6 +56,9 @@ extension MembershipNode {
         let mine = table.summary
         let differing = (0..<mine.count).filter { mine[$0] != theirs[$0] }
         guard !differing.isEmpty else { return }
+        // Far apart: one whole-state swap instead of a datagram of entries per half second.
+        if config.pushPullDifferingBuckets > 0, differing.count >= config.pushPullDifferingBuckets,
+           startPushPull(with: from, now: now) { return }
         let budget = payloadBudget - 16
         var used = 0
         var messages: [WireMessage] = []

@@ -31,6 +31,9 @@ struct Options {
     var only: String?
     var healTrace = false
     var firstSeed = 1
+    var pushPull = false
+    var pushPullBuckets = 0
+    var pushPullFollowUp: Double = 0
 }
 
 func usage() -> Never {
@@ -46,6 +49,9 @@ func usage() -> Never {
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
                         JSON object are then reported for both
       --first-seed S    number the seeds from S (to add seeds to an earlier run)
+      --push-pull       wiremesh with push/pull over a stream (MembershipConfig.wiremeshPushPull)
+      --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
+      --push-pull-follow-up S    … next anti-entropy round within S seconds after a swap that taught something
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
@@ -90,6 +96,9 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
+        case "--push-pull": o.pushPull = true
+        case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
+        case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
         case "--first-seed": o.firstSeed = Int(number(a))
         case "--only":
             let v = value(a)
@@ -127,6 +136,15 @@ func cpuTime() -> Double {
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
         + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+/// The wiremesh configuration the options ask for.
+func ours(_ o: Options) -> MembershipConfig {
+    guard o.pushPull else { return .wiremeshDefaults }
+    var c = MembershipConfig.wiremeshPushPull
+    if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
+    if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
+    return c
 }
 
 let disseminationTimeout: Duration = .seconds(60)
@@ -297,7 +315,8 @@ let options = parseOptions()
 verbose = !options.json
 if options.healTrace {
     for nodes in options.nodes {
-        var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+        var configs = [("wiremesh", ours(options)),
+                       ("memberlist", MembershipConfig.memberlistLAN)]
         if let only = options.only { configs = configs.filter { $0.0 == only } }
         for (label, config) in configs {
             let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 3))
@@ -326,10 +345,11 @@ if options.healTrace {
                 }
                 let refuted = (0..<nodes).filter { (sim.node($0)?.localIncarnation ?? 0) > incarnationAtHeal[$0] }.count
                 let sent = (0..<nodes).reduce(0) { $0 + sim.traffic[$1].bytesSent - before[$1].bytesSent }
+                let streams = (0..<nodes).reduce(0) { $0 + sim.traffic[$1].streamsOpened - before[$1].streamsOpened }
                 say("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
                       + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count); cross-side \(crossSide), "
                       + "subject not refuted \(notRefuted), refutation not heard \(refutationInFlight); nodes refuted \(refuted); "
-                      + "sent \(format(Double(sent) / Double(nodes) / (sim.now - healedAt).seconds, 0)) B/node/s")
+                      + "sent \(format(Double(sent) / Double(nodes) / (sim.now - healedAt).seconds, 0)) B/node/s, push/pulls \(streams)")
             }
         }
     }
@@ -355,7 +375,8 @@ if options.steady > 0 {
 var results: [(ours: Result, baseline: Result)] = []
 for nodes in options.nodes {
     var pair: [Result] = []
-    var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+    var configs = [("wiremesh", ours(options)),
+                       ("memberlist", MembershipConfig.memberlistLAN)]
     if let only = options.only { configs = configs.filter { $0.0 == only } }
     for (label, config) in configs {
         var samples = Samples()

@@ -363,6 +363,8 @@ final class GossipHandler: ChannelInboundHandler {
                 schedule(at: at, context: context)
             case .changed(let event):
                 eventsContinuation.yield(event)
+            case .pushPull, .pushPullReply:
+                break   // the agent's config never starts one yet (pushPullDifferingBuckets 0)
             }
         }
     }
