@@ -53,8 +53,10 @@ public struct MembershipConfig: Sendable, Equatable {
     /// sender (0: never): both views are far apart (a healed partition, a joiner), and a whole-state
     /// swap over a stream carries in one exchange what datagrams carry in dozens.
     public var pushPullDifferingBuckets: Int = 0
-    /// Largest push/pull payload sent or accepted (either direction), before sealing.
-    public var pushPullMaxBytes: Int = 64 * 1024
+    /// Largest push/pull payload sent or accepted (either direction), before sealing (sealed and in
+    /// base64 it fits one line-port line; claims about 1000 members with 16-byte names;
+    /// a larger view is sent from a random member on, so successive swaps cover it all).
+    public var pushPullMaxBytes: Int = 45 * 1024
     /// Least time between two push/pulls this node starts, and the window in which it answers at
     /// most `pushPullAnswersPerInterval` of them.
     public var pushPullInterval: Duration = .seconds(1)
@@ -62,9 +64,10 @@ public struct MembershipConfig: Sendable, Equatable {
     public var pushPullAnswersPerInterval: Int = 4
     /// A push/pull without a reply after this long is given up (the peer may try again later).
     public var pushPullTimeout: Duration = .seconds(5)
-    /// After a push/pull that changed this node's view, the next anti-entropy round comes within this
-    /// long instead of a whole interval (0: no hurry), so a node keeps swapping while swaps teach it
-    /// something and falls back to the quiet cadence once views agree.
+    /// After an exchange that taught this node something (a push/pull that changed its view, a digest
+    /// exchange that found it behind), the next anti-entropy round comes within this long instead of
+    /// a whole interval (0: no hurry; only with push/pull on): a node keeps exchanging while exchanges
+    /// teach it something and falls back to the quiet cadence once views agree.
     public var pushPullFollowUp: Duration = .zero
 
     /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.

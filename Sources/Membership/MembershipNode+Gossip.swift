@@ -130,7 +130,10 @@ extension MembershipNode {
             if let name = tombstoneByHash[e.nameHash], let t = tombstones[name], e.version <= t.version { continue }
             pull.append(DigestRequest(nameHash: e.nameHash, haveVersion: 0))
         }
-        if !pull.isEmpty { push.append(.request(pull)) }
+        if !pull.isEmpty {
+            push.append(.request(pull))
+            hurryAntiEntropy(now: now)
+        }
         if !push.isEmpty { send(push, to: from, piggyback: false) }
         if more, followUp == nil { followUp = (from, now + config.probeTimeout) }
     }

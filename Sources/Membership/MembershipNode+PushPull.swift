@@ -110,12 +110,16 @@ extension MembershipNode {
             batches.append(.request(Array(requests[i..<min(i + chunk, requests.count)])))
         }
         if !batches.isEmpty { send(batches, to: from, piggyback: false) }
-        if config.pushPullFollowUp > .zero, table.generation != generation || !requests.isEmpty {
-            // It taught us something: views are still moving, swap again soon.
-            let soon = now + config.pushPullFollowUp.wmScaled(0.5) + jitter(config.pushPullFollowUp.wmScaled(0.5))
-            if soon < nextAntiEntropyAt { nextAntiEntropyAt = soon }
-        }
+        if table.generation != generation || !requests.isEmpty { hurryAntiEntropy(now: now) }
         return versions
+    }
+
+    /// An exchange taught us something: views are still moving, so the next anti-entropy round comes
+    /// within `pushPullFollowUp` (and its summary may start the next swap) instead of a whole interval.
+    mutating func hurryAntiEntropy(now: Instant) {
+        guard config.pushPullDifferingBuckets > 0, config.pushPullFollowUp > .zero else { return }
+        let soon = now + config.pushPullFollowUp.wmScaled(0.5) + jitter(config.pushPullFollowUp.wmScaled(0.5))
+        if soon < nextAntiEntropyAt { nextAntiEntropyAt = soon }
     }
 
     /// Our whole state as a push/pull payload, at most `pushPullMaxBytes`: our record and claim, a
