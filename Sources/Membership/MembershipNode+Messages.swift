@@ -138,7 +138,7 @@ extension MembershipNode {
 
     /// Verifies a record signature, remembering failures so a replayed forgery costs nothing.
     mutating func verify(_ signed: SignedNodeRecord) -> Bool {
-        if failedSignatures.contains(signed.signature.bytes) { counters.rejectedRepeated += 1; return false }
+        if failedSignatures.contains(Self.failureKey(signed)) { counters.rejectedRepeated += 1; return false }
         counters.signaturesVerified += 1
         guard signed.verify() else {
             counters.rejectedBadSignature += 1
@@ -156,7 +156,14 @@ extension MembershipNode {
 
     mutating func rememberFailure(_ signed: SignedNodeRecord) {
         if failedSignatures.count > 4096 { failedSignatures.removeAll() }
-        failedSignatures.insert(signed.signature.bytes)
+        failedSignatures.insert(Self.failureKey(signed))
+    }
+
+    /// What a refused record is remembered by: its signature and the bytes signed, hashed. Not the
+    /// signature alone: a member that splices a genuine signature onto edited bytes would otherwise get
+    /// the genuine record refused as a repeat wherever the splice arrived first.
+    static func failureKey(_ signed: SignedNodeRecord) -> [UInt8] {
+        KeyDerivation.genericHash(signed.signature.bytes + signed.encodedRecord, outputLength: 32)
     }
 
     // MARK: - Liveness claims
