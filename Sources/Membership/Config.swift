@@ -110,10 +110,13 @@ public struct MembershipConfig: Sendable, Equatable {
             digestBuckets: 32, gossipToTheDead: .seconds(30), reapTime: .seconds(3600), tombstoneTime: .seconds(86_400))
     }
 
-    /// `wiremeshDefaults` plus push/pull over a stream when two views differ in a quarter of the buckets.
+    /// `wiremeshDefaults` plus push/pull over a stream when two views differ in an eighth of the
+    /// buckets, and anti-entropy within a second while exchanges teach something (a heal of 1000
+    /// nodes, BENCHMARKS.md). Not the default yet: a mass join of real agents with it is not measured.
     public static var wiremeshPushPull: MembershipConfig {
         var c = wiremeshDefaults
-        c.pushPullDifferingBuckets = c.digestBuckets / 4
+        c.pushPullDifferingBuckets = c.digestBuckets / 8
+        c.pushPullFollowUp = .seconds(1)
         return c
     }
 
