@@ -66,13 +66,7 @@ struct PushPullTransportTests {
     }
 
     func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
+        try await pollUntil(timeout: timeout, condition)
     }
 
     /// A sealed request as any cluster-key holder could build it.

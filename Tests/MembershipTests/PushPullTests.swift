@@ -94,8 +94,8 @@ struct PushPullTests {
     @Test("forged, altered and untrusted records in a push/pull are refused like in a datagram")
     func forgedRecordsRefused() throws {
         var pump = Pump()
-        let a = pump.addCertifiedPushPull("a", index: 1)
-        let b = pump.addCertifiedPushPull("b", index: 2)
+        let a = pump.addCertified("a", index: 1, config: pushPullConfig())
+        let b = pump.addCertified("b", index: 2, config: pushPullConfig())
         pump.join(b, seeds: [a])
         pump.run(for: .seconds(10))
         let genuine = pump.nodes[a]!.member(named: "b")!.record
@@ -236,24 +236,6 @@ struct PushPullTests {
             _ = node.receivePushPull(request: bytes, from: eps[1], now: pump.now + .seconds(Int64(i)))
         }
         #expect(node.members.count >= 1)
-    }
-}
-
-extension Pump {
-    /// A certified node that checks every record it takes, with push/pull on.
-    @discardableResult
-    mutating func addCertifiedPushPull(_ name: String, index: Int) -> Endpoint {
-        let identity = testIdentity(name)
-        let record = certifiedRecord(name, index: index, identity: identity)
-        var config = testConfig()
-        config.pushPullDifferingBuckets = 4
-        var node = try! MembershipNode(config: config, identity: identity, record: record, seed: UInt64(index) &* 7919, now: now)
-        _ = node.setTrust(testTrust(), now: now)
-        let ep = record.gossipAddress
-        nodes[ep] = node
-        identities[ep] = identity
-        order.append(ep)
-        return ep
     }
 }
 
