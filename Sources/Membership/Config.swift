@@ -69,6 +69,9 @@ public struct MembershipConfig: Sendable, Equatable {
     /// a whole interval (0: no hurry; only with push/pull on): a node keeps exchanging while exchanges
     /// teach it something and falls back to the quiet cadence once views agree.
     public var pushPullFollowUp: Duration = .zero
+    /// How much an exchange must teach (members changed or asked for) to hurry the next round: under
+    /// loss every exchange teaches a little, after a heal or in a join a lot.
+    public var pushPullFollowUpChanges: Int = 8
 
     /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.
     public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionConfirmations: Int, suspicionMultiplier: Double,

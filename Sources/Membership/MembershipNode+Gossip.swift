@@ -132,7 +132,7 @@ extension MembershipNode {
         }
         if !pull.isEmpty {
             push.append(.request(pull))
-            hurryAntiEntropy(now: now)
+            hurryAntiEntropy(taught: pull.count, now: now)
         }
         if !push.isEmpty { send(push, to: from, piggyback: false) }
         if more, followUp == nil { followUp = (from, now + config.probeTimeout) }

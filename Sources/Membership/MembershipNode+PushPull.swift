@@ -110,14 +110,15 @@ extension MembershipNode {
             batches.append(.request(Array(requests[i..<min(i + chunk, requests.count)])))
         }
         if !batches.isEmpty { send(batches, to: from, piggyback: false) }
-        if table.generation != generation || !requests.isEmpty { hurryAntiEntropy(now: now) }
+        hurryAntiEntropy(taught: Int(truncatingIfNeeded: table.generation &- generation) + requests.count, now: now)
         return versions
     }
 
-    /// An exchange taught us something: views are still moving, so the next anti-entropy round comes
-    /// within `pushPullFollowUp` (and its summary may start the next swap) instead of a whole interval.
-    mutating func hurryAntiEntropy(now: Instant) {
-        guard config.pushPullDifferingBuckets > 0, config.pushPullFollowUp > .zero else { return }
+    /// An exchange taught us `taught` changes; at `pushPullFollowUpChanges` or more views are still
+    /// moving, so the next anti-entropy round comes within `pushPullFollowUp` (and its summary may
+    /// start the next swap) instead of a whole interval.
+    mutating func hurryAntiEntropy(taught: Int, now: Instant) {
+        guard config.pushPullDifferingBuckets > 0, config.pushPullFollowUp > .zero, taught >= config.pushPullFollowUpChanges else { return }
         let soon = now + config.pushPullFollowUp.wmScaled(0.5) + jitter(config.pushPullFollowUp.wmScaled(0.5))
         if soon < nextAntiEntropyAt { nextAntiEntropyAt = soon }
     }

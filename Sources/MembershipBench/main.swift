@@ -34,6 +34,7 @@ struct Options {
     var pushPull = false
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
+    var pushPullFollowUpChanges = 0
 }
 
 func usage() -> Never {
@@ -51,7 +52,8 @@ func usage() -> Never {
       --first-seed S    number the seeds from S (to add seeds to an earlier run)
       --push-pull       wiremesh with push/pull over a stream (MembershipConfig.wiremeshPushPull)
       --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
-      --push-pull-follow-up S    … next anti-entropy round within S seconds after a swap that taught something
+      --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
+      --push-pull-follow-up-changes K   … enough: K members changed or asked for
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
@@ -99,6 +101,7 @@ func parseOptions() -> Options {
         case "--push-pull": o.pushPull = true
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
         case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
+        case "--push-pull-follow-up-changes": o.pushPull = true; o.pushPullFollowUpChanges = Int(number(a))
         case "--first-seed": o.firstSeed = Int(number(a))
         case "--only":
             let v = value(a)
@@ -144,6 +147,7 @@ func ours(_ o: Options) -> MembershipConfig {
     var c = MembershipConfig.wiremeshPushPull
     if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
     if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
+    if o.pushPullFollowUpChanges > 0 { c.pushPullFollowUpChanges = o.pushPullFollowUpChanges }
     return c
 }
 

@@ -218,6 +218,28 @@ struct PushPullTests {
         #expect(out.filter { if case .send = $0 { true } else { false } }.count <= 4)
     }
 
+    @Test("a swap that teaches many changes hurries the next anti-entropy round; one that teaches nothing does not")
+    func hurryOnlyWhileViewsMove() {
+        var config = pushPullConfig()
+        config.pushPullFollowUp = .seconds(1)
+        var pump = Pump()
+        var eps: [Endpoint] = []
+        for i in 0..<30 { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
+        let records = eps.map { pump.nodes[$0]!.localRecord }
+        for ep in eps.dropLast() { pump.with(ep) { node, now in node.seed(with: records, now: now); return [] } }
+        // n29 knows nobody: n0's state teaches it 28 members (it asks for their records) at once.
+        let payload = request(of: &pump, from: eps[0])
+        var fresh = pump.nodes[eps[29]]!
+        fresh.nextAntiEntropyAt = pump.now + .seconds(60)
+        _ = fresh.receivePushPull(request: payload, from: eps[0], now: pump.now)
+        #expect(fresh.nextAntiEntropyAt <= pump.now + .seconds(1))
+        // n1 holds the same view as n0: the same state teaches it nothing, its cadence stays.
+        var settled = pump.nodes[eps[1]]!
+        settled.nextAntiEntropyAt = pump.now + .seconds(60)
+        _ = settled.receivePushPull(request: payload, from: eps[0], now: pump.now)
+        #expect(settled.nextAntiEntropyAt == pump.now + .seconds(60))
+    }
+
     @Test("hostile push/pull bytes never trap: random, truncated and oversized counts")
     func hostileBytesNeverTrap() {
         var (pump, eps) = cluster(2)
