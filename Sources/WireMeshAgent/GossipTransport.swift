@@ -429,7 +429,7 @@ final class GossipHandler: ChannelInboundHandler {
         guard let i = directives.firstIndex(where: { if case .pushPullReply = $0 { true } else { false } }),
               case .pushPullReply(let reply, _) = directives.remove(at: i) else {
             execute(directives)
-            return .refused(.pushPull("over this member's push/pull rate; try later"))
+            return .refused(.pushPull("not taken: push/pull is off on this member, or over its rate; try later"))
         }
         execute(directives)
         return .pushPull(PushPullEnvelope(from: nil, sealed: PushPullSeal.seal(reply, reply: true, keyring: seal.keyring,
