@@ -17,7 +17,7 @@ extension MembershipNode {
         guard config.pushPullDifferingBuckets > 0, now >= nextPushPullAt, !hasLeft else { return false }
         pushPullsInFlight = pushPullsInFlight.filter { $0.value > now }
         guard pushPullsInFlight[peer] == nil, pushPullsInFlight.count < Self.pushPullsInFlightLimit else { return false }
-        let payload = statePayload(peerVersions: nil, peer: peer)
+        let payload = statePayload(peerVersions: nil)
         pushPullsInFlight[peer] = now + config.pushPullTimeout
         nextPushPullAt = now + config.pushPullInterval
         counters.pushPullsStarted += 1
@@ -43,7 +43,7 @@ extension MembershipNode {
         }
         pushPullAnswersInWindow += 1
         let versions = applyPushPull(payload, from: from, now: now)
-        let reply = statePayload(peerVersions: versions, peer: from)
+        let reply = statePayload(peerVersions: versions)
         counters.pushPullsAnswered += 1
         counters.pushPullBytesSent += reply.count
         output.append(.pushPullReply(payload: reply, to: from))
@@ -127,7 +127,7 @@ extension MembershipNode {
     /// claim about every member (dead travels as suspect, as in anti-entropy; left as its signed
     /// notice), then the records `peerVersions` shows the peer lacks or holds older (none for a
     /// request: the peer asks for what it lacks). What does not fit is left out from a random start.
-    mutating func statePayload(peerVersions: [String: UInt64]?, peer: Endpoint) -> [UInt8] {
+    mutating func statePayload(peerVersions: [String: UInt64]?) -> [UInt8] {
         let budget = config.pushPullMaxBytes
         var payload = WireFormat.encode(.record(local))
         payload += WireFormat.encode(leaveNotice.map { .leave($0) } ?? aliveClaim())

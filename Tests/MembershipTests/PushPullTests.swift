@@ -26,7 +26,7 @@ struct PushPullTests {
     /// The push/pull request `from` would send now: its whole state, as a member holding the key builds it.
     func request(of pump: inout Pump, from ep: Endpoint) -> [UInt8] {
         var node = pump.nodes[ep]!
-        let payload = node.statePayload(peerVersions: nil, peer: testEndpoint(99))
+        let payload = node.statePayload(peerVersions: nil)
         pump.nodes[ep] = node
         return payload
     }
