@@ -134,7 +134,7 @@ let package = Package(
 
         .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
         .testTarget(name: "GossipTransportTests", dependencies: [
-            "WireMeshAgent", "Membership", "WireMeshCrypto", "IPNetwork",
+            "WireMeshAgent", "LinePort", "Membership", "WireMeshCrypto", "IPNetwork",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

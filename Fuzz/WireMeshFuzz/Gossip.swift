@@ -138,6 +138,10 @@ enum GossipTarget {
                 if event.kind == .joined || event.kind == .updated {
                     require(isCertified(event.member.record, trust: trust), "\(event.kind) a member the authority does not vouch for")
                 }
+            case .pushPull(let payload, _), .pushPullReply(let payload, _):
+                require(payload.count <= node.config.pushPullMaxBytes, "a push/pull payload of \(payload.count) bytes")
+                let decoded = WireFormat.decodePayload(payload)
+                require(decoded.unknown == 0 && decoded.malformed == 0 && !decoded.truncated, "the node emitted a malformed push/pull payload")
             case .wakeUp:
                 break
             }

@@ -2,7 +2,7 @@ import Foundation
 import WireMeshJoin
 
 /// One request on the line port (TCP on the gossip port number): one JSON line in, one `LineReply`
-/// line out. On the wire `{"kind":"join"|"rotation"|"keyring","body":{…}}`: the kind names the body's
+/// line out. On the wire `{"kind":"join"|"rotation"|"keyring"|"push-pull","body":{…}}`: the kind names the body's
 /// type, so a line is decoded once, into exactly one of these.
 public enum LineRequest: Sendable, Equatable {
     /// A joiner's token-authenticated request (`JoinExchange`).
@@ -11,6 +11,8 @@ public enum LineRequest: Sendable, Equatable {
     case rotation(RotationMessage)
     /// A member's signed request for the cluster keyring.
     case keyring(KeyringRequest)
+    /// A member's push/pull request: its whole membership state, sealed with the cluster key.
+    case pushPull(PushPullEnvelope)
 
     /// The longest request line the server reads.
     public static let maxLength = 64 * 1024
@@ -38,6 +40,8 @@ public enum LineReply: Sendable, Equatable {
     case rotated(node: String)
     /// The sealed keyring.
     case keyring(KeyringAnswer)
+    /// The answer to a push/pull: this member's whole membership state, sealed with the cluster key.
+    case pushPull(PushPullEnvelope)
     /// The request was refused.
     case refused(LineRefusal)
 
@@ -68,6 +72,9 @@ public enum LineRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     case rotation(RotationRefusal)
     /// The member refused to hand out the keyring.
     case keyring(KeyringRefusal)
+    /// The member did not take the push/pull (not sealed with a key it holds, replayed, oversized,
+    /// over its rate): the asker falls back to datagrams.
+    case pushPull(String)
 
     public var description: String {
         switch self {
@@ -75,6 +82,7 @@ public enum LineRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         case .join(let r): return r.message
         case .rotation(let r): return r.description
         case .keyring(let r): return r.message
+        case .pushPull(let why): return "push/pull refused: \(why)"
         }
     }
 
@@ -107,7 +115,7 @@ private func lineBytes<T: Encodable>(_ value: T) -> [UInt8] {
 private enum EnvelopeKeys: String, CodingKey { case kind, body }
 
 extension LineRequest: Codable {
-    private enum Kind: String, Codable { case join, rotation, keyring }
+    private enum Kind: String, Codable { case join, rotation, keyring, pushPull = "push-pull" }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: EnvelopeKeys.self)
@@ -115,6 +123,7 @@ extension LineRequest: Codable {
         case .join: self = .join(try c.decode(JoinRequest.self, forKey: .body))
         case .rotation: self = .rotation(try c.decode(RotationMessage.self, forKey: .body))
         case .keyring: self = .keyring(try c.decode(KeyringRequest.self, forKey: .body))
+        case .pushPull: self = .pushPull(try c.decode(PushPullEnvelope.self, forKey: .body))
         }
     }
 
@@ -124,12 +133,13 @@ extension LineRequest: Codable {
         case .join(let r): try c.encode(Kind.join, forKey: .kind); try c.encode(r, forKey: .body)
         case .rotation(let m): try c.encode(Kind.rotation, forKey: .kind); try c.encode(m, forKey: .body)
         case .keyring(let r): try c.encode(Kind.keyring, forKey: .kind); try c.encode(r, forKey: .body)
+        case .pushPull(let e): try c.encode(Kind.pushPull, forKey: .kind); try c.encode(e, forKey: .body)
         }
     }
 }
 
 extension LineReply: Codable {
-    private enum Kind: String, Codable { case joined, rotated, keyring, refused }
+    private enum Kind: String, Codable { case joined, rotated, keyring, refused, pushPull = "push-pull" }
     private struct Rotated: Codable { var node: String }
 
     public init(from decoder: Decoder) throws {
@@ -139,6 +149,7 @@ extension LineReply: Codable {
         case .rotated: self = .rotated(node: try c.decode(Rotated.self, forKey: .body).node)
         case .keyring: self = .keyring(try c.decode(KeyringAnswer.self, forKey: .body))
         case .refused: self = .refused(try c.decode(LineRefusal.self, forKey: .body))
+        case .pushPull: self = .pushPull(try c.decode(PushPullEnvelope.self, forKey: .body))
         }
     }
 
@@ -149,13 +160,14 @@ extension LineReply: Codable {
         case .rotated(let node): try c.encode(Kind.rotated, forKey: .kind); try c.encode(Rotated(node: node), forKey: .body)
         case .keyring(let a): try c.encode(Kind.keyring, forKey: .kind); try c.encode(a, forKey: .body)
         case .refused(let r): try c.encode(Kind.refused, forKey: .kind); try c.encode(r, forKey: .body)
+        case .pushPull(let e): try c.encode(Kind.pushPull, forKey: .kind); try c.encode(e, forKey: .body)
         }
     }
 }
 
 /// `{"kind":"malformed"|"join"|"rotation"|"keyring","code":…,"message":…}`: the code is typed by kind.
 extension LineRefusal: Codable {
-    private enum Kind: String, Codable { case malformed, join, rotation, keyring }
+    private enum Kind: String, Codable { case malformed, join, rotation, keyring, pushPull = "push-pull" }
     private enum Keys: String, CodingKey { case kind, code, message }
 
     public init(from decoder: Decoder) throws {
@@ -166,6 +178,7 @@ extension LineRefusal: Codable {
         case .join: self = .join(JoinRejection(code: try c.decode(JoinRejection.Code.self, forKey: .code), message: message))
         case .rotation: self = .rotation(RotationRefusal(message))
         case .keyring: self = .keyring(KeyringRefusal(code: try c.decode(KeyringRefusal.Code.self, forKey: .code), message: message))
+        case .pushPull: self = .pushPull(message)
         }
     }
 
@@ -180,6 +193,8 @@ extension LineRefusal: Codable {
             try c.encode(Kind.rotation, forKey: .kind); try c.encode(r.description, forKey: .message)
         case .keyring(let r):
             try c.encode(Kind.keyring, forKey: .kind); try c.encode(r.code, forKey: .code); try c.encode(r.message, forKey: .message)
+        case .pushPull(let m):
+            try c.encode(Kind.pushPull, forKey: .kind); try c.encode(m, forKey: .message)
         }
     }
 }

@@ -49,6 +49,29 @@ public struct MembershipConfig: Sendable, Equatable {
     /// Most members a view holds (this node excluded): anyone holding the cluster key can sign records
     /// for new names, and without a bound each one costs memory and probes.
     public var maxMembers: Int = 4096
+    /// A digest summary differing from ours in at least this many buckets starts a push/pull with its
+    /// sender (0: never): both views are far apart (a healed partition, a joiner), and a whole-state
+    /// swap over a stream carries in one exchange what datagrams carry in dozens.
+    public var pushPullDifferingBuckets: Int = 0
+    /// Largest push/pull payload sent or accepted (either direction), before sealing (sealed and in
+    /// base64 it fits one line-port line; claims about 1000 members with 16-byte names;
+    /// a larger view is sent from a random member on, so successive swaps cover it all).
+    public var pushPullMaxBytes: Int = 45 * 1024
+    /// Least time between two push/pulls this node starts, and the window in which it answers at
+    /// most `pushPullAnswersPerInterval` of them.
+    public var pushPullInterval: Duration = .seconds(1)
+    /// Push/pull requests answered per `pushPullInterval` at most (more are refused).
+    public var pushPullAnswersPerInterval: Int = 4
+    /// A push/pull without a reply after this long is given up (the peer may try again later).
+    public var pushPullTimeout: Duration = .seconds(5)
+    /// After an exchange that taught this node something (a push/pull that changed its view, a digest
+    /// exchange that found it behind), the next anti-entropy round comes within this long instead of
+    /// a whole interval (0: no hurry; only with push/pull on): a node keeps exchanging while exchanges
+    /// teach it something and falls back to the quiet cadence once views agree.
+    public var pushPullFollowUp: Duration = .zero
+    /// How much an exchange must teach (members changed or asked for) to hurry the next round: under
+    /// loss every exchange teaches a little, after a heal or in a join a lot.
+    public var pushPullFollowUpChanges: Int = 8
 
     /// Creates a configuration from explicit values; see `wiremeshDefaults` for sensible ones.
     public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int, suspicionConfirmations: Int, suspicionMultiplier: Double,
@@ -88,6 +111,18 @@ public struct MembershipConfig: Sendable, Equatable {
             gossipInterval: .milliseconds(200), gossipNodes: 3,
             antiEntropyInterval: .seconds(5), scaleAntiEntropyWithClusterSize: false, antiEntropyDeadProbability: 1,
             digestBuckets: 32, gossipToTheDead: .seconds(30), reapTime: .seconds(3600), tombstoneTime: .seconds(86_400))
+    }
+
+    /// `wiremeshDefaults` plus push/pull over a stream when two views differ in a quarter of the
+    /// buckets, and anti-entropy within a second after any exchange that taught something (heal of
+    /// 1000 nodes 4.8 s, +7 % bytes at 10 % loss, BENCHMARKS.md). Not the default yet: a mass join of
+    /// real agents with it is not measured.
+    public static var wiremeshPushPull: MembershipConfig {
+        var c = wiremeshDefaults
+        c.pushPullDifferingBuckets = c.digestBuckets / 4
+        c.pushPullFollowUp = .seconds(1)
+        c.pushPullFollowUpChanges = 1
+        return c
     }
 
     /// hashicorp/memberlist `DefaultLANConfig` (with Serf's reconnect of failed members for 24 h):

@@ -127,3 +127,29 @@ public struct SealCounters: Sendable, Equatable {
 
     public init() {}
 }
+
+/// A push/pull payload on a stream: version byte ‖ XChaCha20-Poly1305(payload) under the cluster key
+/// like a datagram, but with its own associated data (cluster id ‖ "push-pull" ‖ version ‖ direction),
+/// so a sealed request is never taken for a datagram or a reply, nor a reply for a request.
+public enum PushPullSeal {
+    /// The only push/pull format version this code speaks.
+    public static let version: UInt8 = 1
+    /// Bytes sealing adds (version byte, nonce, tag).
+    public static let overhead = DatagramSeal.overhead
+
+    static func associatedData(clusterID: [UInt8], reply: Bool) -> [UInt8] {
+        clusterID + Array("wiremesh/push-pull".utf8) + [version, reply ? 1 : 0]
+    }
+
+    /// Seals a request (`reply` false) or a reply with the keyring's primary key.
+    public static func seal(_ payload: [UInt8], reply: Bool, keyring: Keyring, clusterID: [UInt8]) -> [UInt8] {
+        [version] + keyring.seal(payload, associatedData: associatedData(clusterID: clusterID, reply: reply))
+    }
+
+    /// Opens a sealed request or reply with any installed key; nil when it is larger than
+    /// `maxPayload` plus the overhead (checked before any work), not of this version, or not authentic.
+    public static func open(_ sealed: [UInt8], reply: Bool, keyring: Keyring, clusterID: [UInt8], maxPayload: Int) -> [UInt8]? {
+        guard sealed.count <= maxPayload + overhead, sealed.count >= overhead, sealed[0] == version else { return nil }
+        return try? keyring.open(sealed[1...], associatedData: associatedData(clusterID: clusterID, reply: reply))
+    }
+}

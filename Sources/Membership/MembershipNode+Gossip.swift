@@ -56,6 +56,9 @@ extension MembershipNode {
         let mine = table.summary
         let differing = (0..<mine.count).filter { mine[$0] != theirs[$0] }
         guard !differing.isEmpty else { return }
+        // Far apart: one whole-state swap instead of a datagram of entries per half second.
+        if config.pushPullDifferingBuckets > 0, differing.count >= config.pushPullDifferingBuckets,
+           startPushPull(with: from, now: now) { return }
         let budget = payloadBudget - 16
         var used = 0
         var messages: [WireMessage] = []
@@ -127,7 +130,10 @@ extension MembershipNode {
             if let name = tombstoneByHash[e.nameHash], let t = tombstones[name], e.version <= t.version { continue }
             pull.append(DigestRequest(nameHash: e.nameHash, haveVersion: 0))
         }
-        if !pull.isEmpty { push.append(.request(pull)) }
+        if !pull.isEmpty {
+            push.append(.request(pull))
+            hurryAntiEntropy(taught: pull.count, now: now)
+        }
         if !push.isEmpty { send(push, to: from, piggyback: false) }
         if more, followUp == nil { followUp = (from, now + config.probeTimeout) }
     }

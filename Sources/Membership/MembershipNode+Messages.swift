@@ -177,13 +177,13 @@ extension MembershipNode {
         guard var m = table[name] else {
             if let t = tombstones[name], version <= t.version { counters.ignoredStale += 1; return }
             // Unknown member: fetch its record from whoever talks about it.
-            send([.request([DigestRequest(nameHash: stableNameHash(name), haveVersion: 0)])], to: from, piggyback: false)
+            requestState(DigestRequest(nameHash: stableNameHash(name), haveVersion: 0), from: from)
             return
         }
         let current = m.signed.record.version
         if version < current { counters.ignoredStale += 1; return }
         if version > current {
-            send([.request([DigestRequest(nameHash: m.hash, haveVersion: current)])], to: from, piggyback: false)
+            requestState(DigestRequest(nameHash: m.hash, haveVersion: current), from: from)
             return
         }
         if status <= m.status {
@@ -235,6 +235,15 @@ extension MembershipNode {
             if let leave { enqueue(.leave(leave), key: BroadcastKey(name: name, kind: .status)) }
             emit(.left, m)
         }
+    }
+
+    /// Asks `from` for a member's state (record and status); batched while a push/pull is applied.
+    mutating func requestState(_ item: DigestRequest, from: Endpoint) {
+        if collectedRequests != nil {
+            if collectedRequests!.count < Self.pushPullRequestLimit, !collectedRequests!.contains(item) { collectedRequests!.append(item) }
+            return
+        }
+        send([.request([item])], to: from, piggyback: false)
     }
 
     mutating func applyClaimAboutSelf(version: UInt64, status: MemberStatus, leave: LeaveNotice?, from: Endpoint, now: Instant) {

@@ -68,6 +68,15 @@ public struct MembershipNode {
     var nextGossipAt: Instant
     var nextAntiEntropyAt: Instant
     var followUp: (endpoint: Endpoint, at: Instant)?
+
+    // MARK: Push/pull
+    /// Peers we sent a push/pull request to, with the instant we give up waiting for the reply.
+    var pushPullsInFlight: [Endpoint: Instant] = [:]
+    var nextPushPullAt: Instant = .zero
+    var pushPullWindowStart: Instant = .zero
+    var pushPullAnswersInWindow = 0
+    /// While a push/pull payload is applied: the requests its claims trigger, sent as one batch.
+    var collectedRequests: [DigestRequest]?
     var nextReapAt: Instant
 
     // MARK: Output

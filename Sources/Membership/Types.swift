@@ -130,6 +130,13 @@ public enum Directive: Sendable {
     case wakeUp(at: Instant)
     /// The view changed.
     case changed(MemberEvent)
+    /// Open a stream to this member (its gossip address) and send this push/pull request (at most
+    /// `config.pushPullMaxBytes` bytes, sealed by the shell); hand its reply to
+    /// `receivePushPull(reply:from:now:)` with `from` set to the same endpoint.
+    case pushPull(payload: [UInt8], to: Endpoint)
+    /// The answer to the push/pull request that `receivePushPull(request:from:now:)` just took: send
+    /// it back on the request's stream.
+    case pushPullReply(payload: [UInt8], to: Endpoint)
 }
 
 /// Counters for operators and tests: payloads and every reason a payload or message was refused.
@@ -167,6 +174,20 @@ public struct MembershipCounters: Sendable, Equatable {
     /// Suspicions that ended with the member alive again (refuted) or declared dead (confirmed).
     public var suspicionsRefuted = 0
     public var suspicionsConfirmed = 0
+    /// Push/pulls this node started, requests it answered, and replies it took in.
+    public var pushPullsStarted = 0
+    public var pushPullsAnswered = 0
+    public var pushPullRepliesApplied = 0
+    /// Push/pull payloads refused: over `pushPullMaxBytes`, a reply nobody asked for (or too late),
+    /// or a request over the answer rate.
+    public var pushPullOversized = 0
+    public var pushPullUnsolicited = 0
+    public var pushPullRateLimited = 0
+    /// Messages in a push/pull payload of a kind it may not carry (probes, digests, requests): skipped.
+    public var pushPullDisallowedMessages = 0
+    /// Bytes of push/pull payloads sent and received (requests and replies).
+    public var pushPullBytesSent = 0
+    public var pushPullBytesReceived = 0
 
     public init() {}
 }

@@ -7,6 +7,12 @@ import MembershipSimulator
 import Glibc
 #endif
 
+/// Writes one line to standard output unbuffered (traces are read while they run).
+func say(_ text: String) {
+    var bytes = Array((text + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
+}
+
 /// Writes to standard error (unbuffered, no shared FILE state).
 func eprint(_ text: String) {
     var bytes = Array(text.utf8)
@@ -25,6 +31,10 @@ struct Options {
     var only: String?
     var healTrace = false
     var firstSeed = 1
+    var pushPull = false
+    var pushPullBuckets = 0
+    var pushPullFollowUp: Double = 0
+    var pushPullFollowUpChanges = 0
 }
 
 func usage() -> Never {
@@ -40,6 +50,10 @@ func usage() -> Never {
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
                         JSON object are then reported for both
       --first-seed S    number the seeds from S (to add seeds to an earlier run)
+      --push-pull       wiremesh with push/pull over a stream (MembershipConfig.wiremeshPushPull)
+      --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
+      --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
+      --push-pull-follow-up-changes K   … enough: K members changed or asked for
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
@@ -84,6 +98,10 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
+        case "--push-pull": o.pushPull = true
+        case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
+        case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
+        case "--push-pull-follow-up-changes": o.pushPull = true; o.pushPullFollowUpChanges = Int(number(a))
         case "--first-seed": o.firstSeed = Int(number(a))
         case "--only":
             let v = value(a)
@@ -121,6 +139,16 @@ func cpuTime() -> Double {
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
         + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+/// The wiremesh configuration the options ask for.
+func ours(_ o: Options) -> MembershipConfig {
+    guard o.pushPull else { return .wiremeshDefaults }
+    var c = MembershipConfig.wiremeshPushPull
+    if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
+    if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
+    if o.pushPullFollowUpChanges > 0 { c.pushPullFollowUpChanges = o.pushPullFollowUpChanges }
+    return c
 }
 
 let disseminationTimeout: Duration = .seconds(60)
@@ -291,7 +319,8 @@ let options = parseOptions()
 verbose = !options.json
 if options.healTrace {
     for nodes in options.nodes {
-        var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+        var configs = [("wiremesh", ours(options)),
+                       ("memberlist", MembershipConfig.memberlistLAN)]
         if let only = options.only { configs = configs.filter { $0.0 == only } }
         for (label, config) in configs {
             let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 3))
@@ -300,20 +329,31 @@ if options.healTrace {
             sim.run(for: .nanoseconds(Int64(options.partitionSeconds * 1e9)))
             sim.heal()
             let healedAt = sim.now
-            print("N=\(nodes) \(label): healed at \(healedAt)")
+            say("N=\(nodes) \(label): healed at \(healedAt)")
+            let before = sim.traffic
+            let incarnationAtHeal = (0..<nodes).map { sim.node($0)?.localIncarnation ?? 0 }
             while !sim.isConverged(), (sim.now - healedAt) < .seconds(120) {
                 sim.run(for: .milliseconds(500))
                 var ranks = [UInt8: Int]()
-                var stale = 0
                 var observersWithWork = Set<Int>(), subjectsWithWork = Set<Int>()
+                // Why each pair is open: the subject has not refuted yet (nobody told it), or it has
+                // and the observer has not heard the refutation; and which side the observer is on.
+                var notRefuted = 0, refutationInFlight = 0, crossSide = 0
                 for p in sim.unconvergedPairs(limit: Int.max) {
                     ranks[p.rank, default: 0] += 1
-                    if p.rank == 0 { stale += 1 }
                     observersWithWork.insert(p.observer)
                     subjectsWithWork.insert(p.subject)
+                    if p.observer % 2 != p.subject % 2 { crossSide += 1 }
+                    let held = sim.view(of: p.subject, at: p.observer)?.status.incarnation ?? 0
+                    if (sim.node(p.subject)?.localIncarnation ?? 0) > held { refutationInFlight += 1 } else { notRefuted += 1 }
                 }
-                print("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
-                      + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count)")
+                let refuted = (0..<nodes).filter { (sim.node($0)?.localIncarnation ?? 0) > incarnationAtHeal[$0] }.count
+                let sent = (0..<nodes).reduce(0) { $0 + sim.traffic[$1].bytesSent - before[$1].bytesSent }
+                let streams = (0..<nodes).reduce(0) { $0 + sim.traffic[$1].streamsOpened - before[$1].streamsOpened }
+                say("  +\(format((sim.now - healedAt).seconds, 1)) s: unconverged pairs by rank \(ranks.sorted { $0.key < $1.key }), "
+                      + "observers \(observersWithWork.count), subjects \(subjectsWithWork.count); cross-side \(crossSide), "
+                      + "subject not refuted \(notRefuted), refutation not heard \(refutationInFlight); nodes refuted \(refuted); "
+                      + "sent \(format(Double(sent) / Double(nodes) / (sim.now - healedAt).seconds, 0)) B/node/s, push/pulls \(streams)")
             }
         }
     }
@@ -339,7 +379,8 @@ if options.steady > 0 {
 var results: [(ours: Result, baseline: Result)] = []
 for nodes in options.nodes {
     var pair: [Result] = []
-    var configs = [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)]
+    var configs = [("wiremesh", ours(options)),
+                       ("memberlist", MembershipConfig.memberlistLAN)]
     if let only = options.only { configs = configs.filter { $0.0 == only } }
     for (label, config) in configs {
         var samples = Samples()

@@ -47,6 +47,11 @@ public struct NodeTraffic: Sendable, Equatable {
     public var datagramsLostInbound = 0
     /// Datagrams dropped because this node was stalled with a full receive queue.
     public var datagramsOverflowed = 0
+    /// Bytes of push/pull streams (payloads and TCP/IP overhead, both directions' share this node
+    /// sent), also counted in `bytesSent`.
+    public var streamBytesSent = 0
+    /// Push/pull streams this node opened.
+    public var streamsOpened = 0
 }
 
 /// Per-datagram header bytes on the wire that the core does not see: IPv4 (20) + UDP (8).
@@ -65,6 +70,8 @@ public final class Simulation {
         case deliver(to: Int32, from: Int32, datagram: [UInt8])
         case wake(node: Int32, generation: UInt32)
         case stallEnd(node: Int32, generation: UInt32)
+        /// A push/pull request or reply arriving over a (simulated) TCP stream.
+        case stream(to: Int32, from: Int32, sealed: [UInt8], reply: Bool)
     }
 
     struct Host {
@@ -289,6 +296,23 @@ public final class Simulation {
                 deliver(i, datagram, from: from)
             }
             tick(node)
+        case .stream(let to, let from, let sealed, let reply):
+            let t = Int(to)
+            // A crashed peer or a partition in between resets the stream: the opener gives up on
+            // its timeout. A stalled one reads it when it runs again.
+            guard hosts[t].up, reachable(Int(from), t) else { return }
+            if hosts[t].stalledUntil > entry.time {
+                queue.push(at: hosts[t].stalledUntil, entry.payload)
+                return
+            }
+            traffic[t].bytesReceived += sealed.count
+            trace.mix(10, UInt64(entry.time), UInt64(to), UInt64(from), UInt64(sealed.count), reply ? 1 : 0)
+            guard let payload = PushPullSeal.open(sealed, reply: reply, keyring: keyring, clusterID: clusterID,
+                                                  maxPayload: options.membership.pushPullMaxBytes) else { return }
+            let directives = reply
+                ? cores[t]!.receivePushPull(reply: payload, from: endpoints[Int(from)], now: now)
+                : cores[t]!.receivePushPull(request: payload, from: endpoints[Int(from)], now: now)
+            execute(to, directives, fromTick: false)
         }
     }
 
@@ -330,6 +354,12 @@ public final class Simulation {
                 }
             case .changed(let event):
                 observe(observer: i, event)
+            case .pushPull(let payload, let to):
+                trace.mix(bytes: payload)
+                transmitStream(from: node, to: to, payload: payload, reply: false)
+            case .pushPullReply(let payload, let to):
+                trace.mix(bytes: payload)
+                transmitStream(from: node, to: to, payload: payload, reply: true)
             }
         }
     }
@@ -360,6 +390,42 @@ public final class Simulation {
         let jitter = model.jitter.simNanoseconds
         if jitter > 0 { delay += Int64(rng.unit() * Double(jitter)) }
         queue.push(at: now.nanoseconds + delay, .deliver(to: dest, from: from, datagram: datagram))
+    }
+
+    /// Per-segment TCP/IPv4 header bytes (with timestamps) and the maximum segment size, for the
+    /// bytes a push/pull stream costs on the wire.
+    static let tcpHeaderBytes = 52
+    static let tcpSegment = 1448
+
+    /// Sends a push/pull request (on a new stream: handshake, then the data, 1.5 round trips) or its
+    /// reply (half a round trip later). Streams are not lost to random loss (TCP retransmits; its
+    /// delay is not modelled) but are cut by partitions and crashes. Bytes count the payload sealed,
+    /// a header per segment, the receiver's acks (one per two segments), and for a request the
+    /// handshake and teardown of the connection.
+    func transmitStream(from: Int32, to: Endpoint, payload: [UInt8], reply: Bool) {
+        let f = Int(from)
+        let sealed = PushPullSeal.seal(payload, reply: reply, keyring: keyring, clusterID: clusterID)
+        let segments = (sealed.count + Self.tcpSegment - 1) / Self.tcpSegment
+        var sent = sealed.count + segments * Self.tcpHeaderBytes
+        if !reply {
+            sent += 4 * Self.tcpHeaderBytes + 16   // SYN (with options), ACK, FIN, last ACK
+            traffic[f].streamsOpened += 1
+        }
+        traffic[f].bytesSent += sent
+        traffic[f].streamBytesSent += sent
+        guard let dest = endpointIndex[to] else { unroutable += 1; return }
+        let d = Int(dest)
+        var acks = (segments + 1) / 2 * Self.tcpHeaderBytes
+        if !reply { acks += 3 * Self.tcpHeaderBytes + 8 }   // SYN-ACK, FIN, ACK
+        traffic[d].bytesSent += acks
+        traffic[d].streamBytesSent += acks
+        trace.mix(11, UInt64(now.nanoseconds), UInt64(from), UInt64(dest), UInt64(sealed.count), reply ? 1 : 0)
+        guard reachable(f, d) else { return }
+        let model = options.network
+        var oneWay = model.latency.simNanoseconds
+        let jitter = model.jitter.simNanoseconds
+        if jitter > 0 { oneWay += Int64(rng.unit() * Double(jitter)) }
+        queue.push(at: now.nanoseconds + (reply ? 1 : 3) * oneWay, .stream(to: dest, from: from, sealed: sealed, reply: reply))
     }
 
     /// True when a datagram from `a` to `b` passes partitions and one-way blocks.

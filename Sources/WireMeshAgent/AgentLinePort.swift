@@ -22,6 +22,11 @@ extension Agent {
             }
         case .keyring(let keyring):
             return await answerKeyring(keyring)
+        case .pushPull(let envelope):
+            guard let transport else { return .refused(.pushPull("this member's gossip is not running yet")) }
+            let reply = await transport.answerPushPull(envelope)
+            if case .refused(let why) = reply { noteRefusal("push-pull", code: "refused", "refused a push/pull request: \(why)") }
+            return reply
         }
     }
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import IPNetwork
+import LinePort
 import Logging
 import Membership
 import NIOCore
@@ -204,6 +205,11 @@ public final class GossipTransport: Service, Sendable {
         }
     }
 
+    /// Answers a push/pull request from the line port (see `GossipHandler.answerPushPull`).
+    public func answerPushPull(_ envelope: PushPullEnvelope) async -> LineReply {
+        (try? await withHandler { $0.answerPushPull(envelope) }) ?? .refused(.pushPull("this member's gossip is not running"))
+    }
+
     /// Installs a new keyring (cluster key rotation).
     public func setKeyring(_ keyring: Keyring) async throws {
         try await withHandler { $0.seal.keyring = keyring }
@@ -241,6 +247,10 @@ final class GossipHandler: ChannelInboundHandler {
     let socket: CInt
     /// Last `setClusterKeys` sequence applied.
     var clusterKeysSequence: UInt64 = 0
+    /// Nonces of push/pull requests answered lately: a captured request is not answered twice.
+    var pushPullReplays = ReplayFilter(window: .seconds(60), capacity: 4096)
+    /// Push/pulls whose reply never came or did not open.
+    var pushPullFailures = 0
 
     init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger, socket: CInt) {
         self.settings = settings
@@ -363,8 +373,67 @@ final class GossipHandler: ChannelInboundHandler {
                 schedule(at: at, context: context)
             case .changed(let event):
                 eventsContinuation.yield(event)
+            case .pushPull(let payload, let to):
+                startPushPull(payload, to: to, context: context)
+            case .pushPullReply:
+                break   // only `answerPushPull` asks for one, and takes it from the directives itself
             }
         }
+    }
+
+    /// Sends the core's push/pull request over the line port (TCP on the peer's gossip port) off the
+    /// loop, and hands the reply (or the failure) back to the core on the loop.
+    func startPushPull(_ payload: [UInt8], to peer: Endpoint, context: ChannelHandlerContext) {
+        let sealed = PushPullSeal.seal(payload, reply: false, keyring: seal.keyring, clusterID: settings.clusterID)
+        let request = LineRequest.pushPull(PushPullEnvelope(from: node?.localRecord.record.gossipAddress.description, sealed: sealed))
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let timeout = settings.config.pushPullTimeout
+        Task {
+            let reply = try? await LineClient.exchange(request, with: peer, timeout: timeout)
+            loop.execute { loopBound.value.finishPushPull(reply, from: peer) }
+        }
+    }
+
+    /// The reply to our push/pull request to `peer` (nil: unreachable, silent or garbled).
+    func finishPushPull(_ reply: LineReply?, from peer: Endpoint) {
+        guard node != nil else { return }
+        let now = Self.now()
+        guard case .pushPull(let envelope)? = reply, let sealed = envelope.sealedBytes,
+              let payload = PushPullSeal.open(sealed, reply: true, keyring: seal.keyring, clusterID: settings.clusterID,
+                                              maxPayload: settings.config.pushPullMaxBytes) else {
+            pushPullFailures += 1
+            execute(node!.pushPullFailed(to: peer, now: now))
+            return
+        }
+        execute(node!.receivePushPull(reply: payload, from: peer, now: now))
+    }
+
+    /// Answers a push/pull request that came in on the line port: opened with the cluster keys, never
+    /// a replay, then the core applies it and gives its own state, sealed back.
+    func answerPushPull(_ envelope: PushPullEnvelope) -> LineReply {
+        guard node != nil else { return .refused(.pushPull("this member's gossip is not running")) }
+        let now = Self.now()
+        guard let sealed = envelope.sealedBytes, let from = envelope.from.flatMap({ try? Endpoint($0) }) else {
+            return .refused(.pushPull("not a push/pull request (sealed payload or sender endpoint missing, garbled or too long)"))
+        }
+        guard let payload = PushPullSeal.open(sealed, reply: false, keyring: seal.keyring, clusterID: settings.clusterID,
+                                              maxPayload: settings.config.pushPullMaxBytes) else {
+            return .refused(.pushPull("not sealed with a cluster key this member holds"))
+        }
+        // Checked after the tag: only authentic requests take a place in the filter.
+        guard pushPullReplays.admit(nonce: sealed.dropFirst().prefix(ClusterKey.nonceLength), now: now) else {
+            return .refused(.pushPull("a request seen before (replayed)"))
+        }
+        var directives = node!.receivePushPull(request: payload, from: from, now: now)
+        guard let i = directives.firstIndex(where: { if case .pushPullReply = $0 { true } else { false } }),
+              case .pushPullReply(let reply, _) = directives.remove(at: i) else {
+            execute(directives)
+            return .refused(.pushPull("not taken: push/pull is off on this member, or over its rate; try later"))
+        }
+        execute(directives)
+        return .pushPull(PushPullEnvelope(from: nil, sealed: PushPullSeal.seal(reply, reply: true, keyring: seal.keyring,
+                                                                                clusterID: settings.clusterID)))
     }
 
     func schedule(at: Instant, context: ChannelHandlerContext) {

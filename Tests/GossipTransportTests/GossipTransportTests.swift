@@ -26,15 +26,8 @@ struct GossipTransportTests {
                               bind: Self.loopback, seeds: seeds, leaveOnShutdown: leaveOnShutdown)
     }
 
-    /// Polls `condition` every 50 ms until it holds or `timeout` passes (a generous bound, not a timing assertion).
     func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
+        try await pollUntil(timeout: timeout, condition)
     }
 
     func status(of name: String, at transport: GossipTransport) async throws -> MemberStatus? {
@@ -211,4 +204,15 @@ struct GossipTransportTests {
         }
         #expect(met, "alpha stopped gossiping after a refused send")
     }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes (a generous bound, not a timing assertion).
+func pollUntil(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
 }

@@ -79,6 +79,25 @@ struct SimulatorTests {
         #expect(sim.versionRegressions == 0)
     }
 
+    @Test("with push/pull a healed partition converges through stream swaps, whose bytes are counted")
+    func partitionHealsWithPushPull() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 60, membership: .wiremeshPushPull, seed: 11))
+        sim.run(for: .seconds(3))
+        sim.partition { $0 % 2 }
+        sim.run(for: .seconds(40))
+        #expect(!sim.isConverged())
+        let duringPartition = sim.traffic.map(\.streamsOpened).reduce(0, +)
+        sim.heal()
+        let t = sim.run(for: .seconds(60), until: { $0.isConverged() })
+        #expect(t != nil, "not converged 60 s after the heal: \(sim.unconvergedPairs())")
+        let streams = sim.traffic.map(\.streamsOpened).reduce(0, +)
+        #expect(streams > duringPartition, "the heal opened no push/pull stream")
+        // Stream bytes are part of each node's bytes sent.
+        #expect(sim.traffic.allSatisfy { $0.streamBytesSent <= $0.bytesSent })
+        #expect(sim.traffic.map(\.streamBytesSent).reduce(0, +) > 0)
+        #expect(sim.versionRegressions == 0)
+    }
+
     @Test("after a mass restart (half with saved state, half without) the cluster converges")
     func massRestart() throws {
         let sim = try Simulation(SimulationOptions(nodes: 50, seed: 5))

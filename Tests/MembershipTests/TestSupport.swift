@@ -51,6 +51,8 @@ struct Pump {
         var payload: [UInt8]
         var from: Endpoint
         var to: Endpoint
+        /// 0: a datagram; 1: a push/pull request; 2: a push/pull reply (streams, unsealed here too).
+        var stream: UInt8 = 0
     }
 
     var nodes: [Endpoint: MembershipNode] = [:]
@@ -66,6 +68,8 @@ struct Pump {
     var events: [(at: Endpoint, time: Instant, event: MemberEvent)] = []
     /// Every payload any node sent.
     var sent: [(from: Endpoint, to: Endpoint, payload: [UInt8])] = []
+    /// Every push/pull request and reply any node sent.
+    var streams: [(from: Endpoint, to: Endpoint, payload: [UInt8], reply: Bool)] = []
     var identities: [Endpoint: SigningIdentity] = [:]
 
     @discardableResult
@@ -91,6 +95,14 @@ struct Pump {
                 if let w = wake[ep] { wake[ep] = min(w, at) } else { wake[ep] = at }
             case .changed(let e):
                 events.append((ep, now, e))
+            case .pushPull(let payload, let to):
+                streams.append((ep, to, payload, false))
+                serial += 1
+                queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to, stream: 1))
+            case .pushPullReply(let payload, let to):
+                streams.append((ep, to, payload, true))
+                serial += 1
+                queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to, stream: 2))
             }
         }
     }
@@ -148,7 +160,11 @@ struct Pump {
                 let e = queue.remove(at: i)
                 if drop(e.from, e.to) { continue }
                 if var node = nodes[e.to] {
-                    let d = node.receive(payload: e.payload, from: e.from, now: now)
+                    let d = switch e.stream {
+                    case 1: node.receivePushPull(request: e.payload, from: e.from, now: now)
+                    case 2: node.receivePushPull(reply: e.payload, from: e.from, now: now)
+                    default: node.receive(payload: e.payload, from: e.from, now: now)
+                    }
                     nodes[e.to] = node
                     apply(d, from: e.to)
                 }

@@ -24,10 +24,10 @@ func certifiedRecord(_ name: String, index: Int, identity: SigningIdentity, vers
 extension Pump {
     /// A node whose record carries the authority's certificate and which checks every record it takes.
     @discardableResult
-    mutating func addCertified(_ name: String, index: Int) -> Endpoint {
+    mutating func addCertified(_ name: String, index: Int, config: MembershipConfig = testConfig()) -> Endpoint {
         let identity = testIdentity(name)
         let record = certifiedRecord(name, index: index, identity: identity)
-        var node = try! MembershipNode(config: testConfig(), identity: identity, record: record, seed: UInt64(index) &* 7919, now: now)
+        var node = try! MembershipNode(config: config, identity: identity, record: record, seed: UInt64(index) &* 7919, now: now)
         _ = node.setTrust(testTrust(), now: now)
         let ep = record.gossipAddress
         nodes[ep] = node
