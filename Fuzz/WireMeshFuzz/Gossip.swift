@@ -18,6 +18,9 @@ import WireMeshCrypto
 ///   fixture's keys (and whose certificates it re-issues with the authority, or with a member's key
 ///   when a member made the original) before sealing, so mutated records get past their owner's
 ///   signature and reach `ClusterTrust.refusal` and the core.
+/// A clock step of 63 (the high 6 bits all set) delivers the payload as a push/pull request over the
+/// stream instead (`receivePushPull(request:)`, up to `pushPullMaxBytes`), still through the mode's
+/// sealing or re-signing. The node runs with push/pull on (`wiremeshPushPull`).
 enum GossipTarget {
     static let target = FuzzTarget(
         name: "gossip",
@@ -28,7 +31,7 @@ enum GossipTarget {
     static let start = Instant.seconds(1000)
 
     static let config: MembershipConfig = {
-        var c = MembershipConfig.wiremeshDefaults
+        var c = MembershipConfig.wiremeshPushPull
         c.reapTime = .seconds(10)
         c.tombstoneTime = .seconds(20)
         return c
@@ -58,7 +61,8 @@ enum GossipTarget {
         guard let first = data.first else { return }
         let body = Array(data.dropFirst())
         let mode = first & 3
-        let advance = Duration.milliseconds(500 * Int(first >> 2))
+        let viaStream = first >> 2 == 63
+        let advance = viaStream ? Duration.zero : Duration.milliseconds(500 * Int(first >> 2))
         var seal = DatagramSeal(keyring: TrustFixture.keyring, clusterID: TrustFixture.clusterIDBytes, maxDatagram: config.maxDatagram)
 
         let payload: [UInt8]
@@ -82,12 +86,22 @@ enum GossipTarget {
             payload = resigned(body)
             sealAndOpen(payload, keyIndex: 0, &seal)
         }
-        // The core only ever receives what fits a datagram.
-        guard payload.count <= payloadBudget else { return }
+        // The core only ever receives what fits a datagram (or a push/pull payload).
+        guard payload.count <= (viaStream ? config.pushPullMaxBytes : payloadBudget) else { return }
         checkCodec(payload)
 
         var node = setUp()
         let trust = node.trust!
+        if viaStream {
+            check(node.receivePushPull(request: payload, from: from, now: start), node)
+            // A reply nobody asked for is refused whatever it holds.
+            let before = node.members
+            check(node.receivePushPull(reply: payload, from: from, now: start), node)
+            require(node.members == before, "an unsolicited push/pull reply changed the view")
+            check(node.tick(now: start + .seconds(30)), node)
+            require(node.trust == trust, "the core changed its trust by itself")
+            return
+        }
         check(node.receive(payload: payload, from: from, now: start), node)
         if advance > .zero {
             check(node.tick(now: start + advance), node)
@@ -237,6 +251,10 @@ enum GossipTarget {
             input(mode: 2, advance: 0, [.status(name: "n1", version: 1, status: .alive(incarnation: 3), from: "n1"), .ack(seq: 9)]),
             // A liveness claim about us far above our version (the 2^64 - 1 datagram), unknown types.
             [1] + payload([.status(name: local, version: .max, status: .dead(incarnation: .max), from: "n2")]) + [0xEE, 0, 2, 1, 2],
+            // A whole state over the stream (push/pull): records of every member, re-signed, and claims.
+            input(mode: 3, advance: 63, [.record(f.signed(1)), .record(f.signed(2)), .record(f.signed(f.newcomer)), .record(f.signed(hijack)),
+                                         .status(name: "n1", version: 1, status: .alive(incarnation: 0), from: "n2"),
+                                         .status(name: local, version: 1, status: .dead(incarnation: 0), from: "n2"), .leave(leaveN1)]),
             // A datagram as it comes off the wire.
             [0] + DatagramSeal.datagram([.ping(seq: 5, target: local, source: "n2"), .record(f.signed(1))],
                                         keyring: f.keyring, clusterID: f.clusterIDBytes),
