@@ -74,6 +74,7 @@ let package = Package(
         // NIO server and client.
         .target(name: "LinePort", dependencies: [
             "WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -91,6 +92,7 @@ let package = Package(
             "WireMeshJoin", "LinePort", "ByteCodec",
             .target(name: "CGlibcExtras", condition: .when(platforms: [.linux])),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -182,11 +184,13 @@ let package = Package(
         .testTarget(name: "WireMeshJoinTests", dependencies: ["WireMeshJoin", "Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
         .testTarget(name: "LinePortTests", dependencies: [
             "LinePort", "WireMeshJoin", "WireMeshCrypto", "IPNetwork", "TestSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "WireMeshAgentTests", dependencies: [
             "WireMeshAgent", "WireMeshJoin", "LinePort", "ByteCodec", "WireGuard", "WireMeshCrypto", "IPNetwork", "Membership", "TestSupport", "Netlink",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -7,7 +7,7 @@ import IPNetwork
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The line port: TCP on the gossip port number. One `LineRequest` line in, one `LineReply` line out.
 ///
@@ -176,7 +176,7 @@ final class ConnectionSlots: Sendable {
         var close: [UInt64: @Sendable () -> Void] = [:]
         var next: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(_ budget: ConnectionBudget) { self.budget = budget }
 
@@ -184,7 +184,7 @@ final class ConnectionSlots: Sendable {
     /// pushed out, if any, for the caller to run (outside the lock).
     func take(_ address: IPAddress?, close: @escaping @Sendable () -> Void) -> (slot: UInt64?, evicted: (@Sendable () -> Void)?) {
         let source = ConnectionBudget.source(address)
-        return state.withLock { s in
+        return state.withLockedValue { s in
             var evicted: (@Sendable () -> Void)?
             switch budget.admission(for: source, open: s.open, counts: s.counts) {
             case .refuse: return (nil, nil)
@@ -204,16 +204,16 @@ final class ConnectionSlots: Sendable {
 
     /// The connection sent its line: it is being answered, and no newcomer pushes it out.
     func busy(_ slot: UInt64) {
-        state.withLock { s in s.open[slot]?.idle = false }
+        state.withLockedValue { s in s.open[slot]?.idle = false }
     }
 
     /// The connection closed (again: nothing happens).
     func give(_ slot: UInt64) {
-        state.withLock { s in Self.remove(slot, from: &s) }
+        state.withLockedValue { s in Self.remove(slot, from: &s) }
     }
 
     /// How many connections are open (tests).
-    var openCount: Int { state.withLock { $0.open.count } }
+    var openCount: Int { state.withLockedValue { $0.open.count } }
 
     private static func remove(_ slot: UInt64, from s: inout State) {
         guard let open = s.open.removeValue(forKey: slot) else { return }

@@ -21,7 +21,7 @@ public final class UserspaceLauncher: @unchecked Sendable {
     public let pid: pid_t
     private let backend: UserspaceBackend
     private var reaped = false
-    private let lock = Mutex()
+    private let lock = PthreadLock()
 
     /// Starts `executable -f IFACE` (looked up in PATH unless it contains a '/'), then waits up to
     /// `timeout` seconds until the UAPI socket answers `get=1`.
@@ -113,7 +113,7 @@ public final class UserspaceLauncher: @unchecked Sendable {
 }
 
 /// A minimal pthread mutex (the launcher is touched from deinit and callers' threads).
-private final class Mutex: @unchecked Sendable {
+private final class PthreadLock: @unchecked Sendable {
     private var m = pthread_mutex_t()
     init() { pthread_mutex_init(&m, nil) }
     deinit { pthread_mutex_destroy(&m) }

@@ -6,7 +6,7 @@ import LinePort
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Errors of the control socket a person reads.
 public enum ControlSocketError: Error, Equatable, CustomStringConvertible {
@@ -137,7 +137,7 @@ public final class ControlServer: Service, Sendable {
 
 /// The open control connections, so that stopping the server also ends them.
 final class ConnectionRegistry: Sendable {
-    private let state = Mutex<(closed: Bool, channels: [ObjectIdentifier: Channel])>((false, [:]))
+    private let state = NIOLockedValueBox<(closed: Bool, channels: [ObjectIdentifier: Channel])>((false, [:]))
     /// Connections served at once: the CLI opens one per command, so more means something loops or
     /// floods; each costs a descriptor and a task (`scripts/bench floods`: 363 held before the cap).
     static let maxConnections = 64
@@ -146,7 +146,7 @@ final class ConnectionRegistry: Sendable {
 
     /// Registers an accepted connection; returns why not (and the caller closes it) when closing or full.
     func add(_ channel: Channel) -> Refusal? {
-        state.withLock { s in
+        state.withLockedValue { s in
             if s.closed { return .closing }
             if s.channels.count >= Self.maxConnections { return .full }
             s.channels[ObjectIdentifier(channel)] = channel
@@ -155,14 +155,14 @@ final class ConnectionRegistry: Sendable {
     }
 
     /// Connections registered now.
-    var count: Int { state.withLock { $0.channels.count } }
+    var count: Int { state.withLockedValue { $0.channels.count } }
 
     func remove(_ channel: Channel) {
-        _ = state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+        _ = state.withLockedValue { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
     func closeAll() {
-        let open = state.withLock { s in
+        let open = state.withLockedValue { s in
             s.closed = true
             defer { s.channels.removeAll() }
             return Array(s.channels.values)

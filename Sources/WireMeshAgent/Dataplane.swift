@@ -1,6 +1,6 @@
 import IPNetwork
 import Netlink
-import Synchronization
+import NIOConcurrencyHelpers
 import WireGuard
 
 /// What the agent programs on its node: the WireGuard device, the link it sits on, and the agent's
@@ -59,16 +59,16 @@ public final class InMemoryDataplane: Dataplane {
         public var changes: [DeviceConfig] = []
     }
 
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     public init(interface: String, device: Device? = nil) {
         self.interface = interface
-        state = Mutex(State(device: device ?? Device(name: interface)))
+        state = NIOLockedValueBox(State(device: device ?? Device(name: interface)))
     }
 
     /// Reads or changes the state at once (under the lock).
     public func with<R>(_ body: (inout State) throws -> R) rethrows -> R {
-        try state.withLock { try body(&$0) }
+        try state.withLockedValue { try body(&$0) }
     }
 
     public func ensureInterface() throws -> Bool {

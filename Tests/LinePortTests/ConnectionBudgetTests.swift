@@ -1,6 +1,6 @@
 import IPNetwork
 @testable import LinePort
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 /// The line port's bounds: idle connections from one host cannot take every slot (issue 10: ~1000 idle
@@ -9,17 +9,17 @@ import Testing
     /// Slots whose connections record being closed.
     final class Harness: Sendable {
         let slots: ConnectionSlots
-        let closed = Mutex<[String]>([])
+        let closed = NIOLockedValueBox<[String]>([])
         init(_ budget: ConnectionBudget) { slots = ConnectionSlots(budget) }
 
         /// A connection named `name` from `address`: its slot, or nil when refused (the connection it
         /// pushed out, if any, is closed as the server would).
         func connect(_ name: String, from address: String) throws -> UInt64? {
-            let (slot, evicted) = slots.take(try IPAddress(address), close: { self.closed.withLock { $0.append(name) } })
+            let (slot, evicted) = slots.take(try IPAddress(address), close: { self.closed.withLockedValue { $0.append(name) } })
             evicted?()
             return slot
         }
-        var closedNames: [String] { closed.withLock { $0 } }
+        var closedNames: [String] { closed.withLockedValue { $0 } }
     }
 
     @Test func oneSourceGetsItsShareAndTheTotalIsCapped() throws {

@@ -4,7 +4,7 @@ import Glibc
 import Foundation
 import IPNetwork
 @testable import LinePort
-import Synchronization
+import NIOConcurrencyHelpers
 import TestSupport
 import Testing
 
@@ -63,7 +63,7 @@ struct LineServerTests {
     static func withServer(budget: ConnectionBudget = ConnectionBudget(), counter: Counter? = nil,
                            _ body: (Int) async throws -> Void) async throws {
         let server = try await LineServer.bind(Endpoint(address: try IPAddress("127.0.0.1"), port: 0), budget: budget) { _ in
-            counter?.calls.withLock { $0 += 1 }
+            counter?.calls.withLockedValue { $0 += 1 }
             return .rotated(node: "n")
         }
         let task = Task { try await server.run() }
@@ -71,7 +71,7 @@ struct LineServerTests {
         try await body(try #require(server.localPort))
     }
 
-    final class Counter: Sendable { let calls = Mutex(0) }
+    final class Counter: Sendable { let calls = NIOLockedValueBox(0) }
 
     /// The reply in `bytes` (one line), nil when there is none.
     static func decoded(_ bytes: [UInt8]?) -> LineReply? {
@@ -102,7 +102,7 @@ struct LineServerTests {
             }
             #expect(reply.last == 0x0A && reply.filter { $0 == 0x0A }.count == 1, "one reply line, then the server closed")
             #expect(Self.decoded(reply) == .rotated(node: "n"))
-            #expect(counter.calls.withLock { $0 } == 1, "200 lines on one connection reached the handler once")
+            #expect(counter.calls.withLockedValue { $0 } == 1, "200 lines on one connection reached the handler once")
         }
     }
 

@@ -7,7 +7,7 @@ import LinePort
 import Logging
 import Membership
 import Netlink
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import WireGuard
 import WireMeshCrypto
@@ -88,14 +88,14 @@ struct AgentHarness {
 /// A clock the test moves: monotonic time and the wall clock apart.
 final class ManualClock: Sendable {
     private let base = ContinuousClock.now
-    private let offsets = Mutex<(monotonic: Duration, wall: TimeInterval)>((.zero, 0))
+    private let offsets = NIOLockedValueBox<(monotonic: Duration, wall: TimeInterval)>((.zero, 0))
 
     var agentClock: AgentClock {
-        AgentClock(monotonic: { self.base + self.offsets.withLock { $0.monotonic } },
-                   wall: { Date().addingTimeInterval(self.offsets.withLock { $0.wall }) })
+        AgentClock(monotonic: { self.base + self.offsets.withLockedValue { $0.monotonic } },
+                   wall: { Date().addingTimeInterval(self.offsets.withLockedValue { $0.wall }) })
     }
-    func advance(_ d: Duration) { offsets.withLock { $0.monotonic += d; $0.wall += Double(d.components.seconds) } }
-    func jumpWall(_ seconds: TimeInterval) { offsets.withLock { $0.wall += seconds } }
+    func advance(_ d: Duration) { offsets.withLockedValue { $0.monotonic += d; $0.wall += Double(d.components.seconds) } }
+    func jumpWall(_ seconds: TimeInterval) { offsets.withLockedValue { $0.wall += seconds } }
 }
 
 /// The agent's own behaviour, driven through its methods against an in-memory dataplane (issue 15:

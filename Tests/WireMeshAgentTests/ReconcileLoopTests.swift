@@ -1,6 +1,6 @@
 import IPNetwork
 import Membership
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import WireMeshCrypto
 @testable import WireMeshAgent
@@ -8,9 +8,9 @@ import WireMeshCrypto
 @Suite("Reconcile loop")
 struct ReconcileLoopTests {
     final class Counter: Sendable {
-        let value = Mutex(0)
-        func bump() { value.withLock { $0 += 1 } }
-        var count: Int { value.withLock { $0 } }
+        let value = NIOLockedValueBox(0)
+        func bump() { value.withLockedValue { $0 += 1 } }
+        var count: Int { value.withLockedValue { $0 } }
     }
 
     func event(_ i: Int) throws -> MemberEvent {
