@@ -21,6 +21,7 @@ public final class UserspaceLauncher: @unchecked Sendable {
     public let pid: pid_t
     private let backend: UserspaceBackend
     private var reaped = false
+    private var detached = false
     private let lock = PthreadLock()
 
     /// Starts `executable -f IFACE` (looked up in PATH unless it contains a '/'), then waits up to
@@ -83,7 +84,7 @@ public final class UserspaceLauncher: @unchecked Sendable {
     /// and TUN device on the way out.
     public func stop() {
         lock.withLock {
-            guard !reaped else { return }
+            guard !reaped, !detached else { return }
             kill(pid, SIGTERM)
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -95,8 +96,12 @@ public final class UserspaceLauncher: @unchecked Sendable {
     /// the agent leaves the interface, its peers and the traffic alone. The child runs in its own
     /// process group, so a Ctrl-C meant for the agent does not reach it either.
     public func detach() {
-        lock.withLock { reaped = true }
+        lock.withLock { detached = true }
     }
+
+    /// How the child exited, reaping it, or nil while it runs. A detached child that dies while this
+    /// process lives stays a zombie until someone asks.
+    public func reapIfExited() -> String? { tryReap() }
 
     /// Non-blocking check: a description of the exit status if the child has exited.
     private func tryReap() -> String? {

@@ -112,7 +112,9 @@ public final class LinkManager: @unchecked Sendable {
         try serialized {
             if let userspace = backend as? UserspaceBackend {
                 if userspace.hasSocket(for: interface), try unlessHung({ try Self.readIfAnswering(userspace, interface) }) != nil { return false }
-                logger.warning("userspace WireGuard for \(interface) is gone; starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
+                // Reaped here, or each crash would leave a zombie for the agent's lifetime.
+                let exit = launcher.map { "pid \($0.pid): \($0.reapIfExited() ?? "still running, its socket gone")" } ?? "started before this agent"
+                logger.warning("userspace WireGuard for \(interface) is gone (\(exit)); starting \(userspaceImplementation) again", metadata: ["interface": "\(interface)"])
                 // A socket left by a killed process would make the new one look alive before it is.
                 unlink(userspace.socketPath(for: interface))
                 let launcher = try UserspaceLauncher(interface: interface, executable: userspaceImplementation,

@@ -405,16 +405,22 @@ want hung-uapi && timed_case hung-uapi case_hung_uapi
 # wg-killed: node 2's wireguard-go killed (kill -9) under traffic: the agent starts and programs a new
 # one; that one must hold none of the agent's sockets (it outlives the agent), so the agent restarts.
 case_wg_killed() {
-  local n=2 old new t0 back_s=null flow_s=null problems="" g1 g2 holders arc
+  local n=2 old new parent t0 back_s=null flow_s=null problems="" g1 g2 holders arc
   stream_start w1 2 6 0.1 120
   stream_start w2 6 2 0.1 120
   sleep 1
   old="$(netns_wg_go_pids "${P}w$n")"
+  # Its parent, if that is an agent (one that started it): that agent must reap it.
+  parent="$(awk '{print $4}' "/proc/$old/stat" 2>/dev/null || true)"
+  [ -n "$parent" ] && [ "$(readlink "/proc/$parent/exe" 2>/dev/null)" = "$(readlink -f "$WM")" ] || parent=""
   kill_wg_go "${P}w$n"
   t0="$(now)"
-  log "wg-killed: node 2's wireguard-go ($old) killed"
+  log "wg-killed: node 2's wireguard-go ($old, parent ${parent:-none}) killed"
   wg_new() { new="$(netns_wg_go_pids "${P}w$n")"; [ -n "$new" ] && [ "$new" != "$old" ]; }
   wait_until 25 wg_new && back_s="$(since "$t0")" || problems+=" no new wireguard-go within 25 s;"
+  if [ -n "$parent" ] && [ "$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null)" = Z ]; then
+    problems+=" the killed wireguard-go ($old) is left a zombie of its agent ($parent);"
+  fi
   wait_until 25 ping_ok "$n" "$(pod 6)" && flow_s="$(since "$t0")" || problems+=" pod 2 cannot reach pod 6 25 s after the kill;"
   wait_until 15 bash -c "[ \"\$(ip netns exec $P-n$n $WM status --json --state-dir $WORK/n$n --control-socket $WORK/n$n.sock 2>/dev/null | jq -r .healthy)\" = true ]" ||
     problems+=" node 2 not healthy after the relaunch;"
