@@ -294,7 +294,8 @@ public actor Agent {
                     keyCreatedAt: state.wireGuardKeyCreatedAt, nextKeyRotation: nextScheduledRotation,
                     clusterKeys: keys.keys, clusterKeyPhase: keys.phase, clusterKeyProblem: keys.problem,
                     healthy: deviceProblem == nil, problems: [deviceProblem].compactMap { $0 },
-                    advertiseAddress: advertise.description, mtu: mtu))
+                    advertiseAddress: advertise.description, mtu: mtu,
+                    overlayAddressV6: state.node.overlayAddressV6?.description))
             case .peers:
                 return .peers(try await peers())
             case .tokenCreate(let ttl, let uses):

@@ -79,6 +79,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var clusterID: String
     public var podCIDRs: [String]
     public var overlayAddress: String
+    /// The node's IPv6 overlay address in a dual-stack cluster.
+    public var overlayAddressV6: String?
     public var interface: String
     public var wireGuardPublicKey: String
     public var wireGuardPort: UInt16
@@ -108,7 +110,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
                 wireGuardPublicKey: String, wireGuardPort: UInt16, gossipPort: UInt16, backend: String, livePeers: Int,
                 keyCreatedAt: Date, nextKeyRotation: Date?, clusterKeys: [ClusterKeyInfo]? = nil,
                 clusterKeyPhase: String? = nil, clusterKeyProblem: String? = nil, healthy: Bool? = nil,
-                problems: [String]? = nil, advertiseAddress: String? = nil, mtu: Int? = nil) {
+                problems: [String]? = nil, advertiseAddress: String? = nil, mtu: Int? = nil, overlayAddressV6: String? = nil) {
+        self.overlayAddressV6 = overlayAddressV6
         self.healthy = healthy
         self.problems = problems
         self.advertiseAddress = advertiseAddress
@@ -132,6 +135,7 @@ public struct StatusInfo: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case nodeName = "name", clusterID = "cluster_id", podCIDRs = "pod_cidrs", overlayAddress = "overlay_address"
+        case overlayAddressV6 = "overlay_address_v6"
         case interface, wireGuardPublicKey = "public_key", wireGuardPort = "wireguard_port", gossipPort = "gossip_port"
         case backend, livePeers = "live_peers", keyCreatedAt = "key_created_at", nextKeyRotation = "next_key_rotation"
         case clusterKeys = "cluster_keys", clusterKeyPhase = "cluster_key_phase", clusterKeyProblem = "cluster_key_problem"

@@ -389,7 +389,7 @@ struct StatusCommand: ParsableCommand {
         print("interface:   \(s.interface) (\(s.backend))\(mtu), WireGuard port \(s.wireGuardPort), gossip port \(s.gossipPort)")
         if let address = s.advertiseAddress { print("advertise:   \(address)") }
         print("public key:  \(s.wireGuardPublicKey)")
-        print("pod CIDRs:   \(s.podCIDRs.joined(separator: ", ")), overlay \(s.overlayAddress)")
+        print("pod CIDRs:   \(s.podCIDRs.joined(separator: ", ")), overlay \(([s.overlayAddress] + [s.overlayAddressV6].compactMap { $0 }).joined(separator: ", "))")
         print("live peers:  \(s.livePeers)")
         let now = Date()
         func span(_ seconds: Double) -> String { DeviceFormat.duration(Int64(seconds.rounded())) }

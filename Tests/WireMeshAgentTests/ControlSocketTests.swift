@@ -30,7 +30,8 @@ struct ControlProtocolTests {
         let date = Date(timeIntervalSince1970: 1_800_000_000)
         let status = StatusInfo(nodeName: "n1", clusterID: "c", podCIDRs: ["10.244.1.0/24"], overlayAddress: "10.244.1.0",
                                 interface: "wm0", wireGuardPublicKey: "pk=", wireGuardPort: 51820, gossipPort: 7946,
-                                backend: "userspace", livePeers: 2, keyCreatedAt: date, nextKeyRotation: nil)
+                                backend: "userspace", livePeers: 2, keyCreatedAt: date, nextKeyRotation: nil,
+                                overlayAddressV6: "fd42:244:0:1::")
         let responses: [ControlResponse] = [
             .status(status),
             .peers([PeerInfo(name: "n2", state: "alive", podCIDRs: ["10.244.2.0/24"], publicKey: "k=", endpoint: "192.0.2.2:51820",
@@ -46,7 +47,7 @@ struct ControlProtocolTests {
         }
         // The keys scripts rely on (`status --json`).
         let json = String(decoding: try ControlCodec.encodeLine(status), as: UTF8.self)
-        for key in ["\"name\":\"n1\"", "\"pod_cidrs\":[\"10.244.1.0/24\"]", "\"public_key\":\"pk=\"", "\"interface\":\"wm0\""] {
+        for key in ["\"name\":\"n1\"", "\"pod_cidrs\":[\"10.244.1.0/24\"]", "\"public_key\":\"pk=\"", "\"interface\":\"wm0\"", "\"overlay_address_v6\":\"fd42:244:0:1::\""] {
             #expect(json.contains(key), "\(json)")
         }
     }

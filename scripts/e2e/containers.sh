@@ -153,12 +153,12 @@ for i in $(seq 2 $NODES); do
   wait_ready "$i" 20 || finish
 done
 wait_until 30 all_alive || { log "not every node sees $((NODES - 1)) alive peers"; finish; }
-declare -A BLOCK=() BLOCK6=() OVERLAY=() MTU=()
+declare -A BLOCK=() BLOCK6=() OVERLAY=() OVERLAY6=() MTU=()
 for i in $(seq 1 $NODES); do
   s="$(wm "$i" status --json)"
   BLOCK[$i]="$(jq -r '.pod_cidrs[0]' <<<"$s")"; BLOCK6[$i]="$(jq -r '.pod_cidrs[1]' <<<"$s")"
-  OVERLAY[$i]="$(jq -r '.overlay_address' <<<"$s")"; MTU[$i]="$(jq -r '.mtu' <<<"$s")"
-  log "node$i blocks ${BLOCK[$i]} ${BLOCK6[$i]}, overlay ${OVERLAY[$i]}, mtu ${MTU[$i]}"
+  OVERLAY[$i]="$(jq -r '.overlay_address' <<<"$s")"; OVERLAY6[$i]="$(jq -r '.overlay_address_v6' <<<"$s")"; MTU[$i]="$(jq -r '.mtu' <<<"$s")"
+  log "node$i blocks ${BLOCK[$i]} ${BLOCK6[$i]}, overlay ${OVERLAY[$i]} ${OVERLAY6[$i]}, mtu ${MTU[$i]}"
 done
 
 problems=""
@@ -168,6 +168,9 @@ for i in $(seq 1 $NODES); do
   got="$(jq -c '[.name, .plugins[0].type, .plugins[0].ipam.ranges[0][0].subnet, .plugins[0].ipam.ranges[1][0].subnet, .plugins[0].mtu, .plugins[0].ipMasq, .plugins[0].ipam.dataDir, .plugins[1].type]' "$f")"
   want="$(jq -nc --arg b "${BLOCK[$i]}" --arg b6 "${BLOCK6[$i]}" --argjson m "${MTU[$i]}" --arg d "$WORK/n$i/cni-ipam" '["wiremesh", "bridge", $b, $b6, $m, false, $d, "portmap"]')"
   [ "$got" = "$want" ] || problems+=" node$i: $got, expected $want;"
+  # `status` names the IPv6 overlay address too: the first of the node's IPv6 block.
+  first6="$(python3 -c 'import ipaddress, sys; print(ipaddress.ip_network(sys.argv[1]).network_address)' "${BLOCK6[$i]}")"
+  [ "${OVERLAY6[$i]}" = "$first6" ] || problems+=" node$i: status overlay_address_v6 ${OVERLAY6[$i]}, expected $first6;"
 done
 [ -z "$problems" ] && check conflist 1 "3 conflists as planned (an IPv4 and an IPv6 range each)" || check conflist 0 "$problems"
 
