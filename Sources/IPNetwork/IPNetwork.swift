@@ -56,6 +56,19 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
+    /// Worth advertising to other hosts: not loopback (127/8, ::1), unspecified, link-local
+    /// (169.254/16, fe80::/10) or multicast.
+    public var isRoutableUnicast: Bool {
+        switch self {
+        case .v4(let a):
+            let first = a >> 24
+            return a != 0 && first != 127 && a >> 16 != 0xA9FE && !(224...255).contains(first)
+        case .v6(let hi, let lo):
+            if hi == 0 && (lo == 0 || lo == 1) { return false }
+            return hi >> 54 != 0x3FA && hi >> 56 != 0xFF
+        }
+    }
+
     /// Address family: AF_INET or AF_INET6.
     public var family: Int32 { isIPv4 ? Int32(AF_INET) : Int32(AF_INET6) }
 

@@ -138,14 +138,21 @@ public enum Lifecycle {
         }
     }
 
-    /// The configured advertise address, or the first global IPv4 address of this network namespace.
+    /// The configured advertise address, or `defaultAdvertiseAddress` of this network namespace.
     static func advertiseAddress(_ config: AgentConfig) throws -> IPAddress {
         if let a = config.advertiseAddress { return a }
         let rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
-        for link in try rtnl.links() where link.name != "lo" && link.name != config.interface && link.isUp {
-            if let v4 = try rtnl.addresses(interface: link.name).first(where: { $0.address.isIPv4 }) { return v4.address }
-        }
-        throw AgentError("no address to advertise: give --advertise-address IP")
+        let links = try rtnl.links().filter { $0.name != config.interface && $0.isUp }
+            .map { (name: $0.name, addresses: try rtnl.addresses(interface: $0.name).map(\.address)) }
+        if let a = defaultAdvertiseAddress(links) { return a }
+        throw AgentError("no address to advertise (no up interface has a routable address): give --advertise-address IP")
+    }
+
+    /// The first routable IPv4 address of an up interface but loopback, else the first routable
+    /// IPv6 one (an IPv6-only host needs no --advertise-address).
+    static func defaultAdvertiseAddress(_ links: [(name: String, addresses: [IPAddress])]) -> IPAddress? {
+        let candidates = links.filter { $0.name != "lo" }.flatMap(\.addresses).filter(\.isRoutableUnicast)
+        return candidates.first(where: \.isIPv4) ?? candidates.first
     }
 
     /// IPv6's minimum link MTU (RFC 8200).

@@ -174,18 +174,13 @@ public final class LinkManager: @unchecked Sendable {
         return nil
     }
 
-    /// The first global IPv4 address of any interface but loopback and our own: the default
-    /// advertise address when none is configured.
+    /// The default advertise address (`Lifecycle.defaultAdvertiseAddress`) when none is configured.
     public func defaultAdvertiseAddress() -> IPAddress? {
         serialized {
             guard let links = try? rtnl.links() else { return nil }
-            for link in links where link.name != "lo" && link.name != interface && link.isUp {
-                if let addrs = try? rtnl.addresses(interface: link.name),
-                   let v4 = addrs.first(where: { $0.address.isIPv4 && !$0.address.description.hasPrefix("127.") }) {
-                    return v4.address
-                }
-            }
-            return nil
+            let up = links.filter { $0.name != interface && $0.isUp }
+                .map { (name: $0.name, addresses: ((try? rtnl.addresses(interface: $0.name)) ?? []).map(\.address)) }
+            return Lifecycle.defaultAdvertiseAddress(up)
         }
     }
 }

@@ -43,6 +43,18 @@ import IPNetwork
     }
 }
 
+@Suite struct RoutableUnicastTests {
+    @Test func onlyAddressesOtherHostsCanReachAreRoutable() throws {
+        for a in ["10.99.0.1", "192.0.2.7", "8.8.8.8", "fd99::1", "2001:db8::1", "fe00::1"] {
+            #expect(try IPAddress(a).isRoutableUnicast, "\(a)")
+        }
+        for a in ["127.0.0.1", "127.1.2.3", "0.0.0.0", "169.254.1.1", "224.0.0.1", "255.255.255.255",
+                  "::", "::1", "fe80::1", "febf::1", "ff02::1"] {
+            #expect(try !IPAddress(a).isRoutableUnicast, "\(a)")
+        }
+    }
+}
+
 @Suite struct DisjointPrefixesTests {
     @Test func firstAndLastAddresses() throws {
         #expect(try IPPrefix("10.244.1.7/24").firstAddress == IPAddress("10.244.1.0"))

@@ -184,4 +184,17 @@ struct OperatorDayTests {
             #expect(file == path && reason.contains(edit.2), "\(reason)")
         }
     }
+
+    /// Without --advertise-address: IPv4 first, else IPv6 (an IPv6-only host joined with none and
+    /// got "no address to advertise"); never loopback, link-local or an address on `lo`.
+    @Test func theDefaultAdvertiseAddressPrefersIPv4AndFallsBackToRoutableIPv6() throws {
+        func pick(_ links: [(String, [String])]) throws -> String? {
+            try Lifecycle.defaultAdvertiseAddress(links.map { (name: $0.0, addresses: try $0.1.map { try IPAddress($0) }) })?.description
+        }
+        #expect(try pick([("eth0", ["fe80::1", "fd99::3", "10.99.0.3"])]) == "10.99.0.3")
+        #expect(try pick([("eth1", ["fd99::3"]), ("eth0", ["10.99.0.3"])]) == "10.99.0.3")
+        #expect(try pick([("lo", ["127.0.0.1", "::1"]), ("eth0", ["fe80::1", "fd99::3"])]) == "fd99::3")
+        #expect(try pick([("lo", ["10.0.0.1"]), ("veth0", ["169.254.1.1", "fe80::2"])]) == nil)
+        #expect(try pick([]) == nil)
+    }
 }

@@ -5,6 +5,7 @@
 #
 #   scripts/e2e/ipv6-underlay.sh [--keep]        (root; WIREMESH_BIN=path/to/wiremesh, default .build/debug)
 #
+# Node 3 is IPv6-only and joins without --advertise-address (the agent picks its IPv6 address).
 # Cases: mesh (init, token, joins and gossip over IPv6: every node sees the others alive), endpoints (each
 # WireGuard peer's endpoint is the other node's IPv6 address), overlay (node to node over the mesh, IPv4
 # and IPv6 overlay addresses), capture (the underlay carries WireGuard and gossip over IPv6 only, and no
@@ -36,11 +37,14 @@ finish() {
   log "$(( $(date +%s) - T0 )) s (prefix $P)"
   exit "$HARNESS_FAILED"
 }
-# Like start_agent, advertising node I's IPv6 address.
+# Like start_agent, advertising node I's IPv6 address; node 3 has no IPv4 address and is given none
+# (the agent finds its IPv6 one).
 start6() {
   local i=$1; shift
+  local advertise=(--advertise-address "fd99::$i")
+  [ "$i" = 3 ] && advertise=()
   ip netns exec "$P-n$i" "$WM" "$@" --state-dir "$WORK/n$i" --control-socket "$WORK/n$i.sock" \
-    --interface "${P}w$i" --advertise-address "fd99::$i" <"${AGENT_STDIN:-/dev/null}" >>"$WORK/agent$i.log" 2>&1 &
+    --interface "${P}w$i" "${advertise[@]}" <"${AGENT_STDIN:-/dev/null}" >>"$WORK/agent$i.log" 2>&1 &
   AGENT[$i]=$!
 }
 
@@ -48,6 +52,7 @@ netns_underlay "$P"
 for i in $(seq 1 $NODES); do
   netns_node "$P" "$i"
   ip -n "$P-n$i" addr add "fd99::$i/64" dev eth0 nodad
+  [ "$i" = 3 ] && ip -n "$P-n$i" addr del "10.99.0.$i/24" dev eth0
   ip netns exec "$P-n$i" sysctl -qw net.ipv6.conf.all.forwarding=1
 done
 
