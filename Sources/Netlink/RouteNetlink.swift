@@ -435,8 +435,12 @@ public final class RouteNetlink {
 
     /// Every route tagged with `routeProtocol` (wiremesh's own by default), in every table.
     public func routes(taggedWith routeProtocol: UInt8 = WireMeshRouteProtocol) throws -> [Route] {
-        try socket.dump(RouteMessages.dumpRoutes(), operation: "listing routes")
-            .compactMap(RouteMessages.parseRoute).filter { $0.routeProtocol == routeProtocol }
+        try allRoutes().filter { $0.routeProtocol == routeProtocol }
+    }
+
+    /// Every route of every table, whoever added it (read only: the agent changes only its own).
+    public func allRoutes() throws -> [Route] {
+        try socket.dump(RouteMessages.dumpRoutes(), operation: "listing routes").compactMap(RouteMessages.parseRoute)
     }
 }
 

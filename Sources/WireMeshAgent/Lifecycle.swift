@@ -141,18 +141,8 @@ public enum Lifecycle {
     /// The configured advertise address, or `defaultAdvertiseAddress` of this network namespace.
     static func advertiseAddress(_ config: AgentConfig) throws -> IPAddress {
         if let a = config.advertiseAddress { return a }
-        let rtnl = RouteNetlink(socket: try NetlinkSocket(.route))
-        let links = try rtnl.links().filter { $0.name != config.interface && $0.isUp }
-            .map { (name: $0.name, addresses: try rtnl.addresses(interface: $0.name).map(\.address)) }
-        if let a = defaultAdvertiseAddress(links) { return a }
+        if let a = try UnderlayView.read(excluding: config.interface).defaultAdvertiseAddress() { return a }
         throw AgentError("no address to advertise (no up interface has a routable address): give --advertise-address IP")
-    }
-
-    /// The first routable IPv4 address of an up interface but loopback, else the first routable
-    /// IPv6 one (an IPv6-only host needs no --advertise-address).
-    static func defaultAdvertiseAddress(_ links: [(name: String, addresses: [IPAddress])]) -> IPAddress? {
-        let candidates = links.filter { $0.name != "lo" }.flatMap(\.addresses).filter(\.isRoutableUnicast)
-        return candidates.first(where: \.isIPv4) ?? candidates.first
     }
 
     /// IPv6's minimum link MTU (RFC 8200).

@@ -174,14 +174,9 @@ public final class LinkManager: @unchecked Sendable {
         return nil
     }
 
-    /// The default advertise address (`Lifecycle.defaultAdvertiseAddress`) when none is configured.
+    /// The default advertise address (`UnderlayView.defaultAdvertiseAddress`) when none is configured.
     public func defaultAdvertiseAddress() -> IPAddress? {
-        serialized {
-            guard let links = try? rtnl.links() else { return nil }
-            let up = links.filter { $0.name != interface && $0.isUp }
-                .map { (name: $0.name, addresses: ((try? rtnl.addresses(interface: $0.name)) ?? []).map(\.address)) }
-            return Lifecycle.defaultAdvertiseAddress(up)
-        }
+        serialized { (try? UnderlayView.read(rtnl, excluding: interface))?.defaultAdvertiseAddress() }
     }
 }
 

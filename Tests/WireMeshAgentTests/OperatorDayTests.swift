@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import IPNetwork
+import Netlink
 import Testing
 import WireGuard
 import WireMeshCrypto
@@ -185,16 +186,33 @@ struct OperatorDayTests {
         }
     }
 
-    /// Without --advertise-address: IPv4 first, else IPv6 (an IPv6-only host joined with none and
-    /// got "no address to advertise"); never loopback, link-local or an address on `lo`.
-    @Test func theDefaultAdvertiseAddressPrefersIPv4AndFallsBackToRoutableIPv6() throws {
-        func pick(_ links: [(String, [String])]) throws -> String? {
-            try Lifecycle.defaultAdvertiseAddress(links.map { (name: $0.0, addresses: try $0.1.map { try IPAddress($0) }) })?.description
+    /// Without --advertise-address: the default route's source (a host whose first interface is a
+    /// container bridge must not advertise the bridge), else IPv4 first, else IPv6 (an IPv6-only host
+    /// joined with none and got "no address to advertise"); never loopback or link-local.
+    @Test func theDefaultAdvertiseAddressFollowsTheDefaultRouteThenPrefersIPv4() throws {
+        func link(_ index: Int32, _ name: String, _ addresses: [String]) throws -> UnderlayView.Link {
+            UnderlayView.Link(index: index, name: name, addresses: try addresses.map { try IPAddress($0) })
         }
-        #expect(try pick([("eth0", ["fe80::1", "fd99::3", "10.99.0.3"])]) == "10.99.0.3")
-        #expect(try pick([("eth1", ["fd99::3"]), ("eth0", ["10.99.0.3"])]) == "10.99.0.3")
-        #expect(try pick([("lo", ["127.0.0.1", "::1"]), ("eth0", ["fe80::1", "fd99::3"])]) == "fd99::3")
-        #expect(try pick([("lo", ["10.0.0.1"]), ("veth0", ["169.254.1.1", "fe80::2"])]) == nil)
-        #expect(try pick([]) == nil)
+        func defaultRoute(_ family: String, via index: Int32, metric: UInt32? = nil, source: String? = nil) throws -> Route {
+            Route(destination: try IPPrefix(family), interfaceIndex: index, metric: metric,
+                  preferredSource: try source.map { try IPAddress($0) }, routeProtocol: 3)
+        }
+        let bridge = try link(3, "docker0", ["172.17.0.1", "fe80::1"])
+        let eth0 = try link(2, "eth0", ["fe80::2", "2001:db8::7", "192.0.2.7", "192.0.2.8"])
+        func pick(_ links: [UnderlayView.Link], _ routes: [Route] = []) -> String? {
+            UnderlayView(links: links, routes: routes).defaultAdvertiseAddress()?.description
+        }
+        #expect(try pick([bridge, eth0], [defaultRoute("0.0.0.0/0", via: 2)]) == "192.0.2.7")
+        #expect(try pick([bridge, eth0], [defaultRoute("0.0.0.0/0", via: 2, source: "192.0.2.8")]) == "192.0.2.8")
+        #expect(try pick([bridge, eth0], [defaultRoute("::/0", via: 2)]) == "2001:db8::7")
+        #expect(try pick([bridge, eth0], [defaultRoute("::/0", via: 2), defaultRoute("0.0.0.0/0", via: 2)]) == "192.0.2.7")
+        #expect(try pick([bridge, eth0], [defaultRoute("0.0.0.0/0", via: 3, metric: 200), defaultRoute("0.0.0.0/0", via: 2, metric: 100)]) == "192.0.2.7")
+        // A default route through an interface that is down or ours (not listed) is passed over.
+        #expect(try pick([bridge, eth0], [defaultRoute("0.0.0.0/0", via: 9)]) == "172.17.0.1")
+        // No default route: IPv4 first, else routable IPv6.
+        #expect(try pick([try link(2, "eth0", ["fe80::1", "fd99::3", "10.99.0.3"])]) == "10.99.0.3")
+        #expect(try pick([try link(2, "eth0", ["fe80::1", "fd99::3"])]) == "fd99::3")
+        #expect(try pick([try link(2, "veth0", ["169.254.1.1", "fe80::2"])]) == nil)
+        #expect(pick([]) == nil)
     }
 }
