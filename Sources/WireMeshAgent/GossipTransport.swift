@@ -461,17 +461,14 @@ extension Endpoint {
 
 /// The gossip UDP socket, outside NIO's write path (see `GossipTransport.bind`).
 enum GossipSocket {
-    /// socket(2) + SO_REUSEADDR + bind(2), non-blocking, close-on-exec.
+    /// socket(2) + bind(2), non-blocking, close-on-exec. No SO_REUSEADDR: UDP has no TIME_WAIT to
+    /// wait out, and with it on both sides a second socket binds the same port and takes its datagrams.
     static func bound(to endpoint: Endpoint) throws -> CInt {
         let address = try SocketAddress(ipAddress: endpoint.address.description, port: Int(endpoint.port))
         let family = endpoint.address.isIPv4 ? AF_INET : AF_INET6
         let fd = Glibc.socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
-        var one: CInt = 1
-        let rc = address.withSockAddr { sa, len -> CInt in
-            guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else { return -1 }
-            return Glibc.bind(fd, sa, socklen_t(len))
-        }
+        let rc = address.withSockAddr { sa, len -> CInt in Glibc.bind(fd, sa, socklen_t(len)) }
         guard rc == 0 else {
             let err = errno
             close(fd)

@@ -48,6 +48,29 @@ struct GossipTransportTests {
         }
     }
 
+    @Test("a second transport on a gossip port already held is refused: it never shares the port and takes its datagrams")
+    func heldPortIsRefused() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("held-port-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        let first = try await GossipTransport.bind(try settings("alpha", keyring: keyring, clusterID: cluster))
+        let task = Task { try await first.run() }
+        defer { task.cancel() }
+        var second = try settings("bravo", keyring: keyring, clusterID: cluster)
+        second.bind = first.localAddress
+        do {
+            let t = try await GossipTransport.bind(second)
+            Task { try await t.run() }.cancel()
+            Issue.record("a second socket bound \(first.localAddress)")
+        } catch let error as GossipTransportError {
+            guard case .bind(_, let underlying) = error, let io = underlying as? IOError else {
+                Issue.record("unexpected error: \(error)")
+                return
+            }
+            #expect(io.errnoCode == EADDRINUSE)
+            #expect(error.description.contains("port in use"))
+        }
+    }
+
     @Test("three transports see each other's records, then one leaves and the others see it leave")
     func seeEachOtherThenLeave() async throws {
         let keyring = Keyring(primary: .generate())
