@@ -69,12 +69,14 @@ public struct MembershipNode {
     var nextAntiEntropyAt: Instant
     var followUp: (endpoint: Endpoint, at: Instant)?
 
+    // MARK: Stream probes
+    var streamProbeAnswers = RateWindow()
+
     // MARK: Push/pull
     /// Peers we sent a push/pull request to, with the instant we give up waiting for the reply.
     var pushPullsInFlight: [Endpoint: Instant] = [:]
     var nextPushPullAt: Instant = .zero
-    var pushPullWindowStart: Instant = .zero
-    var pushPullAnswersInWindow = 0
+    var pushPullAnswers = RateWindow()
     /// While a push/pull payload is applied: the requests its claims trigger, sent as one batch.
     var collectedRequests: [DigestRequest]?
     var nextReapAt: Instant
@@ -186,6 +188,9 @@ public struct MembershipNode {
             expireSuspicions(now: now)
             if let p = probe, !p.acked, !p.indirectSent, now >= p.indirectAt {
                 sendIndirectProbes(now: now)
+            }
+            if let p = probe, !p.acked, let r = p.nextRetryAt, now >= r {
+                retryProbe(now: now)
             }
             if now >= nextProbeAt {
                 finishProbe(now: now)
@@ -378,6 +383,7 @@ public struct MembershipNode {
             consider(nextAntiEntropyAt)
             consider(nextProbeAt)
             if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
+            if let p = probe, !p.acked, let r = p.nextRetryAt { consider(r) }
             if let f = followUp { consider(f.at) }
             if let s = suspicions.nextCheck { consider(s) }
             if !table.inactive.isEmpty || !tombstones.isEmpty { consider(nextReapAt) }

@@ -35,6 +35,8 @@ struct Options {
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
+    var lossOnly = false
+    var breakdown = false
 }
 
 func usage() -> Never {
@@ -54,6 +56,9 @@ func usage() -> Never {
       --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
       --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
       --push-pull-follow-up-changes K   … enough: K members changed or asked for
+      --loss-only       only run the 10%-loss scenario
+      --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
+                        probes fail (suspicions started) per second
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
@@ -98,6 +103,8 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
+        case "--loss-only": o.lossOnly = true
+        case "--breakdown": o.breakdown = true
         case "--push-pull": o.pushPull = true
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
         case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
@@ -202,7 +209,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
     // 1. Quiet LAN: steady-state bandwidth, dissemination, crash detection.
-    do {
+    if !options.lossOnly {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed))
         sim.run(for: .seconds(10))
         let before = sim.traffic
@@ -226,8 +233,8 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
-    progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
-             + "out \(format(mean(s.bytesOut))) B/s")
+    if !options.lossOnly { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
+             + "out \(format(mean(s.bytesOut))) B/s") }
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
     do {
         let network = NetworkModel(loss: 0.10)
@@ -235,10 +242,13 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         sim.run(for: .seconds(5))
         let start = sim.now
         let before = sim.traffic
+        let countersBefore = (0..<nodes).map { sim.node($0)?.counters ?? MembershipCounters() }
+        sim.countByKind = options.breakdown
         try measureUpdates(sim, count: options.updates, rng: &rng, into: &s.disseminationLoss10, timeouts: &s.timeouts)
         let end = start + .nanoseconds(Int64(options.lossDuration * 1e9))
         if sim.now < end { sim.run(until: end) }
         let elapsed = (sim.now - start).seconds
+        if options.breakdown { printBreakdown(sim, countersBefore: countersBefore, seconds: elapsed) }
         s.bytesOutLoss10 += perNodeRates(before, sim.traffic, seconds: elapsed, live: sim.liveNodes).out
         s.falseDeadLoss10.append(sim.healthyDeclaredDead.count)
         s.lossDuration = elapsed
@@ -246,7 +256,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
 
     progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)")
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
-    do {
+    if !options.lossOnly {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
         sim.run(for: .seconds(5))
         var side = [Int](repeating: 0, count: nodes)
@@ -264,7 +274,38 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
-    progress("partition: heal \(s.heal.map { format($0) }) s")
+    if !options.lossOnly { progress("partition: heal \(s.heal.map { format($0) }) s") }
+}
+
+/// Where the bytes of a run went, per node per second, and what its probes did.
+func printBreakdown(_ sim: Simulation, countersBefore: [MembershipCounters], seconds: Double) {
+    let n = Double(sim.names.count)
+    let b = sim.breakdown
+    let total = b.bytes.reduce(0, +)
+    say("  bytes sent by kind, per node per second (\(format(seconds, 0)) s):")
+    for k in TrafficBreakdown.Kind.allCases where b[k] > 0 {
+        say("    \(k.label): \(format(Double(b[k]) / n / seconds, 1)) B/s (\(format(100 * Double(b[k]) / Double(max(1, total)), 1)) %)")
+    }
+    say("    total: \(format(Double(total) / n / seconds, 1)) B/s; datagrams per node per s: probe \(format(Double(b.datagrams[0]) / n / seconds)), "
+        + "gossip \(format(Double(b.datagrams[1]) / n / seconds)), anti-entropy \(format(Double(b.datagrams[2]) / n / seconds))")
+    var delta = MembershipCounters()
+    for i in 0..<sim.names.count {
+        guard let c = sim.node(i)?.counters else { continue }
+        let c0 = countersBefore[i]
+        delta.probesFailed += c.probesFailed - c0.probesFailed
+        delta.suspicionsRefuted += c.suspicionsRefuted - c0.suspicionsRefuted
+        delta.suspicionsConfirmed += c.suspicionsConfirmed - c0.suspicionsConfirmed
+        delta.probeRetriesSent += c.probeRetriesSent - c0.probeRetriesSent
+        delta.streamProbesSent += c.streamProbesSent - c0.streamProbesSent
+        delta.streamProbeAcks += c.streamProbeAcks - c0.streamProbeAcks
+        delta.streamProbesAnswered += c.streamProbesAnswered - c0.streamProbesAnswered
+        delta.streamProbesRefused += c.streamProbesRefused - c0.streamProbesRefused
+    }
+    say("  cluster-wide per second: probes failed (suspicions started) \(format(Double(delta.probesFailed) / seconds)), "
+        + "suspicions refuted (per observer) \(format(Double(delta.suspicionsRefuted) / seconds)), confirmed dead \(format(Double(delta.suspicionsConfirmed) / seconds)); "
+        + "probe retries \(format(Double(delta.probeRetriesSent) / seconds)), stream probes \(format(Double(delta.streamProbesSent) / seconds)) "
+        + "(answered \(format(Double(delta.streamProbesAnswered) / seconds)), "
+        + "acked only by the stream \(format(Double(delta.streamProbeAcks) / seconds)), refused \(format(Double(delta.streamProbesRefused) / seconds)))")
 }
 
 struct Result {
