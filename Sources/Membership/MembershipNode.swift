@@ -15,7 +15,8 @@ import WireMeshCrypto
 /// Protocol summary:
 /// - Failure detection (SWIM): each protocol period probes the next member of a shuffled round-robin
 ///   order; without an ack within the probe timeout, `indirectChecks` members probe it on our behalf
-///   (ping-req); without any ack by the end of the period the member becomes suspect; a suspect that
+///   (ping-req) while we ping it directly again (`probeRetries`, the last one also over a stream);
+///   without any ack by the end of the period the member becomes suspect; a suspect that
 ///   does not refute (higher incarnation) before its suspicion timeout is declared dead.
 /// - Lifeguard: a local health multiplier stretches the period and timeout when this node misses acks
 ///   or nacks or has to refute; a suspicion timeout starts at its maximum and shrinks towards its

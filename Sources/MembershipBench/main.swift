@@ -36,6 +36,8 @@ struct Options {
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
     var lossOnly = false
+    var probeRetries: Int?
+    var streamProbes = true
     var breakdown = false
 }
 
@@ -56,6 +58,8 @@ func usage() -> Never {
       --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
       --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
       --push-pull-follow-up-changes K   … enough: K members changed or asked for
+      --probe-retries K direct probe retries (default: MembershipConfig's, 3; 0 as before issue 16's loss work)
+      --no-stream-probes  no stream probe with the last retry
       --loss-only       only run the 10%-loss scenario
       --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
                         probes fail (suspicions started) per second
@@ -104,6 +108,14 @@ func parseOptions() -> Options {
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
         case "--loss-only": o.lossOnly = true
+        case "--probe-retries":
+            let v = value(a)
+            guard let k = Int(v), k >= 0, k <= 8 else {
+                eprint("wiremesh-membership-bench: --probe-retries expects 0 to 8, got '\(v)'\n")
+                usage()
+            }
+            o.probeRetries = k
+        case "--no-stream-probes": o.streamProbes = false
         case "--breakdown": o.breakdown = true
         case "--push-pull": o.pushPull = true
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
@@ -150,8 +162,10 @@ func cpuTime() -> Double {
 
 /// The wiremesh configuration the options ask for.
 func ours(_ o: Options) -> MembershipConfig {
-    guard o.pushPull else { return .wiremeshDefaults }
-    var c = MembershipConfig.wiremeshPushPull
+    var c = o.pushPull ? MembershipConfig.wiremeshPushPull : .wiremeshDefaults
+    if let k = o.probeRetries { c.probeRetries = k }
+    if !o.streamProbes { c.streamProbes = false }
+    guard o.pushPull else { return c }
     if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
     if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
     if o.pushPullFollowUpChanges > 0 { c.pushPullFollowUpChanges = o.pushPullFollowUpChanges }

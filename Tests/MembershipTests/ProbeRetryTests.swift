@@ -109,7 +109,7 @@ struct ProbeRetryTests {
 
     @Test("a stream probe request is answered only for one ping addressed to this node, at a bounded rate")
     func streamRequestBounded() {
-        var (pump, eps) = cluster(3)
+        let (pump, eps) = cluster(3)
         var node = pump.nodes[eps[1]]!
         let now = pump.now
         func answered(_ d: [Directive]) -> [UInt8]? {
