@@ -59,6 +59,11 @@ public struct MembershipConfig: Sendable, Equatable {
     public var streamProbes: Bool = true
     /// Stream probes answered per probe interval at most (more are refused): each costs a connection.
     public var streamProbeAnswersPerInterval: Int = 8
+    /// A node still holding a suspicion this long before its deadline tells the suspect directly
+    /// (again at half of it); a suspect that refuted already answers with its alive claim. Guards
+    /// against the observer that gossip of the refutation missed (zero: off, as in memberlist). Crash
+    /// detection does not wait for it.
+    public var suspicionCheckLead: Duration = .seconds(1)
     /// Most members a view holds (this node excluded): anyone holding the cluster key can sign records
     /// for new names, and without a bound each one costs memory and probes.
     public var maxMembers: Int = 4096
@@ -153,6 +158,7 @@ public struct MembershipConfig: Sendable, Equatable {
         // fallback is not modelled).
         c.probeRetries = 0
         c.streamProbes = false
+        c.suspicionCheckLead = .zero
         return c
     }
 

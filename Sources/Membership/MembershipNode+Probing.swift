@@ -117,9 +117,20 @@ extension MembershipNode {
         }
     }
 
-    /// Declares dead every suspect whose suspicion timed out.
+    /// Declares dead every suspect whose suspicion timed out, and tells those due for a check their
+    /// suspicion directly: a suspect that has refuted already answers with its alive claim, so an
+    /// observer that gossip missed (it happens: ~12 copies of a refutation reach a node on average,
+    /// each lost at 10 %) does not declare a healthy node dead. Costs a datagram or two per observer
+    /// that has not heard a refutation a second before its deadline: none when the refutation spread.
     mutating func expireSuspicions(now: Instant) {
-        for name in suspicions.expire(now: now) {
+        let (dead, check) = suspicions.expire(now: now)
+        for name in check {
+            guard let m = table[name], case .suspect = m.status else { continue }
+            counters.suspicionChecksSent += 1
+            send([.status(name: name, version: m.signed.record.version, status: m.status, from: local.record.name)],
+                 to: m.signed.record.gossipAddress, piggyback: false)
+        }
+        for name in dead {
             guard let m = table[name], case .suspect(let i) = m.status else { suspicions.clear(name); continue }
             applyClaim(name: name, version: m.signed.record.version, status: .dead(incarnation: i),
                        claimant: local.record.name, leave: nil, from: m.signed.record.gossipAddress, now: now)

@@ -110,6 +110,7 @@ public struct MembershipNode {
         self.nextGossipAt = now
         self.nextAntiEntropyAt = now
         self.nextReapAt = now + config.probeInterval
+        suspicions.checkLead = config.suspicionCheckLead
         try checkRecordSize(local)
         nextSeq = UInt32(truncatingIfNeeded: rng.next())
         nextProbeAt = now + jitter(config.probeInterval)

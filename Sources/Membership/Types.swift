@@ -189,6 +189,8 @@ public struct MembershipCounters: Sendable, Equatable {
     /// Stream probe requests or replies refused: oversized, not one ping addressed to us (or one ack
     /// of our pending probe of that member), or over the answer rate.
     public var streamProbesRefused = 0
+    /// Suspicions told directly to the suspect shortly before their deadline (`suspicionCheckLead`).
+    public var suspicionChecksSent = 0
     /// Suspicions that ended with the member alive again (refuted) or declared dead (confirmed).
     public var suspicionsRefuted = 0
     public var suspicionsConfirmed = 0

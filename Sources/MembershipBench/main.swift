@@ -258,11 +258,21 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         let before = sim.traffic
         let countersBefore = (0..<nodes).map { sim.node($0)?.counters ?? MembershipCounters() }
         sim.countByKind = options.breakdown
+        sim.recordEvents = options.breakdown && nodes <= 200
         try measureUpdates(sim, count: options.updates, rng: &rng, into: &s.disseminationLoss10, timeouts: &s.timeouts)
         let end = start + .nanoseconds(Int64(options.lossDuration * 1e9))
         if sim.now < end { sim.run(until: end) }
         let elapsed = (sim.now - start).seconds
         if options.breakdown { printBreakdown(sim, countersBefore: countersBefore, seconds: elapsed) }
+        for victim in sim.healthyDeclaredDead.sorted() where sim.recordEvents {
+            // Why a healthy node was declared dead: every event about it, and its own incarnation.
+            say("  healthy \(sim.names[victim]) declared dead; incarnation now \(sim.node(victim)?.localIncarnation ?? 0); its events:")
+            var shown = 0
+            for e in sim.eventLog where e.event.member.name == sim.names[victim] && e.event.kind != .joined {
+                if shown < 400 { say("    \(e.at) at \(sim.names[e.observer]): \(e.event.kind) \(e.event.member.status)") }
+                shown += 1
+            }
+        }
         s.bytesOutLoss10 += perNodeRates(before, sim.traffic, seconds: elapsed, live: sim.liveNodes).out
         s.falseDeadLoss10.append(sim.healthyDeclaredDead.count)
         s.lossDuration = elapsed

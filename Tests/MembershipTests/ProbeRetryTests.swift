@@ -169,3 +169,59 @@ struct ProbeRetryTests {
         }
     }
 }
+
+/// The check of a suspicion with the suspect before its deadline.
+@Suite("Membership: suspicion checks")
+struct SuspicionCheckTests {
+    @Test("an observer that missed every copy of a refutation asks the suspect before its deadline and hears it: no false death",
+          arguments: [true, false])
+    func missedRefutationRecovered(checks: Bool) {
+        var config = testConfig()
+        if !checks { config.suspicionCheckLead = .zero }
+        config.antiEntropyInterval = .seconds(600)   // only the check can repair it here
+        var (pump, eps) = Pump.cluster(4, config: config)
+        pump.run(for: .seconds(10))
+        // n3 hears no alive claim about n1 until it has checked with n1 itself (a check is its
+        // suspicion alone, sent straight to n1; a buddy ping carries a ping beside it).
+        let checked = DropCount()
+        let t0 = pump.now
+        pump.dropPayload = { from, to, payload, now in
+            let ms = messages(in: payload)
+            // (The suspicion's own gossip, in its first few hundred milliseconds, looks the same.)
+            if from == eps[3], to == eps[1], now > t0 + .milliseconds(450), ms.count == 1, case .status("n1", _, .suspect, _) = ms[0] {
+                checked.pings += 1
+            }
+            return to == eps[3] && checked.pings == 0
+                && ms.contains { if case .status("n1", _, .alive, _) = $0 { true } else { false } }
+        }
+        let claim = forgedPayload([.status(name: "n1", version: 1, status: .suspect(incarnation: 0), from: "mallory")])
+        for ep in eps where ep != eps[1] { pump.inject(claim, from: testEndpoint(99), to: ep) }
+        pump.run(for: .seconds(20))
+        #expect(pump.nodes[eps[1]]!.localIncarnation == 1)
+        guard checks else {
+            // Without checks the same losses get a healthy n1 declared dead at n3.
+            #expect(pump.events(at: eps[3], kind: .dead, name: "n1").count == 1)
+            return
+        }
+        #expect(pump.nodes[eps[3]]!.counters.suspicionChecksSent >= 1)
+        #expect(pump.events(at: eps[3], kind: .dead, name: "n1").isEmpty, "n3 declared n1 dead")
+        #expect(pump.status(of: "n1", at: eps[3]) == .alive(incarnation: 1))
+        // The others heard the refutation by gossip and never had to check.
+        #expect(pump.nodes[eps[0]]!.counters.suspicionChecksSent == 0)
+    }
+
+    @Test("a crashed member is still declared dead on time: checks go unanswered and do not move the deadline")
+    func crashedStillDead() {
+        var off = testConfig()
+        off.suspicionCheckLead = .zero
+        func deaths(_ config: MembershipConfig) -> [Instant] {
+            var (pump, eps) = Pump.cluster(5, config: config)
+            _ = pump.crash(eps[4])
+            pump.run(for: .seconds(30))
+            return eps.dropLast().compactMap { pump.events(at: $0, kind: .dead, name: "n4").first?.time }
+        }
+        let with = deaths(testConfig()), without = deaths(off)
+        #expect(with.count == 4 && without.count == 4)
+        #expect(with.max()! <= without.max()! + .milliseconds(100))
+    }
+}
