@@ -38,6 +38,7 @@ struct Options {
     var lossOnly = false
     var probeRetries: Int?
     var streamProbes = true
+    var suspicionChecks = true
     var breakdown = false
 }
 
@@ -60,6 +61,8 @@ func usage() -> Never {
       --push-pull-follow-up-changes K   … enough: K members changed or asked for
       --probe-retries K direct probe retries (default: MembershipConfig's, 3; 0 as before issue 16's loss work)
       --no-stream-probes  no stream probe with the last retry
+      --no-suspicion-checks  no direct check with the suspect before a suspicion's deadline
+                        (with --probe-retries 0 --no-stream-probes: the protocol before issue 16's loss work)
       --loss-only       only run the 10%-loss scenario
       --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
                         probes fail (suspicions started) per second
@@ -116,6 +119,7 @@ func parseOptions() -> Options {
             }
             o.probeRetries = k
         case "--no-stream-probes": o.streamProbes = false
+        case "--no-suspicion-checks": o.suspicionChecks = false
         case "--breakdown": o.breakdown = true
         case "--push-pull": o.pushPull = true
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
@@ -165,6 +169,7 @@ func ours(_ o: Options) -> MembershipConfig {
     var c = o.pushPull ? MembershipConfig.wiremeshPushPull : .wiremeshDefaults
     if let k = o.probeRetries { c.probeRetries = k }
     if !o.streamProbes { c.streamProbes = false }
+    if !o.suspicionChecks { c.suspicionCheckLead = .zero }
     guard o.pushPull else { return c }
     if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
     if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
