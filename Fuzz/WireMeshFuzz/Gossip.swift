@@ -156,6 +156,9 @@ enum GossipTarget {
                 require(payload.count <= node.config.pushPullMaxBytes, "a push/pull payload of \(payload.count) bytes")
                 let decoded = WireFormat.decodePayload(payload)
                 require(decoded.unknown == 0 && decoded.malformed == 0 && !decoded.truncated, "the node emitted a malformed push/pull payload")
+            case .streamProbe(let payload, _), .streamProbeReply(let payload, _):
+                require(payload.count <= MembershipNode.streamProbeMaxBytes, "a stream probe of \(payload.count) bytes")
+                require(WireFormat.decodePayload(payload).messages.count == 1, "a stream probe that is not one message")
             case .wakeUp:
                 break
             }

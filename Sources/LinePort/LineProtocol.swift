@@ -2,7 +2,7 @@ import Foundation
 import WireMeshJoin
 
 /// One request on the line port (TCP on the gossip port number): one JSON line in, one `LineReply`
-/// line out. On the wire `{"kind":"join"|"rotation"|"keyring"|"push-pull","body":{…}}`: the kind names the body's
+/// line out. On the wire `{"kind":"join"|"rotation"|"keyring"|"push-pull"|"stream-probe","body":{…}}`: the kind names the body's
 /// type, so a line is decoded once, into exactly one of these.
 public enum LineRequest: Sendable, Equatable {
     /// A joiner's token-authenticated request (`JoinExchange`).
@@ -13,6 +13,9 @@ public enum LineRequest: Sendable, Equatable {
     case keyring(KeyringRequest)
     /// A member's push/pull request: its whole membership state, sealed with the cluster key.
     case pushPull(PushPullEnvelope)
+    /// A member's probe of this one after its datagrams went unanswered: one ping, sealed with the
+    /// cluster key (`StreamProbeSeal`).
+    case streamProbe(PushPullEnvelope)
 
     /// The longest request line the server reads.
     public static let maxLength = 64 * 1024
@@ -42,6 +45,8 @@ public enum LineReply: Sendable, Equatable {
     case keyring(KeyringAnswer)
     /// The answer to a push/pull: this member's whole membership state, sealed with the cluster key.
     case pushPull(PushPullEnvelope)
+    /// The answer to a stream probe: its ack, sealed with the cluster key.
+    case streamProbe(PushPullEnvelope)
     /// The request was refused.
     case refused(LineRefusal)
 
@@ -75,6 +80,9 @@ public enum LineRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     /// The member did not take the push/pull (not sealed with a key it holds, replayed, oversized,
     /// over its rate): the asker falls back to datagrams.
     case pushPull(String)
+    /// The member did not answer the stream probe (not sealed with a key it holds, replayed, not a
+    /// ping of it, over its rate).
+    case streamProbe(String)
 
     public var description: String {
         switch self {
@@ -83,6 +91,7 @@ public enum LineRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         case .rotation(let r): return r.description
         case .keyring(let r): return r.message
         case .pushPull(let why): return "push/pull refused: \(why)"
+        case .streamProbe(let why): return "stream probe refused: \(why)"
         }
     }
 
@@ -115,7 +124,7 @@ private func lineBytes<T: Encodable>(_ value: T) -> [UInt8] {
 private enum EnvelopeKeys: String, CodingKey { case kind, body }
 
 extension LineRequest: Codable {
-    private enum Kind: String, Codable { case join, rotation, keyring, pushPull = "push-pull" }
+    private enum Kind: String, Codable { case join, rotation, keyring, pushPull = "push-pull", streamProbe = "stream-probe" }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: EnvelopeKeys.self)
@@ -124,6 +133,7 @@ extension LineRequest: Codable {
         case .rotation: self = .rotation(try c.decode(RotationMessage.self, forKey: .body))
         case .keyring: self = .keyring(try c.decode(KeyringRequest.self, forKey: .body))
         case .pushPull: self = .pushPull(try c.decode(PushPullEnvelope.self, forKey: .body))
+        case .streamProbe: self = .streamProbe(try c.decode(PushPullEnvelope.self, forKey: .body))
         }
     }
 
@@ -134,12 +144,13 @@ extension LineRequest: Codable {
         case .rotation(let m): try c.encode(Kind.rotation, forKey: .kind); try c.encode(m, forKey: .body)
         case .keyring(let r): try c.encode(Kind.keyring, forKey: .kind); try c.encode(r, forKey: .body)
         case .pushPull(let e): try c.encode(Kind.pushPull, forKey: .kind); try c.encode(e, forKey: .body)
+        case .streamProbe(let e): try c.encode(Kind.streamProbe, forKey: .kind); try c.encode(e, forKey: .body)
         }
     }
 }
 
 extension LineReply: Codable {
-    private enum Kind: String, Codable { case joined, rotated, keyring, refused, pushPull = "push-pull" }
+    private enum Kind: String, Codable { case joined, rotated, keyring, refused, pushPull = "push-pull", streamProbe = "stream-probe" }
     private struct Rotated: Codable { var node: String }
 
     public init(from decoder: Decoder) throws {
@@ -150,6 +161,7 @@ extension LineReply: Codable {
         case .keyring: self = .keyring(try c.decode(KeyringAnswer.self, forKey: .body))
         case .refused: self = .refused(try c.decode(LineRefusal.self, forKey: .body))
         case .pushPull: self = .pushPull(try c.decode(PushPullEnvelope.self, forKey: .body))
+        case .streamProbe: self = .streamProbe(try c.decode(PushPullEnvelope.self, forKey: .body))
         }
     }
 
@@ -161,13 +173,14 @@ extension LineReply: Codable {
         case .keyring(let a): try c.encode(Kind.keyring, forKey: .kind); try c.encode(a, forKey: .body)
         case .refused(let r): try c.encode(Kind.refused, forKey: .kind); try c.encode(r, forKey: .body)
         case .pushPull(let e): try c.encode(Kind.pushPull, forKey: .kind); try c.encode(e, forKey: .body)
+        case .streamProbe(let e): try c.encode(Kind.streamProbe, forKey: .kind); try c.encode(e, forKey: .body)
         }
     }
 }
 
 /// `{"kind":"malformed"|"join"|"rotation"|"keyring","code":…,"message":…}`: the code is typed by kind.
 extension LineRefusal: Codable {
-    private enum Kind: String, Codable { case malformed, join, rotation, keyring, pushPull = "push-pull" }
+    private enum Kind: String, Codable { case malformed, join, rotation, keyring, pushPull = "push-pull", streamProbe = "stream-probe" }
     private enum Keys: String, CodingKey { case kind, code, message }
 
     public init(from decoder: Decoder) throws {
@@ -179,6 +192,7 @@ extension LineRefusal: Codable {
         case .rotation: self = .rotation(RotationRefusal(message))
         case .keyring: self = .keyring(KeyringRefusal(code: try c.decode(KeyringRefusal.Code.self, forKey: .code), message: message))
         case .pushPull: self = .pushPull(message)
+        case .streamProbe: self = .streamProbe(message)
         }
     }
 
@@ -195,6 +209,8 @@ extension LineRefusal: Codable {
             try c.encode(Kind.keyring, forKey: .kind); try c.encode(r.code, forKey: .code); try c.encode(r.message, forKey: .message)
         case .pushPull(let m):
             try c.encode(Kind.pushPull, forKey: .kind); try c.encode(m, forKey: .message)
+        case .streamProbe(let m):
+            try c.encode(Kind.streamProbe, forKey: .kind); try c.encode(m, forKey: .message)
         }
     }
 }

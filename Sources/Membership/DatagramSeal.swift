@@ -153,3 +153,25 @@ public enum PushPullSeal {
         return try? keyring.open(sealed[1...], associatedData: associatedData(clusterID: clusterID, reply: reply))
     }
 }
+
+/// A stream probe (`Directive.streamProbe`) or its reply on a stream: sealed like a push/pull
+/// payload but under associated data of its own, so neither is ever taken for a datagram, a
+/// push/pull payload or the other direction.
+public enum StreamProbeSeal {
+    static func associatedData(clusterID: [UInt8], reply: Bool) -> [UInt8] {
+        clusterID + Array("wiremesh/stream-probe".utf8) + [PushPullSeal.version, reply ? 1 : 0]
+    }
+
+    /// Seals a probe (`reply` false) or its reply with the keyring's primary key.
+    public static func seal(_ payload: [UInt8], reply: Bool, keyring: Keyring, clusterID: [UInt8]) -> [UInt8] {
+        [PushPullSeal.version] + keyring.seal(payload, associatedData: associatedData(clusterID: clusterID, reply: reply))
+    }
+
+    /// Opens a sealed probe or reply with any installed key; nil when larger than
+    /// `MembershipNode.streamProbeMaxBytes` plus the overhead (checked first), or not authentic.
+    public static func open(_ sealed: [UInt8], reply: Bool, keyring: Keyring, clusterID: [UInt8]) -> [UInt8]? {
+        guard sealed.count <= MembershipNode.streamProbeMaxBytes + PushPullSeal.overhead, sealed.count >= PushPullSeal.overhead,
+              sealed[0] == PushPullSeal.version else { return nil }
+        return try? keyring.open(sealed[1...], associatedData: associatedData(clusterID: clusterID, reply: reply))
+    }
+}

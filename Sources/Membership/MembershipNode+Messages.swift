@@ -263,7 +263,13 @@ extension MembershipNode {
         case .alive(let i):
             if i > incarnation { setIncarnation(i, now: now) }
         case .suspect(let i), .dead(let i):
-            guard i >= incarnation else { counters.ignoredStale += 1; return }
+            guard i >= incarnation else {
+                // Refuted already: the sender missed it; tell it directly (one datagram per claim
+                // received, so no amplification).
+                counters.ignoredStale += 1
+                send([aliveClaim()], to: from, piggyback: false)
+                return
+            }
             refute(above: i, from: from, now: now)
         case .left:
             if let leave, !leave.verify(identity: local.record.identity) { counters.rejectedBadSignature += 1; return }

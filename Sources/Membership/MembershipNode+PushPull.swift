@@ -33,15 +33,10 @@ extension MembershipNode {
         counters.pushPullBytesReceived += payload.count
         guard payload.count <= config.pushPullMaxBytes else { counters.pushPullOversized += 1; return finish(now: now) }
         guard config.pushPullDifferingBuckets > 0, !hasLeft else { counters.pushPullRateLimited += 1; return finish(now: now) }
-        if now - pushPullWindowStart >= config.pushPullInterval || now < pushPullWindowStart {
-            pushPullWindowStart = now
-            pushPullAnswersInWindow = 0
-        }
-        guard pushPullAnswersInWindow < config.pushPullAnswersPerInterval else {
+        guard pushPullAnswers.admit(now: now, window: config.pushPullInterval, limit: config.pushPullAnswersPerInterval) else {
             counters.pushPullRateLimited += 1
             return finish(now: now)
         }
-        pushPullAnswersInWindow += 1
         let versions = applyPushPull(payload, from: from, now: now)
         let reply = statePayload(peerVersions: versions)
         counters.pushPullsAnswered += 1

@@ -15,7 +15,8 @@ import WireMeshCrypto
 /// Protocol summary:
 /// - Failure detection (SWIM): each protocol period probes the next member of a shuffled round-robin
 ///   order; without an ack within the probe timeout, `indirectChecks` members probe it on our behalf
-///   (ping-req); without any ack by the end of the period the member becomes suspect; a suspect that
+///   (ping-req) while we ping it directly again (`probeRetries`, the last one also over a stream);
+///   without any ack by the end of the period the member becomes suspect; a suspect that
 ///   does not refute (higher incarnation) before its suspicion timeout is declared dead.
 /// - Lifeguard: a local health multiplier stretches the period and timeout when this node misses acks
 ///   or nacks or has to refute; a suspicion timeout starts at its maximum and shrinks towards its
@@ -69,12 +70,14 @@ public struct MembershipNode {
     var nextAntiEntropyAt: Instant
     var followUp: (endpoint: Endpoint, at: Instant)?
 
+    // MARK: Stream probes
+    var streamProbeAnswers = RateWindow()
+
     // MARK: Push/pull
     /// Peers we sent a push/pull request to, with the instant we give up waiting for the reply.
     var pushPullsInFlight: [Endpoint: Instant] = [:]
     var nextPushPullAt: Instant = .zero
-    var pushPullWindowStart: Instant = .zero
-    var pushPullAnswersInWindow = 0
+    var pushPullAnswers = RateWindow()
     /// While a push/pull payload is applied: the requests its claims trigger, sent as one batch.
     var collectedRequests: [DigestRequest]?
     var nextReapAt: Instant
@@ -107,6 +110,7 @@ public struct MembershipNode {
         self.nextGossipAt = now
         self.nextAntiEntropyAt = now
         self.nextReapAt = now + config.probeInterval
+        suspicions.checkLead = config.suspicionCheckLead
         try checkRecordSize(local)
         nextSeq = UInt32(truncatingIfNeeded: rng.next())
         nextProbeAt = now + jitter(config.probeInterval)
@@ -186,6 +190,9 @@ public struct MembershipNode {
             expireSuspicions(now: now)
             if let p = probe, !p.acked, !p.indirectSent, now >= p.indirectAt {
                 sendIndirectProbes(now: now)
+            }
+            if let p = probe, !p.acked, let r = p.nextRetryAt, now >= r {
+                retryProbe(now: now)
             }
             if now >= nextProbeAt {
                 finishProbe(now: now)
@@ -378,6 +385,7 @@ public struct MembershipNode {
             consider(nextAntiEntropyAt)
             consider(nextProbeAt)
             if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
+            if let p = probe, !p.acked, let r = p.nextRetryAt { consider(r) }
             if let f = followUp { consider(f.at) }
             if let s = suspicions.nextCheck { consider(s) }
             if !table.inactive.isEmpty || !tombstones.isEmpty { consider(nextReapAt) }

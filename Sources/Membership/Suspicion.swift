@@ -8,6 +8,8 @@ struct Suspicion: Equatable {
     var k: Int
     var minimum: Duration
     var maximum: Duration
+    /// Direct checks sent to the suspect so far (`Suspicions.checkLead`).
+    var checks = 0
 
     /// Lifeguard dogpile: max − (max − min) · log(c + 1) / log(k + 1), never below min, where c counts
     /// confirmations beyond the first suspicion.
@@ -22,14 +24,24 @@ struct Suspicion: Equatable {
         }
         return start + .nanoseconds(Int64(timeout))
     }
+
+    /// When the next direct check is due: `lead` before the deadline, then `lead / 2` before it
+    /// (nil: both sent, or checks off).
+    func checkAt(lead: Duration) -> Instant? {
+        guard lead > .zero, checks < 2 else { return nil }
+        return deadline - lead.wmScaled(checks == 0 ? 1 : 0.5)
+    }
 }
 
 /// The suspicions this node holds about suspect members, and the earliest instant one may expire.
 /// A member is in here exactly while this node sees it suspect.
 struct Suspicions {
     private(set) var byName: [String: Suspicion] = [:]
-    /// When `expire` has work (or may have: it is never later than the earliest deadline).
+    /// When `expire` has work (or may have: it is never later than the earliest deadline or check).
     private(set) var nextCheck: Instant?
+    /// How long before a suspicion's deadline this node checks with the suspect itself (twice, the
+    /// second at half the lead; zero: never).
+    var checkLead: Duration = .zero
 
     var isEmpty: Bool { byName.isEmpty }
 
@@ -39,7 +51,7 @@ struct Suspicions {
     mutating func start(_ name: String, claimant: String, now: Instant, k: Int, minimum: Duration, maximum: Duration) {
         let s = Suspicion(start: now, confirmers: [claimant], k: k, minimum: minimum, maximum: maximum)
         byName[name] = s
-        note(s.deadline)
+        note(s)
     }
 
     /// Records `claimant`'s confirmation of the suspicion of `name`. Returns nil when there is no
@@ -49,7 +61,7 @@ struct Suspicions {
         guard var s = byName[name], !s.confirmers.contains(claimant) else { return nil }
         s.confirmers.insert(claimant)
         byName[name] = s
-        note(s.deadline)
+        note(s)
         return s.confirmers.count - 1 <= s.k
     }
 
@@ -58,22 +70,33 @@ struct Suspicions {
         byName[name] = nil
     }
 
-    /// The suspects whose timeout ran out by `now`, sorted by name; they stay here until cleared.
-    /// Each check scans every suspicion, so the next check comes no sooner than `quantum` after
-    /// `now` (deadlines are then up to `quantum` late): mass failures stay linear.
-    mutating func expire(now: Instant, quantum: Duration = .milliseconds(100)) -> [String] {
-        guard let check = nextCheck, now >= check else { return [] }
+    /// The suspects whose timeout ran out by `now` (they stay here until cleared) and those due for a
+    /// direct check, each sorted by name. Each call scans every suspicion, so the next comes no sooner
+    /// than `quantum` after `now` (deadlines are then up to `quantum` late): mass failures stay linear.
+    mutating func expire(now: Instant, quantum: Duration = .milliseconds(100)) -> (dead: [String], check: [String]) {
+        guard let next = nextCheck, now >= next else { return ([], []) }
         nextCheck = nil
-        var due: [String] = []
+        var due: [String] = [], check: [String] = []
         for (name, s) in byName {
-            let d = s.deadline
-            if now >= d { due.append(name) } else { note(d) }
+            if now >= s.deadline {
+                due.append(name)
+            } else if let c = s.checkAt(lead: checkLead), now >= c {
+                check.append(name)
+            } else {
+                note(s)
+            }
+        }
+        for name in check {
+            byName[name]!.checks += 1
+            note(byName[name]!)
         }
         if let c = nextCheck, c < now + quantum { nextCheck = now + quantum }
-        return due.sorted()
+        return (due.sorted(), check.sorted())
     }
 
-    private mutating func note(_ d: Instant) {
+    private mutating func note(_ s: Suspicion) {
+        var d = s.deadline
+        if let c = s.checkAt(lead: checkLead), c < d { d = c }
         if nextCheck.map({ d < $0 }) ?? true { nextCheck = d }
     }
 }

@@ -137,6 +137,13 @@ public enum Directive: Sendable {
     /// The answer to the push/pull request that `receivePushPull(request:from:now:)` just took: send
     /// it back on the request's stream.
     case pushPullReply(payload: [UInt8], to: Endpoint)
+    /// Open a stream to this member (its gossip address), send this ping (at most
+    /// `MembershipNode.streamProbeMaxBytes`, sealed by the shell) and hand the reply to
+    /// `receiveStreamProbe(reply:from:now:)`. A stream that fails needs no report: the probe times out.
+    case streamProbe(payload: [UInt8], to: Endpoint)
+    /// The answer to the stream probe `receiveStreamProbe(request:from:now:)` just took: send it back
+    /// on the request's stream.
+    case streamProbeReply(payload: [UInt8], to: Endpoint)
 }
 
 /// Counters for operators and tests: payloads and every reason a payload or message was refused.
@@ -171,6 +178,19 @@ public struct MembershipCounters: Sendable, Equatable {
     public var signaturesVerified = 0
     /// Records of new members refused because the view holds `maxMembers` already.
     public var rejectedViewFull = 0
+    /// Probes of an active member that ended without an ack: each started (or confirmed) a suspicion.
+    public var probesFailed = 0
+    /// Direct pings sent again after the probe timeout (`probeRetries`), and stream probes sent.
+    public var probeRetriesSent = 0
+    public var streamProbesSent = 0
+    /// Probes that only a stream reply acked, and stream probes this node answered.
+    public var streamProbeAcks = 0
+    public var streamProbesAnswered = 0
+    /// Stream probe requests or replies refused: oversized, not one ping addressed to us (or one ack
+    /// of our pending probe of that member), or over the answer rate.
+    public var streamProbesRefused = 0
+    /// Suspicions told directly to the suspect shortly before their deadline (`suspicionCheckLead`).
+    public var suspicionChecksSent = 0
     /// Suspicions that ended with the member alive again (refuted) or declared dead (confirmed).
     public var suspicionsRefuted = 0
     public var suspicionsConfirmed = 0

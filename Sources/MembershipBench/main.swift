@@ -35,6 +35,11 @@ struct Options {
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
+    var lossOnly = false
+    var probeRetries: Int?
+    var streamProbes = true
+    var suspicionChecks = true
+    var breakdown = false
 }
 
 func usage() -> Never {
@@ -54,6 +59,13 @@ func usage() -> Never {
       --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
       --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
       --push-pull-follow-up-changes K   … enough: K members changed or asked for
+      --probe-retries K direct probe retries (default: MembershipConfig's, 3; 0 as before issue 16's loss work)
+      --no-stream-probes  no stream probe with the last retry
+      --no-suspicion-checks  no direct check with the suspect before a suspicion's deadline
+                        (with --probe-retries 0 --no-stream-probes: the protocol before issue 16's loss work)
+      --loss-only       only run the 10%-loss scenario
+      --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
+                        probes fail (suspicions started) per second
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
       --steady SECONDS  only simulate a quiet cluster for SECONDS and print simulator throughput
 
@@ -98,6 +110,17 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
+        case "--loss-only": o.lossOnly = true
+        case "--probe-retries":
+            let v = value(a)
+            guard let k = Int(v), k >= 0, k <= 8 else {
+                eprint("wiremesh-membership-bench: --probe-retries expects 0 to 8, got '\(v)'\n")
+                usage()
+            }
+            o.probeRetries = k
+        case "--no-stream-probes": o.streamProbes = false
+        case "--no-suspicion-checks": o.suspicionChecks = false
+        case "--breakdown": o.breakdown = true
         case "--push-pull": o.pushPull = true
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
         case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
@@ -143,8 +166,11 @@ func cpuTime() -> Double {
 
 /// The wiremesh configuration the options ask for.
 func ours(_ o: Options) -> MembershipConfig {
-    guard o.pushPull else { return .wiremeshDefaults }
-    var c = MembershipConfig.wiremeshPushPull
+    var c = o.pushPull ? MembershipConfig.wiremeshPushPull : .wiremeshDefaults
+    if let k = o.probeRetries { c.probeRetries = k }
+    if !o.streamProbes { c.streamProbes = false }
+    if !o.suspicionChecks { c.suspicionCheckLead = .zero }
+    guard o.pushPull else { return c }
     if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
     if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
     if o.pushPullFollowUpChanges > 0 { c.pushPullFollowUpChanges = o.pushPullFollowUpChanges }
@@ -202,7 +228,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
     // 1. Quiet LAN: steady-state bandwidth, dissemination, crash detection.
-    do {
+    if !options.lossOnly {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed))
         sim.run(for: .seconds(10))
         let before = sim.traffic
@@ -226,8 +252,8 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
-    progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
-             + "out \(format(mean(s.bytesOut))) B/s")
+    if !options.lossOnly { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
+             + "out \(format(mean(s.bytesOut))) B/s") }
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
     do {
         let network = NetworkModel(loss: 0.10)
@@ -235,10 +261,23 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         sim.run(for: .seconds(5))
         let start = sim.now
         let before = sim.traffic
+        let countersBefore = (0..<nodes).map { sim.node($0)?.counters ?? MembershipCounters() }
+        sim.countByKind = options.breakdown
+        sim.recordEvents = options.breakdown && nodes <= 200
         try measureUpdates(sim, count: options.updates, rng: &rng, into: &s.disseminationLoss10, timeouts: &s.timeouts)
         let end = start + .nanoseconds(Int64(options.lossDuration * 1e9))
         if sim.now < end { sim.run(until: end) }
         let elapsed = (sim.now - start).seconds
+        if options.breakdown { printBreakdown(sim, countersBefore: countersBefore, seconds: elapsed) }
+        for victim in sim.healthyDeclaredDead.sorted() where sim.recordEvents {
+            // Why a healthy node was declared dead: every event about it, and its own incarnation.
+            say("  healthy \(sim.names[victim]) declared dead; incarnation now \(sim.node(victim)?.localIncarnation ?? 0); its events:")
+            var shown = 0
+            for e in sim.eventLog where e.event.member.name == sim.names[victim] && e.event.kind != .joined {
+                if shown < 400 { say("    \(e.at) at \(sim.names[e.observer]): \(e.event.kind) \(e.event.member.status)") }
+                shown += 1
+            }
+        }
         s.bytesOutLoss10 += perNodeRates(before, sim.traffic, seconds: elapsed, live: sim.liveNodes).out
         s.falseDeadLoss10.append(sim.healthyDeclaredDead.count)
         s.lossDuration = elapsed
@@ -246,7 +285,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
 
     progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)")
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
-    do {
+    if !options.lossOnly {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
         sim.run(for: .seconds(5))
         var side = [Int](repeating: 0, count: nodes)
@@ -264,7 +303,38 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
-    progress("partition: heal \(s.heal.map { format($0) }) s")
+    if !options.lossOnly { progress("partition: heal \(s.heal.map { format($0) }) s") }
+}
+
+/// Where the bytes of a run went, per node per second, and what its probes did.
+func printBreakdown(_ sim: Simulation, countersBefore: [MembershipCounters], seconds: Double) {
+    let n = Double(sim.names.count)
+    let b = sim.breakdown
+    let total = b.bytes.reduce(0, +)
+    say("  bytes sent by kind, per node per second (\(format(seconds, 0)) s):")
+    for k in TrafficBreakdown.Kind.allCases where b[k] > 0 {
+        say("    \(k.label): \(format(Double(b[k]) / n / seconds, 1)) B/s (\(format(100 * Double(b[k]) / Double(max(1, total)), 1)) %)")
+    }
+    say("    total: \(format(Double(total) / n / seconds, 1)) B/s; datagrams per node per s: probe \(format(Double(b.datagrams[0]) / n / seconds)), "
+        + "gossip \(format(Double(b.datagrams[1]) / n / seconds)), anti-entropy \(format(Double(b.datagrams[2]) / n / seconds))")
+    var delta = MembershipCounters()
+    for i in 0..<sim.names.count {
+        guard let c = sim.node(i)?.counters else { continue }
+        let c0 = countersBefore[i]
+        delta.probesFailed += c.probesFailed - c0.probesFailed
+        delta.suspicionsRefuted += c.suspicionsRefuted - c0.suspicionsRefuted
+        delta.suspicionsConfirmed += c.suspicionsConfirmed - c0.suspicionsConfirmed
+        delta.probeRetriesSent += c.probeRetriesSent - c0.probeRetriesSent
+        delta.streamProbesSent += c.streamProbesSent - c0.streamProbesSent
+        delta.streamProbeAcks += c.streamProbeAcks - c0.streamProbeAcks
+        delta.streamProbesAnswered += c.streamProbesAnswered - c0.streamProbesAnswered
+        delta.streamProbesRefused += c.streamProbesRefused - c0.streamProbesRefused
+    }
+    say("  cluster-wide per second: probes failed (suspicions started) \(format(Double(delta.probesFailed) / seconds)), "
+        + "suspicions refuted (per observer) \(format(Double(delta.suspicionsRefuted) / seconds)), confirmed dead \(format(Double(delta.suspicionsConfirmed) / seconds)); "
+        + "probe retries \(format(Double(delta.probeRetriesSent) / seconds)), stream probes \(format(Double(delta.streamProbesSent) / seconds)) "
+        + "(answered \(format(Double(delta.streamProbesAnswered) / seconds)), "
+        + "acked only by the stream \(format(Double(delta.streamProbeAcks) / seconds)), refused \(format(Double(delta.streamProbesRefused) / seconds)))")
 }
 
 struct Result {

@@ -52,6 +52,10 @@ public struct NodeTraffic: Sendable, Equatable {
     public var streamBytesSent = 0
     /// Push/pull streams this node opened.
     public var streamsOpened = 0
+    /// Bytes of stream probes (as `streamBytesSent`), also counted in `bytesSent`.
+    public var probeStreamBytesSent = 0
+    /// Stream probes this node opened.
+    public var probeStreamsOpened = 0
 }
 
 /// Per-datagram header bytes on the wire that the core does not see: IPv4 (20) + UDP (8).
@@ -70,8 +74,8 @@ public final class Simulation {
         case deliver(to: Int32, from: Int32, datagram: [UInt8])
         case wake(node: Int32, generation: UInt32)
         case stallEnd(node: Int32, generation: UInt32)
-        /// A push/pull request or reply arriving over a (simulated) TCP stream.
-        case stream(to: Int32, from: Int32, sealed: [UInt8], reply: Bool)
+        /// A push/pull request or reply (or a stream probe or its reply) arriving over a (simulated) TCP stream.
+        case stream(to: Int32, from: Int32, sealed: [UInt8], reply: Bool, probe: Bool)
     }
 
     struct Host {
@@ -152,6 +156,10 @@ public final class Simulation {
     public var captureTraffic = false
     /// Datagrams captured while `captureTraffic` was on.
     public private(set) var captured: [CapturedDatagram] = []
+    /// Count bytes sent by message kind in `breakdown` (costs a second decode of every payload).
+    public var countByKind = false
+    /// Bytes sent by kind while `countByKind` was on, all nodes together.
+    public internal(set) var breakdown = TrafficBreakdown()
 
     /// Builds the nodes (deterministic keys from the seed) and, if `startConverged`, seeds every node
     /// with every record; otherwise every node joins through the first `seedNodes` nodes.
@@ -296,7 +304,7 @@ public final class Simulation {
                 deliver(i, datagram, from: from)
             }
             tick(node)
-        case .stream(let to, let from, let sealed, let reply):
+        case .stream(let to, let from, let sealed, let reply, let probe):
             let t = Int(to)
             // A crashed peer or a partition in between resets the stream: the opener gives up on
             // its timeout. A stalled one reads it when it runs again.
@@ -307,6 +315,14 @@ public final class Simulation {
             }
             traffic[t].bytesReceived += sealed.count
             trace.mix(10, UInt64(entry.time), UInt64(to), UInt64(from), UInt64(sealed.count), reply ? 1 : 0)
+            if probe {
+                guard let payload = StreamProbeSeal.open(sealed, reply: reply, keyring: keyring, clusterID: clusterID) else { return }
+                let directives = reply
+                    ? cores[t]!.receiveStreamProbe(reply: payload, from: endpoints[Int(from)], now: now)
+                    : cores[t]!.receiveStreamProbe(request: payload, from: endpoints[Int(from)], now: now)
+                execute(to, directives, fromTick: false)
+                return
+            }
             guard let payload = PushPullSeal.open(sealed, reply: reply, keyring: keyring, clusterID: clusterID,
                                                   maxPayload: options.membership.pushPullMaxBytes) else { return }
             let directives = reply
@@ -340,7 +356,9 @@ public final class Simulation {
             switch d {
             case .send(let payload, let to):
                 trace.mix(bytes: payload)
-                transmit(from: node, to: to, datagram: seals[i].seal(payload))
+                let sealed = seals[i].seal(payload)
+                if countByKind { breakdown.count(payload: payload, overhead: sealed.count - payload.count + udpIPv4HeaderBytes) }
+                transmit(from: node, to: to, datagram: sealed)
             case .wakeUp(let at):
                 var t = at.nanoseconds
                 if fromTick, t <= now.nanoseconds {
@@ -360,6 +378,12 @@ public final class Simulation {
             case .pushPullReply(let payload, let to):
                 trace.mix(bytes: payload)
                 transmitStream(from: node, to: to, payload: payload, reply: true)
+            case .streamProbe(let payload, let to):
+                trace.mix(bytes: payload)
+                transmitStream(from: node, to: to, payload: payload, reply: false, probe: true)
+            case .streamProbeReply(let payload, let to):
+                trace.mix(bytes: payload)
+                transmitStream(from: node, to: to, payload: payload, reply: true, probe: true)
             }
         }
     }
@@ -372,15 +396,8 @@ public final class Simulation {
         if captureTraffic { captured.append(CapturedDatagram(from: f, to: to, datagram: datagram, at: now)) }
         guard let dest = endpointIndex[to] else { unroutable += 1; return }
         let d = Int(dest)
-        var lost = !reachable(f, d)
+        let lost = !reachable(f, d) || randomlyLost(to: d)
         let model = options.network
-        if !lost, model.loss > 0, rng.chance(model.loss) { lost = true }
-        if !lost, let ge = model.burst {
-            let bad = hosts[d].burstBad
-            let flip = rng.chance(bad ? ge.badToGood : ge.goodToBad)
-            hosts[d].burstBad = flip ? !bad : bad
-            if rng.chance(hosts[d].burstBad ? ge.lossBad : ge.lossGood) { lost = true }
-        }
         trace.mix(3, UInt64(now.nanoseconds), UInt64(from), UInt64(dest), UInt64(datagram.count), lost ? 1 : 0)
         if lost {
             traffic[d].datagramsLostInbound += 1
@@ -392,40 +409,139 @@ public final class Simulation {
         queue.push(at: now.nanoseconds + delay, .deliver(to: dest, from: from, datagram: datagram))
     }
 
+    /// Whether the network's random loss (independent, then bursty on `d`'s access link) takes one
+    /// datagram or segment to `d`.
+    func randomlyLost(to d: Int) -> Bool {
+        let model = options.network
+        if model.loss > 0, rng.chance(model.loss) { return true }
+        if let ge = model.burst {
+            let bad = hosts[d].burstBad
+            let flip = rng.chance(bad ? ge.badToGood : ge.goodToBad)
+            hosts[d].burstBad = flip ? !bad : bad
+            if rng.chance(hosts[d].burstBad ? ge.lossBad : ge.lossGood) { return true }
+        }
+        return false
+    }
+
+    /// One datagram's or segment's one-way delay.
+    func oneWayDelay() -> Int64 {
+        let model = options.network
+        var oneWay = model.latency.simNanoseconds
+        let jitter = model.jitter.simNanoseconds
+        if jitter > 0 { oneWay += Int64(rng.unit() * Double(jitter)) }
+        return oneWay
+    }
+
+    /// TCP's first SYN timeout and least retransmission timeout (Linux: 1 s and 200 ms), both doubled
+    /// on every retry; the handshake gives up after `synTries`, a segment after `segmentTries`.
+    static let synTimeout: Int64 = 1_000_000_000
+    static let minRTO: Int64 = 200_000_000
+    static let synTries = 4
+    static let segmentTries = 6
+
+    /// A TCP handshake from `f` to `d` under random loss: SYN, then SYN-ACK, the SYN sent again after
+    /// 1, 2, 4 s while either is lost. Returns when `f` can send data and the SYNs and SYN-ACKs sent,
+    /// or nil when it gives up.
+    func tcpHandshake(from f: Int, to d: Int) -> (delay: Int64, syns: Int, synAcks: Int)? {
+        var start: Int64 = 0, timeout = Self.synTimeout, syns = 0, synAcks = 0
+        for _ in 0..<Self.synTries {
+            syns += 1
+            if !randomlyLost(to: d) {
+                synAcks += 1
+                if !randomlyLost(to: f) { return (start + oneWayDelay() + oneWayDelay(), syns, synAcks) }
+            }
+            start += timeout
+            timeout *= 2
+        }
+        return nil
+    }
+
+    /// `segments` data segments from `f` to `d` on an open connection, each sent again after the
+    /// RTO (200 ms, doubling) while lost. Returns when the last one arrives and the transmissions, or
+    /// nil when one of them is given up (the connection breaks).
+    func tcpData(from f: Int, to d: Int, segments: Int) -> (delay: Int64, sends: Int)? {
+        var latest: Int64 = 0, sends = 0
+        for _ in 0..<max(1, segments) {
+            var at: Int64 = 0, rto = Self.minRTO, arrived = false
+            for _ in 0..<Self.segmentTries {
+                sends += 1
+                if !randomlyLost(to: d) { latest = max(latest, at + oneWayDelay()); arrived = true; break }
+                at += rto
+                rto *= 2
+            }
+            if !arrived { return nil }
+        }
+        return (latest, sends)
+    }
+
     /// Per-segment TCP/IPv4 header bytes (with timestamps) and the maximum segment size, for the
     /// bytes a push/pull stream costs on the wire.
     static let tcpHeaderBytes = 52
     static let tcpSegment = 1448
 
-    /// Sends a push/pull request (on a new stream: handshake, then the data, 1.5 round trips) or its
-    /// reply (half a round trip later). Streams are not lost to random loss (TCP retransmits; its
-    /// delay is not modelled) but are cut by partitions and crashes. Bytes count the payload sealed,
-    /// a header per segment, the receiver's acks (one per two segments), and for a request the
-    /// handshake and teardown of the connection.
-    func transmitStream(from: Int32, to: Endpoint, payload: [UInt8], reply: Bool) {
+    /// Sends a push/pull request or a stream probe (on a new stream: handshake, then the data) or its
+    /// reply (on the same stream). Cut by partitions and crashes. On a lossless network a request
+    /// takes 1.5 round trips and a reply half of one; under random loss TCP is modelled: SYNs sent
+    /// again after 1, 2, 4 s, lost segments after a 200 ms RTO, doubling (the ACKs' own loss is not
+    /// modelled). Bytes count the payload sealed, a header per segment and per retransmission, the
+    /// receiver's acks (one per two segments), and for a request the handshake and teardown.
+    func transmitStream(from: Int32, to: Endpoint, payload: [UInt8], reply: Bool, probe: Bool = false) {
         let f = Int(from)
-        let sealed = PushPullSeal.seal(payload, reply: reply, keyring: keyring, clusterID: clusterID)
+        let sealed = probe
+            ? StreamProbeSeal.seal(payload, reply: reply, keyring: keyring, clusterID: clusterID)
+            : PushPullSeal.seal(payload, reply: reply, keyring: keyring, clusterID: clusterID)
         let segments = (sealed.count + Self.tcpSegment - 1) / Self.tcpSegment
         var sent = sealed.count + segments * Self.tcpHeaderBytes
         if !reply {
             sent += 4 * Self.tcpHeaderBytes + 16   // SYN (with options), ACK, FIN, last ACK
-            traffic[f].streamsOpened += 1
+            if probe { traffic[f].probeStreamsOpened += 1 } else { traffic[f].streamsOpened += 1 }
         }
-        traffic[f].bytesSent += sent
-        traffic[f].streamBytesSent += sent
-        guard let dest = endpointIndex[to] else { unroutable += 1; return }
+        guard let dest = endpointIndex[to] else {
+            count(streamBytes: sent, by: f, probe: probe)
+            unroutable += 1
+            return
+        }
         let d = Int(dest)
         var acks = (segments + 1) / 2 * Self.tcpHeaderBytes
         if !reply { acks += 3 * Self.tcpHeaderBytes + 8 }   // SYN-ACK, FIN, ACK
-        traffic[d].bytesSent += acks
-        traffic[d].streamBytesSent += acks
         trace.mix(11, UInt64(now.nanoseconds), UInt64(from), UInt64(dest), UInt64(sealed.count), reply ? 1 : 0)
-        guard reachable(f, d) else { return }
+        guard reachable(f, d) else {
+            count(streamBytes: sent, by: f, probe: probe)
+            count(streamBytes: acks, by: d, probe: probe)
+            return
+        }
         let model = options.network
-        var oneWay = model.latency.simNanoseconds
-        let jitter = model.jitter.simNanoseconds
-        if jitter > 0 { oneWay += Int64(rng.unit() * Double(jitter)) }
-        queue.push(at: now.nanoseconds + (reply ? 1 : 3) * oneWay, .stream(to: dest, from: from, sealed: sealed, reply: reply))
+        var delay: Int64
+        if model.loss == 0, model.burst == nil {
+            delay = (reply ? 1 : 3) * oneWayDelay()
+        } else {
+            delay = 0
+            if !reply {
+                guard let hs = tcpHandshake(from: f, to: d) else {
+                    count(streamBytes: Self.synTries * (Self.tcpHeaderBytes + 8), by: f, probe: probe)
+                    return
+                }
+                delay += hs.delay
+                sent += (hs.syns - 1) * (Self.tcpHeaderBytes + 8)
+                acks += (hs.synAcks - 1) * (Self.tcpHeaderBytes + 8)
+            }
+            guard let data = tcpData(from: f, to: d, segments: segments) else {
+                count(streamBytes: sent, by: f, probe: probe)
+                count(streamBytes: acks, by: d, probe: probe)
+                return
+            }
+            delay += data.delay
+            sent += (data.sends - segments) * (Self.tcpHeaderBytes + min(sealed.count, Self.tcpSegment))
+        }
+        count(streamBytes: sent, by: f, probe: probe)
+        count(streamBytes: acks, by: d, probe: probe)
+        queue.push(at: now.nanoseconds + delay, .stream(to: dest, from: from, sealed: sealed, reply: reply, probe: probe))
+    }
+
+    func count(streamBytes: Int, by node: Int, probe: Bool) {
+        traffic[node].bytesSent += streamBytes
+        if probe { traffic[node].probeStreamBytesSent += streamBytes } else { traffic[node].streamBytesSent += streamBytes }
+        if countByKind { breakdown.bytes[(probe ? TrafficBreakdown.Kind.streamProbe : .stream).rawValue] += streamBytes }
     }
 
     /// True when a datagram from `a` to `b` passes partitions and one-way blocks.

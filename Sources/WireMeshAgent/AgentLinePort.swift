@@ -27,6 +27,9 @@ extension Agent {
             let reply = await transport.answerPushPull(envelope)
             if case .refused(let why) = reply { noteRefusal("push-pull", code: "refused", "refused a push/pull request: \(why)") }
             return reply
+        case .streamProbe(let envelope):
+            guard let transport else { return .refused(.streamProbe("this member's gossip is not running yet")) }
+            return await transport.answerStreamProbe(envelope)
         }
     }
 

@@ -205,6 +205,11 @@ public final class GossipTransport: Service, Sendable {
         }
     }
 
+    /// Answers a stream probe from the line port (see `GossipHandler.answerStreamProbe`).
+    public func answerStreamProbe(_ envelope: PushPullEnvelope) async -> LineReply {
+        (try? await withHandler { $0.answerStreamProbe(envelope) }) ?? .refused(.streamProbe("this member's gossip is not running"))
+    }
+
     /// Answers a push/pull request from the line port (see `GossipHandler.answerPushPull`).
     public func answerPushPull(_ envelope: PushPullEnvelope) async -> LineReply {
         (try? await withHandler { $0.answerPushPull(envelope) }) ?? .refused(.pushPull("this member's gossip is not running"))
@@ -251,6 +256,8 @@ final class GossipHandler: ChannelInboundHandler {
     var pushPullReplays = ReplayFilter(window: .seconds(60), capacity: 4096)
     /// Push/pulls whose reply never came or did not open.
     var pushPullFailures = 0
+    /// Nonces of stream probes answered lately.
+    var streamProbeReplays = ReplayFilter(window: .seconds(60), capacity: 4096)
 
     init(settings: GossipSettings, events: AsyncStream<MemberEvent>.Continuation, logger: Logger, socket: CInt) {
         self.settings = settings
@@ -377,6 +384,10 @@ final class GossipHandler: ChannelInboundHandler {
                 startPushPull(payload, to: to, context: context)
             case .pushPullReply:
                 break   // only `answerPushPull` asks for one, and takes it from the directives itself
+            case .streamProbe(let payload, let to):
+                startStreamProbe(payload, to: to, context: context)
+            case .streamProbeReply:
+                break   // only `answerStreamProbe` asks for one, and takes it from the directives itself
             }
         }
     }
@@ -434,6 +445,50 @@ final class GossipHandler: ChannelInboundHandler {
         execute(directives)
         return .pushPull(PushPullEnvelope(from: nil, sealed: PushPullSeal.seal(reply, reply: true, keyring: seal.keyring,
                                                                                 clusterID: settings.clusterID)))
+    }
+
+    /// Sends the core's stream probe over the line port off the loop (given up after a probe
+    /// interval: the probe's period is over by then) and hands an opened reply to the core. A failed
+    /// stream needs no report: the probe ends on its own.
+    func startStreamProbe(_ payload: [UInt8], to peer: Endpoint, context: ChannelHandlerContext) {
+        let sealed = StreamProbeSeal.seal(payload, reply: false, keyring: seal.keyring, clusterID: settings.clusterID)
+        let request = LineRequest.streamProbe(PushPullEnvelope(from: node?.localRecord.record.gossipAddress.description, sealed: sealed))
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let timeout = settings.config.probeInterval
+        Task {
+            let reply = try? await LineClient.exchange(request, with: peer, timeout: timeout)
+            loop.execute { loopBound.value.finishStreamProbe(reply, from: peer) }
+        }
+    }
+
+    func finishStreamProbe(_ reply: LineReply?, from peer: Endpoint) {
+        guard node != nil, case .streamProbe(let envelope)? = reply, let sealed = envelope.sealedBytes,
+              let payload = StreamProbeSeal.open(sealed, reply: true, keyring: seal.keyring, clusterID: settings.clusterID) else { return }
+        execute(node!.receiveStreamProbe(reply: payload, from: peer, now: Self.now()))
+    }
+
+    /// Answers a stream probe that came in on the line port: opened with the cluster keys, never a
+    /// replay; the core takes only one ping of this member, at a bounded rate, and gives its ack.
+    func answerStreamProbe(_ envelope: PushPullEnvelope) -> LineReply {
+        guard node != nil else { return .refused(.streamProbe("this member's gossip is not running")) }
+        let now = Self.now()
+        guard let sealed = envelope.sealedBytes, let from = envelope.from.flatMap({ try? Endpoint($0) }),
+              let payload = StreamProbeSeal.open(sealed, reply: false, keyring: seal.keyring, clusterID: settings.clusterID) else {
+            return .refused(.streamProbe("not a stream probe sealed with a cluster key this member holds, or no sender endpoint"))
+        }
+        guard streamProbeReplays.admit(nonce: sealed.dropFirst().prefix(ClusterKey.nonceLength), now: now) else {
+            return .refused(.streamProbe("a probe seen before (replayed)"))
+        }
+        var directives = node!.receiveStreamProbe(request: payload, from: from, now: now)
+        guard let i = directives.firstIndex(where: { if case .streamProbeReply = $0 { true } else { false } }),
+              case .streamProbeReply(let ack, _) = directives.remove(at: i) else {
+            execute(directives)
+            return .refused(.streamProbe("not taken: not one ping of this member, or over its rate; try later"))
+        }
+        execute(directives)
+        return .streamProbe(PushPullEnvelope(from: nil, sealed: StreamProbeSeal.seal(ack, reply: true, keyring: seal.keyring,
+                                                                                      clusterID: settings.clusterID)))
     }
 
     func schedule(at: Instant, context: ChannelHandlerContext) {

@@ -129,6 +129,39 @@ struct SimulatorTests {
         #expect(sim.isConverged() || sim.run(for: .seconds(10), until: { $0.isConverged() }) != nil)
     }
 
+    @Test("under 10% loss, probe retries and stream probes cut the suspicions that reach gossip, and their TCP bytes are counted")
+    func fewerSuspicionsUnderLoss() throws {
+        func run(_ config: MembershipConfig) throws -> (failed: Int, streamBytes: Int, falseDead: Int) {
+            let sim = try Simulation(SimulationOptions(nodes: 60, membership: config, network: NetworkModel(loss: 0.10), seed: 5))
+            sim.run(for: .seconds(60))
+            let failed = sim.liveNodes.reduce(0) { $0 + sim.node($1)!.counters.probesFailed }
+            return (failed, sim.traffic.reduce(0) { $0 + $1.probeStreamBytesSent }, sim.healthyDeclaredDead.count)
+        }
+        var plain = MembershipConfig.wiremeshDefaults
+        plain.probeRetries = 0
+        plain.streamProbes = false
+        let without = try run(plain)
+        let with = try run(.wiremeshDefaults)
+        // ~0.8 % of 3600 probes fail without retries; each retry leaves ~1/5 of them.
+        #expect(without.failed >= 10)
+        #expect(with.failed * 10 <= without.failed, "\(with.failed) failed probes with retries, \(without.failed) without")
+        #expect(with.streamBytes > 0)
+        #expect(without.streamBytes == 0)
+        #expect(with.falseDead == 0 && without.falseDead == 0)
+    }
+
+    @Test("a crashed member is still probed over streams and declared dead everywhere under 10% loss")
+    func crashUnderLossWithStreams() throws {
+        let sim = try Simulation(SimulationOptions(nodes: 60, network: NetworkModel(loss: 0.10), seed: 11))
+        sim.run(for: .seconds(5))
+        sim.crash(17)
+        let watch = sim.watchDeath(17)
+        let t = sim.run(for: .seconds(30), until: { $0.deathDetectionTime(watch) != nil })
+        #expect(t != nil, "not declared dead everywhere within 30 s")
+        #expect(sim.healthyDeclaredDead.isEmpty)
+        #expect(sim.liveNodes.contains { sim.node($0)!.counters.streamProbesSent > 0 })
+    }
+
     @Test("a crashed node is declared dead everywhere and comes back alive after a restart with saved state")
     func crashDetectedAndRestart() throws {
         let sim = try Simulation(SimulationOptions(nodes: 40, seed: 9))

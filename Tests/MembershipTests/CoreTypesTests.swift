@@ -108,17 +108,31 @@ struct CoreTypesTests {
         s.start("e", claimant: "a", now: t0, k: 0, minimum: .seconds(9), maximum: .seconds(9))
         s.start("gone", claimant: "a", now: t0, k: 0, minimum: .seconds(1), maximum: .seconds(1))
         s.clear("gone")
-        #expect(s.expire(now: t0 + .seconds(1)) == [], "a cleared suspicion never expires")
+        #expect(s.expire(now: t0 + .seconds(1)).dead == [], "a cleared suspicion never expires")
         #expect(s.nextCheck == t0 + .seconds(5))
-        #expect(s.expire(now: t0 + .seconds(4)) == [], "not yet due: nothing happens")
-        let due = s.expire(now: t0 + .seconds(5))
+        #expect(s.expire(now: t0 + .seconds(4)).dead == [], "not yet due: nothing happens")
+        let due = s.expire(now: t0 + .seconds(5)).dead
         #expect(due == ["b", "c"])
         #expect(s.nextCheck == t0 + .seconds(5) + .milliseconds(100), "d (due 50 ms later) waits for the 100 ms batch")
         for name in due { s.clear(name) }
-        #expect(s.expire(now: t0 + .seconds(5) + .milliseconds(100)) == ["d"])
+        #expect(s.expire(now: t0 + .seconds(5) + .milliseconds(100)).dead == ["d"])
         #expect(s.nextCheck == t0 + .seconds(9))
         s.clear("d")
-        #expect(s.expire(now: t0 + .seconds(9)) == ["e"])
+        #expect(s.expire(now: t0 + .seconds(9)).dead == ["e"])
+    }
+
+    @Test("a suspicion is checked with the suspect a lead and half a lead before its deadline, which does not move")
+    func suspicionChecks() {
+        var s = Suspicions()
+        s.checkLead = .seconds(1)
+        s.start("x", claimant: "a", now: t0, k: 0, minimum: .seconds(5), maximum: .seconds(5))
+        #expect(s.nextCheck == t0 + .seconds(4))
+        #expect(s.expire(now: t0 + .seconds(3)) == ([], []))
+        #expect(s.expire(now: t0 + .seconds(4)) == ([], ["x"]))
+        #expect(s.nextCheck == t0 + .milliseconds(4500))
+        #expect(s.expire(now: t0 + .milliseconds(4500)) == ([], ["x"]))
+        #expect(s.nextCheck == t0 + .seconds(5), "two checks at most")
+        #expect(s.expire(now: t0 + .seconds(5)) == (["x"], []))
     }
 
     // MARK: Member table

@@ -8,12 +8,7 @@ import WireMeshCrypto
 struct ProtocolTests {
     /// n nodes named n0..n(k-1) that all join through n0 and converge.
     func cluster(_ n: Int, config: MembershipConfig = testConfig()) -> (Pump, [Endpoint]) {
-        var pump = Pump()
-        var eps: [Endpoint] = []
-        for i in 0..<n { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
-        for ep in eps.dropFirst() { pump.join(ep, seeds: [eps[0]]) }
-        pump.run(for: .seconds(20))
-        return (pump, eps)
+        Pump.cluster(n, config: config)
     }
 
     @Test("nodes that join through one seed all see each other alive")

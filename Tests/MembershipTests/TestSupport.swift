@@ -51,7 +51,8 @@ struct Pump {
         var payload: [UInt8]
         var from: Endpoint
         var to: Endpoint
-        /// 0: a datagram; 1: a push/pull request; 2: a push/pull reply (streams, unsealed here too).
+        /// 0: a datagram; 1: a push/pull request; 2: a push/pull reply; 3: a stream probe; 4: its reply
+        /// (streams, unsealed here too).
         var stream: UInt8 = 0
     }
 
@@ -64,6 +65,10 @@ struct Pump {
     var latency: Duration = .milliseconds(2)
     /// Returns true to drop a datagram from → to.
     var drop: (Endpoint, Endpoint) -> Bool = { _, _ in false }
+    /// When set, decides for streams (which retransmit what datagrams lose) instead of `drop`.
+    var dropStreams: ((Endpoint, Endpoint) -> Bool)?
+    /// When set, also drops datagrams by content (from, to, payload, now).
+    var dropPayload: ((Endpoint, Endpoint, [UInt8], Instant) -> Bool)?
     /// Every event each node reported, in order.
     var events: [(at: Endpoint, time: Instant, event: MemberEvent)] = []
     /// Every payload any node sent.
@@ -95,16 +100,19 @@ struct Pump {
                 if let w = wake[ep] { wake[ep] = min(w, at) } else { wake[ep] = at }
             case .changed(let e):
                 events.append((ep, now, e))
-            case .pushPull(let payload, let to):
-                streams.append((ep, to, payload, false))
-                serial += 1
-                queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to, stream: 1))
-            case .pushPullReply(let payload, let to):
-                streams.append((ep, to, payload, true))
-                serial += 1
-                queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to, stream: 2))
+            case .pushPull(let payload, let to): stream(payload, from: ep, to: to, kind: 1)
+            case .pushPullReply(let payload, let to): stream(payload, from: ep, to: to, kind: 2)
+            case .streamProbe(let payload, let to): stream(payload, from: ep, to: to, kind: 3)
+            case .streamProbeReply(let payload, let to): stream(payload, from: ep, to: to, kind: 4)
             }
         }
+    }
+
+    /// Queues a stream payload (`Event.stream` kind 1...4), recorded in `streams`.
+    mutating func stream(_ payload: [UInt8], from ep: Endpoint, to: Endpoint, kind: UInt8) {
+        streams.append((ep, to, payload, kind % 2 == 0))
+        serial += 1
+        queue.append(Event(time: now + latency, serial: serial, payload: payload, from: ep, to: to, stream: kind))
     }
 
     mutating func join(_ ep: Endpoint, seeds: [Endpoint]) {
@@ -158,11 +166,19 @@ struct Pump {
                 }
             } else if let i = qi {
                 let e = queue.remove(at: i)
-                if drop(e.from, e.to) { continue }
+                if e.stream != 0, let dropStreams {
+                    if dropStreams(e.from, e.to) { continue }
+                } else if drop(e.from, e.to) {
+                    continue
+                } else if e.stream == 0, let dropPayload, dropPayload(e.from, e.to, e.payload, now) {
+                    continue
+                }
                 if var node = nodes[e.to] {
                     let d = switch e.stream {
                     case 1: node.receivePushPull(request: e.payload, from: e.from, now: now)
                     case 2: node.receivePushPull(reply: e.payload, from: e.from, now: now)
+                    case 3: node.receiveStreamProbe(request: e.payload, from: e.from, now: now)
+                    case 4: node.receiveStreamProbe(reply: e.payload, from: e.from, now: now)
                     default: node.receive(payload: e.payload, from: e.from, now: now)
                     }
                     nodes[e.to] = node
@@ -195,6 +211,18 @@ struct Pump {
 
     func events(at ep: Endpoint, kind: MemberEvent.Kind, name: String) -> [(time: Instant, event: MemberEvent)] {
         events.filter { $0.at == ep && $0.event.kind == kind && $0.event.member.name == name }.map { ($0.time, $0.event) }
+    }
+}
+
+extension Pump {
+    /// n nodes named n0..n(k-1) that all join through n0 and converge.
+    static func cluster(_ n: Int, config: MembershipConfig = testConfig()) -> (Pump, [Endpoint]) {
+        var pump = Pump()
+        var eps: [Endpoint] = []
+        for i in 0..<n { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
+        for ep in eps.dropFirst() { pump.join(ep, seeds: [eps[0]]) }
+        pump.run(for: .seconds(20))
+        return (pump, eps)
     }
 }
 
