@@ -140,6 +140,11 @@ extension MembershipNode {
     mutating func verify(_ signed: SignedNodeRecord) -> Bool {
         let failureKey = Self.failureKey(signed)
         if failedSignatures.contains(failureKey) { counters.rejectedRepeated += 1; return false }
+        if let shared = sharedVerifications, shared.contains(failureKey) {
+            guard let trust, trust.isEvicted(signed.record.identity) else { return true }
+            counters.rejectedUntrusted += 1
+            return false
+        }
         counters.signaturesVerified += 1
         guard signed.verify() else {
             counters.rejectedBadSignature += 1
@@ -152,6 +157,7 @@ extension MembershipNode {
             rememberFailure(failureKey)
             return false
         }
+        sharedVerifications?.insert(failureKey)
         return true
     }
 

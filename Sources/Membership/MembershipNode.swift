@@ -50,6 +50,8 @@ public struct MembershipNode {
     var tombstones: [String: Tombstone] = [:]
     var tombstoneByHash: [UInt64: String] = [:]
     var failedSignatures: Set<[UInt8]> = []
+    /// Verifications shared with other nodes of this process (`wiremesh-swarm` only; nil in agents).
+    public var sharedVerifications: SharedVerifications?
     /// What records must satisfy besides their owner's signature (nil: nothing, as in benchmarks).
     public internal(set) var trust: ClusterTrust?
 
