@@ -53,6 +53,13 @@ public struct MembershipConfig: Sendable, Equatable {
     /// sender (0: never): both views are far apart (a healed partition, a joiner), and a whole-state
     /// swap over a stream carries in one exchange what datagrams carry in dozens.
     public var pushPullDifferingBuckets: Int = 0
+    /// Whether this node starts push/pulls (with `pushPullDifferingBuckets` > 0 it answers them
+    /// either way). Off only in `wiremesh-swarm`'s answer-only members.
+    public var pushPullStarts = true
+    /// A digest answer showing this node behind on at least this many members of one bucket starts a
+    /// push/pull with its sender, when the sender did not start one itself (over its rate or bound):
+    /// a joiner-heavy view or a heal, not the few claims a lossy network leaves behind.
+    public var pushPullBehindMembers = 16
     /// Largest push/pull payload sent or accepted (either direction), before sealing (sealed and in
     /// base64 it fits one line-port line; claims about 1000 members with 16-byte names;
     /// a larger view is sent from a random member on, so successive swaps cover it all).

@@ -134,6 +134,8 @@ extension MembershipNode {
         insertIntoProbeOrder(name)
         enqueue(.record(signed), key: BroadcastKey(name: name, kind: .record))
         emit(.joined, state)
+        membersAddedSinceRound += 1
+        hurryAntiEntropy(taught: membersAddedSinceRound, now: now)
     }
 
     /// Verifies a record signature, remembering failures so a replayed forgery costs nothing.

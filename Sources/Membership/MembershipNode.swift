@@ -69,6 +69,9 @@ public struct MembershipNode {
     var broadcasts = BroadcastQueue()
     var nextGossipAt: Instant
     var nextAntiEntropyAt: Instant
+    /// Members added since the last anti-entropy round: in a join storm they hurry the next round
+    /// like an exchange that taught (`hurryAntiEntropy`), so a node swaps views while they pour in.
+    var membersAddedSinceRound = 0
     var followUp: (endpoint: Endpoint, at: Instant)?
 
     // MARK: Push/pull
@@ -196,6 +199,7 @@ public struct MembershipNode {
             }
             if now >= nextAntiEntropyAt {
                 antiEntropy(now: now)
+                membersAddedSinceRound = 0
                 nextAntiEntropyAt = now + jitter(config.antiEntropyInterval(clusterSize: clusterSize)) + config.antiEntropyInterval(clusterSize: clusterSize).wmScaled(0.5)
             }
             if let f = followUp, now >= f.at {

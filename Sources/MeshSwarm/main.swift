@@ -49,7 +49,7 @@ struct Swarm: AsyncParsableCommand {
     @Option(help: "Members started per second; each joins through the seed and a few members started before it, as nodes joining over time would.")
     var joinRate = 50
 
-    @Option(help: "on: the members swap whole views with push/pull over their TCP line port when views are far apart (MembershipConfig.wiremeshPushPull), as agents with --push-pull on do; off: datagram anti-entropy only.")
+    @Option(help: "on: the members swap whole views with push/pull over their TCP line port when views are far apart (MembershipConfig.wiremeshPushPull), as agents with --push-pull on do; answer: they answer swaps but start none (a thousand members starting swaps among themselves overload one process); off: datagram anti-entropy only.")
     var pushPull = "off"
 
     @Option(help: "Answer rotation messages on each member's TCP line port after this many milliseconds, as a peer that applies the switch would (0: no line port; connections are refused).")
@@ -78,8 +78,9 @@ struct Swarm: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         guard slow >= 1 else { throw ValidationError("--slow must be at least 1") }
         guard joinRate >= 1 else { throw ValidationError("--join-rate must be at least 1") }
-        guard ["on", "off"].contains(pushPull) else { throw ValidationError("--push-pull must be on or off") }
-        var config = pushPull == "on" ? MembershipConfig.wiremeshPushPull : MembershipConfig.wiremeshDefaults
+        guard ["on", "answer", "off"].contains(pushPull) else { throw ValidationError("--push-pull must be on, answer or off") }
+        var config = pushPull == "off" ? MembershipConfig.wiremeshDefaults : MembershipConfig.wiremeshPushPull
+        if pushPull == "answer" { config.pushPullStarts = false }
         config.probeInterval *= slow
         config.probeTimeout *= slow
         config.gossipInterval *= slow
@@ -114,7 +115,7 @@ struct Swarm: AsyncParsableCommand {
             let loop = group.next()
             let transport = try await GossipTransport.bind(settings, group: loop, logger: logger)
             transports.append(transport)
-            if answerRotationsMs > 0 || pushPull == "on" {
+            if answerRotationsMs > 0 || pushPull != "off" {
                 let delay = answerRotationsMs, name = record.name
                 linePorts.append(try await LineServer.bind(gossip, group: loop) { request in
                     switch request {
