@@ -63,12 +63,9 @@ extension MembershipNode {
         var used = 0
         var messages: [WireMessage] = []
         let start = Int.random(in: 0..<differing.count, using: &rng)
-        var order = (0..<differing.count).map { differing[(start + $0) % differing.count] }
-        // Our own bucket first: a peer that holds us suspect or dead answers our entry with its claim,
-        // and we refute at once, instead of after the rounds it takes a random start to reach it.
-        if let i = order.firstIndex(of: table.bucket(of: localHash)), i > 0 { order.insert(order.remove(at: i), at: 0) }
         var more = false
-        for b in order {
+        for step in 0..<differing.count {
+            let b = differing[(start + step) % differing.count]
             var entries = bucketEntries(b)
             let bounds = table.range(ofBucket: b)
             let lowerBound = bounds.lowerBound, upperBound = bounds.upperBound
