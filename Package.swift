@@ -117,6 +117,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         // A test tool holding one member's secrets that attacks real agents (scripts/e2e/hostile.sh).
         .executableTarget(name: "HostileMember", dependencies: [

@@ -71,6 +71,13 @@ public struct MembershipConfig: Sendable, Equatable {
     /// sender (0: never): both views are far apart (a healed partition, a joiner), and a whole-state
     /// swap over a stream carries in one exchange what datagrams carry in dozens.
     public var pushPullDifferingBuckets: Int = 0
+    /// Whether this node starts push/pulls (with `pushPullDifferingBuckets` > 0 it answers them
+    /// either way). Off only in `wiremesh-swarm`'s answer-only members.
+    public var pushPullStarts = true
+    /// A digest answer showing this node behind on at least this many members of one bucket starts a
+    /// push/pull with its sender, when the sender did not start one itself (over its rate or bound):
+    /// a joiner-heavy view or a heal, not the few claims a lossy network leaves behind.
+    public var pushPullBehindMembers = 16
     /// Largest push/pull payload sent or accepted (either direction), before sealing (sealed and in
     /// base64 it fits one line-port line; claims about 1000 members with 16-byte names;
     /// a larger view is sent from a random member on, so successive swaps cover it all).
@@ -135,8 +142,8 @@ public struct MembershipConfig: Sendable, Equatable {
 
     /// `wiremeshDefaults` plus push/pull over a stream when two views differ in a quarter of the
     /// buckets, and anti-entropy within a second after any exchange that taught something (heal of
-    /// 1000 nodes 4.8 s, +7 % bytes at 10 % loss, BENCHMARKS.md). Not the default yet: a mass join of
-    /// real agents with it is not measured.
+    /// 1000 nodes 4.8 s, +7 % bytes at 10 % loss, BENCHMARKS.md). Not the default yet: in a mass join of
+    /// 1000 members into real agents (`bench join-storm`) it measured no better than off on 2 cores.
     public static var wiremeshPushPull: MembershipConfig {
         var c = wiremeshDefaults
         c.pushPullDifferingBuckets = c.digestBuckets / 4

@@ -130,12 +130,15 @@ extension MembershipNode {
             if let name = tombstoneByHash[e.nameHash], let t = tombstones[name], e.version <= t.version { continue }
             pull.append(DigestRequest(nameHash: e.nameHash, haveVersion: 0))
         }
+        var swapping = false
         if !pull.isEmpty {
             push.append(.request(pull))
             hurryAntiEntropy(taught: pull.count, now: now)
+            // Far behind and the peer did not swap (it would have, instead of answering): swap from here.
+            if pull.count >= config.pushPullBehindMembers { swapping = startPushPull(with: from, now: now) }
         }
         if !push.isEmpty { send(push, to: from, piggyback: false) }
-        if more, followUp == nil { followUp = (from, now + config.probeTimeout) }
+        if more, !swapping, followUp == nil { followUp = (from, now + config.probeTimeout) }
     }
 
     mutating func answerRequest(_ items: [DigestRequest], to: Endpoint) {

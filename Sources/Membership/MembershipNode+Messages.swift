@@ -134,12 +134,19 @@ extension MembershipNode {
         insertIntoProbeOrder(name)
         enqueue(.record(signed), key: BroadcastKey(name: name, kind: .record))
         emit(.joined, state)
+        membersAddedSinceRound += 1
+        hurryAntiEntropy(taught: membersAddedSinceRound, now: now)
     }
 
     /// Verifies a record signature, remembering failures so a replayed forgery costs nothing.
     mutating func verify(_ signed: SignedNodeRecord) -> Bool {
         let failureKey = Self.failureKey(signed)
         if failedSignatures.contains(failureKey) { counters.rejectedRepeated += 1; return false }
+        if let shared = sharedVerifications, shared.contains(failureKey) {
+            guard let trust, trust.isEvicted(signed.record.identity) else { return true }
+            counters.rejectedUntrusted += 1
+            return false
+        }
         counters.signaturesVerified += 1
         guard signed.verify() else {
             counters.rejectedBadSignature += 1
@@ -152,6 +159,7 @@ extension MembershipNode {
             rememberFailure(failureKey)
             return false
         }
+        sharedVerifications?.insert(failureKey)
         return true
     }
 

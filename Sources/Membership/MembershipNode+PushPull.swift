@@ -14,7 +14,7 @@ extension MembershipNode {
     /// Starts a push/pull with `peer` if the rate limit, the in-flight bound and one exchange per
     /// peer allow it; true when started.
     mutating func startPushPull(with peer: Endpoint, now: Instant) -> Bool {
-        guard config.pushPullDifferingBuckets > 0, now >= nextPushPullAt, !hasLeft else { return false }
+        guard config.pushPullDifferingBuckets > 0, config.pushPullStarts, now >= nextPushPullAt, !hasLeft else { return false }
         pushPullsInFlight = pushPullsInFlight.filter { $0.value > now }
         guard pushPullsInFlight[peer] == nil, pushPullsInFlight.count < Self.pushPullsInFlightLimit else { return false }
         let payload = statePayload(peerVersions: nil)

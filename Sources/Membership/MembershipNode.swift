@@ -51,6 +51,8 @@ public struct MembershipNode {
     var tombstones: [String: Tombstone] = [:]
     var tombstoneByHash: [UInt64: String] = [:]
     var failedSignatures: Set<[UInt8]> = []
+    /// Verifications shared with other nodes of this process (`wiremesh-swarm` only; nil in agents).
+    public var sharedVerifications: SharedVerifications?
     /// What records must satisfy besides their owner's signature (nil: nothing, as in benchmarks).
     public internal(set) var trust: ClusterTrust?
 
@@ -68,6 +70,9 @@ public struct MembershipNode {
     var broadcasts = BroadcastQueue()
     var nextGossipAt: Instant
     var nextAntiEntropyAt: Instant
+    /// Members added since the last anti-entropy round: in a join storm they hurry the next round
+    /// like an exchange that taught (`hurryAntiEntropy`), so a node swaps views while they pour in.
+    var membersAddedSinceRound = 0
     var followUp: (endpoint: Endpoint, at: Instant)?
 
     // MARK: Stream probes
@@ -201,6 +206,7 @@ public struct MembershipNode {
             }
             if now >= nextAntiEntropyAt {
                 antiEntropy(now: now)
+                membersAddedSinceRound = 0
                 nextAntiEntropyAt = now + jitter(config.antiEntropyInterval(clusterSize: clusterSize)) + config.antiEntropyInterval(clusterSize: clusterSize).wmScaled(0.5)
             }
             if let f = followUp, now >= f.at {

@@ -8,7 +8,9 @@ import IPNetwork
 import LinePort
 import Logging
 import Membership
+import NIOCore
 import NIOPosix
+import Synchronization
 import WireMeshAgent
 import WireMeshCrypto
 import WireMeshJoin
@@ -47,6 +49,9 @@ struct Swarm: AsyncParsableCommand {
     @Option(help: "Members started per second; each joins through the seed and a few members started before it, as nodes joining over time would.")
     var joinRate = 50
 
+    @Option(help: "on: the members swap whole views with push/pull over their TCP line port when views are far apart (MembershipConfig.wiremeshPushPull), as agents with --push-pull on do; answer: they answer swaps but start none (a thousand members starting swaps among themselves overload one process); off: datagram anti-entropy only.")
+    var pushPull = "off"
+
     @Option(help: "Answer rotation messages on each member's TCP line port after this many milliseconds, as a peer that applies the switch would (0: no line port; connections are refused).")
     var answerRotationsMs = 0
 
@@ -73,13 +78,20 @@ struct Swarm: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         guard slow >= 1 else { throw ValidationError("--slow must be at least 1") }
         guard joinRate >= 1 else { throw ValidationError("--join-rate must be at least 1") }
-        var config = MembershipConfig.wiremeshDefaults
+        guard ["on", "answer", "off"].contains(pushPull) else { throw ValidationError("--push-pull must be on, answer or off") }
+        var config = pushPull == "off" ? MembershipConfig.wiremeshDefaults : MembershipConfig.wiremeshPushPull
+        if pushPull == "answer" { config.pushPullStarts = false }
         config.probeInterval *= slow
         config.probeTimeout *= slow
         config.gossipInterval *= slow
         config.antiEntropyInterval *= slow
+        config.pushPullInterval *= slow
+        config.pushPullFollowUp *= slow
 
         // Blocks from the top of the range, away from what the agent's IPAM hands out from the bottom.
+        // One process stands for a thousand machines: a record verified by one member is not verified
+        // again by the others (SharedVerifications), or the swarm's CPU, not the agents, bounds a storm.
+        let verifications = SharedVerifications()
         var transports: [GossipTransport] = []
         var linePorts: [LineServer] = []
         for i in 0..<count {
@@ -95,14 +107,24 @@ struct Swarm: AsyncParsableCommand {
                                         podCIDRs: record.podCIDRs, overlayAddress: record.overlayAddress,
                                         issuedAt: UInt64(Date().timeIntervalSince1970 * 1000), authority: authority)
             let earlier = (0..<min(i, 3)).map { _ in Endpoint(address: bindAddress, port: basePort + UInt16(Int.random(in: 0..<i))) }
-            let settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
+            var settings = GossipSettings(config: config, identity: identity, record: record, keyring: state.keyring,
                                           clusterID: Array(state.clusterID.utf8), bind: gossip, seeds: [seedEndpoint] + earlier)
-            transports.append(try await GossipTransport.bind(settings, group: group, logger: logger))
-            if answerRotationsMs > 0 {
+            settings.sharedVerifications = verifications
+            // A member's UDP socket and line port on one loop: taking `group.next()` for each put every
+            // socket on one loop and every line port on the other (all gossip on one core).
+            let loop = group.next()
+            let transport = try await GossipTransport.bind(settings, group: loop, logger: logger)
+            transports.append(transport)
+            if answerRotationsMs > 0 || pushPull != "off" {
                 let delay = answerRotationsMs, name = record.name
-                linePorts.append(try await LineServer.bind(gossip, group: group) { _ in
-                    try? await Task.sleep(for: .milliseconds(delay))
-                    return .rotated(node: name)
+                linePorts.append(try await LineServer.bind(gossip, group: loop) { request in
+                    switch request {
+                    case .pushPull(let envelope): return await transport.answerPushPull(envelope)
+                    case .rotation where delay > 0:
+                        try? await Task.sleep(for: .milliseconds(delay))
+                        return .rotated(node: name)
+                    default: return .refused(.malformed("this simulated member answers rotations and push/pulls only"))
+                    }
                 })
             }
         }
@@ -119,11 +141,22 @@ struct Swarm: AsyncParsableCommand {
                 tasks.addTask { for await _ in t.events {} }
             }
             for server in linePorts { tasks.addTask { try await server.run() } }
+            // How late each event loop runs a task due every 100 ms: a loop late by more than the
+            // agents' probe timeout (500 ms) gets members suspected for the swarm's sake, not theirs.
+            let lag = LoopLag()
+            for loop in group.makeIterator() {
+                loop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in lag.note(loop) }
+            }
             tasks.addTask { [transports] in
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(5))
                     let alive = try await transports[0].members().filter { if case .alive = $0.status { true } else { false } }.count
-                    print("swarm: member 0 sees \(alive) alive")
+                    var started = 0, answered = 0, refused = 0
+                    for t in transports {
+                        let c = try await t.counters().membership
+                        started += c.pushPullsStarted; answered += c.pushPullsAnswered; refused += c.pushPullRateLimited
+                    }
+                    print("swarm: member 0 sees \(alive) alive; event loops late by \(lag.takeMaxMilliseconds()) ms at most; push/pulls started \(started), answered \(answered), refused \(refused)")
                     fflush(nil)
                 }
             }
@@ -131,4 +164,21 @@ struct Swarm: AsyncParsableCommand {
             tasks.cancelAll()
         }
     }
+}
+
+/// The most an event loop's 100 ms task ran late since the last read.
+final class LoopLag: Sendable {
+    private let state = Mutex<(last: [ObjectIdentifier: NIODeadline], max: Int64)>(([:], 0))
+
+    func note(_ loop: EventLoop) {
+        let now = NIODeadline.now()
+        state.withLock { s in
+            if let last = s.last[ObjectIdentifier(loop)] {
+                s.max = Swift.max(s.max, (now - last).nanoseconds / 1_000_000 - 100)
+            }
+            s.last[ObjectIdentifier(loop)] = now
+        }
+    }
+
+    func takeMaxMilliseconds() -> Int64 { state.withLock { s in defer { s.max = 0 }; return s.max } }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import IPNetwork
 import Logging
+import Membership
 // YAML through jpsim/Yams rather than TOML through TOMLKit: Yams wraps libyaml (plain C, builds in
 // seconds) where TOMLKit needs C++ interop with toml++; Yams exposes the parsed node tree with line
 // and column marks, which lets every error name the key and the line; and YAML is the format operators
@@ -31,6 +32,10 @@ public struct AgentConfig: Sendable, Equatable {
     /// rotation). Default: the failure timeout plus a few anti-entropy rounds, so every member has
     /// promoted the new key before any drops the old one.
     public var clusterKeyGrace: Duration = .seconds(30)
+    /// Anti-entropy swaps whole member tables over the line port (TCP) when two views are far apart
+    /// (a mass join, a healed partition), instead of only datagram-sized digests. Members that do not
+    /// answer push/pulls are still reached by UDP anti-entropy.
+    public var pushPull: Bool = false
     /// Log verbosity.
     public var logLevel: Logger.Level = .info
     /// How log lines are written: readable text, or one JSON object per line.
@@ -58,6 +63,9 @@ public struct AgentConfig: Sendable, Equatable {
     /// The interface MTU to use over an underlay with `underlayMTU`.
     public func effectiveMTU(underlayMTU: Int) -> Int { mtu ?? (underlayMTU - Self.wireGuardOverhead) }
 
+    /// The membership protocol's timings and knobs these settings ask for (push/pull on or off).
+    public var membership: MembershipConfig { pushPull ? .wiremeshPushPull : .wiremeshDefaults }
+
     /// Applies a layer over this config (set values in the layer win).
     public func applying(_ layer: ConfigLayer) -> AgentConfig {
         var c = self
@@ -71,6 +79,7 @@ public struct AgentConfig: Sendable, Equatable {
         if let v = layer.persistentKeepalive { c.persistentKeepalive = v == .zero ? nil : v }
         if let v = layer.keyRotationInterval { c.keyRotationInterval = v == .zero ? nil : v }
         if let v = layer.clusterKeyGrace { c.clusterKeyGrace = v }
+        if let v = layer.pushPull { c.pushPull = v }
         if let v = layer.logLevel { c.logLevel = v }
         if let v = layer.logFormat { c.logFormat = v }
         if let v = layer.metricsAddress { c.metricsAddress = v }
@@ -123,6 +132,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case persistentKeepalive = "persistent-keepalive"
     case keyRotationInterval = "key-rotation-interval"
     case clusterKeyGrace = "cluster-key-grace"
+    case pushPull = "push-pull"
     case logLevel = "log-level"
     case logFormat = "log-format"
     case metricsAddress = "metrics-address"
@@ -174,6 +184,7 @@ public struct ConfigLayer: Sendable, Equatable {
     /// `.zero` switches scheduled rotation off.
     public var keyRotationInterval: Duration?
     public var clusterKeyGrace: Duration?
+    public var pushPull: Bool?
     public var logLevel: Logger.Level?
     public var logFormat: LogFormat?
     public var metricsAddress: Endpoint?
@@ -335,6 +346,15 @@ public struct ConfigLayer: Sendable, Equatable {
             let d = try duration(max: .seconds(86_400))
             guard d >= .seconds(1) else { throw fail("grace '\(text)' is shorter than one second") }
             clusterKeyGrace = d
+        case .pushPull:
+            // YAML's booleans (plain true/false) as well as the on/off a flag takes; a quoted string is
+            // a wrong type, as for numbers.
+            guard !quoted else { throw fail("wrong type: expected on or off, got the string '\(text)'") }
+            switch text.lowercased() {
+            case "on", "true": pushPull = true
+            case "off", "false": pushPull = false
+            default: throw fail("'\(text)' is not on or off")
+            }
         case .logLevel:
             guard let level = Logger.Level(rawValue: text.lowercased()) else {
                 throw fail("'\(text)' is not a log level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -18,6 +18,7 @@ extension ConfigKey {
         case .keyRotationInterval:
             return "Rotate this node's WireGuard key by itself this often, e.g. 24h (±10 % per node, at least 15s); 0 turns it off."
         case .clusterKeyGrace: return "How long an old cluster key still opens gossip after a cluster key rotation."
+        case .pushPull: return "on: members whose views are far apart (a mass join, a healed partition) swap whole member tables over the gossip port's TCP; off: datagram-sized anti-entropy only."
         case .logLevel: return "Log level: trace, debug, info, notice, warning or error."
         case .logFormat: return "Log lines as readable text, or json: one object per line (time, level, node, event, fields)."
         case .metricsAddress: return "ADDRESS:PORT serving Prometheus metrics at /metrics, plus /healthz and /readyz (off by default; keep it on loopback or a management network)."
@@ -39,6 +40,7 @@ extension ConfigKey {
         case .persistentKeepalive: return d.persistentKeepalive.map(Self.seconds) ?? "off"
         case .keyRotationInterval: return d.keyRotationInterval.map(Self.seconds) ?? "off"
         case .clusterKeyGrace: return Self.seconds(d.clusterKeyGrace)
+        case .pushPull: return d.pushPull ? "on" : "off"
         case .logLevel: return d.logLevel.rawValue
         case .logFormat: return d.logFormat.rawValue
         case .metricsAddress: return d.metricsAddress.map { "\($0)" } ?? "off"

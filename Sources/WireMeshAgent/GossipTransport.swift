@@ -33,6 +33,8 @@ public struct GossipSettings: Sendable {
     public var leaveOnShutdown: Bool
     /// What records must satisfy (the authority's certificates, evictions); nil: signatures only.
     public var trust: ClusterTrust?
+    /// Verifications shared among the nodes of one process (`wiremesh-swarm`; nil for an agent).
+    public var sharedVerifications: SharedVerifications?
 
     public init(config: MembershipConfig = .wiremeshDefaults, identity: SigningIdentity, record: NodeRecord, keyring: Keyring,
                 clusterID: [UInt8], bind: Endpoint, seeds: [Endpoint] = [], savedView: [SignedNodeRecord] = [],
@@ -294,6 +296,7 @@ final class GossipHandler: ChannelInboundHandler {
             config.sealOverhead = DatagramSeal.overhead
             var node = try MembershipNode(config: config, identity: settings.identity, record: record, seed: seed, now: Self.now())
             _ = node.setTrust(settings.trust, now: Self.now())
+            node.sharedVerifications = settings.sharedVerifications
             // Saved records are checked again like any other: a file is no more trusted than the network.
             let saved = settings.savedView.filter { $0.verify() && settings.trust?.refusal(for: $0.record) == nil }
             if saved.count < settings.savedView.count {

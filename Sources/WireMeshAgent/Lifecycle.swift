@@ -197,7 +197,7 @@ public enum Lifecycle {
         let saved = MemberBlob.decode(try store.loadMembers()).filter { $0.record.name != state.node.name }
         let version = UInt64(Date().timeIntervalSince1970 * 1000)
         let gossip = GossipSettings(
-            identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
+            config: config.membership, identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
             clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: advertise, port: config.gossipPort),
             seeds: saved.map(\.record.gossipAddress) + extraSeeds, savedView: saved, trust: await agent.trust)
         let transport = try await GossipTransport.bind(gossip, logger: logger)

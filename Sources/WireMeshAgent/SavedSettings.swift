@@ -27,6 +27,7 @@ extension ConfigLayer {
         if let v = other.persistentKeepalive { l.persistentKeepalive = v }
         if let v = other.keyRotationInterval { l.keyRotationInterval = v }
         if let v = other.clusterKeyGrace { l.clusterKeyGrace = v }
+        if let v = other.pushPull { l.pushPull = v }
         if let v = other.logLevel { l.logLevel = v }
         if let v = other.logFormat { l.logFormat = v }
         if let v = other.metricsAddress { l.metricsAddress = v }
@@ -54,6 +55,7 @@ extension ConfigLayer {
             case .persistentKeepalive: value = persistentKeepalive.map(text)
             case .keyRotationInterval: value = keyRotationInterval.map(text)
             case .clusterKeyGrace: value = clusterKeyGrace.map(text)
+            case .pushPull: value = pushPull.map { $0 ? "on" : "off" }
             case .metricsAddress: value = metricsAddress?.description
             case .cniConfigDir: value = cniConfigDirectory
             }

@@ -42,6 +42,8 @@ struct NodeFlags: ParsableArguments {
     var keyRotationInterval: String?
     @Option(name: .customLong("cluster-key-grace"), help: ArgumentHelp(ConfigKey.clusterKeyGrace.help, valueName: "duration"))
     var clusterKeyGrace: String?
+    @Option(name: .customLong("push-pull"), help: ArgumentHelp(ConfigKey.pushPull.help, valueName: "on|off"))
+    var pushPull: String?
     @Flag(name: .customLong("adopt-interface"),
           help: "Take over an existing WireGuard interface that this node did not set up (its key, port and peers are replaced).")
     var adoptInterface = false
@@ -62,6 +64,7 @@ struct NodeFlags: ParsableArguments {
         if let logFormat { f[.logFormat] = logFormat }
         if let keyRotationInterval { f[.keyRotationInterval] = keyRotationInterval }
         if let clusterKeyGrace { f[.clusterKeyGrace] = clusterKeyGrace }
+        if let pushPull { f[.pushPull] = pushPull }
         if let metricsAddress { f[.metricsAddress] = metricsAddress }
         if let cniConfigDir { f[.cniConfigDir] = cniConfigDir }
         return f

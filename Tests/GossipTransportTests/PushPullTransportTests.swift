@@ -21,12 +21,12 @@ struct PushPullTransportTests {
     }
 
     func settings(_ name: String, keyring: Keyring, clusterID: [UInt8], bind: Endpoint = loopback, seeds: [Endpoint] = [],
-                  savedView: [SignedNodeRecord] = []) throws -> GossipSettings {
+                  savedView: [SignedNodeRecord] = [], config: MembershipConfig? = nil) throws -> GossipSettings {
         let identity = SigningIdentity.generate()
         let record = NodeRecord(name: name, identity: identity.publicKey, wireguardKey: Key.generatePrivate().publicKey(),
                                 wireguardEndpoints: [try Endpoint("192.0.2.1:51820")], gossipAddress: Self.loopback,
                                 podCIDRs: [try IPPrefix("10.244.\(name.utf8.count).0/24")])
-        return GossipSettings(config: config(), identity: identity, record: record, keyring: keyring, clusterID: clusterID,
+        return GossipSettings(config: config ?? self.config(), identity: identity, record: record, keyring: keyring, clusterID: clusterID,
                               bind: bind, seeds: seeds, savedView: savedView)
     }
 
@@ -112,6 +112,42 @@ struct PushPullTransportTests {
         #expect(ca.pushPullsStarted >= 1 && ca.pushPullRepliesApplied >= 1, "alpha: \(ca)")
         #expect(cb.pushPullsAnswered >= 1, "bravo: \(cb)")
         #expect(ca.pushPullUnsolicited == 0 && cb.pushPullUnsolicited == 0)
+    }
+
+    @Test("with the agent's push-pull setting on, a member swaps views with a joiner over the line port; off, it refuses a swap before its core")
+    func agentSetting() async throws {
+        let keyring = Keyring(primary: .generate())
+        let cluster = Array("push-pull-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
+        var on = AgentConfig()
+        on.pushPull = true
+        let off = AgentConfig()
+        #expect(off.membership.pushPullDifferingBuckets == 0 && on.membership.pushPullDifferingBuckets > 0)
+
+        let quiet = try await GossipTransport.bind(try settings("quiet", keyring: keyring, clusterID: cluster, config: off.membership))
+        let quietTask = Task { try await quiet.run() }
+        defer { quietTask.cancel() }
+        let request = envelope([], keyring: keyring, clusterID: cluster)
+        guard case .refused(.pushPull) = await quiet.answerPushPull(request) else {
+            Issue.record("a member with push-pull off answered a swap")
+            return
+        }
+        #expect(try await quiet.counters().membership.pushPullsAnswered == 0)
+
+        // The joiner's first datagram carries its (empty) digest: alpha, 40 members ahead, starts a swap.
+        let paper = try paperMembers(40)
+        let (a, portA) = try await boundWithLinePort {
+            try settings("alpha", keyring: keyring, clusterID: cluster, bind: $0, savedView: paper, config: on.membership)
+        }
+        let (b, portB) = try await boundWithLinePort {
+            try settings("bravo", keyring: keyring, clusterID: cluster, bind: $0, seeds: [a.localAddress], config: on.membership)
+        }
+        let tasks = [Task { try await a.run() }, Task { try await b.run() }] + [portA, portB].map { p in Task { try await p.run() } }
+        defer { for task in tasks { task.cancel() } }
+        #expect(try await eventually { try await b.members().count >= 41 })
+        _ = try await eventually { try await a.counters().membership.pushPullRepliesApplied >= 1 }
+        let ca = try await a.counters().membership, cb = try await b.counters().membership
+        #expect(ca.pushPullsStarted >= 1 && ca.pushPullRepliesApplied >= 1, "alpha: \(ca)")
+        #expect(cb.pushPullsAnswered >= 1, "bravo: \(cb)")
     }
 
     @Test("push/pull requests that are garbled, oversized, under another key, the wrong way round or replayed are refused before the core")

@@ -240,6 +240,47 @@ struct PushPullTests {
         #expect(settled.nextAntiEntropyAt == pump.now + .seconds(60))
     }
 
+    @Test("members joining by gossip hurry the next anti-entropy round with push/pull on; with it off they do not")
+    func joinsHurryTheNextRound() throws {
+        var on = pushPullConfig()
+        on.pushPullFollowUp = .seconds(1)
+        on.pushPullFollowUpChanges = 1
+        let joiner = testIdentity("joiner")
+        let record = try SignedNodeRecord(signing: testRecord("joiner", index: 9, identity: joiner), with: joiner)
+        for (config, hurries) in [(on, true), (testConfig(), false)] {
+            var pump = Pump()
+            let ep = pump.add("n0", index: 1, config: config)
+            var node = pump.nodes[ep]!
+            node.nextAntiEntropyAt = pump.now + .seconds(60)
+            _ = node.receive(payload: WireFormat.encode(.record(record)), from: testEndpoint(9), now: pump.now)
+            #expect(node.members.contains { $0.name == "joiner" })
+            #expect((node.nextAntiEntropyAt <= pump.now + .seconds(1)) == hurries)
+        }
+    }
+
+    @Test("a digest answer showing a node far behind starts a swap from its side; a member that only answers swaps starts none")
+    func farBehindSwapsFromTheAskingSide() {
+        for starts in [true, false] {
+            var config = pushPullConfig()
+            // One bucket: the seed never sees enough differing buckets to swap itself, so it answers entries.
+            config.digestBuckets = 1
+            var joinerConfig = config
+            joinerConfig.pushPullStarts = starts
+            var pump = Pump()
+            var eps: [Endpoint] = []
+            for i in 0..<30 { eps.append(pump.add("n\(i)", index: i + 1, config: config)) }
+            let records = eps.map { pump.nodes[$0]!.localRecord }
+            pump.with(eps[0]) { node, now in node.seed(with: records, now: now); return [] }
+            let joiner = pump.add("late", index: 40, config: joinerConfig)
+            pump.join(joiner, seeds: [eps[0]])
+            pump.run(for: .seconds(1))
+            let swapped = pump.streams.contains { $0.from == joiner && $0.to == eps[0] && !$0.reply }
+            #expect(swapped == starts)
+            #expect(pump.nodes[eps[0]]!.counters.pushPullsStarted == 0)
+            #expect(pump.nodes[eps[0]]!.counters.pushPullsAnswered == (starts ? 1 : 0))
+        }
+    }
+
     @Test("hostile push/pull bytes never trap: random, truncated and oversized counts")
     func hostileBytesNeverTrap() {
         var (pump, eps) = cluster(2)

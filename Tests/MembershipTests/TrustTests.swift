@@ -270,3 +270,49 @@ struct HostileMemberTests {
         #expect(pump.nodes[eps[0]]!.member(named: "b")?.status.isActive == true)
     }
 }
+
+@Suite("Verifications shared by the nodes of one process (wiremesh-swarm)")
+struct SharedVerificationTests {
+    func node(_ name: String, index: Int, shared: SharedVerifications, revocations: RevocationList? = nil) -> MembershipNode {
+        let identity = testIdentity(name)
+        var n = try! MembershipNode(config: testConfig(), identity: identity, record: certifiedRecord(name, index: index, identity: identity),
+                                    seed: UInt64(index), now: .zero)
+        _ = n.setTrust(testTrust(revocations), now: .zero)
+        n.sharedVerifications = shared
+        return n
+    }
+
+    @Test("a record one node verified is taken by its siblings without verifying again; a forgery is verified, and refused, by each")
+    func siblingsSkipWhatOneVerified() throws {
+        let shared = SharedVerifications()
+        var a = node("a", index: 1, shared: shared), b = node("b", index: 2, shared: shared)
+        let m = testIdentity("m")
+        let genuine = try SignedNodeRecord(signing: certifiedRecord("m", index: 3, identity: m), with: m)
+        var altered = genuine.record
+        altered.wireguardKey = try Key(bytes: testBytes("other"))
+        let encoded = try altered.canonicalEncoding()
+        let forged = SignedNodeRecord(record: altered, encodedRecord: encoded, signature: testIdentity("x").sign(NodeRecord.signingContext + encoded))
+        let from = testEndpoint(3)
+        _ = a.receive(payload: WireFormat.encode(.record(forged)), from: from, now: .zero + .seconds(1))
+        _ = b.receive(payload: WireFormat.encode(.record(forged)), from: from, now: .zero + .seconds(1))
+        #expect(a.counters.rejectedBadSignature == 1 && b.counters.rejectedBadSignature == 1)
+        _ = a.receive(payload: WireFormat.encode(.record(genuine)), from: from, now: .zero + .seconds(1))
+        _ = b.receive(payload: WireFormat.encode(.record(genuine)), from: from, now: .zero + .seconds(1))
+        #expect(a.counters.signaturesVerified == 2 && b.counters.signaturesVerified == 1)
+        #expect(a.members.contains { $0.name == "m" } && b.members.contains { $0.name == "m" })
+    }
+
+    @Test("a sibling that holds the member's eviction refuses its record even when another node verified it")
+    func evictionStillRefuses() throws {
+        let shared = SharedVerifications()
+        let m = testIdentity("m")
+        let evicted = try RevocationList.issue(adding: .init(name: "m", identity: m.publicKey, evictedAt: 5), to: nil,
+                                               clusterID: testClusterName, authority: testAuthority)
+        var a = node("a", index: 1, shared: shared), b = node("b", index: 2, shared: shared, revocations: evicted)
+        let genuine = try SignedNodeRecord(signing: certifiedRecord("m", index: 3, identity: m), with: m)
+        _ = a.receive(payload: WireFormat.encode(.record(genuine)), from: testEndpoint(3), now: .zero + .seconds(1))
+        _ = b.receive(payload: WireFormat.encode(.record(genuine)), from: testEndpoint(3), now: .zero + .seconds(1))
+        #expect(a.members.contains { $0.name == "m" })
+        #expect(!b.members.contains { $0.name == "m" } && b.counters.rejectedUntrusted == 1)
+    }
+}

@@ -51,6 +51,33 @@ struct AgentConfigTests {
         #expect(c.metricsAddress == (try Endpoint("127.0.0.1:9586")))
     }
 
+    @Test("push-pull is read from the file (YAML booleans or on/off), the environment and the flag, and saved with the node")
+    func pushPullFromEveryLayer() throws {
+        #expect(try AgentConfig.merge(file: ConfigLayer(yaml: "push-pull: true\n", file: "f.yaml")).pushPull == true)
+        #expect(try AgentConfig.merge(file: ConfigLayer(yaml: "push-pull: on\n", file: "f.yaml")).pushPull == true)
+        let file = try ConfigLayer(yaml: "push-pull: on\n", file: "f.yaml")
+        let env = try ConfigLayer(environment: ["WIREMESH_PUSH_PULL": "off"])
+        #expect(AgentConfig.merge(file: file, environment: env).pushPull == false)
+        let flags = try ConfigLayer(flags: [.pushPull: "ON"])
+        #expect(AgentConfig.merge(file: file, environment: env, flags: flags).pushPull == true)
+        #expect(flags.savedValues["push-pull"] == "on")
+        #expect(try ConfigLayer(saved: ["push-pull": "off"], file: "settings.json").pushPull == false)
+    }
+
+    @Test("a push-pull value that is not on or off names the key and the source")
+    func pushPullRefusesOtherValues() {
+        #expect(throws: ConfigError(key: "push-pull", source: "flag --push-pull", message: "'yes please' is not on or off")) {
+            try ConfigLayer(flags: [.pushPull: "yes please"])
+        }
+        // A quoted YAML string is text, not a boolean.
+        #expect(throws: ConfigError(key: "push-pull", source: "config file f.yaml line 1", message: "wrong type: expected on or off, got the string 'on'")) {
+            try ConfigLayer(yaml: "push-pull: \"on\"\n", file: "f.yaml")
+        }
+        #expect(throws: ConfigError(key: "push-pull", source: "environment variable WIREMESH_PUSH_PULL", message: "'1' is not on or off")) {
+            try ConfigLayer(environment: ["WIREMESH_PUSH_PULL": "1"])
+        }
+    }
+
     @Test func precedenceIsFlagsOverEnvironmentOverFile() throws {
         let file = try ConfigLayer(yaml: "interface: from-file\ngossip-port: 1000\nmtu: 1300\nlog-level: error\n", file: "f.yaml")
         let env = try ConfigLayer(environment: ["WIREMESH_INTERFACE": "from-env", "WIREMESH_GOSSIP_PORT": "2000", "PATH": "/bin"])
