@@ -64,7 +64,11 @@ let package = Package(
         .target(name: "WireGuardKernel", dependencies: ["WireGuard", "Netlink", "CMnl"]),
 
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
-        .target(name: "Membership", dependencies: ["WireMeshCrypto", "IPNetwork", "ByteCodec"]),
+        .target(name: "Membership", dependencies: [
+            "WireMeshCrypto", "IPNetwork", "ByteCodec",
+            // A lock for the swarm's shared verifications; TSan sees its pthread mutex.
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
 
         // Joining, pure: token text format and records, the join exchange and its messages, IPAM, the
         // admission decision, the member list a grant carries. No I/O.
@@ -118,6 +122,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // A test tool holding one member's secrets that attacks real agents (scripts/e2e/hostile.sh).
         .executableTarget(name: "HostileMember", dependencies: [

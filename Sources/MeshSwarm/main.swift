@@ -10,7 +10,7 @@ import Logging
 import Membership
 import NIOCore
 import NIOPosix
-import Synchronization
+import NIOConcurrencyHelpers
 import WireMeshAgent
 import WireMeshCrypto
 import WireMeshJoin
@@ -168,11 +168,11 @@ struct Swarm: AsyncParsableCommand {
 
 /// The most an event loop's 100 ms task ran late since the last read.
 final class LoopLag: Sendable {
-    private let state = Mutex<(last: [ObjectIdentifier: NIODeadline], max: Int64)>(([:], 0))
+    private let state = NIOLockedValueBox<(last: [ObjectIdentifier: NIODeadline], max: Int64)>(([:], 0))
 
     func note(_ loop: EventLoop) {
         let now = NIODeadline.now()
-        state.withLock { s in
+        state.withLockedValue { s in
             if let last = s.last[ObjectIdentifier(loop)] {
                 s.max = Swift.max(s.max, (now - last).nanoseconds / 1_000_000 - 100)
             }
@@ -180,5 +180,5 @@ final class LoopLag: Sendable {
         }
     }
 
-    func takeMaxMilliseconds() -> Int64 { state.withLock { s in defer { s.max = 0 }; return s.max } }
+    func takeMaxMilliseconds() -> Int64 { state.withLockedValue { s in defer { s.max = 0 }; return s.max } }
 }
