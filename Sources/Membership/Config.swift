@@ -142,8 +142,8 @@ public struct MembershipConfig: Sendable, Equatable {
 
     /// `wiremeshDefaults` plus push/pull over a stream when two views differ in a quarter of the
     /// buckets, and anti-entropy within a second after any exchange that taught something (heal of
-    /// 1000 nodes 4.8 s, +7 % bytes at 10 % loss, BENCHMARKS.md). Not the default yet: in a mass join of
-    /// 1000 members into real agents (`bench join-storm`) it measured no better than off on 2 cores.
+    /// 1000 nodes 4.6 s against 8.9, the same bytes quiet and at 10 % loss, a mass join of 1000 into
+    /// real agents in 30 s against 47; BENCHMARKS.md). The agent's default (`AgentConfig.pushPull`).
     public static var wiremeshPushPull: MembershipConfig {
         var c = wiremeshDefaults
         c.pushPullDifferingBuckets = c.digestBuckets / 4

@@ -31,7 +31,7 @@ struct Options {
     var only: String?
     var healTrace = false
     var firstSeed = 1
-    var pushPull = false
+    var pushPull = true  // the agent's default (AgentConfig.pushPull)
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
@@ -55,7 +55,9 @@ func usage() -> Never {
       --only NAME       run only one configuration (wiremesh or memberlist); its table column and
                         JSON object are then reported for both
       --first-seed S    number the seeds from S (to add seeds to an earlier run)
-      --push-pull       wiremesh with push/pull over a stream (MembershipConfig.wiremeshPushPull)
+      --push-pull       wiremesh with push/pull over a stream (MembershipConfig.wiremeshPushPull), the
+                    agent's default and so the bench's since 2026-12-03 (before: off unless given)
+      --no-push-pull    wiremesh without it (MembershipConfig.wiremeshDefaults)
       --push-pull-buckets K      … started at K differing digest buckets (implies --push-pull)
       --push-pull-follow-up S    … next anti-entropy round within S seconds after an exchange that taught enough
       --push-pull-follow-up-changes K   … enough: K members changed or asked for
@@ -122,6 +124,7 @@ func parseOptions() -> Options {
         case "--no-suspicion-checks": o.suspicionChecks = false
         case "--breakdown": o.breakdown = true
         case "--push-pull": o.pushPull = true
+        case "--no-push-pull": o.pushPull = false
         case "--push-pull-buckets": o.pushPull = true; o.pushPullBuckets = Int(number(a))
         case "--push-pull-follow-up": o.pushPull = true; o.pushPullFollowUp = number(a)
         case "--push-pull-follow-up-changes": o.pushPull = true; o.pushPullFollowUpChanges = Int(number(a))
@@ -431,7 +434,7 @@ if options.healTrace {
 }
 if options.steady > 0 {
     for nodes in options.nodes {
-        for (label, config) in [("wiremesh", MembershipConfig.wiremeshDefaults), ("memberlist", MembershipConfig.memberlistLAN)] {
+        for (label, config) in [("wiremesh", ours(options)), ("memberlist", MembershipConfig.memberlistLAN)] {
             let c0 = cpuTime()
             let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 1))
             let c1 = cpuTime()

@@ -34,8 +34,10 @@ public struct AgentConfig: Sendable, Equatable {
     public var clusterKeyGrace: Duration = .seconds(30)
     /// Anti-entropy swaps whole member tables over the line port (TCP) when two views are far apart
     /// (a mass join, a healed partition), instead of only datagram-sized digests. Members that do not
-    /// answer push/pulls are still reached by UDP anti-entropy.
-    public var pushPull: Bool = false
+    /// answer push/pulls are still reached by UDP anti-entropy. On by default: a 1000-node heal in
+    /// 4.6 s instead of 8.9 (simulator), a mass join of 1000 seen by every agent in 30 s instead of
+    /// 47, the same bytes on a quiet or lossy LAN (BENCHMARKS.md).
+    public var pushPull: Bool = true
     /// Log verbosity.
     public var logLevel: Logger.Level = .info
     /// How log lines are written: readable text, or one JSON object per line.

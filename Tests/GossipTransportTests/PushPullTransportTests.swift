@@ -114,14 +114,14 @@ struct PushPullTransportTests {
         #expect(ca.pushPullUnsolicited == 0 && cb.pushPullUnsolicited == 0)
     }
 
-    @Test("with the agent's push-pull setting on, a member swaps views with a joiner over the line port; off, it refuses a swap before its core")
+    @Test("with the agent's push-pull setting on (the default), a member swaps views with a joiner over the line port; off, it refuses a swap before its core")
     func agentSetting() async throws {
         let keyring = Keyring(primary: .generate())
         let cluster = Array("push-pull-test-\(UInt32.random(in: 0...UInt32.max))".utf8)
-        var on = AgentConfig()
-        on.pushPull = true
-        let off = AgentConfig()
-        #expect(off.membership.pushPullDifferingBuckets == 0 && on.membership.pushPullDifferingBuckets > 0)
+        let on = AgentConfig()  // the default
+        var off = AgentConfig()
+        off.pushPull = false
+        #expect(on.pushPull && off.membership.pushPullDifferingBuckets == 0 && on.membership.pushPullDifferingBuckets > 0)
 
         let quiet = try await GossipTransport.bind(try settings("quiet", keyring: keyring, clusterID: cluster, config: off.membership))
         let quietTask = Task { try await quiet.run() }
