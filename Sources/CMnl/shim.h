@@ -9,6 +9,8 @@
 #include <linux/if_link.h>
 #include <linux/if_addr.h>
 #include <linux/wireguard.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <net/if.h>

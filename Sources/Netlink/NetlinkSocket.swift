@@ -10,11 +10,14 @@ public enum NetlinkBus: Sendable {
     case route
     /// Generic netlink: families such as `wireguard`, resolved by name.
     case generic
+    /// nfnetlink: nftables (only its ruleset generation is read here).
+    case netfilter
 
     var rawValue: Int32 {
         switch self {
         case .route: return NETLINK_ROUTE
         case .generic: return NETLINK_GENERIC
+        case .netfilter: return NETLINK_NETFILTER
         }
     }
 }

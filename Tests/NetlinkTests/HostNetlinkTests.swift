@@ -168,6 +168,34 @@ import WireGuardKernel
             _ = try NetlinkSocket.open(.route, inNetworkNamespaceAt: "/var/run/netns/wm-does-not-exist")
         }
     }
+
+    /// `nft` as the reference: a committed change moves the generation, a listing does not.
+    @Test func nftablesGenerationMovesOnEveryCommitOnly() throws {
+        let ns = try TestNamespace()
+        defer { ns.remove() }
+        func generation() throws -> UInt32 {
+            let socket = try NetlinkSocket.open(.netfilter, inNetworkNamespaceAt: ns.path)
+            return try #require(NftablesGeneration.parse(try socket.transact(NftablesGeneration.request(), operation: "getgen")))
+        }
+        func nft(_ args: String...) throws {
+            let r = try run(["ip", "netns", "exec", ns.name, "nft"] + args)
+            guard r.status == 0 else { throw TestFailure("nft \(args.joined(separator: " ")): \(r.err)") }
+        }
+        let start = try generation()
+        #expect(try generation() == start)
+        try nft("add", "table", "ip", "wmgen")
+        let added = try generation()
+        #expect(added != start)
+        try nft("add", "chain", "ip", "wmgen", "c")
+        try nft("add", "rule", "ip", "wmgen", "c", "counter")
+        let filled = try generation()
+        #expect(filled != added)
+        try nft("list", "table", "ip", "wmgen")
+        #expect(try generation() == filled)
+        // A flush that removes a rule moves it (a flush of an empty table commits nothing and does not).
+        try nft("flush", "table", "ip", "wmgen")
+        #expect(try generation() != filled)
+    }
 }
 
 /// The `wiremesh link/route` commands, run for real inside a namespace with `ip netns exec`.

@@ -131,6 +131,21 @@ import Testing
         #expect(GenericNetlink.parseFamilyID([reply]) == 0x1f)
         #expect(GenericNetlink.parseFamilyID([]) == nil)
     }
+
+    @Test("the nftables generation request, and the generation read from a reply (big endian)")
+    func nftablesGeneration() {
+        // NFT_MSG_GETGEN (subsystem 10, message 16), NLM_F_REQUEST|NLM_F_ACK, nfgenmsg AF_UNSPEC v0.
+        #expect(hex(NftablesGeneration.request()) == hex(bytes("14000000 100a 0500 00000000 00000000 00000000")))
+        // NFT_MSG_NEWGEN: NFTA_GEN_ID = 0x01020304, then NFTA_GEN_PROC_PID.
+        let reply = bytes("24000000 0f0a 0000 01000000 00000000 00000000 08000100 01020304 08000200 2a000000")
+        #expect(NftablesGeneration.parse([reply]) == 0x0102_0304)
+        // Another message type, a generation attribute of the wrong size, nothing: no generation.
+        let other = bytes("1c000000 010a 0000 01000000 00000000 00000000 08000100 01020304")
+        let short = bytes("1c000000 0f0a 0000 01000000 00000000 00000000 06000100 0102 0000")
+        #expect(NftablesGeneration.parse([other]) == nil)
+        #expect(NftablesGeneration.parse([short]) == nil)
+        #expect(NftablesGeneration.parse([]) == nil)
+    }
 }
 
 @Suite struct RouteMessageTests {

@@ -140,10 +140,17 @@ pod() { cat "$WORK/pod$1"; }
 
 status_field() { wm "$1" status --json 2>/dev/null | jq -r ".$2"; }
 alive_count() { wm "$1" peers --json 2>/dev/null | jq '[.[] | select(.state == "alive")] | length' 2>/dev/null || echo -1; }
+# Every node asked at once: asked one after another, a "yes" came a whole round of CLI starts after
+# the first node's answer (seconds on a loaded machine), and a heal timed with it looked that much slower.
 all_alive() {
-  local i nodes=("$@")
+  local i nodes=("$@") pids=() dir ok=0
   [ $# -gt 0 ] || mapfile -t nodes < <(seq 1 "$NODES")
-  for i in "${nodes[@]}"; do [ "$(alive_count "$i")" = $((${#nodes[@]} - 1)) ] || return 1; done
+  dir="$(mktemp -d "${WORK:-/tmp}/alive.XXXXXX")"
+  for i in "${nodes[@]}"; do alive_count "$i" >"$dir/$i" & pids+=($!); done
+  wait "${pids[@]}"
+  for i in "${nodes[@]}"; do [ "$(cat "$dir/$i")" = $((${#nodes[@]} - 1)) ] || { ok=1; break; }; done
+  rm -rf "$dir"
+  return "$ok"
 }
 peer_state() { wm "$1" peers --json 2>/dev/null | jq -r --arg n "$2" '.[] | select(.name == $n) | .state' 2>/dev/null; }
 wg_dump() { ip netns exec "$P-n$1" wg show "${P}w$1" dump 2>/dev/null; }
