@@ -18,6 +18,9 @@ public enum MetricName {
     public static let gossipBytes = "wiremesh_gossip_bytes_total"                  // {direction}
     public static let gossipDropped = "wiremesh_gossip_datagrams_dropped_total"    // {reason}
     public static let suspicions = "wiremesh_suspicions_total"                     // {outcome}
+    public static let probes = "wiremesh_probes_total"                             // {event}
+    public static let pushPulls = "wiremesh_push_pulls_total"                      // {event}
+    public static let pushPullBytes = "wiremesh_push_pull_bytes_total"             // {direction}
     public static let reconcileDuration = "wiremesh_reconcile_duration_seconds"
     public static let reconcileOperations = "wiremesh_reconcile_operations_total"  // {kind}
     public static let driftRepaired = "wiremesh_drift_repaired_total"
@@ -79,6 +82,23 @@ enum GossipSeries {
             "\(MetricName.gossipDropped)|reason|repeated": c.membership.rejectedRepeated,
             "\(MetricName.suspicions)|outcome|refuted": c.membership.suspicionsRefuted,
             "\(MetricName.suspicions)|outcome|confirmed": c.membership.suspicionsConfirmed,
+            // What a lossy underlay costs (failed probes, retries, stream probes over the line port).
+            "\(MetricName.probes)|event|failed": c.membership.probesFailed,
+            "\(MetricName.probes)|event|retried": c.membership.probeRetriesSent,
+            "\(MetricName.probes)|event|stream_sent": c.membership.streamProbesSent,
+            "\(MetricName.probes)|event|stream_acked": c.membership.streamProbeAcks,
+            "\(MetricName.probes)|event|stream_answered": c.membership.streamProbesAnswered,
+            "\(MetricName.probes)|event|stream_refused": c.membership.streamProbesRefused,
+            "\(MetricName.probes)|event|suspicion_check": c.membership.suspicionChecksSent,
+            // Whole-view swaps over the line port (a heal, a mass join) and what was refused.
+            "\(MetricName.pushPulls)|event|started": c.membership.pushPullsStarted,
+            "\(MetricName.pushPulls)|event|answered": c.membership.pushPullsAnswered,
+            "\(MetricName.pushPulls)|event|applied": c.membership.pushPullRepliesApplied,
+            "\(MetricName.pushPulls)|event|refused_oversized": c.membership.pushPullOversized,
+            "\(MetricName.pushPulls)|event|refused_unsolicited": c.membership.pushPullUnsolicited,
+            "\(MetricName.pushPulls)|event|refused_rate": c.membership.pushPullRateLimited,
+            "\(MetricName.pushPullBytes)|direction|in": c.membership.pushPullBytesReceived,
+            "\(MetricName.pushPullBytes)|direction|out": c.membership.pushPullBytesSent,
         ]
     }
 }

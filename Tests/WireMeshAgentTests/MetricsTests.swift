@@ -63,6 +63,12 @@ struct MetricsTests {
             #expect((value("wiremesh_reconcile_duration_seconds_count") ?? 0) >= 1)
             #expect(value("wiremesh_key_age_seconds") != nil && value("wiremesh_cluster_key_generation") != nil)
             #expect(value("wiremesh_gossip_datagrams_total{direction=\"out\"}") != nil)
+            // Counters that never moved are there at 0 (a dashboard tells "none" from "not exported").
+            for series in ["wiremesh_probes_total{event=\"failed\"}", "wiremesh_probes_total{event=\"stream_sent\"}",
+                           "wiremesh_push_pulls_total{event=\"started\"}", "wiremesh_push_pulls_total{event=\"refused_rate\"}",
+                           "wiremesh_push_pull_bytes_total{direction=\"in\"}"] {
+                #expect(value(series) != nil, "\(series) missing")
+            }
             // No key in any label or value: the peer is named by its node name.
             for key in [h.peers[0].record.wireguardKey.base64, h.state.wireGuardKey.publicKey().base64] {
                 #expect(!metrics.body.contains(key))

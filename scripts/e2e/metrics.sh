@@ -94,7 +94,8 @@ log "Prometheus scrapes 3 agents"
 NAMES=(wiremesh_peers wiremesh_peer_last_handshake_seconds wiremesh_peer_receive_bytes_total wiremesh_peer_transmit_bytes_total
   wiremesh_gossip_datagrams_total wiremesh_gossip_bytes_total wiremesh_gossip_datagrams_dropped_total wiremesh_suspicions_total
   wiremesh_reconcile_duration_seconds_bucket wiremesh_reconcile_operations_total wiremesh_drift_repaired_total
-  wiremesh_key_age_seconds wiremesh_key_rotations_total wiremesh_cluster_key_generation wiremesh_joins_total)
+  wiremesh_key_age_seconds wiremesh_key_rotations_total wiremesh_cluster_key_generation wiremesh_joins_total
+  wiremesh_probes_total wiremesh_push_pulls_total wiremesh_push_pull_bytes_total)
 all_names() {
   local n
   MISSING=""
