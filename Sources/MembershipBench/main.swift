@@ -434,7 +434,9 @@ if options.healTrace {
 }
 if options.steady > 0 {
     for nodes in options.nodes {
-        for (label, config) in [("wiremesh", ours(options)), ("memberlist", MembershipConfig.memberlistLAN)] {
+        var configs = [("wiremesh", ours(options)), ("memberlist", MembershipConfig.memberlistLAN)]
+        if let only = options.only { configs = configs.filter { $0.0 == only } }
+        for (label, config) in configs {
             let c0 = cpuTime()
             let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 1))
             let c1 = cpuTime()
