@@ -19,6 +19,8 @@ func eprint(_ text: String) {
     _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
 }
 
+let allScenarios: Set<String> = ["quiet", "loss", "partition"]
+
 struct Options {
     var nodes: [Int] = [100, 1000]
     var seeds = 2
@@ -35,7 +37,8 @@ struct Options {
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
-    var lossOnly = false
+    /// Which of the scenarios of a run to simulate (quiet, loss, partition).
+    var scenarios: Set<String> = allScenarios
     var probeRetries: Int?
     var streamProbes = true
     var suspicionChecks = true
@@ -65,7 +68,9 @@ func usage() -> Never {
       --no-stream-probes  no stream probe with the last retry
       --no-suspicion-checks  no direct check with the suspect before a suspicion's deadline
                         (with --probe-retries 0 --no-stream-probes: the protocol before issue 16's loss work)
-      --loss-only       only run the 10%-loss scenario
+      --loss-only       only run the 10%-loss scenario (as --scenarios loss)
+      --scenarios LIST  run only these of quiet,loss,partition (default all three; a large N may not
+                        afford the partition); metrics of scenarios left out read 0
       --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
                         probes fail (suspicions started) per second
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
@@ -112,7 +117,15 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
-        case "--loss-only": o.lossOnly = true
+        case "--loss-only": o.scenarios = ["loss"]
+        case "--scenarios":
+            let v = value(a)
+            let names = Set(v.split(separator: ",").map(String.init))
+            guard !names.isEmpty, names.isSubset(of: allScenarios) else {
+                eprint("wiremesh-membership-bench: --scenarios expects some of quiet,loss,partition, got '\(v)'\n")
+                usage()
+            }
+            o.scenarios = names
         case "--probe-retries":
             let v = value(a)
             guard let k = Int(v), k >= 0, k <= 8 else {
@@ -158,6 +171,13 @@ struct Samples {
     var timeouts = 0
     var cpuSeconds: Double = 0
     var lossDuration: Double = 0
+}
+
+/// The process's peak resident set so far (the largest simulation run yet), in MB.
+func peakRSSMegabytes() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024
 }
 
 func cpuTime() -> Double {
@@ -231,7 +251,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
     // 1. Quiet LAN: steady-state bandwidth, dissemination, crash detection.
-    if !options.lossOnly {
+    if options.scenarios.contains("quiet") {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed))
         sim.run(for: .seconds(10))
         let before = sim.traffic
@@ -255,10 +275,10 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
-    if !options.lossOnly { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
+    if options.scenarios.contains("quiet") { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
              + "out \(format(mean(s.bytesOut))) B/s") }
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
-    do {
+    if options.scenarios.contains("loss") {
         let network = NetworkModel(loss: 0.10)
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: network, seed: seed &+ 1))
         sim.run(for: .seconds(5))
@@ -286,9 +306,9 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         s.lossDuration = elapsed
     }
 
-    progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)")
+    if options.scenarios.contains("loss") { progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)") }
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
-    if !options.lossOnly {
+    if options.scenarios.contains("partition") {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
         sim.run(for: .seconds(5))
         var side = [Int](repeating: 0, count: nodes)
@@ -306,7 +326,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
-    if !options.lossOnly { progress("partition: heal \(s.heal.map { format($0) }) s") }
+    if options.scenarios.contains("partition") { progress("partition: heal \(s.heal.map { format($0) }) s") }
 }
 
 /// Where the bytes of a run went, per node per second, and what its probes did.
@@ -367,6 +387,7 @@ struct Result {
             ("loss10_simulated_s", s.lossDuration),
             ("timeouts", Double(s.timeouts)),
             ("cpu_s", s.cpuSeconds),
+            ("peak_rss_mb", peakRSSMegabytes()),
         ]
     }
 }
@@ -513,6 +534,7 @@ if options.json {
         line("bytes/node/s sent at 10% loss, mean", "bytes_per_node_s_mean_loss10", " B/s", "")
         line("runs that hit a timeout", "timeouts", "", "0", digits: 0)
         line("CPU time", "cpu_s", " s", "", digits: 1)
+        line("peak RSS of the process so far", "peak_rss_mb", " MB", "", digits: 0)
         print("")
     }
     print("Bytes include the 28-byte UDP/IPv4 header and the 41-byte seal (version, nonce, tag) of every datagram.")
