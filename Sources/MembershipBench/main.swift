@@ -200,6 +200,15 @@ func ours(_ o: Options) -> MembershipConfig {
     return c
 }
 
+/// `config` for a cluster of `nodes`: a view holds at most `maxMembers` (4096 by default, a bound
+/// against made-up names), so a larger cluster is configured to hold everyone, or its views never
+/// agree and anti-entropy never rests.
+func sized(_ config: MembershipConfig, nodes: Int) -> MembershipConfig {
+    var c = config
+    c.maxMembers = max(c.maxMembers, nodes)
+    return c
+}
+
 let disseminationTimeout: Duration = .seconds(60)
 let deathTimeout: Duration = .seconds(120)
 let healTimeout: Duration = .seconds(600)
@@ -248,6 +257,7 @@ func progress(_ what: String) {
 }
 
 func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: Options, into s: inout Samples) throws {
+    let config = sized(config, nodes: nodes)
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
     // 1. Quiet LAN: steady-state bandwidth, dissemination, crash detection.
@@ -417,7 +427,7 @@ if options.healTrace {
                        ("memberlist", MembershipConfig.memberlistLAN)]
         if let only = options.only { configs = configs.filter { $0.0 == only } }
         for (label, config) in configs {
-            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 3))
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: sized(config, nodes: nodes), seed: 3))
             sim.run(for: .seconds(5))
             sim.partition { $0 % 2 }
             sim.run(for: .nanoseconds(Int64(options.partitionSeconds * 1e9)))
@@ -459,7 +469,7 @@ if options.steady > 0 {
         if let only = options.only { configs = configs.filter { $0.0 == only } }
         for (label, config) in configs {
             let c0 = cpuTime()
-            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 1))
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: sized(config, nodes: nodes), seed: 1))
             let c1 = cpuTime()
             sim.run(for: .nanoseconds(Int64(options.steady * 1e9)))
             let c2 = cpuTime()
