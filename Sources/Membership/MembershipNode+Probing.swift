@@ -99,6 +99,60 @@ extension MembershipNode {
         if i < probeIndex { probeIndex += 1 }
     }
 
+    /// Inserts `names` one after the other at random places, as `insertIntoProbeOrder(_:)` does for
+    /// each (the same draws, the same order), in O(n log n) instead of O(n²): a seeded view of
+    /// 10,000 members took minutes. Each name's final place is the (position + 1)-th slot left free
+    /// by the names inserted after it, found from the last name back with a Fenwick tree.
+    mutating func insertIntoProbeOrder(_ names: [String]) {
+        guard names.count > 1 else {
+            for name in names { insertIntoProbeOrder(name) }
+            return
+        }
+        let old = probeOrder.count
+        var positions: [Int] = []
+        positions.reserveCapacity(names.count)
+        for k in 0..<names.count {
+            let size = old + k
+            let i = size == 0 ? 0 : Int.random(in: 0...size, using: &rng)
+            positions.append(i)
+            if i < probeIndex { probeIndex += 1 }
+        }
+        let total = old + names.count
+        // free[1...total]: 1 while the slot is free (1-based Fenwick tree over slot counts).
+        var tree = [Int](repeating: 0, count: total + 1)
+        for s in 1...total {
+            tree[s] += 1
+            let parent = s + (s & -s)
+            if parent <= total { tree[parent] += tree[s] }
+        }
+        var top = 1
+        while top * 2 <= total { top *= 2 }
+        /// Takes the k-th (1-based) free slot and returns its 0-based index.
+        func take(_ k: Int) -> Int {
+            var at = 0, left = k, step = top
+            while step > 0 {
+                if at + step <= total, tree[at + step] < left {
+                    at += step
+                    left -= tree[at]
+                }
+                step >>= 1
+            }
+            var s = at + 1
+            while s <= total { tree[s] -= 1; s += s & -s }
+            return at
+        }
+        var order = [String?](repeating: nil, count: total)
+        for k in stride(from: names.count - 1, through: 0, by: -1) {
+            order[take(positions[k] + 1)] = names[k]
+        }
+        var rest = 0
+        for s in 0..<total where order[s] == nil {
+            order[s] = probeOrder[rest]
+            rest += 1
+        }
+        probeOrder = order.map { $0! }
+    }
+
     mutating func expireRelays(now: Instant) {
         var due: [(UInt32, AckWaiter)] = []
         for (seq, w) in pendingAcks {

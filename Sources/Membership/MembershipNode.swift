@@ -126,7 +126,7 @@ public struct MembershipNode {
 
     /// Every other member this node knows (alive, suspect, dead or left, not yet reaped), by name.
     public var members: [Member] {
-        table.states.values.map { Member(record: $0.signed, status: $0.status, since: $0.since) }
+        table.states.map { Member(record: $0.signed, status: $0.status, since: $0.since) }
             .sorted { $0.name < $1.name }
     }
 
@@ -264,7 +264,7 @@ public struct MembershipNode {
     public mutating func setTrust(_ trust: ClusterTrust?, now: Instant) -> [Directive] {
         self.trust = trust
         if let trust {
-            for state in table.states.values where trust.isEvicted(state.signed.record.identity) {
+            for state in table.states where trust.isEvicted(state.signed.record.identity) {
                 removeMember(state.signed.record.name)
                 emit(.evicted, state)
             }
@@ -275,18 +275,22 @@ public struct MembershipNode {
     /// Installs a trusted view (saved state, or a converged start for benchmarks) without verifying
     /// signatures: every record becomes an alive member unless a newer one is already known.
     public mutating func seed(with records: [SignedNodeRecord], now: Instant) {
+        table.reserveCapacity(table.count + records.count)
+        var added: [String] = []
         for s in records {
-            let r = s.record
-            if r.name == local.record.name { continue }
-            if let m = table[r.name], m.signed.record.version >= r.version { continue }
-            var state = MemberState(signed: s, status: .alive(incarnation: 0), since: now, hash: stableNameHash(r.name))
-            if let old = table[r.name], old.signed.record.identity == r.identity { state.status = .alive(incarnation: 0) }
-            let isNew = table[r.name] == nil
+            let name = s.record.name
+            if name == local.record.name { continue }
+            let known = table[name]
+            if let m = known, m.signed.record.version >= s.record.version { continue }
+            var state = MemberState(signed: s, status: .alive(incarnation: 0), since: now, hash: stableNameHash(name))
+            if let old = known, old.signed.record.identity == s.record.identity { state.status = .alive(incarnation: 0) }
+            let isNew = known == nil
             if isNew && table.count >= config.maxMembers { counters.rejectedViewFull += 1; continue }
-            suspicions.clear(r.name)
-            table.store(r.name, state)
-            if isNew { insertIntoProbeOrder(r.name) }
+            suspicions.clear(name)
+            table.store(name, state)
+            if isNew { added.append(name) }
         }
+        insertIntoProbeOrder(added)
     }
 
     // MARK: - View bookkeeping

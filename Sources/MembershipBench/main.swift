@@ -19,6 +19,8 @@ func eprint(_ text: String) {
     _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
 }
 
+let allScenarios: Set<String> = ["quiet", "loss", "partition"]
+
 struct Options {
     var nodes: [Int] = [100, 1000]
     var seeds = 2
@@ -35,7 +37,8 @@ struct Options {
     var pushPullBuckets = 0
     var pushPullFollowUp: Double = 0
     var pushPullFollowUpChanges = 0
-    var lossOnly = false
+    /// Which of the scenarios of a run to simulate (quiet, loss, partition).
+    var scenarios: Set<String> = allScenarios
     var probeRetries: Int?
     var streamProbes = true
     var suspicionChecks = true
@@ -65,7 +68,9 @@ func usage() -> Never {
       --no-stream-probes  no stream probe with the last retry
       --no-suspicion-checks  no direct check with the suspect before a suspicion's deadline
                         (with --probe-retries 0 --no-stream-probes: the protocol before issue 16's loss work)
-      --loss-only       only run the 10%-loss scenario
+      --loss-only       only run the 10%-loss scenario (as --scenarios loss)
+      --scenarios LIST  run only these of quiet,loss,partition (default all three; a large N may not
+                        afford the partition); metrics of scenarios left out read 0
       --breakdown       print where the bytes of the 10%-loss run go (by message kind) and how many
                         probes fail (suspicions started) per second
       --heal-trace      only run the partition scenario and print what is unconverged after the heal
@@ -112,7 +117,15 @@ func parseOptions() -> Options {
         case "--partition": o.partitionSeconds = number(a)
         case "--steady": o.steady = number(a)
         case "--heal-trace": o.healTrace = true
-        case "--loss-only": o.lossOnly = true
+        case "--loss-only": o.scenarios = ["loss"]
+        case "--scenarios":
+            let v = value(a)
+            let names = Set(v.split(separator: ",").map(String.init))
+            guard !names.isEmpty, names.isSubset(of: allScenarios) else {
+                eprint("wiremesh-membership-bench: --scenarios expects some of quiet,loss,partition, got '\(v)'\n")
+                usage()
+            }
+            o.scenarios = names
         case "--probe-retries":
             let v = value(a)
             guard let k = Int(v), k >= 0, k <= 8 else {
@@ -160,6 +173,13 @@ struct Samples {
     var lossDuration: Double = 0
 }
 
+/// The process's peak resident set so far (the largest simulation run yet), in MB.
+func peakRSSMegabytes() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024
+}
+
 func cpuTime() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -177,6 +197,15 @@ func ours(_ o: Options) -> MembershipConfig {
     if o.pushPullBuckets > 0 { c.pushPullDifferingBuckets = o.pushPullBuckets }
     if o.pushPullFollowUp > 0 { c.pushPullFollowUp = .nanoseconds(Int64(o.pushPullFollowUp * 1e9)) }
     if o.pushPullFollowUpChanges > 0 { c.pushPullFollowUpChanges = o.pushPullFollowUpChanges }
+    return c
+}
+
+/// `config` for a cluster of `nodes`: a view holds at most `maxMembers` (4096 by default, a bound
+/// against made-up names), so a larger cluster is configured to hold everyone, or its views never
+/// agree and anti-entropy never rests.
+func sized(_ config: MembershipConfig, nodes: Int) -> MembershipConfig {
+    var c = config
+    c.maxMembers = max(c.maxMembers, nodes)
     return c
 }
 
@@ -228,10 +257,11 @@ func progress(_ what: String) {
 }
 
 func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: Options, into s: inout Samples) throws {
+    let config = sized(config, nodes: nodes)
     var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(nodes))
 
     // 1. Quiet LAN: steady-state bandwidth, dissemination, crash detection.
-    if !options.lossOnly {
+    if options.scenarios.contains("quiet") {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed))
         sim.run(for: .seconds(10))
         let before = sim.traffic
@@ -255,10 +285,10 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         }
     }
 
-    if !options.lossOnly { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
+    if options.scenarios.contains("quiet") { progress("quiet LAN: dissemination \(s.dissemination.map { format($0) }) s, dead \(s.deadDetection.map { format($0) }) s, "
              + "out \(format(mean(s.bytesOut))) B/s") }
     // 2. 10% independent loss for `lossDuration`: dissemination under loss, healthy nodes declared dead.
-    do {
+    if options.scenarios.contains("loss") {
         let network = NetworkModel(loss: 0.10)
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: network, seed: seed &+ 1))
         sim.run(for: .seconds(5))
@@ -286,9 +316,9 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
         s.lossDuration = elapsed
     }
 
-    progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)")
+    if options.scenarios.contains("loss") { progress("10% loss: dissemination \(s.disseminationLoss10.map { format($0) }) s, false dead \(s.falseDeadLoss10)") }
     // 3. 50/50 partition, then heal: time until every node sees every node alive at its current version.
-    if !options.lossOnly {
+    if options.scenarios.contains("partition") {
         let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, network: .lan, seed: seed &+ 2))
         sim.run(for: .seconds(5))
         var side = [Int](repeating: 0, count: nodes)
@@ -306,7 +336,7 @@ func runScenarios(nodes: Int, config: MembershipConfig, seed: UInt64, options: O
             s.heal.append(healTimeout.seconds)
         }
     }
-    if !options.lossOnly { progress("partition: heal \(s.heal.map { format($0) }) s") }
+    if options.scenarios.contains("partition") { progress("partition: heal \(s.heal.map { format($0) }) s") }
 }
 
 /// Where the bytes of a run went, per node per second, and what its probes did.
@@ -367,6 +397,7 @@ struct Result {
             ("loss10_simulated_s", s.lossDuration),
             ("timeouts", Double(s.timeouts)),
             ("cpu_s", s.cpuSeconds),
+            ("peak_rss_mb", peakRSSMegabytes()),
         ]
     }
 }
@@ -396,7 +427,7 @@ if options.healTrace {
                        ("memberlist", MembershipConfig.memberlistLAN)]
         if let only = options.only { configs = configs.filter { $0.0 == only } }
         for (label, config) in configs {
-            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 3))
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: sized(config, nodes: nodes), seed: 3))
             sim.run(for: .seconds(5))
             sim.partition { $0 % 2 }
             sim.run(for: .nanoseconds(Int64(options.partitionSeconds * 1e9)))
@@ -434,9 +465,11 @@ if options.healTrace {
 }
 if options.steady > 0 {
     for nodes in options.nodes {
-        for (label, config) in [("wiremesh", ours(options)), ("memberlist", MembershipConfig.memberlistLAN)] {
+        var configs = [("wiremesh", ours(options)), ("memberlist", MembershipConfig.memberlistLAN)]
+        if let only = options.only { configs = configs.filter { $0.0 == only } }
+        for (label, config) in configs {
             let c0 = cpuTime()
-            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: config, seed: 1))
+            let sim = try Simulation(SimulationOptions(nodes: nodes, membership: sized(config, nodes: nodes), seed: 1))
             let c1 = cpuTime()
             sim.run(for: .nanoseconds(Int64(options.steady * 1e9)))
             let c2 = cpuTime()
@@ -511,6 +544,7 @@ if options.json {
         line("bytes/node/s sent at 10% loss, mean", "bytes_per_node_s_mean_loss10", " B/s", "")
         line("runs that hit a timeout", "timeouts", "", "0", digits: 0)
         line("CPU time", "cpu_s", " s", "", digits: 1)
+        line("peak RSS of the process so far", "peak_rss_mb", " MB", "", digits: 0)
         print("")
     }
     print("Bytes include the 28-byte UDP/IPv4 header and the 41-byte seal (version, nonce, tag) of every datagram.")

@@ -55,6 +55,34 @@ struct SimulatorTests {
         #expect(a.trace != c.trace)
     }
 
+    @Test("the converged start gives every node every other node alive with its own signed record")
+    func convergedStart() throws {
+        let n = 200
+        let sim = try Simulation(SimulationOptions(nodes: n, seed: 4))
+        let records = (0..<n).map { sim.node($0)!.localRecord }
+        #expect(records.allSatisfy { $0.verify() && $0.record.version == 1 })
+        #expect(sim.isConverged())
+        var wrong: [String] = []
+        for o in 0..<n {
+            let node = sim.node(o)!
+            let members = node.members
+            if members.count != n - 1 || node.clusterSize != n { wrong.append("\(sim.names[o]) knows \(members.count)") }
+            for m in members {
+                guard let s = sim.index(of: m.name), s != o else { wrong.append("\(sim.names[o]) holds \(m.name)"); continue }
+                if m.status != .alive(incarnation: 0) || m.record != records[s] || m.record.record.identity != sim.identityKeys[s] {
+                    wrong.append("\(sim.names[o]) sees \(m.name) \(m.status) v\(m.record.record.version)")
+                }
+            }
+            for s in [0, n / 2, n - 1] where s != o {
+                if node.member(named: sim.names[s])?.record.verify() != true { wrong.append("\(sim.names[o]): \(sim.names[s]) does not verify") }
+            }
+        }
+        #expect(wrong.isEmpty, "\(wrong.prefix(5))")
+        sim.run(for: .seconds(5))
+        #expect(sim.isConverged(), "still converged once it runs: \(sim.unconvergedPairs(limit: 3))")
+        #expect(sim.healthyDeclaredDead.isEmpty)
+    }
+
     @Test("nodes that join through seeds converge to the full view")
     func joinConverges() throws {
         let sim = try Simulation(SimulationOptions(nodes: 50, seed: 7, startConverged: false))

@@ -207,4 +207,68 @@ struct CoreTypesTests {
         #expect(t.inactive.isEmpty && t.activeCount == 3 && t.count == 3)
         #expect(t.name(forHash: stableNameHash("m0")) == nil)
     }
+
+    @Test("after any sequence of stores and removals every lookup, bucket and count agrees with the members held")
+    func tableRandomOperations() {
+        var rng = SeededRandom(seed: 11)
+        let pool = (0..<120).map { "m\($0)" }
+        let states: [MemberStatus] = [.alive(incarnation: 0), .suspect(incarnation: 1), .dead(incarnation: 1), .left(incarnation: 2)]
+        var t = table(4)
+        var model: [String: (version: UInt64, status: MemberStatus)] = [:]
+        for step in 0..<3000 {
+            let i = Int(rng.next() % UInt64(pool.count))
+            let name = pool[i]
+            if rng.next() % 3 == 0 {
+                let removed = t.remove(name)
+                #expect((removed != nil) == (model[name] != nil))
+                model[name] = nil
+            } else {
+                let version = rng.next() % 4 + 1, status = states[Int(rng.next() % 4)]
+                t.store(name, state(name, index: i, version: version, status: status))
+                model[name] = (version, status)
+            }
+            guard step % 50 == 0 || step == 2999 else { continue }
+            #expect(t.count == model.count)
+            #expect(Set(t.names) == Set(model.keys) && t.names.count == model.count)
+            #expect(t.activeCount == model.values.filter { $0.status.isActive }.count)
+            #expect(t.inactive == Set(model.filter { !$0.value.status.isActive }.keys))
+            for name in pool {
+                let held = t[name]
+                #expect(held?.signed.record.version == model[name]?.version && held?.status == model[name]?.status, "\(name)")
+                #expect(t.name(forHash: stableNameHash(name)) == (model[name] == nil ? nil : name))
+            }
+            let me = DigestEntry(nameHash: t.localHash, version: 1, status: .alive(incarnation: 0))
+            var listed: [UInt64: DigestEntry] = [:]
+            for b in 0..<4 {
+                for e in t.entries(inBucket: b, local: me) where e.nameHash != me.nameHash { listed[e.nameHash] = e }
+            }
+            #expect(listed.count == model.count)
+            for (name, m) in model {
+                #expect(listed[stableNameHash(name)] == DigestEntry(nameHash: stableNameHash(name), version: m.version, status: m.status))
+            }
+            var fresh = table(4)
+            for (name, m) in model.sorted(by: { $0.key < $1.key }) {
+                fresh.store(name, state(name, index: Int(name.dropFirst())!, version: m.version, status: m.status))
+            }
+            #expect(t.summary == fresh.summary)
+        }
+    }
+
+    @Test("a seeded view enters the probe order as if each member was inserted one by one")
+    func probeOrderBatch() throws {
+        let identity = testIdentity("prober")
+        for (already, cursor, added) in [(0, 0, 500), (7, 3, 1), (40, 17, 300), (1, 1, 2)] {
+            var one = try MembershipNode(config: testConfig(), identity: identity,
+                                         record: testRecord("prober", index: 0, identity: identity), seed: 99, now: .zero)
+            one.probeOrder = (0..<already).map { "old\($0)" }
+            one.probeIndex = cursor
+            var batch = one
+            let names = (0..<added).map { "new\($0)" }
+            for name in names { one.insertIntoProbeOrder(name) }
+            batch.insertIntoProbeOrder(names)
+            #expect(batch.probeOrder == one.probeOrder, "\(already) members, \(added) added")
+            #expect(batch.probeIndex == one.probeIndex)
+            #expect(batch.rng.next() == one.rng.next(), "the same draws")
+        }
+    }
 }
