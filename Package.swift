@@ -148,7 +148,7 @@ let package = Package(
             "Membership", "WireMeshJoin", "LinePort", "ByteCodec",
         ], path: "Fuzz/WireMeshFuzz"),
 
-        .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork"]),
+        .testTarget(name: "MembershipSimulatorTests", dependencies: ["MembershipSimulator", "Membership", "WireMeshCrypto", "IPNetwork", "TestSupport"]),
         .testTarget(name: "GossipTransportTests", dependencies: [
             "WireMeshAgent", "LinePort", "Membership", "WireMeshCrypto", "IPNetwork",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -73,8 +73,12 @@ struct AgentHarness {
         self.peers = made
         if peers > 0 || gossip {
             let saved = try made.map { try SignedNodeRecord(signing: $0.0, with: $0.1) }
+            // The peers (TEST-NET addresses) never answer: no probing, else a test slowed by a loaded
+            // machine past the failure timeout sees them declared dead and their peers removed.
+            var membership = MembershipConfig.wiremeshDefaults
+            membership.probeInterval = .seconds(3600)
             let transport = try await GossipTransport.bind(GossipSettings(
-                identity: state.identity, record: await agent.localRecord(version: 1), keyring: state.keyring,
+                config: membership, identity: state.identity, record: await agent.localRecord(version: 1), keyring: state.keyring,
                 clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: loopback, port: 0), savedView: saved,
                 trust: await agent.trust),
                 logger: logger)
