@@ -1,22 +1,14 @@
 // swift-tools-version:6.0
-import Foundation
 import PackageDescription
 
 // The agent stays resident on every node, so its binary should map little. lld (shipped with the
 // toolchain) packs relative relocations (`.relr.dyn`: ~20 KB instead of 2 MB of `.rela.dyn` read at every
 // start), and the executable exports no symbols (gold's -export-dynamic default put 1 MB of dynamic symbol
 // tables in it; nothing dlopens wiremesh). Still a PIE. Measured in BENCHMARKS.md (bench join).
-// The functions an idle agent runs are laid out together (`scripts/link/wiremesh.order`, from a profile:
-// scripts/symbol-order): the kernel maps code in 64 KB pieces, so scattered they kept ~7 MB resident.
-let orderFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .appendingPathComponent("scripts/link/wiremesh.order").path
 let leanBinary: [LinkerSetting] = [
-    .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
-                  "-Xlinker", "--symbol-ordering-file=\(orderFile)", "-Xlinker", "--no-warn-symbol-ordering"],
+    .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
                  .when(platforms: [.linux])),
 ]
-// One section per function, so the linker can place each by the order file.
-let sectioned: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-function-sections"], .when(platforms: [.linux]))]
 
 let package = Package(
     name: "wiremesh",
@@ -48,39 +40,39 @@ let package = Package(
         .systemLibrary(name: "CGlibcExtras"),
 
         // IP addresses, prefixes and endpoints: pure value types shared by every layer.
-        .target(name: "IPNetwork", swiftSettings: sectioned),
+        .target(name: "IPNetwork"),
 
         // The one big-endian byte codec and hex codec (gossip, records, tokens, member list, keys).
-        .target(name: "ByteCodec", dependencies: ["IPNetwork"], swiftSettings: sectioned),
+        .target(name: "ByteCodec", dependencies: ["IPNetwork"]),
 
         // Keys, signatures, sealing. Pure computation over libsodium.
-        .target(name: "WireMeshCrypto", dependencies: ["CSodium", "ByteCodec"], swiftSettings: sectioned),
+        .target(name: "WireMeshCrypto", dependencies: ["CSodium", "ByteCodec"]),
 
         // libmnl-based netlink: message codec (pure) and a thin socket owner; rtnetlink.
         .target(name: "Netlink", dependencies: [
             "CMnl", "IPNetwork",
             .product(name: "SystemPackage", package: "swift-system"),
-        ], swiftSettings: sectioned),
+        ]),
 
         // WireGuard device model, pure diff, `wg` config format, UAPI backend.
         .target(name: "WireGuard", dependencies: [
             "WireMeshCrypto", "IPNetwork", "ByteCodec",
             .product(name: "SystemPackage", package: "swift-system"),
-        ], swiftSettings: sectioned),
+        ]),
 
         // Kernel WireGuard over generic netlink.
-        .target(name: "WireGuardKernel", dependencies: ["WireGuard", "Netlink", "CMnl"], swiftSettings: sectioned),
+        .target(name: "WireGuardKernel", dependencies: ["WireGuard", "Netlink", "CMnl"]),
 
         // Pure SWIM + Lifeguard membership core with signed node records and its wire codec.
         .target(name: "Membership", dependencies: [
             "WireMeshCrypto", "IPNetwork", "ByteCodec",
             // A lock for the swarm's shared verifications; TSan sees its pthread mutex.
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: sectioned),
+        ]),
 
         // Joining, pure: token text format and records, the join exchange and its messages, IPAM, the
         // admission decision, the member list a grant carries. No I/O.
-        .target(name: "WireMeshJoin", dependencies: ["Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"], swiftSettings: sectioned),
+        .target(name: "WireMeshJoin", dependencies: ["Membership", "WireMeshCrypto", "IPNetwork", "ByteCodec"]),
 
         // The TCP line port: one typed envelope for join / rotation / keyring, its refusals, and the
         // NIO server and client.
@@ -90,10 +82,10 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: sectioned),
+        ]),
 
         // Pure planning: member view + local node → desired WireGuard peers and routes.
-        .target(name: "MeshPlan", dependencies: ["Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"], swiftSettings: sectioned),
+        .target(name: "MeshPlan", dependencies: ["Membership", "WireGuard", "Netlink", "IPNetwork", "WireMeshCrypto"]),
 
         // Deterministic virtual-time network for the membership core.
         .target(name: "MembershipSimulator", dependencies: ["Membership"]),
@@ -113,14 +105,14 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Yams", package: "Yams"),
-        ], swiftSettings: sectioned),
+        ]),
 
         // The executable: argument-parser commands only.
         .executableTarget(name: "wiremesh", dependencies: [
             "WireMeshAgent", "WireMeshJoin", "WireMeshCrypto", "WireGuard", "WireGuardKernel", "Netlink", "IPNetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: sectioned, linkerSettings: leanBinary),
+        ], linkerSettings: leanBinary),
 
         // Membership benchmark in the simulator (./scripts/bench membership).
         .executableTarget(name: "MembershipBench", dependencies: ["MembershipSimulator", "Membership"]),
