@@ -7,7 +7,10 @@ import WireMeshCrypto
 
 /// Whole-cluster behaviour of the membership core in the deterministic simulator (virtual time:
 /// the durations below are simulated, not waited for).
-@Suite("Membership in the simulator")
+// Serialized: each test runs its simulation on a thread of its own (off the cooperative pool), and
+// seventeen CPU-bound threads at once thrashed under ThreadSanitizer (132 s instead of 50 s, a third
+// of it in the kernel), starving the timing-bound transport tests beside them.
+@Suite("Membership in the simulator", .serialized)
 struct SimulatorTests {
     /// Every live node sees `subject` alive with exactly this record.
     func expectAliveEverywhere(_ sim: Simulation, _ subject: Int, record: SignedNodeRecord,
