@@ -2,11 +2,12 @@
 # A NODES-node mesh on kernel WireGuard (guest/mesh.sh), then ROTATIONS rotations of node 1's key, each
 # under ping floods at PPS per direction between pod 1 and every other pod (from 1 s before the
 # command to 1 s after it). Before the rotations, FLOOD seconds of the same floods without a rotation
-# measure the loss the loaded VM causes by itself.
+# measure the loss the loaded VM causes by itself. STREAM > 0: an iperf3 TCP stream of STREAM s from pod 1
+# to pod 2 in each rotation as well (rotate_under_load).
 # Prints: the ROTATION lines of rotate_under_load (tags baseline, 1..ROTATIONS), then WMBENCH-END.
 . /wmtest/lib.sh
 . /wmtest/mesh.sh
-. /wmtest/bench.env      # NODES, ROTATIONS, PPS, FLOOD
+. /wmtest/bench.env      # NODES, ROTATIONS, PPS, FLOOD, STREAM
 modprobe wireguard || { echo "WMBENCH-ERROR modprobe wireguard failed"; exit 1; }
 modprobe veth || { echo "WMBENCH-ERROR modprobe veth failed"; exit 1; }
 ( mesh_up "$NODES" && pods_up "$NODES" ) || { echo "WMBENCH-ERROR the mesh did not come up"; exit 1; }
@@ -32,9 +33,9 @@ echo "ROTATION baseline lost=$lost sent=$sent pps_min=$rate switched_s=null rota
 
 r=1
 while [ "$r" -le "$ROTATIONS" ]; do
-  ( rotate_under_load 1 "$NODES" "$PPS" 0 "$r" ) > /tmp/bench.rot 2>&1 || {
+  ( rotate_under_load 1 "$NODES" "$PPS" "${STREAM:-0}" "$r" ) > /tmp/bench.rot 2>&1 || {
     cat /tmp/bench.rot; echo "WMBENCH-ERROR rotation $r failed"; }
-  grep -E '^(ROTATION|lost per flow|rotate-key:)' /tmp/bench.rot
+  grep -E '^(ROTATION|lost per flow|rotate-key:|device counters)|receiver$' /tmp/bench.rot
   r=$((r + 1))
 done
 echo "WMBENCH-END"

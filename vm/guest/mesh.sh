@@ -96,19 +96,30 @@ pods_up() {
   done
 }
 
+# dev_counters N: per node "I rx_errors rx_dropped tx_errors tx_dropped" of its WireGuard device. The kernel
+# counts a packet dropped from a peer's staged queue (over 128 waiting for a handshake) in tx_dropped, a
+# packet with no peer for its destination in tx_errors, one failing decryption or the source check in rx_*.
+dev_counters() {
+  for _i in $(seq 1 "$1"); do
+    $IP -n wmn$_i -s link show wmk$_i | awk -v i="$_i" '/RX:/ { getline; re = $3; rd = $4 } /TX:/ { getline; te = $3; td = $4 }
+      END { print i, re, rd, te, td }'
+  done
+}
+
 # rotate_under_load R N PPS STREAM_S TAG [POLL_S]: `wiremesh rotate-key` on node R while pings flow at
 # PPS per direction between pod R and every other pod and, when STREAM_S > 0, an iperf3 TCP stream
 # (STREAM_S s, 10 Mbit/s, from when the agent begins) runs from pod R to the pod of the next node. The floods start 1 s before
 # the command and stop 1 s after it returned, so they cover it however long the VM takes (a debug
 # binary starts in seconds under TCG); the command runs at a higher priority than the floods.
 # Prints one line
-#   ROTATION TAG lost=L sent=S pps_min=P switched_s=T rotate_s=W stream=ok|failed|short|none keys=ok|bad phases=...
+#   ROTATION TAG lost=L sent=S pps_min=P switched_s=T rotate_s=W stream=ok|failed|short|none keys=ok|bad phases=... dev=RE/RD/TE/TD
 # lost/sent: over all flows, pings up to the last one answered in each flow (pings still in flight
 # when the flood is stopped are not counted); pps_min: the slowest flow's achieved rate (a busy VM
 # sends slower than asked); switched_s: from launching rotate-key until the last peer routed R's pod
 # CIDR to another key (one poller per peer, polling every POLL_S, default 0.01); rotate_s: how long
 # the command took; stream=short: the stream ended before the command returned (raise STREAM_S);
-# phases: the agent's own timings (its log line).
+# phases: the agent's own timings (its log line); dev: the WireGuard devices' rx_errors/rx_dropped/
+# tx_errors/tx_dropped over the rotation, summed over the nodes (per node on a "device counters" line).
 # Returns non-zero when the stream did not complete or cover the rotation, or the keys are wrong
 # (loss is reported, not judged).
 rotate_under_load() {
@@ -117,6 +128,7 @@ rotate_under_load() {
   podR=$(cat /tmp/k$R.pod); cidrR=$(cat /tmp/k$R.cidr)
   old=$(node_pub "$R"); [ -n "$old" ] || fail "no public key for node $R"
   rm -f /tmp/rot.ping.* /tmp/rot.sw.* /tmp/rot.iperf*
+  dev_counters "$N" > /tmp/rot.dev0
   pids=""
   for j in $(seq 1 "$N"); do
     [ "$j" = "$R" ] && continue
@@ -173,6 +185,12 @@ rotate_under_load() {
   done
   for p in $pids; do kill -KILL "$p" 2>/dev/null; done
   for p in $pids; do wait "$p"; done
+  dev_counters "$N" > /tmp/rot.dev1
+  awk 'NR == FNR { a[$1] = $0; next } { split(a[$1], b, " "); print "node", $1 ":" ($2 - b[2]) "/" ($3 - b[3]) "/" ($4 - b[4]) "/" ($5 - b[5])
+      for (k = 2; k <= 5; k++) s[k] += $k - b[k] }
+    END { print "sum", s[2] + 0 "/" s[3] + 0 "/" s[4] + 0 "/" s[5] + 0 }' /tmp/rot.dev0 /tmp/rot.dev1 > /tmp/rot.dev
+  echo "device counters (rx_errors/rx_dropped/tx_errors/tx_dropped): $(awk '$1 == "node" { printf "%s ", $2 }' /tmp/rot.dev)"
+  dev=$(awk '$1 == "sum" { print $2 }' /tmp/rot.dev)
   [ "$rc" -eq 0 ] || { cat /tmp/rot.out; fail "rotate-key failed (exit $rc)"; }
   if [ -n "$iperf" ]; then
     irc=0; wait "$iperf" || irc=$?
@@ -217,7 +235,7 @@ rotate_under_load() {
     done
     [ "$ok" = 1 ] || { echo "node $j's device does not hold exactly the new key for node $R:"; in_ns wmn$j wg show wmk$j dump; keys=bad; }
   done
-  echo "ROTATION $TAG lost=$lost sent=$sent pps_min=$rate switched_s=$switched rotate_s=$wall stream=$stream keys=$keys phases=${phases:-none}"
+  echo "ROTATION $TAG lost=$lost sent=$sent pps_min=$rate switched_s=$switched rotate_s=$wall stream=$stream keys=$keys phases=${phases:-none} dev=$dev"
   [ "$stream" = short ] && echo "FAIL: the TCP stream ended before rotate-key returned (raise STREAM_S)"
   [ "$keys" = ok ] && [ "$stream" != failed ] && [ "$stream" != short ]
 }
