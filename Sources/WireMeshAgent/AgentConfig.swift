@@ -68,6 +68,26 @@ public struct AgentConfig: Sendable, Equatable {
     /// The membership protocol's timings and knobs these settings ask for (push/pull on or off).
     public var membership: MembershipConfig { pushPull ? .wiremeshPushPull : .wiremeshDefaults }
 
+    /// `membership` for a cluster whose pod range holds `nodeBlocks` node blocks: the view bound
+    /// grows with the cluster the range allows, so a cluster of more than the core's default never
+    /// stalls with views that refuse its members.
+    public func membership(nodeBlocks: UInt64) -> MembershipConfig {
+        var c = membership
+        c.maxMembers = Self.viewBound(nodeBlocks: nodeBlocks, floor: c.maxMembers)
+        return c
+    }
+
+    /// Most members a view holds: twice the node blocks (a freed block's last holder stays in views,
+    /// dead, until reaped, while a new node holds it), at least `floor`, at most `maxViewBound`.
+    public static func viewBound(nodeBlocks: UInt64, floor: Int) -> Int {
+        let wanted = nodeBlocks > UInt64(maxViewBound) / 2 ? UInt64(maxViewBound) : nodeBlocks * 2
+        return min(maxViewBound, max(floor, Int(wanted)))
+    }
+
+    /// The largest view bound: 65,536 members' records and state are ~35 MB per agent (README "Limits":
+    /// a larger range works up to this many nodes).
+    public static let maxViewBound = 65_536
+
     /// Applies a layer over this config (set values in the layer win).
     public func applying(_ layer: ConfigLayer) -> AgentConfig {
         var c = self

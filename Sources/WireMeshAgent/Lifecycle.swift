@@ -197,7 +197,9 @@ public enum Lifecycle {
         let saved = MemberBlob.decode(try store.loadMembers()).filter { $0.record.name != state.node.name }
         let version = UInt64(Date().timeIntervalSince1970 * 1000)
         let gossip = GossipSettings(
-            config: config.membership, identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
+            config: config.membership(nodeBlocks: try IPAM(clusterRange: state.settings.podRange,
+                                                             nodePrefixLength: state.settings.nodePrefixLength).blockCount),
+            identity: state.identity, record: await agent.localRecord(version: version), keyring: state.keyring,
             clusterID: Array(state.clusterID.utf8), bind: Endpoint(address: advertise, port: config.gossipPort),
             seeds: saved.map(\.record.gossipAddress) + extraSeeds, savedView: saved, trust: await agent.trust)
         let transport = try await GossipTransport.bind(gossip, logger: logger)

@@ -1,10 +1,33 @@
 import Foundation
 import IPNetwork
 import Testing
+import WireMeshJoin
 @testable import WireMeshAgent
 
 @Suite("AgentConfig")
 struct AgentConfigTests {
+    @Test("the view bound follows the node blocks the cluster range holds: a cluster of more than 4096 nodes fits")
+    func viewBound() throws {
+        func blocks(_ range: String, _ prefix: Int) throws -> UInt64 {
+            try IPAM(clusterRange: try IPPrefix(range), nodePrefixLength: prefix).blockCount
+        }
+        let c = AgentConfig.merge()
+        let floor = c.membership.maxMembers
+        #expect(floor == 4096)
+        // 256 nodes at most: the core's default stays.
+        #expect(c.membership(nodeBlocks: try blocks("10.244.0.0/16", 24)).maxMembers == floor)
+        // 4096 nodes: twice that, so a freed block's dead holder and its new one both fit.
+        #expect(c.membership(nodeBlocks: try blocks("10.240.0.0/12", 24)).maxMembers == 8192)
+        #expect(c.membership(nodeBlocks: try blocks("10.0.0.0/8", 26)).maxMembers == AgentConfig.maxViewBound)
+        // Counts past Int or the cap do not trap.
+        #expect(AgentConfig.viewBound(nodeBlocks: UInt64.max, floor: floor) == AgentConfig.maxViewBound)
+        #expect(AgentConfig.viewBound(nodeBlocks: UInt64(AgentConfig.maxViewBound) / 2 + 1, floor: floor) == AgentConfig.maxViewBound)
+        // Everything else is the push/pull setting's config.
+        var sized = c.membership(nodeBlocks: 1 << 16)
+        sized.maxMembers = c.membership.maxMembers
+        #expect(sized == c.membership)
+    }
+
     @Test func defaults() {
         let c = AgentConfig.merge()
         #expect(c.stateDirectory == "/var/lib/wiremesh")
