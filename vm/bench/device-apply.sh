@@ -3,7 +3,8 @@
 # under TCG), times `wiremesh device set` against `wg setconf` applying a fresh config, alternating
 # which goes first; then it applies a file that differs in one peer to each
 # tool's device: `wiremesh device set --report` against `wg syncconf`.
-# Prints: WMBENCH kernel PEERS TOOL fresh|onepeer RUN SECONDS BYTES
+# Prints: WMBENCH kernel PEERS TOOL fresh|onepeer RUN SECONDS BYTES, then the start-up alone
+# (`wiremesh --version` against `wg --version`): WMBENCH-START kernel TOOL RUN SECONDS
 . /wmtest/lib.sh
 . /wmtest/bench.env      # RUNS, SIZES
 modprobe wireguard || { echo "WMBENCH-ERROR modprobe wireguard failed"; exit 1; }
@@ -45,5 +46,14 @@ for n in $SIZES; do
     [ "$a" = "$b" ] || echo "WMBENCH-ERROR after the one-peer change the two devices differ"
     r=$((r + 1))
   done
+done
+r=1
+while [ "$r" -le "$RUNS" ]; do
+  if [ $((r % 2)) -eq 1 ]; then order="wiremesh wg"; else order="wg wiremesh"; fi
+  for tool in $order; do
+    t0=$(now); "$tool" --version >/dev/null 2>&1 || echo "WMBENCH-ERROR $tool --version failed"; t1=$(now)
+    echo "WMBENCH-START kernel $tool $r $(elapsed "$t0" "$t1")"
+  done
+  r=$((r + 1))
 done
 echo "WMBENCH-END"
