@@ -4,7 +4,8 @@ import LinePort
 import WireMeshCrypto
 import WireMeshJoin
 
-/// Request lines anyone can send to the line port, and the replies a joiner or a rotating peer reads.
+/// Request lines anyone can send to the line port, and the replies a joiner, a rotating peer, a
+/// push/pull or a stream probe reads.
 enum LineRequestTarget {
     static let target = FuzzTarget(
         name: "line-request",
@@ -14,6 +15,11 @@ enum LineRequestTarget {
     static func run(_ data: [UInt8]) {
         do {
             let request = try LineRequest.decode(line: data)
+            // The server hands a push/pull's or stream probe's sealed bytes to the transport.
+            switch request {
+            case .pushPull(let e), .streamProbe(let e): checkSealed(e)
+            default: break
+            }
             // What decodes re-encodes as one line that decodes to the same request.
             let line = request.line()
             require(line.last == 0x0A && !line.dropLast().contains(0x0A), "request line is not one line")
@@ -24,8 +30,19 @@ enum LineRequestTarget {
             require(!why.isEmpty, "a refusal without a reason")
         }
         if let reply = try? LineReply.decode(line: data) {
+            switch reply {
+            case .pushPull(let e), .streamProbe(let e): checkSealed(e)
+            default: break
+            }
             require((try? LineReply.decode(line: Array(reply.line().dropLast()))) == reply, "reply re-encoded decodes differently")
         }
+    }
+
+    /// The sealed bytes come out only within their bound, and as what an envelope of them carries.
+    static func checkSealed(_ e: PushPullEnvelope) {
+        guard let bytes = e.sealedBytes else { return }
+        require(bytes.count <= PushPullEnvelope.maxSealedBytes, "sealed bytes over the bound")
+        require(PushPullEnvelope(from: e.from, sealed: bytes).sealedBytes == bytes, "sealed bytes re-encode differently")
     }
 
     static func seeds() throws -> [[UInt8]] {
@@ -42,13 +59,18 @@ enum LineRequestTarget {
                                        issuedAt: 1_800_000_000_000, identity: identity)
         let keyring = KeyringRequest(clusterID: "c0ffee00c0ffee00", node: "a", ephemeral: key, issuedAt: 1_800_000_000_000,
                                      identity: identity)
-        let requests: [LineRequest] = [.join(join), .rotation(rotation), .keyring(keyring)]
+        let sealed = PushPullEnvelope(from: "192.0.2.1:7946", sealed: [UInt8](repeating: 0xA5, count: 64))
+        let requests: [LineRequest] = [.join(join), .rotation(rotation), .keyring(keyring), .pushPull(sealed), .streamProbe(sealed)]
         let replies: [LineReply] = [
             .rotated(node: "b"),
             .keyring(KeyringAnswer(node: "b", sealed: "AAAA", signature: "AAAA")),
             .refused(.join(JoinRejection(JoinError.revoked(id: token.idText)))),
             .refused(.keyring(KeyringRefusal(code: .stale, message: "stale"))),
             .refused(.malformed("request lacks 'kind'")),
+            .pushPull(PushPullEnvelope(from: nil, sealed: [UInt8](repeating: 0x5A, count: 48))),
+            .streamProbe(PushPullEnvelope(from: nil, sealed: [1, 2, 3])),
+            .refused(.pushPull("replayed")),
+            .refused(.streamProbe("over its rate")),
         ]
         return requests.map { Array($0.line().dropLast()) } + replies.map { Array($0.line().dropLast()) }
     }
