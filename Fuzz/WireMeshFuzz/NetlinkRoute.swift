@@ -2,12 +2,12 @@ import CMnl
 import IPNetwork
 import Netlink
 
-/// rtnetlink replies as one `recv` returns them: links, addresses, routes, and the ACK / error /
-/// done messages the reply collector reads (with extended-ACK text).
+/// rtnetlink replies as one `recv` returns them: links, addresses, routes, the nftables generation
+/// (NFT_MSG_NEWGEN), and the ACK / error / done messages the reply collector reads (with extended-ACK text).
 enum NetlinkRouteTarget {
     static let target = FuzzTarget(
         name: "netlink-route",
-        summary: "rtnetlink replies: RouteMessages.parseLink/parseAddress/parseRoute, NetlinkReplyCollector, parseFamilyID",
+        summary: "rtnetlink replies: RouteMessages.parseLink/parseAddress/parseRoute, NftablesGeneration.parse, NetlinkReplyCollector, parseFamilyID",
         run: run, seeds: seeds)
 
     static func run(_ data: [UInt8]) {
@@ -26,6 +26,9 @@ enum NetlinkRouteTarget {
                 require(again == expected, "route \(r) re-encodes as \(String(describing: again))")
             }
             _ = GenericNetlink.parseFamilyID([message])
+            if let generation = NftablesGeneration.parse([message]) {
+                require(NftablesGeneration.parse([newGeneration(generation)]) == generation, "nftables generation \(generation) re-encodes differently")
+            }
         }
         // The whole buffer as the reply to a request (sequence 0 and port 0: libmnl checks neither).
         let collector = NetlinkReplyCollector(sequence: 0, portID: 0, operation: "fuzz")
@@ -49,6 +52,18 @@ enum NetlinkRouteTarget {
         err.msg.nlmsg_type = UInt16(RTM_NEWROUTE)
         b.putExtraHeader(err)
         if let text { b.putString(UInt16(NLMSGERR_ATTR_MSG.rawValue), text) }
+        return b.bytes
+    }
+
+    /// NFT_MSG_NEWGEN with `id` (big endian, as the kernel sends it): the answer to NFT_MSG_GETGEN.
+    static func newGeneration(_ id: UInt32) -> [UInt8] {
+        let b = NetlinkMessageBuilder(type: UInt16(NFNL_SUBSYS_NFTABLES) << 8 | UInt16(NFT_MSG_NEWGEN.rawValue), flags: 0)
+        var header = nfgenmsg()
+        header.nfgen_family = UInt8(AF_UNSPEC)
+        header.version = UInt8(NFNETLINK_V0)
+        b.putExtraHeader(header)
+        b.putU32(UInt16(NFTA_GEN_ID.rawValue), id.bigEndian)
+        b.putU32(UInt16(NFTA_GEN_PROC_PID.rawValue), UInt32(4242).bigEndian)
         return b.bytes
     }
 
@@ -82,6 +97,7 @@ enum NetlinkRouteTarget {
             errorMessage(code: -17, text: "File exists"),
             doneMessage(code: -4),
             family + errorMessage(code: 0, text: nil),
+            newGeneration(0x0102_0304) + errorMessage(code: 0, text: nil),
         ]
     }
 }
