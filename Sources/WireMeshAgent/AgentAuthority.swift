@@ -69,9 +69,14 @@ extension Agent {
     }
 
     /// A member announces a newer revocation list than ours: fetch it (it comes with the keyring).
+    /// A member whose answer lacked the list it announces waits out its back-off.
     func followRevocations(members: [Member]) {
         let mine = state.revocations?.serial ?? 0
-        let ahead = members.filter { $0.name != state.node.name && $0.status.isActive && $0.record.record.revocationSerial > mine }
+        let now = clock.monotonic()
+        let ahead = members.filter {
+            $0.name != state.node.name && $0.status.isActive && $0.record.record.revocationSerial > mine
+                && !(clusterKeyAgent.unservedRevocations[$0.name].map { now < $0.until } ?? false)
+        }
         guard !ahead.isEmpty else { return }
         let names = ahead.sorted { $0.record.record.revocationSerial > $1.record.record.revocationSerial }.map(\.name)
         Task { await self.fetchClusterKeys(from: names, reason: "\(names[0]) holds a newer revocation list") }

@@ -29,6 +29,23 @@ struct ClusterKeyAgentState: Sendable {
     var ignoredKeys: Set<ClusterKeyID> = []
     var recheckAfterFetch = false
     var recheckScheduled = false
+    /// Members whose record announced a newer revocation list than their answer carried (a damaged or
+    /// hostile record: an honest member announces a list only once it holds it). Not followed again for
+    /// that list until the back-off ends, so a false serial neither makes every node ask its holder
+    /// every few seconds nor, asked first, hides the member that does hold the newer list.
+    var unservedRevocations: [String: UnservedRevocation] = [:]
+}
+
+/// A member whose keyring answers did not bring this node to the revocation serial it announces.
+struct UnservedRevocation: Sendable, Equatable {
+    /// Unserved answers in a row (a new serial does not reset it: a liar could alternate).
+    var times: Int
+    var until: ContinuousClock.Instant
+
+    /// 10 s, doubling with each unserved answer in a row, at most 10 minutes.
+    static func backOff(times: Int) -> Duration {
+        min(.seconds(10) * (1 << min(max(times, 1) - 1, 6)), .seconds(600))
+    }
 }
 
 extension Agent {
@@ -139,6 +156,7 @@ extension Agent {
         }
         let members = (try? await transport.members()) ?? []
         var refusals: [String: KeyringRefusal] = [:]
+        var served = false
         for name in names {
             guard let member = members.first(where: { $0.name == name }) else { continue }
             if let last = clusterKeyAgent.lastAsked[name], clock.monotonic() - last < .seconds(5) {
@@ -173,14 +191,27 @@ extension Agent {
                 clusterKeyAgent.problem = nil
                 logger.info("cluster keys fetched", metadata: [
                     "from": "\(name)", "reason": "\(reason)", "keys": "\(got.map { $0.tag })"])
-                return [:]
+                served = true
+                let held = state.revocations?.serial ?? 0
+                guard record.revocationSerial > held else {
+                    clusterKeyAgent.unservedRevocations[name] = nil
+                    return [:]
+                }
+                // It announced a list it did not hand over: back off from it, and ask the next member.
+                let times = (clusterKeyAgent.unservedRevocations[name]?.times ?? 0) + 1
+                let backOff = UnservedRevocation.backOff(times: times)
+                clusterKeyAgent.unservedRevocations[name] = UnservedRevocation(
+                    times: times, until: clock.monotonic() + backOff)
+                logger.warning("a member announces a revocation list it does not hand over (a damaged or hostile record): not followed for a while", metadata: [
+                    "member": "\(name)", "announced_serial": "\(record.revocationSerial)",
+                    "received_serial": "\(revocations?.serial ?? 0)", "held_serial": "\(held)", "retry_in": "\(backOff)"])
             case .failure(let refusal):
                 refusals[name] = refusal
                 logger.log(level: quiet ? .debug : .notice, "keyring request refused",
                            metadata: ["member": "\(name)", "error": "\(refusal)"])
             }
         }
-        return refusals
+        return served ? [:] : refusals
     }
 
     /// Follows the view again after `delay` (once at a time): what a skipped fetch was for is asked

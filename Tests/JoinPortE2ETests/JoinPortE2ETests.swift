@@ -4,7 +4,7 @@ import Testing
 
 /// The join port under attack (issue 10): 2000 idle connections from 20 addresses and a flood of join
 /// lines with a bad MAC against one agent, in network namespaces with wireguard-go;
-/// scripts/e2e/join-port.sh, one run shared by every check (about 35 s).
+/// scripts/e2e/join-port.sh, one run shared by every check (about 45 s).
 @Suite(.serialized) struct JoinPortE2ETests {
     @Test func theJoinPortHoldsUnderIdleConnectionsAndABadMACFlood() async throws {
         if let reason = missingNetnsPrerequisite(tools: ["wireguard-go", "wg", "jq", "python3", "ss"]) {

@@ -32,7 +32,8 @@ struct AgentHarness {
     static let authority = SigningIdentity.generate()
 
     init(directory: String, peers: Int = 0, gossip: Bool = false, device: Device? = nil, clock: AgentClock = .system,
-         holdsAuthority: Bool = true, dualStack: Bool = false, beforeStart: (StateStore) throws -> Void = { _ in }) async throws {
+         holdsAuthority: Bool = true, dualStack: Bool = false, beforeStart: (StateStore) throws -> Void = { _ in },
+         editPeer: (Int, inout NodeRecord) throws -> Void = { _, _ in }) async throws {
         self.directory = directory
         store = StateStore(directory: directory + "/state")
         let ipam = try IPAM(clusterRange: Self.podRange, nodePrefixLength: 24)
@@ -66,6 +67,7 @@ struct AgentHarness {
                                     gossipAddress: Endpoint(address: try IPAddress("192.0.2.\(10 + i)"), port: 7946),
                                     podCIDRs: [cidr] + (dualStack ? [try IPPrefix("fd42:1:0:\(10 + i)::/64")] : []),
                                     overlayAddress: cidr.network.address)
+            try editPeer(i, &record)
             record.certificate = .issue(clusterID: state.clusterID, name: record.name, identity: identity.publicKey,
                                         podCIDRs: record.podCIDRs, overlayAddress: record.overlayAddress, issuedAt: 1, authority: Self.authority)
             made.append((record, identity))
