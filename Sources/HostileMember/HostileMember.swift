@@ -20,7 +20,7 @@ struct Hostile: AsyncParsableCommand {
         abstract: "Attack wiremesh agents with one member's stolen secrets (a test tool for scripts/e2e/hostile.sh).",
         subcommands: [
             Observe.self, ClaimBlock.self, OutsideRange.self, ForgedCertificate.self, MaxNumbers.self,
-            KeyGeneration.self, ForgedLiveness.self, Replay.self, Flood.self, MintToken.self, KeyringAfterEviction.self,
+            KeyGeneration.self, RevocationSerial.self, ForgedLiveness.self, Replay.self, Flood.self, MintToken.self, KeyringAfterEviction.self,
             Chatter.self, Stranger.self,
         ])
 }
@@ -286,34 +286,89 @@ struct KeyGeneration: AsyncParsableCommand {
         guard let state = a.state else { throw HostileError("needs a member's state") }
         let key = ClusterKey.generate()
         let tag = ClusterKeyTag(id: key.id, generation: generation)
-        let known = a.records.values.map { KnownMember(name: $0.record.name, identity: $0.record.identity, left: false) }
-        var generations = Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { x, _ in x })
+        var generations = a.keyGenerations(state)
         generations[key.id] = generation
         let keyring = Keyring(primary: key, others: state.keyring.keys)
         let counter = Counter()
-        let identity = a.identity, name = state.node.name, clusterID = state.clusterID, gens = generations
-        let server = try await LineServer.bind(a.local) { request in
+        let serving = try await a.serveKeyring(keyring: keyring, generations: generations, counter: counter)
+        let record = try a.ownRecord(version: a.freshVersion) { $0.clusterKeys = state.clusterKeys.tags + [tag] }
+        _ = try await a.stayLive(seconds: seconds, to: targets) { record }
+        serving.cancel()
+        emit(["attack": "key-generation", "key": "\(key.id)", "generation": "\(generation)", "sent": a.sent,
+              "keyring_requests": counter.names, "acks_sent": a.acksSent])
+    }
+}
+
+/// A record announcing a revocation list of serial `--serial` that the member does not hold, a new
+/// version of it every second (each one a view change on every member), and keyring answers without
+/// that list: do members keep asking it, and does it hide the member holding a real newer list?
+struct RevocationSerial: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Announce a revocation serial this member does not hold, re-announced every second, and answer keyring requests without the list.")
+    @OptionGroup var options: Options
+    @Option(help: "How long to stay live and answer keyring requests.") var seconds: Double = 30
+    @Option(help: "The serial announced (default 2^32 - 1).") var serial: UInt32 = .max
+
+    func run() async throws {
+        let a = try await options.attacker()
+        let targets = try options.endpoints
+        a.observe(targets)
+        guard let state = a.state else { throw HostileError("needs a member's state") }
+        let counter = Counter()
+        let serving = try await a.serveKeyring(keyring: a.keyring, generations: a.keyGenerations(state), counter: counter,
+                                               revocations: state.revocations)
+        let versions = try await a.stayLive(seconds: seconds, to: targets) {
+            try a.ownRecord(version: a.freshVersion) { $0.revocationSerial = serial }
+        }
+        serving.cancel()
+        emit(["attack": "revocation-serial", "serial": "\(serial)", "held_serial": "\(state.revocations?.serial ?? 0)",
+              "versions": versions, "keyring_requests": counter.names, "sent": a.sent])
+    }
+}
+
+extension Attacker {
+    /// The generation of each cluster key the member's state lists.
+    func keyGenerations(_ state: NodeState) -> [ClusterKeyID: UInt64] {
+        Dictionary(state.clusterKeys.entries.map { ($0.id, $0.generation ?? 0) }, uniquingKeysWith: { x, _ in x })
+    }
+
+    /// Answers keyring requests on the member's line port as the member would (signed with its
+    /// identity, to the members observed), with `keyring` and `revocations`; counts who asked.
+    /// Cancel the task to stop.
+    func serveKeyring(keyring: Keyring, generations: [ClusterKeyID: UInt64], counter: Counter,
+                      revocations: RevocationList? = nil) async throws -> Task<Void, Never> {
+        guard let state else { throw HostileError("needs a member's state") }
+        let members = records.values.map { KnownMember(name: $0.record.name, identity: $0.record.identity, left: false) }
+        let identity = self.identity, name = state.node.name, clusterID = state.clusterID
+        let server = try await LineServer.bind(local) { request in
             guard case .keyring(let r) = request else { return .refused(.malformed("no")) }
             counter.add(r.node)
             do throws(KeyringRefusal) {
-                return .keyring(try KeyringAnswer.answer(r, clusterID: clusterID, members: known, keyring: keyring, generations: gens,
-                                                         identity: identity, name: name, nowMs: Int64(Date().timeIntervalSince1970 * 1000)))
+                return .keyring(try KeyringAnswer.answer(r, clusterID: clusterID, members: members, keyring: keyring, generations: generations,
+                                                         identity: identity, name: name, nowMs: Int64(Date().timeIntervalSince1970 * 1000),
+                                                         revocations: revocations))
             } catch {
                 return .refused(.keyring(error))
             }
         }
-        let serving = Task { try? await server.run() }
-        a.pingName = name
-        let record = try a.ownRecord(version: a.freshVersion) { $0.clusterKeys = state.clusterKeys.tags + [tag] }
+        return Task { try? await server.run() }
+    }
+
+    /// Stays live for `seconds`: every second `record()` with an alive claim to each target, answering
+    /// pings meanwhile. Returns how many records were sent to each target.
+    func stayLive(seconds: Double, to targets: [Endpoint], record: () throws -> SignedNodeRecord) async throws -> Int {
+        guard let state else { throw HostileError("needs a member's state") }
+        let name = state.node.name
+        pingName = name
+        var rounds = 0
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            for t in targets { a.send([.record(record), .status(name: name, version: record.record.version, status: .alive(incarnation: 0), from: name)], to: t) }
+            let r = try record()
+            rounds += 1
+            for t in targets { send([.record(r), .status(name: name, version: r.record.version, status: .alive(incarnation: 0), from: name)], to: t) }
             // The socket is blocking: drain on a thread of its own so the line server keeps answering.
-            try await onThread { a.drain(for: 1) }
+            _ = try await onThread { self.drain(for: 1) }
         }
-        serving.cancel()
-        emit(["attack": "key-generation", "key": "\(key.id)", "generation": "\(generation)", "sent": a.sent,
-              "keyring_requests": counter.names, "acks_sent": a.acksSent])
+        return rounds
     }
 }
 

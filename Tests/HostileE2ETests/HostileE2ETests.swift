@@ -8,6 +8,7 @@ enum HostileCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case outsideRange = "outside-range"
     case forgedCertificate = "forged-certificate"
     case maxNumbers = "max-numbers"
+    case revocationSerial = "revocation-serial"
     case keyGeneration = "key-generation"
     case forgedLiveness = "forged-liveness"
     case replay
@@ -27,6 +28,7 @@ enum HostileCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .forgedCertificate: return "certificates the member forged (own key, cluster key, another's re-used): refused, counted"
         case .maxNumbers: return "versions, incarnations and sequence numbers at their maximum: no agent stops, the victim refutes"
         case .keyGeneration: return "a cluster key of generation 2^64 - 1 advertised and handed over: nobody installs it, rotation still works"
+        case .revocationSerial: return "a revocation serial the member does not hold, re-announced every second: asked at most 3 times in 30 s, warned"
         case .forgedLiveness: return "forged suspect/dead claims about a healthy node: never declared dead, its peer never removed"
         case .replay: return "captured gossip datagrams sent again: dropped as replays"
         case .memberFlood: return "3000 fake members: none enters a view, all counted"

@@ -21,6 +21,9 @@
 #   max-numbers          status claims, leaves, digests at version/incarnation 2^64 - 1 (about node 2, about
 #                        the receiver, about nobody), sequence numbers 2^32 - 1: nobody stops, node 2 stays
 #                        alive (it refutes with a new record version), forged leaves bad_signature
+#   revocation-serial    node 4 announces revocation serial 2^32 - 1 (it holds none), a new record version every
+#                        second for 30 s, and answers keyring requests without a list: each honest node asks it
+#                        at most 3 times (a 10 s back-off, doubling) instead of every 5 s, and logs why
 #   key-generation       node 4 advertises a cluster key of generation 2^64 - 1 and hands it over when asked:
 #                        no honest node installs it, and a cluster key rotation still works afterwards
 #   forged-liveness      "node 2 is suspect/dead" claimed every 0.1 s for 5 s in every member's name: node 2 is
@@ -182,6 +185,25 @@ finish "claims at 2^64 - 1: nobody stopped; node 2 refuted with a new record ver
   "$(jq -cn --argjson bs "$bs" '{bad_signature: $bs}')"
 
 # ---------------------------------------------------------------------------------------------
+begin revocation-serial
+t_case="$(iso_now)"
+out="$(hostile revocation-serial --seconds 30 2>"$WORK/revserial.err")" || problem "the tool failed: $(tail -2 "$WORK/revserial.err")"
+versions="$(jq -r .versions <<<"$out" 2>/dev/null)"
+per=""
+for i in 1 2 3; do
+  asked="$(jq -r --arg n "node$i" '[.keyring_requests[] | select(. == $n)] | length' <<<"$out" 2>/dev/null)"
+  warned="$(grep '^{' "$WORK/agent$i.log" | jq -r --arg t "$t_case" \
+    'select((.event | startswith("a member announces a revocation list it does not hand over")) and .fields.member == "node4" and .time >= $t) | .time' 2>/dev/null | wc -l)"
+  [ "${asked:-0}" -ge 1 ] || problem "node $i never asked node 4 (did the announcement reach it?)"
+  [ "${asked:-99}" -le 3 ] || problem "node $i asked node 4 for the keyring $asked times in 30 s (want at most 3: a 10 s back-off, doubling)"
+  [ "$warned" -ge 1 ] || problem "node $i logged no warning about node 4's revocation serial"
+  per+=" node $i asked ${asked:-?} times, warned $warned times;"
+done
+finish "node 4 announced revocation serial 2^32 - 1 in ${versions:-?} record versions over 30 s and answered without a list:$per" \
+  "$(jq -cn --argjson v "${versions:-null}" --arg per "$per" '{versions: $v, per_node: $per}')"
+
+
+# ---------------------------------------------------------------------------------------------
 begin key-generation
 out="$(hostile key-generation --seconds 4 2>"$WORK/keygen.err")" || problem "the tool failed: $(tail -2 "$WORK/keygen.err")"
 evil="$(jq -r .key <<<"$out" 2>/dev/null)"
@@ -197,6 +219,7 @@ else
 fi
 finish "node 4 advertised $evil at generation 2^64 - 1 (asked for it by: ${asked:-nobody}); no honest node took it; a rotation still works (${rotated:-none})" \
   "$(jq -cn --arg a "$asked" '{asked_by: $a}')"
+
 # That rotation finishes during the next attacks (the tool fetches the new key at each start, as node
 # 4's agent would); the eviction below waits for it: a rotation still installing would make the
 # eviction's own rotation wait for an operator.
